@@ -1,0 +1,66 @@
+"""H.264 video files through imageio-ffmpeg (the ffmpeg binary ships in the wheel)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+
+from camera.errors import InputError
+
+
+class VideoWriter:
+    """Writes RGB uint8 frames to an .mp4 (H.264, yuv420p). Written to a temporary file and renamed on close,
+    so an interrupted render never leaves a truncated file where a good one was."""
+
+    def __init__(self, path, size: tuple[int, int], fps: float = 24.0, quality: float = 8):
+        self.path = Path(path)
+        self.size = tuple(size)
+        if self.size[0] % 2 or self.size[1] % 2:
+            raise InputError(self.path, "size", f"H.264 needs even width and height, got {self.size[0]}x{self.size[1]}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
+        # One encoder thread: x264 is deterministic either way, but this keeps a render from starving the game.
+        self._gen = imageio_ffmpeg.write_frames(
+            str(self._tmp), self.size, fps=fps, quality=quality, codec="libx264", macro_block_size=1,
+            output_params=["-threads", "1"], ffmpeg_log_level="error")
+        self._gen.send(None)
+        self.frames = 0
+
+    def write(self, frames: np.ndarray) -> None:
+        """frames: (H, W, 3) or (N, H, W, 3) uint8."""
+        frames = np.asarray(frames)
+        for frame in frames.reshape(-1, *frames.shape[-3:]):
+            if frame.shape[1::-1] != self.size:
+                raise ValueError(f"frame of size {frame.shape[1]}x{frame.shape[0]} for a {self.size} video")
+            self._gen.send(np.ascontiguousarray(frame, dtype=np.uint8))
+            self.frames += 1
+
+    def close(self) -> None:
+        self._gen.close()
+        os.replace(self._tmp, self.path)
+
+    def abort(self) -> None:
+        try:
+            self._gen.close()
+        finally:
+            self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def read_video(path) -> np.ndarray:
+    """All frames of a video as (N, H, W, 3) uint8."""
+    reader = imageio_ffmpeg.read_frames(str(path))
+    meta = reader.__next__()
+    w, h = meta["size"]
+    frames = [np.frombuffer(buf, np.uint8).reshape(h, w, 3) for buf in reader]
+    return np.stack(frames) if frames else np.zeros((0, h, w, 3), np.uint8)

@@ -1,0 +1,175 @@
+"""Training data: clips rendered by the reference world from random procedural scenes (DESIGN section 4, stage 0).
+
+A dataset is a folder:
+    manifest.json            format, the spec it was made with, and the finished shards
+    shard_00000/frames.npy   (n, F, H, W, 3) uint8
+                poses.npy    (n, F, 7) float64   x, y, z, yaw, pitch, roll, fov per frame (camera.pose.Pose.to_array)
+                intrinsics.npy (n, F, 4) float32 fx, fy, cx, cy in pixels
+                scene_seeds.npy (n,) int64
+Every clip is a pure function of (spec, clip index), and shards are written to a temporary folder and renamed, so an
+interrupted run resumes where it stopped and produces exactly the data an uninterrupted run would have.
+
+Scene seeds below HELD_OUT_SEEDS.stop are held out: `--split train` never draws them, `--split heldout` draws only them
+(evaluation uses them as unseen scenes).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from camera.errors import InputError
+from camera.pose import Pose
+from camera.trajectories import random_trajectory
+from world.scene import height_at, random_scene
+
+FORMAT = "explorer-data/1"
+HELD_OUT_SEEDS = range(0, 10_000)
+TRAIN_SEEDS = range(10_000, 2**31 - 1)
+EYE_HEIGHT = 1.7
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    clips: int
+    size: tuple[int, int] = (256, 144)
+    frames: int = 33
+    seed: int = 0
+    split: str = "train"
+    clips_per_scene: int = 8
+    clips_per_shard: int = 64
+    fov: float = 60.0
+
+    def __post_init__(self):
+        if (self.frames - 1) % 4:
+            raise InputError("command line", "--frames", f"must be 1 + 4k (the first frame and whole latent steps), "
+                             f"got {self.frames}")
+        if self.split not in ("train", "heldout"):
+            raise InputError("command line", "--split", f"must be train or heldout, got {self.split!r}")
+
+    def identity(self) -> dict:
+        """What must agree for a folder to be resumed (the clip count may grow)."""
+        d = asdict(self)
+        d.pop("clips")
+        d["size"] = list(self.size)
+        return d
+
+
+def scene_seed(spec: DataSpec, scene_index: int) -> int:
+    seeds = HELD_OUT_SEEDS if spec.split == "heldout" else TRAIN_SEEDS
+    rng = np.random.default_rng([spec.seed, scene_index, 7])
+    return int(seeds.start + rng.integers(0, len(seeds)))
+
+
+def render_clip(world, scene, spec: DataSpec, clip_index: int) -> tuple[np.ndarray, np.ndarray]:
+    """(frames (F, H, W, 3) uint8, poses (F, 7) float64) for one clip; `world` already shows `scene`."""
+    rng = np.random.default_rng([spec.seed, clip_index, 11])
+    ground = lambda x, z: float(height_at(scene, x, z))  # noqa: E731
+    yaw = float(rng.uniform(-180.0, 180.0))
+    start = Pose((float(rng.uniform(-1, 1)), ground(0.0, 0.0) + EYE_HEIGHT, float(rng.uniform(-1, 1))), yaw=yaw,
+                 fov=spec.fov)
+    # Start mid-motion, as a clip cut from someone's play would: simulate a little before the first kept frame.
+    warmup = int(rng.integers(0, 48))
+    poses = random_trajectory(rng, warmup + spec.frames, start, ground=ground)[warmup:]
+    return world.render(poses), np.stack([p.to_array() for p in poses])
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+def _open_manifest(out: Path, spec: DataSpec) -> dict:
+    path = out / "manifest.json"
+    if not path.exists():
+        return {"format": FORMAT, "spec": spec.identity(), "held_out_scene_seeds": [HELD_OUT_SEEDS.start,
+                HELD_OUT_SEEDS.stop], "shards": []}
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise InputError(path, None, f"cannot read the manifest ({error}); move the folder away or fix it") from None
+    if manifest.get("format") != FORMAT:
+        raise InputError(path, "format", f"expected {FORMAT!r}, found {manifest.get('format')!r}")
+    for key, want in spec.identity().items():
+        have = manifest.get("spec", {}).get(key)
+        if have != want:
+            raise InputError(path, f"spec.{key}", f"this folder holds data made with {have!r}; the command asks for "
+                             f"{want!r} (use another --out, or the same options to resume)")
+    return manifest
+
+
+def write_dataset(out, spec: DataSpec) -> Path:
+    from world.reference import ReferenceWorld
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = _open_manifest(out, spec)
+    done = {s["name"] for s in manifest["shards"] if (out / s["name"]).is_dir()}
+    manifest["shards"] = [s for s in manifest["shards"] if s["name"] in done]
+    n_shards = -(-spec.clips // spec.clips_per_shard)
+    world = ReferenceWorld(size=spec.size)
+    current_seed, scene = None, None
+    bar = tqdm(total=spec.clips, unit="clip", desc=f"data {out.name}")
+    for shard in range(n_shards):
+        name = f"shard_{shard:05d}"
+        first, last = shard * spec.clips_per_shard, min((shard + 1) * spec.clips_per_shard, spec.clips)
+        if name in done:
+            existing = next(s for s in manifest["shards"] if s["name"] == name)
+            if existing["clips"] == last - first:
+                bar.update(last - first)
+                continue
+            shutil.rmtree(out / name)  # a short last shard from a smaller --clips: render it again, longer
+            manifest["shards"] = [s for s in manifest["shards"] if s["name"] != name]
+        frames, poses, seeds = [], [], []
+        for clip in range(first, last):
+            seed = scene_seed(spec, clip // spec.clips_per_scene)
+            if seed != current_seed:
+                scene = random_scene(np.random.default_rng(seed))
+                world.set_scene(scene)
+                current_seed = seed
+            f, p = render_clip(world, scene, spec, clip)
+            frames.append(f), poses.append(p), seeds.append(seed)
+            bar.update(1)
+        poses = np.stack(poses)
+        intrinsics = np.stack([[Pose.from_array(p).intrinsics(*spec.size)[[0, 1, 0, 1], [0, 1, 2, 2]] for p in clip]
+                               for clip in poses]).astype(np.float32)
+        tmp = out / f".{name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        np.save(tmp / "frames.npy", np.stack(frames))
+        np.save(tmp / "poses.npy", poses)
+        np.save(tmp / "intrinsics.npy", intrinsics)
+        np.save(tmp / "scene_seeds.npy", np.array(seeds, dtype=np.int64))
+        os.replace(tmp, out / name)
+        manifest["shards"].append({"name": name, "clips": last - first, "first_clip": first})
+        manifest["clips"] = sum(s["clips"] for s in manifest["shards"])
+        _write_json(out / "manifest.json", manifest)
+    bar.close()
+    world.close()
+    return out
+
+
+def open_dataset(folder) -> tuple[dict, list[dict[str, np.ndarray]]]:
+    """The manifest and, per shard, its arrays (frames memory-mapped, so a large dataset costs no RAM to open)."""
+    folder = Path(folder)
+    path = folder / "manifest.json"
+    if not path.exists():
+        raise InputError(folder, None, "not a dataset: no manifest.json (make one with `explorer data`)")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise InputError(path, None, f"cannot read the manifest ({error})") from None
+    if manifest.get("format") != FORMAT:
+        raise InputError(path, "format", f"expected {FORMAT!r}, found {manifest.get('format')!r}")
+    shards = []
+    for s in manifest["shards"]:
+        d = folder / s["name"]
+        shards.append({"frames": np.load(d / "frames.npy", mmap_mode="r"), "poses": np.load(d / "poses.npy"),
+                       "intrinsics": np.load(d / "intrinsics.npy"), "scene_seeds": np.load(d / "scene_seeds.npy")})
+    return manifest, shards

@@ -1,0 +1,21 @@
+"""Open a world by name, as the command line and the client ask for it."""
+from __future__ import annotations
+
+from camera.errors import InputError
+
+WORLDS = ("reference", "generated")
+REFERENCE_SIZE = (640, 360)  # the reference world renders at any size; this is the default for videos
+
+
+def make_world(kind: str, size: tuple[int, int] | None = None, checkpoint=None, device: str = "auto", level=None):
+    """A World of the given kind. `level` (optional) is checked for what the world needs (a scene, for reference)."""
+    if kind == "reference":
+        from world.reference import ReferenceWorld
+        if level is not None and level.scene is None:
+            raise InputError(level.source, "scene", "this level has only a start image; the reference world needs a "
+                             "[scene] (use --world generated)")
+        return ReferenceWorld(size=size or REFERENCE_SIZE)
+    if kind == "generated":
+        from world.generated import GeneratedWorld
+        return GeneratedWorld.open(checkpoint=checkpoint, device=device)
+    raise InputError("command line", "--world", f"unknown world {kind!r} (known: {', '.join(WORLDS)})")
