@@ -1,0 +1,317 @@
+"""Scripted camera paths: keyframes in a TOML file -> one pose per video frame (DESIGN section 5).
+
+    [path]
+    fps = 24                      # default 24
+    interpolation = "catmull-rom" # or "linear"; default "catmull-rom"
+    relative = false              # true: keys are offsets from the start pose (see below)
+
+    [[path.key]]                  # at least two; t in seconds, strictly increasing, first 0 or later
+    t = 0.0
+    position = [0.0, 1.7, 0.0]
+    yaw = 0.0                     # yaw, pitch, roll, fov are optional: each defaults to the previous
+    pitch = 0.0                   # key's value, and on the first key to 0, 0, 0 and 60 (a relative
+    roll = 0.0                    # path's first fov defaults to the start pose's fov instead)
+    fov = 60.0
+
+Interpolation: positions and fov by a Catmull-Rom spline in time (tangents from the real key times,
+natural ends) or linearly; orientations by scipy's RotationSpline (catmull-rom, smooth) or Slerp
+(linear). Both take the shortest way between neighbouring rotations, so the rotation keys are the
+keys plus sub-keys (every MAX_SEGMENT_TURN degrees) from the same spline run over the Euler angles:
+keys yaw = 0, 90, ..., 360 pan all the way round, keys 0 -> 270 turn 270 degrees left rather than 90
+right, and a pan that also pitches gains no visible roll. Sampled yaw and roll keep counting past
++-180 like the keys do.
+
+Relative paths: key positions are offsets in the start pose's yaw frame (x right, y up, -z forward)
+and yaw/pitch/roll are added to the start's, so one path works on every level.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from scipy.interpolate import CubicHermiteSpline
+from scipy.spatial.transform import Rotation, RotationSpline, Slerp
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
+
+from camera.errors import InputError
+from camera.pose import PITCH_LIMIT, Pose
+
+INTERPOLATIONS = ("catmull-rom", "linear")
+DEFAULT_FOV = 60.0
+MAX_SEGMENT_TURN = 30.0  # degrees of |d yaw| + |d pitch| + |d roll| between rotation keys (must be < 180)
+_PATH_FIELDS = ("fps", "interpolation", "relative", "key")
+_KEY_FIELDS = ("t", "position", "yaw", "pitch", "roll", "fov")
+
+
+@dataclass(frozen=True)
+class Keyframe:
+    t: float                                 # seconds
+    position: tuple[float, float, float]     # metres (offsets in the start's yaw frame if relative)
+    yaw: float = 0.0                         # degrees; may wind past +-180
+    pitch: float = 0.0
+    roll: float = 0.0
+    fov: float | None = None                 # None: the start pose's fov (relative) or DEFAULT_FOV
+
+    def __post_init__(self):  # plain floats, so keys compare, print and save cleanly
+        object.__setattr__(self, "t", float(self.t))
+        object.__setattr__(self, "position", tuple(float(v) for v in self.position))
+        for name in ("yaw", "pitch", "roll") + (("fov",) if self.fov is not None else ()):
+            object.__setattr__(self, name, float(getattr(self, name)))
+
+
+@dataclass
+class CameraPath:
+    fps: float
+    interpolation: str       # one of INTERPOLATIONS
+    relative: bool
+    keys: list[Keyframe]
+
+    @property
+    def duration(self) -> float:
+        """Seconds from t = 0 to the last key."""
+        return self.keys[-1].t
+
+    def resolved(self, start: Pose | None = None) -> "CameraPath":
+        """The same path with absolute keys: relative keys placed at `start` (required for them)."""
+        if not self.relative:
+            return replace(self, keys=[replace(k, fov=DEFAULT_FOV if k.fov is None else k.fov) for k in self.keys])
+        if start is None:
+            raise ValueError("a relative camera path needs a start pose (poses(start=...) / pose_at(t, start=...))")
+        heading = Rotation.from_euler("Y", start.yaw, degrees=True)
+        keys = [Keyframe(k.t, tuple(np.asarray(start.position) + heading.apply(k.position)),
+                         start.yaw + k.yaw,
+                         float(np.clip(start.pitch + k.pitch, -PITCH_LIMIT, PITCH_LIMIT)),
+                         start.roll + k.roll,
+                         start.fov if k.fov is None else k.fov)
+                for k in self.keys]
+        return replace(self, relative=False, keys=keys)
+
+    def poses(self, fps: float | None = None, start: Pose | None = None) -> list[Pose]:
+        """Poses at t = i / fps for i = 0 .. round(duration * fps), both ends included."""
+        fps = self.fps if fps is None else fps
+        n = round(self.duration * fps)
+        positions, _, fov, euler = _interpolate(self.resolved(start), np.arange(n + 1) / fps)
+        return _to_poses(positions, fov, euler)
+
+    def pose_at(self, t: float, start: Pose | None = None) -> Pose:
+        """The pose at time t; before the first key and after the last, the path holds still."""
+        positions, _, fov, euler = _interpolate(self.resolved(start), np.array([float(t)]))
+        return _to_poses(positions, fov, euler)[0]
+
+
+# --- interpolation -----------------------------------------------------------------------------
+
+def _catmull_rom_tangents(t: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Tangents (n, d) for values y (n, d) at times t (n,): central differences over the real
+    time gaps inside, and 'natural' ends (zero second derivative) at the first and last key."""
+    slopes = np.diff(y, axis=0) / np.diff(t)[:, None]  # (n-1, d)
+    if len(t) == 2:
+        return np.repeat(slopes, 2, axis=0)
+    m = np.empty_like(y)
+    m[1:-1] = (y[2:] - y[:-2]) / (t[2:] - t[:-2])[:, None]
+    m[0] = 1.5 * slopes[0] - 0.5 * m[1]
+    m[-1] = 1.5 * slopes[-1] - 0.5 * m[-2]
+    return m
+
+
+def _curve(times: np.ndarray, values: np.ndarray, interpolation: str):
+    """values (n, d) at key times (n,) -> a function of times (m,) -> (m, d)."""
+    if interpolation == "linear":
+        return lambda ts: np.stack([np.interp(ts, times, values[:, c]) for c in range(values.shape[1])], axis=1)
+    if interpolation == "catmull-rom":
+        return CubicHermiteSpline(times, values, _catmull_rom_tangents(times, values), axis=0)
+    raise ValueError(f"unknown interpolation {interpolation!r}; expected one of {INTERPOLATIONS}")
+
+
+def _interpolate(path: CameraPath, ts: np.ndarray):
+    """Sample an absolute path at times ts (m,): positions (m, 3), rotations (m), fov (m,), and
+    Euler angles (m, 3: yaw, pitch, roll) with yaw and roll wound like the keys."""
+    keys = path.keys
+    ts = np.clip(ts, keys[0].t, keys[-1].t)
+    times = np.array([k.t for k in keys])
+    values = np.array([[*k.position, k.fov, k.yaw, k.pitch, k.roll] for k in keys], dtype=float)  # (n, 7)
+    curve = _curve(times, values, path.interpolation)
+    # Rotation keys: every key, plus sub-keys taken from the same curve over the Euler angles wherever
+    # a segment turns more than MAX_SEGMENT_TURN, so that neighbouring rotations are close: the
+    # shortest way between them (all Slerp and RotationSpline know) is then the intended one, and
+    # the rotation curve adds no visible roll to a pan that also pitches.
+    turns = np.abs(np.diff(values[:, 4:], axis=0)).sum(axis=1)  # (n-1,) degrees
+    rot_times = np.concatenate([[times[0]]] + [
+        np.linspace(a, b, max(1, math.ceil(turn / MAX_SEGMENT_TURN)) + 1)[1:]
+        for a, b, turn in zip(times[:-1], times[1:], turns)])
+    angles = curve(rot_times)[:, 4:]  # (r, 3)
+    rotations = Rotation.from_euler("YXZ", angles, degrees=True)
+    spline = Slerp if path.interpolation == "linear" else RotationSpline
+    rot = spline(rot_times, rotations)(ts)
+    sampled = curve(ts)  # (m, 7)
+    euler = rot.as_euler("YXZ", degrees=True)  # yaw, roll in (-180, 180]
+    for c in (0, 2):  # bring yaw and roll to the winding of the Euler curve
+        reference = sampled[:, 4 + c]
+        euler[:, c] += 360.0 * np.round((reference - euler[:, c]) / 360.0)
+    return sampled[:, :3], rot, sampled[:, 3], euler
+
+
+def _to_poses(positions, fov, euler) -> list[Pose]:
+    return [Pose(tuple(p), e[0], e[1], e[2], f) for p, f, e in zip(positions, fov, euler)]
+
+
+# --- from dense poses --------------------------------------------------------------------------
+
+def keys_from_poses(times: Sequence[float], poses: Sequence[Pose]) -> list[Keyframe]:
+    """One key per pose, yaw and roll unwrapped (a pose list that wraps 179 -> -179 keeps turning
+    the short way instead of being read as a 358-degree turn)."""
+    a = np.array([p.to_array() for p in poses])  # (n, 7): x, y, z, yaw, pitch, roll, fov
+    a[:, 3] = np.unwrap(a[:, 3], period=360.0)
+    a[:, 5] = np.unwrap(a[:, 5], period=360.0)
+    return [Keyframe(float(t), tuple(r[:3]), r[3], r[4], r[5], r[6]) for t, r in zip(times, a)]
+
+
+def path_from_poses(poses: Sequence[Pose], fps: float = 24.0, tolerance_m: float = 0.05,
+                    tolerance_deg: float = 0.5, interpolation: str | None = None) -> CameraPath:
+    """Reduce a dense pose list (one per frame at `fps`) to keyframes.
+
+    Guarantee: resampled at `fps`, the returned path is within `tolerance_m` metres of every input
+    position and within `tolerance_deg` degrees of every input orientation (the angle of the
+    relative rotation) and fov. Refinement from the two end poses: while some frame is out of
+    tolerance, add the worst frame of every offending segment (Douglas-Peucker on time, but checked
+    against the real spline, whose tangents reach across neighbouring keys).
+
+    interpolation None tries both and keeps the one with fewer keys (Catmull-Rom on a tie): played
+    sessions turn with the mouse, whose kinks linear paths follow with one key each while Catmull-Rom
+    overshoots them; smooth motion is the other way round."""
+    if len(poses) < 2:
+        raise ValueError("path_from_poses needs at least two poses")
+    if interpolation is None:
+        return min((path_from_poses(poses, fps, tolerance_m, tolerance_deg, i) for i in INTERPOLATIONS),
+                   key=lambda p: len(p.keys))
+    times = np.arange(len(poses)) / fps
+    every = keys_from_poses(times, poses)
+    true_pos = np.array([p.position for p in poses])
+    true_rot = Rotation.concatenate([p.rotation() for p in poses])
+    true_fov = np.array([p.fov for p in poses])
+    chosen = [0, len(poses) - 1]
+    while True:
+        path = CameraPath(fps, interpolation, False, [every[i] for i in chosen])
+        pos, rot, fov, _ = _interpolate(path, times)
+        error = np.maximum.reduce([
+            np.linalg.norm(pos - true_pos, axis=1) / tolerance_m,
+            np.degrees((rot.inv() * true_rot).magnitude()) / tolerance_deg,
+            np.abs(fov - true_fov) / tolerance_deg])  # (n,) in units of the tolerance
+        worst = [a + int(np.argmax(error[a:b + 1])) for a, b in zip(chosen[:-1], chosen[1:])]
+        worst = [i for i in worst if error[i] > 1.0]
+        if not worst:
+            return path
+        chosen = sorted(chosen + worst)
+
+
+# --- files -------------------------------------------------------------------------------------
+
+def load_path(file) -> CameraPath:
+    """A camera path from a TOML file, or from a RealEstate10K camera file (.txt)."""
+    file = Path(file)
+    if file.suffix == ".txt":
+        from camera.realestate import load_realestate  # realestate builds on this module
+        return load_realestate(file)
+    if file.suffix != ".toml":
+        raise InputError(file, None, "unknown camera path type (expected .toml or a RealEstate10K .txt)")
+    try:
+        with open(file, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise InputError(file, None, "no such file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(file, None, f"not valid TOML: {e}") from None
+    return parse_path(data, file)
+
+
+def parse_path(data: dict, source) -> CameraPath:
+    """Validate a decoded TOML document; errors name `source` and the dotted field."""
+    _known(data, ("path",), source, "")
+    p = data.get("path")
+    if not isinstance(p, dict):
+        raise InputError(source, "path", "missing [path] table")
+    _known(p, _PATH_FIELDS, source, "path.")
+    fps = _number(p.get("fps", 24.0), source, "path.fps")
+    if fps <= 0:
+        raise InputError(source, "path.fps", f"must be positive, got {fps}")
+    interpolation = p.get("interpolation", "catmull-rom")
+    if interpolation not in INTERPOLATIONS:
+        raise InputError(source, "path.interpolation",
+                         f"must be one of {', '.join(INTERPOLATIONS)}, got {interpolation!r}")
+    relative = p.get("relative", False)
+    if not isinstance(relative, bool):
+        raise InputError(source, "path.relative", f"must be true or false, got {relative!r}")
+    raw = p.get("key", [])
+    if not isinstance(raw, list) or len(raw) < 2:
+        raise InputError(source, "path.key", "needs at least two [[path.key]] entries")
+    keys: list[Keyframe] = []
+    for i, k in enumerate(raw):
+        keys.append(_parse_key(k, keys[-1] if keys else None, source, f"path.key[{i}]"))
+    if not relative:  # a relative path's missing first fovs stay None: the start pose's fov
+        keys = [replace(k, fov=DEFAULT_FOV if k.fov is None else k.fov) for k in keys]
+    return CameraPath(fps, interpolation, relative, keys)
+
+
+def _parse_key(k, prev: Keyframe | None, source, field: str) -> Keyframe:
+    if not isinstance(k, dict):
+        raise InputError(source, field, "must be a table")
+    _known(k, _KEY_FIELDS, source, field + ".")
+    if "t" not in k:
+        raise InputError(source, f"{field}.t", "missing")
+    t = _number(k["t"], source, f"{field}.t")
+    if t < 0:
+        raise InputError(source, f"{field}.t", f"must be 0 or later, got {t}")
+    if prev is not None and t <= prev.t:
+        raise InputError(source, f"{field}.t", f"times must increase ({t} after {prev.t})")
+    position = k.get("position")
+    if not (isinstance(position, list) and len(position) == 3):
+        raise InputError(source, f"{field}.position", f"must be a list [x, y, z], got {position!r}")
+    position = tuple(_number(v, source, f"{field}.position[{j}]") for j, v in enumerate(position))
+
+    def angle(name: str) -> float:  # defaults to the previous key's value, or 0 on the first key
+        return _number(k.get(name, getattr(prev, name) if prev else 0.0), source, f"{field}.{name}")
+
+    pitch = angle("pitch")
+    if abs(pitch) > PITCH_LIMIT:
+        raise InputError(source, f"{field}.pitch", f"must be within [-{PITCH_LIMIT:g}, {PITCH_LIMIT:g}], got {pitch}")
+    fov = k.get("fov", prev.fov if prev else None)
+    if fov is not None:
+        fov = _number(fov, source, f"{field}.fov")
+        if not 0.0 < fov < 180.0:
+            raise InputError(source, f"{field}.fov", f"must be between 0 and 180 degrees, got {fov}")
+    return Keyframe(t, position, angle("yaw"), pitch, angle("roll"), fov)
+
+
+def _known(table: dict, allowed: Sequence[str], source, prefix: str) -> None:
+    for name in table:
+        if name not in allowed:
+            raise InputError(source, prefix + name, f"unknown field (known: {', '.join(allowed)})")
+
+
+def _number(v, source, field: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise InputError(source, field, f"must be a number, got {v!r}")
+    if not math.isfinite(v):
+        raise InputError(source, field, f"must be a finite number, got {v!r}")
+    return float(v)
+
+
+def save_path(path: CameraPath, file) -> None:
+    """Write a readable TOML file that load_path reads back to the same path (floats by repr)."""
+    lines = ["# camera path (see camera/paths.py for the format)", "[path]",
+             f"fps = {float(path.fps)!r}", f'interpolation = "{path.interpolation}"',
+             f"relative = {'true' if path.relative else 'false'}"]
+    for k in path.keys:
+        lines += ["", "[[path.key]]", f"t = {float(k.t)!r}",
+                  f"position = [{', '.join(repr(float(v)) for v in k.position)}]",
+                  f"yaw = {float(k.yaw)!r}", f"pitch = {float(k.pitch)!r}", f"roll = {float(k.roll)!r}"]
+        if k.fov is not None:
+            lines.append(f"fov = {float(k.fov)!r}")
+    Path(file).write_text("\n".join(lines) + "\n")

@@ -1,0 +1,97 @@
+"""RealEstate10K camera files <-> camera paths.
+
+The format: the first line is the video's URL; then one line per frame with 19 numbers:
+    timestamp_us  fx fy cx cy  0 0  r00 r01 r02 t0  r10 r11 r12 t1  r20 r21 r22 t2
+intrinsics normalised by the image width (fx, cx) and height (fy, cy), then the 3x4 world-to-camera
+matrix, row-major, for an OpenCV camera (+x right, +y down, +z forward).
+
+Our camera is OpenGL's (+y up, -z forward). The flip F = diag(1, -1, -1) turns one into the other,
+and we apply it to the world too (RealEstate10K worlds come from SLAM in the same OpenCV axes, y
+down), so C2W_ours = F @ C2W_cv @ F: a camera with the identity matrix is our rest pose at the
+origin, looking along -Z with +Y up. Translations keep the file's (arbitrary, per-video) scale.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from camera.errors import InputError
+from camera.paths import CameraPath, keys_from_poses
+from camera.pose import Pose
+
+_FLIP = np.diag([1.0, -1.0, -1.0, 1.0])  # OpenCV <-> OpenGL axes, for cameras and for the world
+_ORTHONORMAL_TOLERANCE = 1e-2  # the files print matrices with about six digits
+
+
+def load_realestate(file, aspect: float = 16 / 9) -> CameraPath:
+    """A linear camera path with one key per line, fps from the median timestamp step.
+
+    aspect: the source video's width / height. The vertical focal length is the mean of fy and
+    fx * aspect (equal for square pixels; the mean halves the rounding noise of either), and the
+    vertical fov follows from it."""
+    file = Path(file)
+    try:
+        lines = file.read_text().splitlines()
+    except FileNotFoundError:
+        raise InputError(file, None, "no such file") from None
+    rows = [(n, line) for n, line in enumerate(lines[1:], start=2) if line.strip()]
+    if len(rows) < 2:
+        raise InputError(file, None, "needs a URL line and at least two camera lines")
+    timestamps, poses = [], []
+    for n, line in rows:
+        v = _parse_line(line, file, n)
+        if timestamps and v[0] <= timestamps[-1]:
+            raise InputError(file, f"line {n}", f"timestamps must increase ({v[0]:.0f} after {timestamps[-1]:.0f})")
+        timestamps.append(v[0])
+        poses.append(_pose(v, aspect, file, n))
+    timestamps = np.array(timestamps)
+    fps = 1e6 / float(np.median(np.diff(timestamps)))
+    keys = keys_from_poses((timestamps - timestamps[0]) / 1e6, poses)
+    return CameraPath(fps, "linear", False, keys)
+
+
+def _parse_line(line: str, file, n: int) -> np.ndarray:
+    parts = line.split()
+    if len(parts) != 19:
+        raise InputError(file, f"line {n}",
+                         f"expected 19 numbers (timestamp, fx fy cx cy, 0 0, 3x4 matrix), got {len(parts)}")
+    try:
+        v = np.array([float(p) for p in parts])
+    except ValueError:
+        raise InputError(file, f"line {n}", "not a list of numbers") from None
+    if not np.all(np.isfinite(v)):
+        raise InputError(file, f"line {n}", "numbers must be finite")
+    return v
+
+
+def _pose(v: np.ndarray, aspect: float, file, n: int) -> Pose:
+    fx, fy = v[1], v[2]
+    if fx <= 0 or fy <= 0:
+        raise InputError(file, f"line {n}", f"focal lengths must be positive, got fx={fx}, fy={fy}")
+    w2c = np.eye(4)
+    w2c[:3] = v[7:19].reshape(3, 4)
+    r = w2c[:3, :3]
+    if np.abs(r @ r.T - np.eye(3)).max() > _ORTHONORMAL_TOLERANCE or np.linalg.det(r) < 0:
+        raise InputError(file, f"line {n}", "the 3x3 part of the matrix is not a rotation")
+    c2w = _FLIP @ np.linalg.inv(w2c) @ _FLIP
+    focal = 0.5 * (fy + fx * aspect)  # vertical focal length / image height
+    fov = math.degrees(2.0 * math.atan(0.5 / focal))
+    return Pose.from_rotation(c2w[:3, 3], Rotation.from_matrix(c2w[:3, :3]), fov)
+
+
+def save_realestate(poses: Sequence[Pose], timestamps_us: Sequence[int], file, aspect: float = 16 / 9,
+                    url: str = "") -> None:
+    """Write poses as a RealEstate10K camera file (principal point at the centre, square pixels)."""
+    if len(poses) != len(timestamps_us):
+        raise ValueError(f"{len(poses)} poses but {len(timestamps_us)} timestamps")
+    lines = [url]
+    for pose, ts in zip(poses, timestamps_us):
+        fy = 0.5 / math.tan(math.radians(pose.fov) / 2.0)
+        w2c = np.linalg.inv(_FLIP @ pose.camera_to_world() @ _FLIP)
+        numbers = [fy / aspect, fy, 0.5, 0.5, 0.0, 0.0, *w2c[:3].ravel()]
+        lines.append(" ".join([str(int(ts))] + [repr(float(x)) for x in numbers]))
+    Path(file).write_text("\n".join(lines) + "\n")

@@ -1,0 +1,246 @@
+"""camera.paths (keyframes -> poses, files, reduction) and camera.realestate (RealEstate10K files)."""
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from camera.controls import InputState, replay
+from camera.errors import InputError
+from camera.paths import CameraPath, Keyframe, load_path, path_from_poses, save_path
+from camera.pose import Pose
+from camera.realestate import load_realestate, save_realestate
+from levels import PATHS_DIR
+
+KEYS = [Keyframe(0.0, (0.0, 1.7, 0.0), 0.0, 0.0, 0.0, 60.0),
+        Keyframe(1.0, (1.0, 1.8, -2.0), 40.0, 10.0, 0.0, 60.0),
+        Keyframe(2.5, (1.5, 1.6, -5.0), -30.0, -5.0, 8.0, 70.0),
+        Keyframe(3.0, (3.0, 1.7, -5.5), 10.0, 0.0, 0.0, 65.0)]
+
+
+def path(interpolation="catmull-rom", keys=KEYS, relative=False):
+    return CameraPath(24.0, interpolation, relative, list(keys))
+
+
+def arrays(poses):
+    return np.array([p.to_array() for p in poses])
+
+
+def rotations(poses):
+    return Rotation.concatenate([p.rotation() for p in poses])
+
+
+# --- sampling ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("interpolation", ["catmull-rom", "linear"])
+def test_passes_through_keys(interpolation):
+    p = path(interpolation)
+    for k in KEYS:
+        got = p.pose_at(k.t).to_array()
+        np.testing.assert_allclose(got, [*k.position, k.yaw, k.pitch, k.roll, k.fov], atol=1e-6)
+    poses = p.poses()
+    assert len(poses) == round(3.0 * 24) + 1
+    np.testing.assert_allclose(poses[-1].to_array(), p.pose_at(3.0).to_array(), atol=1e-12)
+
+
+def test_catmull_rom_is_smooth_and_differs_from_linear():
+    dt = 1 / 240
+    smooth, linear = path().poses(fps=240), path("linear").poses(fps=240)
+    pos = arrays(smooth)[:, :3]
+    step = np.linalg.norm(np.diff(pos, axis=0), axis=1)
+    assert step.max() < 6.0 * dt, "no jumps: at most 6 m/s between frames"
+    accel = np.linalg.norm(np.diff(pos, 2, axis=0), axis=1) / dt**2
+    assert accel.max() < 30.0, "bounded second differences (m/s^2)"
+    turn = np.degrees((rotations(smooth)[:-1].inv() * rotations(smooth)[1:]).magnitude())  # deg per frame
+    assert turn.max() < 200.0 * dt, "no jumps: at most 200 deg/s"
+    assert np.abs(np.diff(turn)).max() < 0.05, "angular speed changes gradually"
+    # Linear paths turn corners: their speed jumps at the keys; catmull-rom differs between keys.
+    lin_speed = np.linalg.norm(np.diff(arrays(linear)[:, :3], axis=0), axis=1) / dt
+    assert np.abs(np.diff(lin_speed)).max() > 0.5
+    assert np.abs(np.diff(step / dt)).max() < 0.2
+    assert np.abs(pos - arrays(linear)[:, :3]).max() > 0.05
+
+
+def test_before_first_key_and_after_last_hold_still():
+    keys = [Keyframe(0.5, (0.0, 0.0, 0.0), 10.0, fov=60.0), Keyframe(1.0, (1.0, 0.0, 0.0), 20.0, fov=60.0)]
+    p = path(keys=keys)
+    assert p.pose_at(0.0) == p.pose_at(0.5)
+    assert p.pose_at(7.0) == p.pose_at(1.0)
+
+
+def test_yaw_winds_past_180():
+    keys = [Keyframe(0.0, (0, 0, 0), 0.0, fov=60.0), Keyframe(1.0, (0, 0, 0), 270.0, fov=60.0)]
+    for interpolation in ("linear", "catmull-rom"):
+        yaws = arrays(path(interpolation, keys).poses())[:, 3]
+        assert np.all(np.diff(yaws) > 0), "turns 270 left, not 90 right"
+        assert yaws[-1] == pytest.approx(270.0)
+
+
+def test_panorama_turns_all_the_way_round():
+    p = load_path(PATHS_DIR / "panorama.toml")
+    start = Pose((2.0, 1.7, -1.0), yaw=-40.0, fov=70.0)
+    poses = p.poses(start=start)
+    assert 10.0 <= p.duration <= 14.0
+    yaws = arrays(poses)[:, 3]
+    assert np.all(np.diff(yaws) > 0)
+    assert yaws[-1] - yaws[0] == pytest.approx(360.0, abs=1e-6)
+    assert np.ptp(arrays(poses)[:, :3], axis=0).max() < 1e-9  # stands still
+    forwards = np.array([q.forward for q in poses])
+    half = forwards[len(poses) // 2]
+    np.testing.assert_allclose(half[[0, 2]], -start.forward[[0, 2]], atol=0.02)  # faces back at half time
+    assert np.abs(arrays(poses)[:, 4]).max() > 2.0 and np.abs(arrays(poses)[:, 5]).max() < 0.5  # pitch swing, level
+
+
+def test_relative_paths_follow_the_start():
+    p = load_path(PATHS_DIR / "walk.toml")
+    assert p.relative and p.interpolation == "catmull-rom" and 7.0 <= p.duration <= 9.0
+    a = Pose((0.0, 1.7, 0.0), yaw=0.0, fov=60.0)
+    b = Pose((5.0, 2.5, -3.0), yaw=130.0, fov=75.0)
+    pa, pb = p.poses(start=a), p.poses(start=b)
+    np.testing.assert_allclose(pb[0].to_array(), b.to_array(), atol=1e-9)
+    assert all(q.fov == 75.0 for q in pb)
+    walked = np.subtract(pa[-1].position, pa[0].position)
+    assert 9.0 < -walked[2] < 11.0, "about 10 m forward (-Z at yaw 0)"
+    # The walk from b is the walk from a, turned by b's yaw and moved to b.
+    turn = Rotation.from_euler("Y", 130.0, degrees=True)
+    np.testing.assert_allclose(arrays(pb)[:, :3], turn.apply(arrays(pa)[:, :3] - a.position) + b.position, atol=1e-9)
+    np.testing.assert_allclose(arrays(pb)[:, 3], arrays(pa)[:, 3] + 130.0, atol=1e-6)
+    # Pitch and roll add to the start's too (at the keys; in between the rotation spline decides).
+    looking_up = Pose((0.0, 1.7, 0.0), pitch=10.0, roll=2.0)
+    for k in p.keys:
+        at = p.pose_at(k.t, start=looking_up)
+        assert (at.pitch, at.roll) == pytest.approx((10.0 + k.pitch, 2.0 + k.roll))
+    with pytest.raises(ValueError, match="start pose"):
+        p.poses()
+
+
+# --- files ---------------------------------------------------------------------------------------
+
+HEADER = '[path]\nfps = 24\ninterpolation = "catmull-rom"\n'
+
+
+def key(t, extra=""):
+    return f"\n[[path.key]]\nt = {t}\nposition = [0.0, 1.7, 0.0]\n{extra}"
+
+
+@pytest.mark.parametrize("text, message", [
+    (HEADER + key(0.0) + key(2.0) + key(1.5), "walk.toml: path.key[2].t: times must increase (1.5 after 2.0)"),
+    (HEADER + key(0.0), "walk.toml: path.key: needs at least two [[path.key]] entries"),
+    (HEADER + key(0.0, "speed = 3\n") + key(1.0), "walk.toml: path.key[0].speed: unknown field"),
+    (HEADER + "colour = 1\n" + key(0.0) + key(1.0), "walk.toml: path.colour: unknown field"),
+    (HEADER + key(0.0) + key(1.0, 'yaw = "left"\n'), "walk.toml: path.key[1].yaw: must be a number"),
+    (HEADER + key(0.0) + key(1.0, "pitch = nan\n"), "walk.toml: path.key[1].pitch: must be a finite number"),
+    (HEADER + key(0.0) + key(1.0, "pitch = 95\n"), "walk.toml: path.key[1].pitch: must be within"),
+    (HEADER + key(0.0) + key(1.0, "fov = 0\n"), "walk.toml: path.key[1].fov: must be between 0 and 180"),
+    (HEADER + key(-1.0) + key(1.0), "walk.toml: path.key[0].t: must be 0 or later"),
+    (HEADER + key(0.0) + "\n[[path.key]]\nt = 1.0\nposition = [1, 2]\n",
+     "walk.toml: path.key[1].position: must be a list"),
+    (HEADER + key(0.0) + "\n[[path.key]]\nposition = [1, 2, 3]\n", "walk.toml: path.key[1].t: missing"),
+    ('[path]\ninterpolation = "cubic"\n' + key(0.0) + key(1.0), "walk.toml: path.interpolation: must be one of"),
+    ("[path]\nfps = -5\n" + key(0.0) + key(1.0), "walk.toml: path.fps: must be positive"),
+    ("[path]\nrelative = 1\n" + key(0.0) + key(1.0), "walk.toml: path.relative: must be true or false"),
+    ("[camera]\n", "walk.toml: camera: unknown field"),
+    ("[path\n", "walk.toml: not valid TOML"),
+])
+def test_validation_messages(tmp_path, monkeypatch, text, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "walk.toml").write_text(text)
+    with pytest.raises(InputError) as e:
+        load_path("walk.toml")
+    assert str(e.value).startswith(message)
+    assert "\n" not in str(e.value)
+
+
+def test_missing_and_unknown_files(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        load_path(tmp_path / "nope.toml")
+    with pytest.raises(InputError, match="unknown camera path type"):
+        load_path(tmp_path / "path.json")
+
+
+def test_defaults_come_from_the_previous_key(tmp_path):
+    f = tmp_path / "p.toml"
+    f.write_text(HEADER + key(0.0) + key(1.0, "yaw = 30\nfov = 50\n") + key(2.0))
+    keys = load_path(f).keys
+    assert (keys[0].yaw, keys[0].fov) == (0.0, 60.0)
+    assert (keys[2].yaw, keys[2].fov) == (30.0, 50.0)
+
+
+def test_save_load_round_trip(tmp_path):
+    relative = CameraPath(30.0, "linear", True, [Keyframe(0.0, (0.0, 0.0, 0.0)),
+                                                 Keyframe(1.0 / 3.0, (0.1, 0.0, -1.0), 12.5, -3.0, 1e-5, 55.0)])
+    for original in (path(), relative, load_path(PATHS_DIR / "walk.toml")):
+        save_path(original, tmp_path / "p.toml")
+        assert load_path(tmp_path / "p.toml") == original
+
+
+# --- reduction -----------------------------------------------------------------------------------
+
+def test_path_from_poses_within_tolerance_with_fewer_keys():
+    rng = np.random.default_rng(1)
+    inputs = []
+    script = [({"forward"}, 0.0, 30), ({"forward"}, 20.0, 40), (set(), -60.0, 20), ({"left", "fast"}, 5.0, 30)]
+    for actions, dx, n in script:
+        inputs += [InputState(frozenset(actions), (dx + rng.normal(0, 1), rng.normal(0, 1))) for _ in range(n)]
+    dense = replay(Pose((0.0, 1.7, 0.0), yaw=170.0), inputs)
+    # Poses rebuilt from rotations wrap yaw at +-180, as imported files do; the reduction must unwrap.
+    dense = [Pose.from_rotation(p.position, p.rotation(), p.fov) for p in dense]
+    reduced = path_from_poses(dense, fps=24.0, tolerance_m=0.05, tolerance_deg=0.5)
+    assert 2 < len(reduced.keys) < len(dense) / 5
+    again = reduced.poses()
+    assert len(again) == len(dense)
+    assert np.linalg.norm(arrays(again)[:, :3] - arrays(dense)[:, :3], axis=1).max() <= 0.05
+    assert np.degrees((rotations(again).inv() * rotations(dense)).magnitude()).max() <= 0.5
+    tight = path_from_poses(dense, fps=24.0, tolerance_m=0.005, tolerance_deg=0.05)
+    assert len(tight.keys) > len(reduced.keys)
+    smooth = path_from_poses(dense, fps=24.0, interpolation="catmull-rom")
+    assert smooth.interpolation == "catmull-rom" and len(smooth.keys) >= len(reduced.keys)
+
+
+# --- RealEstate10K -------------------------------------------------------------------------------
+
+def test_realestate_round_trip(tmp_path):
+    rng = np.random.default_rng(2)
+    poses = [Pose(tuple(rng.normal(0, 3, 3)), rng.uniform(-180, 180), rng.uniform(-60, 60), rng.uniform(-20, 20),
+                  rng.uniform(40, 90)) for _ in range(20)]
+    timestamps = 1_000_000 + np.arange(20) * 33_367
+    save_realestate(poses, timestamps, tmp_path / "cams.txt", aspect=16 / 9, url="https://example.com/v")
+    p = load_path(tmp_path / "cams.txt")
+    assert p.interpolation == "linear" and p.fps == pytest.approx(1e6 / 33_367)
+    np.testing.assert_allclose([k.t for k in p.keys], (timestamps - timestamps[0]) / 1e6)
+    loaded = [Pose(k.position, k.yaw, k.pitch, k.roll, k.fov) for k in p.keys]
+    np.testing.assert_allclose(arrays(loaded)[:, :3], arrays(poses)[:, :3], atol=1e-6)
+    np.testing.assert_allclose(arrays(loaded)[:, 4:], arrays(poses)[:, 4:], atol=1e-6)
+    assert np.degrees((rotations(loaded).inv() * rotations(poses)).magnitude()).max() < 1e-6
+
+
+def test_realestate_hand_made_file(tmp_path):
+    fy = 0.5 / np.tan(np.radians(30.0))  # vertical fov 60
+    fx = fy * 9 / 16
+    # Line 2: identity -> our rest pose at the origin. Line 3: an OpenCV camera at (1, -2, -3) in the
+    # OpenCV world (y down), looking along +x, upright: in our world it stands at (1, 2, 3), looks
+    # along +X (yaw -90) and is level. Its world-to-camera rows are right = (0, 0, -1),
+    # down = (0, 1, 0), forward = (1, 0, 0), t = -R C = (-3, 2, -1).
+    text = (f"https://www.youtube.com/watch?v=xyz\n"
+            f"0 {fx} {fy} 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 0\n"
+            f"41708 {fx} {fy} 0.5 0.5 0 0 0 0 -1 -3 0 1 0 2 1 0 0 -1\n")
+    (tmp_path / "c.txt").write_text(text)
+    p = load_realestate(tmp_path / "c.txt")
+    a, b = p.keys
+    np.testing.assert_allclose([*a.position, a.yaw, a.pitch, a.roll, a.fov], [0, 0, 0, 0, 0, 0, 60], atol=1e-9)
+    np.testing.assert_allclose([*b.position, b.yaw % 360, b.pitch, b.roll, b.fov], [1, 2, 3, 270, 0, 0, 60], atol=1e-9)
+    assert b.t == pytest.approx(0.041708)
+
+
+@pytest.mark.parametrize("line, message", [
+    ("5 0.5 0.9 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1", "cams.txt: line 3: expected 19 numbers"),
+    ("5 0.5 0.9 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 x", "cams.txt: line 3: not a list of numbers"),
+    ("0 0.5 0.9 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 0", "cams.txt: line 3: timestamps must increase"),
+    ("5 0.5 0.9 0.5 0.5 0 0 2 0 0 0 0 1 0 0 0 0 1 0", "cams.txt: line 3: the 3x3 part of the matrix is not a rotation"),
+    ("5 0.5 0 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 0", "cams.txt: line 3: focal lengths must be positive"),
+    ("5 0.5 0.9 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 inf", "cams.txt: line 3: numbers must be finite"),
+])
+def test_realestate_validation(tmp_path, monkeypatch, line, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cams.txt").write_text("url\n0 0.5 0.9 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 0\n" + line + "\n")
+    with pytest.raises(InputError) as e:
+        load_path("cams.txt")
+    assert str(e.value).startswith(message)
