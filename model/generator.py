@@ -1,7 +1,28 @@
-"""The APT2 generator: a block-causal transformer over patchified latent frames, with a KV cache for streaming."""
+"""The APT2 generator: a block-causal transformer over patchified latent frames, with a KV cache for streaming.
+
+One latent step t (one latent frame = four video frames) goes in as, per latent pixel, the noise z_t, the previous
+latent frame x_{t-1} (recycled) and the camera rays, concatenated on channels; out comes a velocity v, and the
+one-step generator's frame is x_t = z_t - v (APT2.md, "one-step form").
+
+Attention is block-causal over latent frames: frame f sees frame 0 (the sink, kept for ever) and frames
+max(1, f - N) .. f (a sliding window of N earlier frames plus itself). `forward` runs a whole clip with that mask
+(training); `step` runs one frame against a KVCache of the sink and the last N frames (inference), and the two agree
+to float tolerance. With several blocks the receptive field still reaches depth * N frames back, through the
+earlier frames' hidden states, exactly as in the masked forward.
+"""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import functools
+import math
+from dataclasses import asdict, dataclass, replace
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from model.attention import attention
+from model.rope import apply_rope, rope_tables, token_positions
 
 
 @dataclass
@@ -17,10 +38,17 @@ class GeneratorConfig:
     window: int = 30                   # N: latent frames of history each frame sees (besides the sink)
     rope_theta: float = 10000.0
     disc_layers: tuple[int, ...] = ()  # depths where the discriminator's query tokens cross-attend (default: evenly spaced 3)
+    attention_backend: str = "auto"    # "auto" | "flash" | "sdpa", see model/attention.py
 
     def tokens_per_frame(self) -> int:
         w, h = self.latent_size
         return (w // self.patch) * (h // self.patch)
+
+    def head_dim(self) -> int:
+        return self.dim // self.heads
+
+    def mlp_hidden(self) -> int:
+        return 64 * round(2 / 3 * self.mlp_ratio * self.dim / 64)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -34,8 +62,301 @@ class GeneratorConfig:
         return GeneratorConfig(**d)
 
 
+# mini: measured at about 15 ms per streaming step (batch 1, 2 threads, module cast to bf16); see the report.
+# apt2-8b: 36 blocks of dim 3456 (27 heads of 128) give 7.78B parameters, 1196 tokens per latent frame.
 GENERATOR_PRESETS = {
     "tiny": GeneratorConfig(latent_size=(8, 6), dim=64, depth=2, heads=2, window=3, disc_layers=(1, 2)),
     "mini": GeneratorConfig(latent_size=(32, 18), dim=256, depth=8, heads=4, window=30),
-    "apt2-8b": GeneratorConfig(latent_size=(92, 52), dim=3584, depth=36, heads=28, window=30),
+    "apt2-8b": GeneratorConfig(latent_size=(92, 52), dim=3456, depth=36, heads=27, window=30),
 }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Patches, masks, conditioning
+
+
+def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
+    """(B, ch, T, h, w) -> (B, T * h/p * w/p, ch * p * p), tokens frame-major then row-major."""
+    B, ch, T, h, w = x.shape
+    if h % p or w % p:
+        raise ValueError(f"latent size {w}x{h} is not divisible by the patch size {p}")
+    x = x.reshape(B, ch, T, h // p, p, w // p, p).permute(0, 2, 3, 5, 1, 4, 6)  # (B, T, gh, gw, ch, p, p)
+    return x.reshape(B, T * (h // p) * (w // p), ch * p * p)
+
+
+def unpatchify(x: torch.Tensor, T: int, grid: tuple[int, int], p: int) -> torch.Tensor:
+    """(B, T * gh * gw, ch * p * p) -> (B, ch, T, gh * p, gw * p)."""
+    B, gh, gw = x.shape[0], *grid
+    x = x.reshape(B, T, gh, gw, -1, p, p).permute(0, 4, 1, 2, 5, 3, 6)  # (B, ch, T, gh, p, gw, p)
+    return x.reshape(B, -1, T, gh * p, gw * p)
+
+
+@functools.lru_cache(maxsize=8)
+def block_causal_mask(positions: tuple[int, ...], tokens: int, window: int, device: torch.device) -> torch.Tensor:
+    """(T * tokens, T * tokens) bool, True = may attend: frame i sees frame j <= i if j is the sink (position 0)
+    or within `window` steps. Positions are absolute step indices, so a window recomputed late in a stream
+    (sink + last N frames) gets the same visibility as the stream had."""
+    pos = torch.tensor(positions, device=device)
+    i, j = pos[:, None], pos[None, :]
+    frames = (j <= i) & ((j == 0) | (i - j <= window))  # (T, T)
+    return frames.repeat_interleave(tokens, 0).repeat_interleave(tokens, 1)
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale) + shift
+
+
+class TimestepEmbedding(nn.Module):
+    """Diffusion time t in [0, 1] (B,) -> conditioning vector (B, dim): sinusoids, then an MLP."""
+
+    def __init__(self, dim: int, freq_dim: int = 256):
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        half = self.freq_dim // 2
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+        args = 1000.0 * t.float()[:, None] * freqs  # scaled as for integer diffusion steps 0..1000
+        emb = torch.cat([args.cos(), args.sin()], dim=-1)  # (B, freq_dim)
+        return self.mlp(emb.to(self.mlp[0].weight.dtype))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# KV cache
+
+
+class KVCache:
+    """Per layer, the keys (after RoPE) and values of the sink frame and the last `window` frames.
+
+    Buffers are preallocated, (B, heads, (1 + window) * tokens, head_dim) each: slot 0 is the sink (frame 0), slots
+    1..window a ring over frames 1, 2, ... (frame f >= 1 lives in slot 1 + (f - 1) % window). Slots fill in order,
+    so the valid part is always a prefix of the buffer, and memory is constant however long the stream runs.
+
+    Writes are in place when no autograd is involved (inference). When the new keys or the buffer need gradients
+    (student forcing: gradients flow through the cache into earlier frames), a write builds a new buffer
+    out of place with slice_scatter instead, so every step's keys stay in the graph; the size is the same.
+    """
+
+    def __init__(self, k: list[torch.Tensor], v: list[torch.Tensor], tokens: int, window: int, steps: int = 0):
+        self.k, self.v = k, v
+        self.tokens, self.window = tokens, window
+        self.steps = steps  # frames committed so far = the absolute step index of the next frame
+
+    def valid_tokens(self) -> int:
+        frames = 0 if self.steps == 0 else 1 + min(self.steps - 1, self.window)
+        return frames * self.tokens
+
+    def read(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cached keys/values of `layer` followed by this frame's k/v (B, heads, tokens, head_dim)."""
+        if k.shape[2] != self.tokens:
+            raise ValueError(f"the cache holds {self.tokens} tokens per frame, the step has {k.shape[2]}")
+        n = self.valid_tokens()
+        k_all = torch.cat([self.k[layer][:, :, :n].to(k.dtype), k], dim=2)
+        v_all = torch.cat([self.v[layer][:, :, :n].to(v.dtype), v], dim=2)
+        return k_all, v_all
+
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Store this frame's k/v in its slot (evicting the frame `window` steps back, already read)."""
+        slot = 0 if self.steps == 0 else 1 + (self.steps - 1) % self.window
+        start, end = slot * self.tokens, (slot + 1) * self.tokens
+        for bufs, new in ((self.k, k), (self.v, v)):
+            buf, new = bufs[layer], new.to(bufs[layer].dtype)
+            if new.requires_grad or buf.requires_grad:
+                bufs[layer] = torch.slice_scatter(buf, new, dim=2, start=start, end=end)
+            else:
+                buf[:, :, start:end] = new
+
+    def clone(self) -> "KVCache":
+        """A deep copy (buffers and counter), for rewind and branching."""
+        return KVCache([k.clone() for k in self.k], [v.clone() for v in self.v], self.tokens, self.window, self.steps)
+
+    def detach(self) -> "KVCache":
+        """The same cache cut from the autograd graph (long-video training, between segments); shares storage."""
+        return KVCache([k.detach() for k in self.k], [v.detach() for v in self.v], self.tokens, self.window,
+                       self.steps)
+
+    def nbytes(self) -> int:
+        return sum(t.untyped_storage().nbytes() for t in self.k + self.v)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Transformer
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, cfg: GeneratorConfig, index: int):
+        super().__init__()
+        self.index, self.heads, self.backend = index, cfg.heads, cfg.attention_backend
+        self.qkv = nn.Linear(cfg.dim, 3 * cfg.dim, bias=False)
+        self.q_norm = nn.RMSNorm(cfg.head_dim(), eps=1e-6)
+        self.k_norm = nn.RMSNorm(cfg.head_dim(), eps=1e-6)
+        self.proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
+
+    def forward(self, x, rope, mask=None, cache: KVCache | None = None, commit: bool = True):
+        B, L, D = x.shape  # (B, L, D) -> (B, L, D)
+        q, k, v = self.qkv(x).view(B, L, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # (B, H, L, hd)
+        q, k = apply_rope(self.q_norm(q), *rope), apply_rope(self.k_norm(k), *rope)
+        if cache is None:
+            out = attention(q, k, v, mask, self.backend)
+        else:  # the cache holds exactly what this frame may see: no mask
+            k_all, v_all = cache.read(self.index, k, v)
+            if commit:
+                cache.write(self.index, k, v)
+            out = attention(q, k_all, v_all, None, self.backend)
+        return self.proj(out.transpose(1, 2).reshape(B, L, D))
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.gate_up = nn.Linear(dim, 2 * hidden, bias=False)
+        self.down = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x):
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block with adaLN shift/scale/gate from the conditioning vector."""
+
+    def __init__(self, cfg: GeneratorConfig, index: int):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(cfg.dim, elementwise_affine=False, eps=1e-6)
+        self.attn = SelfAttention(cfg, index)
+        self.norm2 = nn.LayerNorm(cfg.dim, elementwise_affine=False, eps=1e-6)
+        self.mlp = SwiGLU(cfg.dim, cfg.mlp_hidden())
+        self.modulation = nn.Linear(cfg.dim, 6 * cfg.dim)
+
+    def forward(self, x, c, rope, mask=None, cache: KVCache | None = None, commit: bool = True):
+        # x (B, L, D), c (B, D)
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(F.silu(c))[:, None].chunk(6, dim=-1)
+        x = x + gate1 * self.attn(modulate(self.norm1(x), shift1, scale1), rope, mask, cache, commit)
+        return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
+
+
+class Backbone(nn.Module):
+    """Input embedding, time conditioning and the blocks: shared by the generator and the discriminator.
+
+    `depth` below cfg.depth builds only the first blocks (a discriminator whose last query sits earlier).
+    """
+
+    def __init__(self, cfg: GeneratorConfig, depth: int | None = None):
+        super().__init__()
+        self.config = cfg
+        C, p = cfg.latent_channels, cfg.patch
+        self.latent_in = nn.Linear(2 * C * p * p, cfg.dim)  # noise (or frames) and the recycled previous frame
+        self.camera_in = nn.Linear(cfg.camera_channels * p * p, cfg.dim)  # random init: the camera must count
+        self.time_embed = TimestepEmbedding(cfg.dim)
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(depth or cfg.depth))
+        self.grad_checkpointing = False  # recompute each block in backward (large models)
+
+    def embed(self, noisy, prev, cam) -> torch.Tensor:
+        """(B, C, T, h, w) x2 and (B, camera_channels, T, h, w) -> tokens (B, T * tokens, D)."""
+        p, dtype = self.config.patch, self.latent_in.weight.dtype
+        latents = patchify(torch.cat([noisy, prev], dim=1).to(dtype), p)
+        return self.latent_in(latents) + self.camera_in(patchify(cam.to(dtype), p))
+
+    def rope(self, frames: torch.Tensor, h: int, w: int):
+        p = self.config.patch
+        positions = token_positions(frames, (h // p, w // p))
+        return rope_tables(positions, self.config.head_dim(), self.config.rope_theta)
+
+    def forward(self, noisy, prev, cam, t, attention="block_causal", positions=None, taps=()):
+        """Returns the last hidden state (B, L, D), the conditioning (B, D) and the hidden states after the
+        blocks numbered in `taps` (1-based depths)."""
+        if attention not in ("block_causal", "full"):
+            raise ValueError(f"attention must be 'block_causal' or 'full', got {attention!r}")
+        _, _, T, h, w = noisy.shape
+        positions = tuple(range(T)) if positions is None else tuple(int(i) for i in positions)
+        if len(positions) != T:
+            raise ValueError(f"{len(positions)} positions for {T} frames")
+        x, c = self.embed(noisy, prev, cam), self.time_embed(t)
+        rope = self.rope(torch.tensor(positions, device=x.device), h, w)
+        tokens = x.shape[1] // T
+        mask = None if attention == "full" else block_causal_mask(positions, tokens, self.config.window, x.device)
+        kept = []
+        for depth, block in enumerate(self.blocks, start=1):
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(block, x, c, rope, mask, use_reentrant=False)
+            else:
+                x = block(x, c, rope, mask)
+            if depth in taps:
+                kept.append(x)
+        return x, c, kept
+
+    def step(self, noisy, prev, cam, t, cache: KVCache, commit: bool = True):
+        """One latent frame (B, C, 1, h, w) against the cache -> hidden state (B, tokens, D), conditioning (B, D)."""
+        _, _, T, h, w = noisy.shape
+        if T != 1:
+            raise ValueError(f"step takes one latent frame, got {T}")
+        x, c = self.embed(noisy, prev, cam), self.time_embed(t)
+        rope = self.rope(torch.tensor([cache.steps], device=x.device), h, w)
+        for block in self.blocks:
+            x = block(x, c, rope, cache=cache, commit=commit)
+        if commit:
+            cache.steps += 1
+        return x, c
+
+
+class FinalLayer(nn.Module):
+    """adaLN norm and a linear map to the velocity of each patch; zero-initialised, so training starts at v = 0."""
+
+    def __init__(self, cfg: GeneratorConfig):
+        super().__init__()
+        self.norm = nn.LayerNorm(cfg.dim, elementwise_affine=False, eps=1e-6)
+        self.modulation = nn.Linear(cfg.dim, 2 * cfg.dim)
+        self.linear = nn.Linear(cfg.dim, cfg.latent_channels * cfg.patch ** 2)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, x, c):
+        shift, scale = self.modulation(F.silu(c))[:, None].chunk(2, dim=-1)
+        return self.linear(modulate(self.norm(x), shift, scale))
+
+
+class Generator(nn.Module):
+    def __init__(self, cfg: GeneratorConfig):
+        super().__init__()
+        self.config = cfg
+        self.backbone = Backbone(cfg)
+        self.head = FinalLayer(cfg)
+
+    def _velocity(self, x, c, like: torch.Tensor) -> torch.Tensor:
+        _, _, T, h, w = like.shape
+        p = self.config.patch
+        return unpatchify(self.head(x, c), T, (h // p, w // p), p).to(like.dtype)
+
+    def forward(self, noisy, prev, cam, t, attention: str = "block_causal", positions=None) -> torch.Tensor:
+        """noisy/prev (B, C, T, h, w), cam (B, camera_channels, T, h, w), t (B,) -> v (B, C, T, h, w).
+
+        attention: "block_causal" (sink + window) or "full" (bidirectional over the clip). positions: the absolute
+        step index of each frame (default 0..T-1); the no-cache baseline recomputes a window late in a stream as
+        forward(sink + last frames, positions=[0, f - N, ..., f]) and keeps the last frame's v.
+        """
+        x, c, _ = self.backbone(noisy, prev, cam, t, attention, positions)
+        return self._velocity(x, c, noisy)
+
+    def new_cache(self, batch: int, device=None, dtype=None) -> KVCache:
+        """An empty cache for `batch` streams; dtype is the dtype the keys are stored in (that of the compute)."""
+        cfg = self.config
+        shape = (batch, cfg.heads, (1 + cfg.window) * cfg.tokens_per_frame(), cfg.head_dim())
+        k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.depth)]
+        v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.depth)]
+        return KVCache(k, v, cfg.tokens_per_frame(), cfg.window)
+
+    def step(self, noisy, prev, cam, t, cache: KVCache, commit: bool = True) -> torch.Tensor:
+        """One latent frame: noisy/prev (B, C, 1, h, w), cam (B, camera_channels, 1, h, w), t (B,) -> v (B, C, 1, h, w).
+
+        commit=True stores this frame's keys/values as frame `cache.steps` and advances the cache; commit=False
+        attends to the cache but leaves it untouched (multi-step samplers refresh it afterwards with a clean pass).
+        """
+        x, c = self.backbone.step(noisy, prev, cam, t, cache, commit)
+        return self._velocity(x, c, noisy)
+
+    def set_attention_backend(self, backend: str) -> None:
+        """Switch every block to "auto" | "flash" | "sdpa" (e.g. to compare them in a benchmark)."""
+        for block in self.backbone.blocks:
+            block.attn.backend = backend
+        self.config = self.backbone.config = replace(self.config, attention_backend=backend)

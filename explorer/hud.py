@@ -1,0 +1,124 @@
+"""The text over the world: the HUD (F1), the pause menu (Esc) and short messages.
+
+Text is drawn by pygame.font (its bundled font, so no system fonts are needed) into RGBA images that the presenter
+blends over the frame. Rendering text and uploading it costs far more than drawing it, so a panel renders again
+only when its text changes, and the HUD's numbers are averages refreshed a few times a second, not every frame.
+"""
+from __future__ import annotations
+
+import os
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+import pygame  # noqa: E402
+
+from camera.pose import Pose  # noqa: E402
+
+HUD_REFRESH = 0.25  # seconds between HUD text updates
+MENU_ITEMS = ("Resume", "Restart", "Switch world", "Quit")
+
+
+class TextPanel:
+    """Lines of text on a translucent box, as an RGBA image, (h, w, 4) uint8 with row 0 at the top."""
+
+    def __init__(self, size: int = 20, padding: int = 8, background=(0, 0, 0, 160), color=(235, 235, 235)):
+        pygame.font.init()
+        self.font = pygame.font.Font(None, size)
+        self.padding, self.background, self.color = padding, background, color
+        self._lines: tuple[str, ...] | None = None
+        self.image: np.ndarray | None = None
+
+    @property
+    def line_height(self) -> int:
+        return self.font.get_linesize()
+
+    def render(self, lines) -> bool:
+        """Render `lines` into `image` if they differ from the last call; True when the image changed."""
+        lines = tuple(lines)
+        if lines == self._lines:
+            return False
+        self._lines = lines
+        if not lines:
+            self.image = None
+            return True
+        rendered = [self.font.render(line, True, self.color) for line in lines]
+        w = max(r.get_width() for r in rendered) + 2 * self.padding
+        h = self.line_height * len(lines) + 2 * self.padding
+        surface = pygame.Surface((w, h), pygame.SRCALPHA)
+        surface.fill(self.background)
+        for i, r in enumerate(rendered):
+            surface.blit(r, (self.padding, self.padding + i * self.line_height))
+        self.image = np.frombuffer(pygame.image.tobytes(surface, "RGBA"), np.uint8).reshape(h, w, 4)
+        return True
+
+
+@dataclass
+class FrameStats:
+    """One presented frame, as the HUD averages it."""
+    t: float            # seconds, when it was presented
+    step_ms: float      # how long the world took for the step that made it
+    latency_ms: float   # input sample -> present
+
+
+class Hud:
+    """Running numbers of the last second and the text lines that show them."""
+
+    def __init__(self, world: str, device: str, fps: float):
+        self.world, self.device, self.fps = world, device, fps
+        self.frames: deque[FrameStats] = deque(maxlen=round(fps))
+        self.dropped = 0
+        self._text: list[str] = []
+        self._refreshed = -1e9
+
+    def presented(self, stats: FrameStats) -> None:
+        self.frames.append(stats)
+
+    def lines(self, now: float, pose: Pose, split: str | None = None) -> list[str]:
+        """The HUD text; its numbers change at most every HUD_REFRESH seconds, so the panel rarely re-renders."""
+        if now - self._refreshed < HUD_REFRESH and self._text:
+            return self._text
+        self._refreshed = now
+        f = list(self.frames)
+        fps = (len(f) - 1) / (f[-1].t - f[0].t) if len(f) > 1 and f[-1].t > f[0].t else 0.0
+        step = np.mean([s.step_ms for s in f]) if f else 0.0
+        latency = np.mean([s.latency_ms for s in f]) if f else 0.0
+        x, y, z = pose.position
+        self._text = [
+            f"{fps:4.1f} fps   step {step:5.1f} ms   latency {latency:5.0f} ms   dropped {self.dropped}",
+            f"pos {x:7.2f} {y:6.2f} {z:7.2f}   yaw {pose.yaw:6.1f}   pitch {pose.pitch:5.1f}",
+            f"world {self.world} on {self.device}" + (f"   split: {split}" if split else ""),
+            "F1 hud  F12 screenshot  R rewind  Tab split  Esc menu",
+        ]
+        return self._text
+
+
+class Menu:
+    """The pause menu: arrows and Enter, or a click, choose an item; Esc resumes."""
+
+    def __init__(self, panel: TextPanel):
+        self.panel = panel
+        self.selected = 0
+
+    def lines(self) -> list[str]:
+        return ["Paused"] + [("> " if i == self.selected else "   ") + item for i, item in enumerate(MENU_ITEMS)]
+
+    def key(self, key: int) -> str | None:
+        """The chosen item's name for a key press, or None (selection moved, or the key means nothing here)."""
+        if key in (pygame.K_UP, pygame.K_w):
+            self.selected = (self.selected - 1) % len(MENU_ITEMS)
+        elif key in (pygame.K_DOWN, pygame.K_s):
+            self.selected = (self.selected + 1) % len(MENU_ITEMS)
+        elif key in (pygame.K_RETURN, pygame.K_KP_ENTER, pygame.K_SPACE):
+            return MENU_ITEMS[self.selected]
+        elif key == pygame.K_ESCAPE:
+            return "Resume"
+        return None
+
+    def click(self, pos: tuple[int, int], top_left: tuple[int, int]) -> str | None:
+        """The item under a click at window pixel `pos`, the menu's image being drawn at `top_left`."""
+        row = (pos[1] - top_left[1] - self.panel.padding) // self.panel.line_height - 1  # row 0 is the title
+        inside_x = 0 <= pos[0] - top_left[0] < (self.panel.image.shape[1] if self.panel.image is not None else 0)
+        return MENU_ITEMS[row] if inside_x and 0 <= row < len(MENU_ITEMS) else None

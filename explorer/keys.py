@@ -1,0 +1,101 @@
+"""Where the player's input comes from: keyboard, mouse and gamepad through pygame, or a script (tests, demos).
+
+Either source gives the game loop one `camera.controls.InputState` per integrated video frame (`sample()`); what
+happens in between (mouse motion, sticks) adds up in the source, so nothing is lost when the loop samples late or
+skips a frame while the world catches up.
+
+Keys: WASD or the arrows move, Space / C up and down, Shift faster, Q / E roll, the mouse looks (while captured).
+Gamepad: left stick moves, right stick looks (SDL's game-controller mapping, so any pad SDL knows reads the same).
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterable, Protocol
+
+os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+import pygame  # noqa: E402
+from pygame._sdl2 import controller  # noqa: E402
+
+from camera.controls import InputState  # noqa: E402
+
+KEY_ACTIONS = {
+    pygame.K_w: "forward", pygame.K_UP: "forward",
+    pygame.K_s: "back", pygame.K_DOWN: "back",
+    pygame.K_a: "left", pygame.K_LEFT: "left",
+    pygame.K_d: "right", pygame.K_RIGHT: "right",
+    pygame.K_SPACE: "up", pygame.K_c: "down",
+    pygame.K_LSHIFT: "fast", pygame.K_RSHIFT: "fast",
+    pygame.K_q: "roll_left", pygame.K_e: "roll_right",
+}
+STICK_AXES = (pygame.CONTROLLER_AXIS_LEFTX, pygame.CONTROLLER_AXIS_LEFTY,
+              pygame.CONTROLLER_AXIS_RIGHTX, pygame.CONTROLLER_AXIS_RIGHTY)
+AXIS_MAX = 32767.0  # SDL game-controller axes are int16
+
+
+class InputSource(Protocol):
+    def handle(self, event: pygame.event.Event) -> None:
+        """See every pygame event (the game passes all of them on)."""
+
+    def sample(self) -> InputState:
+        """The input for the next video frame; resets what accumulates (mouse motion)."""
+
+
+def held_actions(pressed) -> frozenset[str]:
+    """Actions held on a keyboard state (pygame.key.get_pressed(), or any mapping key -> bool)."""
+    return frozenset(action for key, action in KEY_ACTIONS.items() if pressed[key])
+
+
+def stick_axes(pad) -> tuple[float, float, float, float]:
+    """(lx, ly, rx, ry) in [-1, 1] from a pygame._sdl2 Controller (anything with get_axis(SDL axis) -> int16)."""
+    return tuple(max(-1.0, min(1.0, pad.get_axis(axis) / AXIS_MAX)) for axis in STICK_AXES)
+
+
+class PygameInput:
+    """The keyboard, the mouse (only while `captured`: a released mouse is for the menu) and the first gamepad."""
+
+    def __init__(self):
+        self.captured = False
+        self._mouse = [0.0, 0.0]
+        self._pads: dict[int, controller.Controller] = {}  # instance id -> open controller
+        controller.init()
+
+    def capture(self, on: bool) -> None:
+        """Grab and hide the mouse for looking around (SDL then reports relative motion without edges)."""
+        self.captured = on
+        pygame.event.set_grab(on)
+        pygame.mouse.set_visible(not on)
+        pygame.mouse.get_rel()  # forget motion from before the switch
+        self._mouse = [0.0, 0.0]
+
+    def handle(self, event: pygame.event.Event) -> None:
+        if event.type == pygame.MOUSEMOTION and self.captured:
+            self._mouse[0] += event.rel[0]
+            self._mouse[1] += event.rel[1]
+        elif event.type == pygame.CONTROLLERDEVICEADDED:
+            pad = controller.Controller(event.device_index)
+            self._pads[pad.as_joystick().get_instance_id()] = pad
+        elif event.type == pygame.CONTROLLERDEVICEREMOVED:
+            pad = self._pads.pop(event.instance_id, None)
+            if pad is not None:
+                pad.quit()
+
+    def sample(self) -> InputState:
+        mouse, self._mouse = tuple(self._mouse), [0.0, 0.0]
+        pad = next(iter(self._pads.values()), None)
+        return InputState(held_actions(pygame.key.get_pressed()), mouse,
+                          stick_axes(pad) if pad is not None else (0.0, 0.0, 0.0, 0.0))
+
+
+class ScriptedInput:
+    """A fixed list of inputs, one per integrated video frame, then nothing held: drives the loop without a person."""
+
+    def __init__(self, inputs: Iterable[InputState]):
+        self._inputs = list(inputs)
+        self.taken = 0  # how many inputs the loop has integrated
+
+    def handle(self, event: pygame.event.Event) -> None:
+        pass
+
+    def sample(self) -> InputState:
+        self.taken += 1
+        return self._inputs[self.taken - 1] if self.taken <= len(self._inputs) else InputState()

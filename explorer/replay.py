@@ -1,0 +1,119 @@
+"""`explorer replay`: drive a world again with a session's recorded poses and seed, and compare or film it.
+
+The world is stepped exactly as during play: the first frame from `reset` at frame 0's pose, then one `step` per
+recorded step with that step's four poses, and at a rewind line a `restore` of the snapshot taken after the step
+it names. Frames are hashed at the world's native size, as the client hashed them. A step that the session shows
+only in part (the process died before presenting all four of its frames) is not replayed: its frames depend on
+poses that were never recorded.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from camera.errors import InputError
+from explorer.session import Session, file_sha256, frame_sha1, read_session
+from world.base import FRAMES_PER_STEP
+from world.level import load_level
+from world.make import make_world
+
+
+@dataclass
+class ReplayResult:
+    frames: int                    # frames replayed (and checked, with check=True)
+    total: int                     # frames in the session
+    mismatch: int | None = None    # the first frame whose hash differs (check=True), or None
+
+
+def open_session_world(session: Session, device: str = "auto"):
+    """The world a session was played in (same kind, size, checkpoint), and its level."""
+    h = session.header
+    level_path = Path(h["level"]["path"])
+    level = load_level(level_path if level_path.is_file() else h["level"]["name"])
+    checkpoint = h["checkpoint"]
+    if checkpoint is not None and h["checkpoint_sha256"] is not None:
+        if file_sha256(checkpoint) != h["checkpoint_sha256"]:
+            raise InputError(checkpoint, None, f"is not the checkpoint session {session.path} was played with "
+                             "(its SHA-256 differs)")
+    world = make_world(h["world"], size=session.size if h["world"] == "reference" else None,
+                       checkpoint=checkpoint, device=device, level=level)
+    if tuple(world.size) != session.size:
+        raise InputError(session.path / "session.json", "size",
+                         f"the world renders {world.size[0]}x{world.size[1]}, the session has "
+                         f"{session.size[0]}x{session.size[1]}")
+    return world, level
+
+
+def replay_frames(session: Session, world, level):
+    """Yield (frame record, replayed frame (H, W, 3) uint8) in session order, for every whole step."""
+    frames, rewinds = session.frames, {r.frame: r for r in session.rewinds}
+    targets = {r.to_step for r in session.rewinds}
+    snapshots = {}
+    first = frames[0]
+    yield first, world.reset(dataclasses.replace(level, start=first.pose), session.header["seed"])
+    if 0 in targets:
+        snapshots[0] = world.state()
+    i = 1
+    while i + FRAMES_PER_STEP <= len(frames):
+        if i in rewinds:
+            world.restore(snapshots[rewinds[i].to_step])
+        records = frames[i:i + FRAMES_PER_STEP]
+        images = world.step([r.pose for r in records])
+        if records[0].step in targets:
+            snapshots[records[0].step] = world.state()
+        yield from zip(records, images)
+        i += FRAMES_PER_STEP
+
+
+def replay(path, check: bool = False, out=None, device: str = "auto") -> ReplayResult:
+    """Replay a session folder; with `check`, stop at the first frame whose hash differs from the recording;
+    with `out`, write the replayed frames to a video at the native size."""
+    session = read_session(path)
+    world, level = open_session_world(session, device)
+    writer = None
+    if out is not None:
+        from explorer.video import VideoWriter
+        writer = VideoWriter(out, session.size, fps=session.header["fps"])
+    result = ReplayResult(frames=0, total=len(session.frames))
+    try:
+        for record, image in replay_frames(session, world, level):
+            if check and frame_sha1(image) != record.frame_sha1:
+                result.mismatch = record.frame
+                break
+            if writer is not None:
+                writer.write(image)
+            result.frames += 1
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    finally:
+        close = getattr(world, "close", None)
+        if close is not None:
+            close()
+    if writer is not None:
+        if result.mismatch is None:
+            writer.close()
+        else:
+            writer.abort()
+    return result
+
+
+def run_replay(path, check: bool, out, device: str) -> int:
+    """The command: prints one line and returns the exit code (1 for a mismatch)."""
+    result = replay(path, check=check, out=out, device=device)
+    session = read_session(path)
+    skipped = result.total - result.frames
+    if result.mismatch is not None:
+        record = session.frames[result.mismatch]
+        print(f"explorer: replay: {Path(path) / 'trajectory.jsonl'}:{record.line}: frame {result.mismatch} differs "
+              f"from the recording (recorded on {session.header['device']})", file=sys.stderr)
+        return 1
+    what = "match the recording" if check else "replayed"
+    tail = (f"; frames {result.frames}-{result.total - 1} not replayed: their step was cut short when the session "
+            f"ended" if skipped else "")
+    written = f"; wrote {out}" if out is not None else ""
+    print(f"{result.frames} of {result.total} frames {what}{tail}{written}")
+    return 0

@@ -1,0 +1,303 @@
+"""Session logs (DESIGN section 5): what a person played, enough to replay it frame for frame.
+
+    sessions/20250101-120000-meadow/
+        session.json       {"format": "explorer-session/1", "level": {"name", "path"}, "world", "checkpoint",
+                            "checkpoint_sha256", "seed", "fps", "size": [w, h], "device", "started", "ended"}
+        trajectory.jsonl   one line per presented video frame:
+                           {"frame", "t", "step", "pose", "input", "step_ms", "latency_ms", "frame_sha1"}
+                           and a line per rewind: {"event": "rewind", "frame", "to_frame", "to_step"}
+
+`frame` counts presented frames from 0 (the world's first frame, at the start pose); `t` is when it was presented,
+in seconds from frame 0; `step` is the world step that made it (0 for the first frame; every later step makes four
+frames, and a session only ever shows whole steps, except where the process died). A rewind line says that the
+world went back to its state after step `to_step` (whose last frame was `to_frame`) before the frame `frame`.
+`frame_sha1` is the SHA-1 of the world's frame at its native size, (H, W, 3) uint8 bytes, before any upscaling.
+
+Every line is flushed as it is written and `ended` is added to session.json only on a clean exit, so a crash
+leaves every line before it readable. The reader tolerates a torn last line and names the file, line and field
+of anything else that is wrong.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from camera.controls import InputState
+from camera.errors import InputError
+from camera.pose import Pose
+from world.base import FRAMES_PER_STEP
+from world.make import WORLDS
+
+FORMAT = "explorer-session/1"
+HEADER = "session.json"
+TRAJECTORY = "trajectory.jsonl"
+
+
+def frame_sha1(frame: np.ndarray) -> str:
+    return hashlib.sha1(np.ascontiguousarray(frame, dtype=np.uint8).tobytes()).hexdigest()
+
+
+def file_sha256(path) -> str:
+    """The SHA-256 of a file (a checkpoint); an unreadable file is bad input."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as e:
+        raise InputError(path, None, f"cannot read: {e.strerror or e}") from None
+    return digest.hexdigest()
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Write-then-rename, so session.json is never seen half written."""
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+# --- writing -------------------------------------------------------------------------------------
+
+class SessionWriter:
+    def __init__(self, root, level, world: str, seed: int, fps: float, size: tuple[int, int], device: str,
+                 checkpoint=None, checkpoint_sha256: str | None = None):
+        """Create a new session folder under `root` and write its session.json (without `ended`)."""
+        root = Path(root)
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        for n in range(1000):  # two sessions in the same second get -1, -2, ...
+            self.path = root / (f"{stamp}-{level.name}" + (f"-{n}" if n else ""))
+            try:
+                self.path.mkdir(parents=True)
+                break
+            except FileExistsError:
+                continue
+        else:
+            raise InputError(root, None, "cannot find a free session folder name")
+        self.header = {
+            "format": FORMAT, "level": {"name": level.name, "path": str(Path(level.source).resolve())},
+            "world": world, "checkpoint": None if checkpoint is None else str(Path(checkpoint).resolve()),
+            "checkpoint_sha256": checkpoint_sha256, "seed": int(seed), "fps": float(fps),
+            "size": [int(size[0]), int(size[1])], "device": device, "started": now_iso(),
+        }
+        _write_json(self.path / HEADER, self.header)
+        self._file = open(self.path / TRAJECTORY, "w", buffering=1, encoding="utf-8")  # line-buffered: flushed per line
+        self.frames = 0
+
+    def frame(self, t: float, step: int, pose: Pose, inp: InputState, step_ms: float, latency_ms: float,
+              sha1: str) -> None:
+        """Log the next presented frame (numbered in order)."""
+        self._line({"frame": self.frames, "t": round(t, 4), "step": step, "pose": pose.to_dict(),
+                    "input": inp.to_dict(), "step_ms": round(step_ms, 3), "latency_ms": round(latency_ms, 3),
+                    "frame_sha1": sha1})
+        self.frames += 1
+
+    def rewind(self, to_frame: int, to_step: int) -> None:
+        self._line({"event": "rewind", "frame": self.frames, "to_frame": to_frame, "to_step": to_step})
+
+    def close(self) -> None:
+        """A clean end: session.json gets `ended`."""
+        if self._file.closed:
+            return
+        self._file.close()
+        self.header["ended"] = now_iso()
+        _write_json(self.path / HEADER, self.header)
+
+    def _line(self, record: dict) -> None:
+        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+
+
+# --- reading -------------------------------------------------------------------------------------
+
+@dataclass
+class FrameRecord:
+    frame: int
+    t: float
+    step: int
+    pose: Pose
+    input: InputState
+    step_ms: float
+    frame_sha1: str
+    line: int  # 1-based line number in trajectory.jsonl, for messages
+
+
+@dataclass
+class Rewind:
+    frame: int     # the first frame after the rewind
+    to_frame: int
+    to_step: int
+    line: int
+
+
+@dataclass
+class Session:
+    path: Path
+    header: dict
+    frames: list[FrameRecord]
+    rewinds: list[Rewind]
+    torn: bool  # the last line was cut short (the process died while writing it) and was left out
+
+    @property
+    def ended(self) -> bool:
+        return "ended" in self.header
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return tuple(self.header["size"])
+
+
+def read_session(path) -> Session:
+    """Read and check a session folder. Raises InputError naming the file, line and field of a problem."""
+    path = Path(path)
+    if not path.is_dir():
+        raise InputError(path, None, "no such session folder")
+    header = _read_header(path / HEADER)
+    source = path / TRAJECTORY
+    try:
+        text = source.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(source, None, "missing") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(source, None, f"cannot read: {e}") from None
+    lines = text.split("\n")
+    torn = False
+    if lines[-1] == "":
+        lines.pop()
+    else:  # no newline at the end: the last line may have been cut while being written
+        try:
+            json.loads(lines[-1])
+        except json.JSONDecodeError:
+            lines.pop()
+            torn = True
+    frames: list[FrameRecord] = []
+    rewinds: list[Rewind] = []
+    for number, line in enumerate(lines, start=1):
+        where = f"{source}:{number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(where, None, f"not valid JSON ({e.msg})") from None
+        if not isinstance(record, dict):
+            raise InputError(where, None, "must be a JSON object")
+        if "event" in record:
+            rewinds.append(_parse_rewind(record, where, number, frames))
+        else:
+            frames.append(_parse_frame(record, where, number, frames, rewinds))
+    if not frames:
+        raise InputError(source, None, "no frames")
+    _check_steps(frames, source)
+    return Session(path, header, frames, rewinds, torn)
+
+
+def _read_header(source: Path) -> dict:
+    try:
+        header = json.loads(source.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(source, None, "missing (is this a session folder?)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(source, None, f"cannot read: {e}") from None
+    if not isinstance(header, dict):
+        raise InputError(source, None, "must be a JSON object")
+    if header.get("format") != FORMAT:
+        raise InputError(source, "format", f"expected {FORMAT!r}, got {header.get('format')!r}")
+    level = header.get("level")
+    if not (isinstance(level, dict) and isinstance(level.get("name"), str) and isinstance(level.get("path"), str)):
+        raise InputError(source, "level", "must be {\"name\": ..., \"path\": ...}")
+    if header.get("world") not in WORLDS:
+        raise InputError(source, "world", f"must be one of {', '.join(WORLDS)}, got {header.get('world')!r}")
+    size = header.get("size")
+    if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) and v > 0 for v in size)):
+        raise InputError(source, "size", f"must be [width, height], got {size!r}")
+    if not _is_int(header.get("seed")):
+        raise InputError(source, "seed", f"must be a whole number, got {header.get('seed')!r}")
+    if not (_is_number(header.get("fps")) and header["fps"] > 0):
+        raise InputError(source, "fps", f"must be a positive number, got {header.get('fps')!r}")
+    for name in ("checkpoint", "checkpoint_sha256"):
+        if not (header.get(name) is None or isinstance(header.get(name), str)):
+            raise InputError(source, name, "must be a string or null")
+    for name in ("device", "started"):
+        if not isinstance(header.get(name), str):
+            raise InputError(source, name, "must be a string")
+    return header
+
+
+def _parse_frame(r: dict, where: str, number: int, frames: list[FrameRecord], rewinds: list[Rewind]) -> FrameRecord:
+    for name in ("frame", "t", "step", "pose", "input", "step_ms", "frame_sha1"):
+        if name not in r:
+            raise InputError(where, name, "missing")
+    if not (_is_int(r["frame"]) and r["frame"] == len(frames)):
+        raise InputError(where, "frame", f"expected {len(frames)}, got {r['frame']!r}")
+    for name in ("t", "step_ms"):
+        if not _is_number(r[name]):
+            raise InputError(where, name, f"must be a number, got {r[name]!r}")
+    if not (_is_int(r["step"]) and r["step"] >= 0):
+        raise InputError(where, "step", f"must be a whole number, got {r['step']!r}")
+    if not (isinstance(r["frame_sha1"], str) and len(r["frame_sha1"]) == 40):
+        raise InputError(where, "frame_sha1", "must be 40 hex digits")
+    return FrameRecord(r["frame"], float(r["t"]), r["step"], _parse_pose(r["pose"], where), 
+                       InputState.from_dict(r["input"], where), float(r["step_ms"]), r["frame_sha1"], number)
+
+
+def _parse_pose(d, where: str) -> Pose:
+    if not isinstance(d, dict):
+        raise InputError(where, "pose", "must be an object")
+    position = d.get("position")
+    if not (isinstance(position, list) and len(position) == 3 and all(_is_number(v) for v in position)):
+        raise InputError(where, "pose.position", f"must be [x, y, z], got {position!r}")
+    for name in ("yaw", "pitch", "roll", "fov"):
+        if not _is_number(d.get(name)):
+            raise InputError(where, f"pose.{name}", f"must be a number, got {d.get(name)!r}")
+    return Pose.from_dict(d)
+
+
+def _parse_rewind(r: dict, where: str, number: int, frames: list[FrameRecord]) -> Rewind:
+    if r["event"] != "rewind":
+        raise InputError(where, "event", f"unknown event {r['event']!r} (known: rewind)")
+    for name in ("frame", "to_frame", "to_step"):
+        if not _is_int(r.get(name)):
+            raise InputError(where, name, f"must be a whole number, got {r.get(name)!r}")
+    if r["frame"] != len(frames):
+        raise InputError(where, "frame", f"expected {len(frames)}, got {r['frame']}")
+    targets = {f.frame: f for f in frames}
+    target = targets.get(r["to_frame"])
+    if target is None or target.step != r["to_step"] or (target.frame + 1 < len(frames)
+                                                          and frames[target.frame + 1].step == target.step):
+        raise InputError(where, "to_frame", f"frame {r['to_frame']} is not the last frame of step {r['to_step']}")
+    return Rewind(r["frame"], r["to_frame"], r["to_step"], number)
+
+
+def _check_steps(frames: list[FrameRecord], source: Path) -> None:
+    """Frame 0 is step 0 on its own; every later step is FRAMES_PER_STEP consecutive frames with a step number
+    larger than the one before; only the last step may be short (the session was cut off in the middle of it)."""
+    if frames[0].step != 0:
+        raise InputError(f"{source}:{frames[0].line}", "step", "the first frame must be step 0")
+    i = 1
+    while i < len(frames):
+        step = frames[i].step
+        if step <= frames[i - 1].step:
+            raise InputError(f"{source}:{frames[i].line}", "step", f"must be larger than {frames[i - 1].step}")
+        j = i
+        while j < len(frames) and frames[j].step == step:
+            j += 1
+        if j - i > FRAMES_PER_STEP or (j - i < FRAMES_PER_STEP and j < len(frames)):
+            raise InputError(f"{source}:{frames[i].line}", "step",
+                             f"step {step} has {j - i} frames; a step has {FRAMES_PER_STEP}")
+        i = j
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

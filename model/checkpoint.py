@@ -1,0 +1,209 @@
+"""Checkpoints: one .safetensors file per model (never pickle), written atomically, checked field by field on load.
+
+Tensors are the modules' state dicts under a prefix per module (`vae.`, `generator.`, and whatever else training
+stores, e.g. `discriminator.`). Metadata strings: `format` (FORMAT), `config` (the ModelConfig as JSON),
+`camera_scaling` (JSON: the camera embedding's constants measured on the training data), `stage` (the training
+stage that wrote it), plus any extra strings. Weights are stored in float32; the inference dtype is applied after
+loading.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from camera.errors import InputError
+from model.config import ModelConfig, get_config
+from model.generator import Generator
+from model.vae import VAE
+
+FORMAT = "explorer-checkpoint/1"
+RESERVED = ("format", "config", "camera_scaling", "stage")
+STORED_DTYPE = torch.float32
+
+
+@dataclass
+class LoadedCheckpoint:
+    config: ModelConfig
+    vae: VAE
+    generator: Generator
+    camera_scaling: dict
+    stage: str
+    metadata: dict[str, str]  # every metadata string as stored, extra keys included
+
+
+def default_checkpoint_path() -> Path:
+    """The shipped default model, inside the package: model/checkpoints/mini.safetensors."""
+    return Path(__file__).resolve().parent / "checkpoints" / "mini.safetensors"
+
+
+def checkpoint_sha256(path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Generic safetensors files (also for training's own files: discriminator, optimiser state)
+
+
+def write_safetensors(path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Writes a safetensors file byte-for-byte determined by its content, atomically.
+
+    safetensors itself writes the metadata in hash order (it differs from run to run), so the library writes the
+    tensors alone, and the file is assembled from a header with the metadata in sorted order plus the library's data
+    section. Both go to temporary files beside `path`, and the last is renamed over `path`: a crash or an error
+    leaves either the old file or the new one, never half of one.
+    """
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        raise ValueError("safetensors metadata must map strings to strings")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporaries = []
+    try:
+        for _ in range(2):
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            os.close(fd)
+            temporaries.append(Path(tmp))
+        data, final = temporaries
+        save_file({k: t.detach().to("cpu").contiguous() for k, t in tensors.items()}, data)
+        with open(data, "rb") as src, open(final, "wb") as dst:
+            header = json.loads(src.read(struct.unpack("<Q", src.read(8))[0]))  # tensors sorted by the library
+            blob = json.dumps({"__metadata__": dict(sorted(metadata.items())), **header},
+                              separators=(",", ":"), ensure_ascii=False).encode()
+            blob += b" " * (-len(blob) % 8)  # the data section stays 8-byte aligned, as the library keeps it
+            dst.write(struct.pack("<Q", len(blob)) + blob)
+            shutil.copyfileobj(src, dst)
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.chmod(final, 0o644)
+        os.replace(final, path)
+    finally:
+        for tmp in temporaries:
+            tmp.unlink(missing_ok=True)
+
+
+def read_safetensors(path, device="cpu") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """All tensors and the metadata of a safetensors file; InputError if it is missing, truncated or not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, None, "no such checkpoint file")
+    try:
+        with safe_open(path, framework="pt", device=str(device)) as f:
+            metadata = f.metadata() or {}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+    except (SafetensorError, OSError) as e:
+        raise InputError(path, None, f"not a readable safetensors file (truncated or corrupt?): {e}") from None
+    return tensors, metadata
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Model checkpoints
+
+
+def save_checkpoint(path, config: ModelConfig, vae: VAE, generator: Generator, camera_scaling: dict, stage: str,
+                    extra: dict[str, str] | None = None, modules: dict[str, nn.Module] | None = None) -> None:
+    """Saves the VAE, the generator and any further `modules` ({prefix: module}) with the metadata, atomically."""
+    if vae.config != config.vae or generator.config != config.generator:
+        raise ValueError("the modules were not built from this config (vae.config / generator.config differ)")
+    extra = dict(extra or {})
+    for key, value in extra.items():
+        if key in RESERVED or not isinstance(value, str):
+            raise ValueError(f"extra metadata {key!r}: must be a string under a key other than {RESERVED}")
+    parts = {"vae": vae, "generator": generator, **(modules or {})}
+    tensors = {}
+    for prefix, module in parts.items():
+        for name, t in module.state_dict().items():
+            if t.is_floating_point() and t.dtype != STORED_DTYPE:
+                raise ValueError(f"{prefix}.{name} is {t.dtype}; checkpoints store {STORED_DTYPE} (cast back first)")
+            tensors[f"{prefix}.{name}"] = t
+    metadata = {"format": FORMAT, "config": config.to_json(), "stage": stage,
+                "camera_scaling": json.dumps(camera_scaling, sort_keys=True), **extra}
+    write_safetensors(path, tensors, metadata)
+
+
+def load_checkpoint(path, expect_config: str | None = None, device="cpu",
+                    modules: dict[str, nn.Module] | None = None) -> LoadedCheckpoint:
+    """Builds the VAE and the generator from the stored config and loads every tensor, after checking them all.
+
+    expect_config: a config name ("mini"); the stored config must equal it in every field. modules: further
+    {prefix: module} to fill from the same file (training). Any problem is an InputError naming the file and the
+    metadata key or tensor at fault. The modules come back in eval mode, in float32, on `device`.
+    """
+    path = Path(path)
+    tensors, metadata = read_safetensors(path, device)
+    if metadata.get("format") != FORMAT:
+        found = repr(metadata["format"]) if "format" in metadata else "none (not an explorer checkpoint)"
+        raise InputError(path, "format", f"expected {FORMAT!r}, found {found}")
+    for key in RESERVED:
+        if key not in metadata:
+            raise InputError(path, key, "missing from the metadata")
+    config = ModelConfig.from_json(metadata["config"], source=str(path))
+    if expect_config is not None:
+        _check_expected(path, config, get_config(expect_config))
+    try:
+        camera_scaling = json.loads(metadata["camera_scaling"])
+    except json.JSONDecodeError as e:
+        raise InputError(path, "camera_scaling", f"not valid JSON ({e})") from None
+
+    with torch.device(device):
+        vae, generator = VAE(config.vae), Generator(config.generator)
+    parts = {"vae": vae, "generator": generator, **(modules or {})}
+    _check_tensors(path, tensors, parts)
+    for prefix, module in parts.items():
+        module.load_state_dict({k[len(prefix) + 1:]: t for k, t in tensors.items() if k.startswith(prefix + ".")})
+        module.eval()
+    return LoadedCheckpoint(config, vae, generator, camera_scaling, metadata["stage"], metadata)
+
+
+def _check_expected(path: Path, found: ModelConfig, expected: ModelConfig) -> None:
+    """The stored config must be the expected one: by name, then field by field (dotted names)."""
+    if found.name != expected.name:
+        raise InputError(path, "config.name", f"expected the {expected.name!r} config, found {found.name!r}")
+    a, b = _flatten(expected.to_dict()), _flatten(found.to_dict())
+    differ = [k for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
+    if differ:
+        k = differ[0]
+        more = f" ({len(differ) - 1} more fields differ: {', '.join(differ[1:])})" if len(differ) > 1 else ""
+        raise InputError(path, f"config.{k}", f"differs from the {expected.name!r} config: "
+                         f"expected {a.get(k)!r}, found {b.get(k)!r}{more}")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def _check_tensors(path: Path, tensors: dict[str, torch.Tensor], parts: dict[str, nn.Module]) -> None:
+    """Every expected tensor present with its shape and dtype, and nothing else; names the first one at fault."""
+    expected = {f"{prefix}.{k}": t for prefix, m in parts.items() for k, t in m.state_dict().items()}
+    missing = sorted(expected.keys() - tensors.keys())
+    if missing:
+        raise InputError(path, missing[0], f"missing tensor{_and_more(missing)}")
+    unexpected = sorted(tensors.keys() - expected.keys())
+    if unexpected:
+        raise InputError(path, unexpected[0], f"unexpected tensor (not in the model){_and_more(unexpected)}")
+    for name in sorted(expected):
+        want, got = expected[name], tensors[name]
+        if got.shape != want.shape:
+            raise InputError(path, name, f"shape {tuple(got.shape)}, expected {tuple(want.shape)}")
+        if got.dtype != want.dtype:
+            raise InputError(path, name, f"dtype {got.dtype}, expected {want.dtype}")
+
+
+def _and_more(names: list[str]) -> str:
+    return f" (and {len(names) - 1} more)" if len(names) > 1 else ""

@@ -1,0 +1,152 @@
+"""Model configurations: the frame size, the VAE and the generator, checked to agree, and the named presets.
+
+`tiny` is for tests, `mini` is the shipped default that runs in real time on two CPU cores, `apt2-8b` is the paper's
+size for GPU benchmarks. A config travels inside every checkpoint as JSON (model/checkpoint.py).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from dataclasses import dataclass, replace
+
+import torch
+
+from camera.errors import InputError
+from model.generator import GENERATOR_PRESETS, GeneratorConfig
+from model.vae import VAEConfig
+
+DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
+RAY_CHANNELS = 6  # per video frame: ray origin (3) and direction (3), see DESIGN "Camera embedding"
+
+
+@dataclass
+class ModelConfig:
+    name: str
+    width: int                     # native frame size in pixels
+    height: int
+    vae: VAEConfig
+    generator: GeneratorConfig
+    dtype: str = "bfloat16"        # for CPU inference: "bfloat16" or "float32"
+
+    def __post_init__(self):
+        self.check()
+
+    def latent_size(self) -> tuple[int, int]:
+        f = self.vae.spatial_factor
+        return self.width // f, self.height // f
+
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    def check(self) -> None:
+        """Raises InputError naming the field unless the frame size, the VAE and the generator agree."""
+        source, f, gen = f"model config {self.name!r}", self.vae.spatial_factor, self.generator
+        for field, kind in (("name", str), ("width", int), ("height", int), ("dtype", str)):
+            if not isinstance(getattr(self, field), kind):
+                raise InputError(source, field, f"must be a {kind.__name__}, got {getattr(self, field)!r}")
+        if self.dtype not in DTYPES:
+            raise InputError(source, "dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        for field, size in (("width", self.width), ("height", self.height)):
+            if size <= 0 or size % f:
+                raise InputError(source, field, f"must be a positive multiple of the VAE's {f}, got {size}")
+        if tuple(gen.latent_size) != self.latent_size():
+            raise InputError(source, "generator.latent_size", f"must be {self.latent_size()} "
+                             f"(the frame size {self.width}x{self.height} / {f}), got {tuple(gen.latent_size)}")
+        if gen.latent_channels != self.vae.latent_channels:
+            raise InputError(source, "generator.latent_channels",
+                             f"must equal vae.latent_channels ({self.vae.latent_channels}), got {gen.latent_channels}")
+        w, h = self.latent_size()
+        if w % gen.patch or h % gen.patch:
+            raise InputError(source, "generator.patch", f"the latent size {w}x{h} is not divisible by {gen.patch}")
+        rays = RAY_CHANNELS * self.vae.temporal_factor
+        if gen.camera_channels != rays:
+            raise InputError(source, "generator.camera_channels",
+                             f"must be {rays} ({RAY_CHANNELS} per video frame of a step), got {gen.camera_channels}")
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "width": self.width, "height": self.height, "vae": self.vae.to_dict(),
+                "generator": self.generator.to_dict(), "dtype": self.dtype}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @staticmethod
+    def from_dict(d: dict, source: str = "model config") -> ModelConfig:
+        """Builds and checks a config; any problem is an InputError naming `source` and the dotted field."""
+        _expect_fields(d, ModelConfig, "config", source)
+        _expect_fields(d["vae"], VAEConfig, "config.vae", source)
+        _expect_fields(d["generator"], GeneratorConfig, "config.generator", source)
+        vae = _build(VAEConfig.from_dict, d["vae"], "config.vae", source)
+        generator = _build(GeneratorConfig.from_dict, d["generator"], "config.generator", source)
+        try:
+            return ModelConfig(d["name"], d["width"], d["height"], vae, generator, d["dtype"])
+        except InputError as e:  # from check(): attribute it to the file
+            raise InputError(source, f"config.{e.field}", e.problem) from None
+
+    @staticmethod
+    def from_json(text: str, source: str = "model config") -> ModelConfig:
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise InputError(source, "config", f"not valid JSON ({e})") from None
+        return ModelConfig.from_dict(d, source)
+
+
+def _expect_fields(d, cls, field: str, source: str) -> None:
+    """Every field of the dataclass `cls` present in `d`, and nothing else (no silent defaults)."""
+    if not isinstance(d, dict):
+        raise InputError(source, field, f"must be an object, got {type(d).__name__}")
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in d:
+        if key not in names:
+            raise InputError(source, f"{field}.{key}", "unknown field")
+    for name in names:
+        if name not in d:
+            raise InputError(source, f"{field}.{name}", "missing")
+
+
+def _build(from_dict, d: dict, field: str, source: str):
+    try:
+        return from_dict(d)
+    except (TypeError, ValueError) as e:
+        raise InputError(source, field, str(e)) from None
+
+
+def _generator(preset: str, vae: VAEConfig, width: int, height: int, **changes) -> GeneratorConfig:
+    """A generator preset with the latent channels and grid that the VAE and the frame size imply."""
+    f = vae.spatial_factor
+    return replace(GENERATOR_PRESETS[preset], latent_channels=vae.latent_channels,
+                   latent_size=(width // f, height // f), **changes)
+
+
+def _tiny() -> ModelConfig:
+    vae = VAEConfig(latent_channels=4, enc_channels=(8, 16, 16, 32), enc_blocks=(1, 1, 1, 1),
+                    enc_time_kernels=(3, 3, 3, 3), dec_channels=(8, 8, 16, 16), dec_blocks=(1, 1, 1, 1),
+                    dec_time_kernels=(3, 3, 3, 3))
+    return ModelConfig("tiny", 64, 32, vae, _generator("tiny", vae, 64, 32, patch=1, window=3), "float32")
+
+
+def _mini() -> ModelConfig:
+    # Decoder sized for the speed budget (about 25 ms per streaming step of 4 frames at 256x144 in bf16 on two
+    # cores): its wide, temporal layers sit at the two lowest resolutions, and the full resolution has only the
+    # upsampling and output convs. The encoder runs at data preparation and reset only and may be heavier.
+    vae = VAEConfig(latent_channels=16, enc_channels=(32, 64, 128, 256), enc_blocks=(1, 1, 2, 2),
+                    enc_time_kernels=(1, 3, 3, 3), dec_channels=(16, 32, 64, 128), dec_blocks=(0, 1, 1, 2),
+                    dec_time_kernels=(1, 1, 3, 3))
+    return ModelConfig("mini", 256, 144, vae, _generator("mini", vae, 256, 144), "bfloat16")
+
+
+def _apt2_8b() -> ModelConfig:
+    vae = VAEConfig()  # Seaweed-like: encoder 128/256/512/512 x 3 blocks, lighter decoder 64/128/256/512 x 2
+    return ModelConfig("apt2-8b", 736, 416, vae, _generator("apt2-8b", vae, 736, 416), "bfloat16")
+
+
+CONFIGS: dict[str, ModelConfig] = {c.name: c for c in (_tiny(), _mini(), _apt2_8b())}
+
+
+def get_config(name: str, source: str = "model config") -> ModelConfig:
+    """A fresh copy of a named config; an unknown name is an InputError listing the known ones."""
+    if name not in CONFIGS:
+        raise InputError(source, None, f"unknown config {name!r}; known: {', '.join(CONFIGS)}")
+    return copy.deepcopy(CONFIGS[name])

@@ -1,0 +1,213 @@
+"""Checkpoints: a bit-exact round trip, and every kind of bad file refused with a message that names the problem."""
+import dataclasses
+import hashlib
+import json
+
+import pytest
+import torch
+
+import model.checkpoint as ckpt
+from camera.errors import InputError
+from model.checkpoint import (FORMAT, checkpoint_sha256, default_checkpoint_path, load_checkpoint, read_safetensors,
+                              save_checkpoint, write_safetensors)
+from model.config import ModelConfig, get_config
+from model.generator import Generator
+from model.vae import VAE
+
+SCALING = {"origin_std": [0.1, 0.2, 0.3], "direction_std": [0.5, 0.5, 0.25]}
+
+
+def build(config: ModelConfig, seed: int = 0):
+    torch.manual_seed(seed)
+    vae, generator = VAE(config.vae), Generator(config.generator)
+    with torch.no_grad():  # the generator's output layer starts at zero; give every tensor distinct values
+        for p in generator.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    return vae, generator
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    config = get_config("tiny")
+    vae, generator = build(config)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    save_checkpoint(path, config, vae, generator, SCALING, "adversarial", extra={"steps": "500"})
+    return path, config, vae, generator
+
+
+def rewrite(src, dst, edit_tensors=None, edit_metadata=None):
+    """A copy of the checkpoint `src` at `dst` with its tensors and/or metadata edited."""
+    tensors, metadata = read_safetensors(src)
+    if edit_tensors:
+        edit_tensors(tensors)
+    if edit_metadata:
+        edit_metadata(metadata)
+    write_safetensors(dst, tensors, metadata)
+    return dst
+
+
+def refused(path, **kwargs) -> str:
+    with pytest.raises(InputError) as err:
+        load_checkpoint(path, **kwargs)
+    message = str(err.value)
+    assert str(path) in message and "\n" not in message
+    return message
+
+
+def test_round_trip_is_bit_exact(saved):
+    path, config, vae, generator = saved
+    loaded = load_checkpoint(path, expect_config="tiny")
+    assert loaded.config == config
+    assert loaded.camera_scaling == SCALING
+    assert loaded.stage == "adversarial"
+    assert loaded.metadata["steps"] == "500" and loaded.metadata["format"] == FORMAT
+    for original, restored in ((vae, loaded.vae), (generator, loaded.generator)):
+        a, b = original.state_dict(), restored.state_dict()
+        assert a.keys() == b.keys()
+        for name in a:
+            assert torch.equal(a[name], b[name]), name
+    again = path.with_name("again.safetensors")
+    save_checkpoint(again, loaded.config, loaded.vae, loaded.generator, loaded.camera_scaling, loaded.stage,
+                    extra={"steps": "500"})
+    assert checkpoint_sha256(again) == checkpoint_sha256(path)  # metadata and tensors identical, byte for byte
+
+
+def test_extra_modules_round_trip(saved, tmp_path):
+    _, config, vae, generator = saved
+    head = torch.nn.Linear(3, 2)
+    path = tmp_path / "train.safetensors"
+    save_checkpoint(path, config, vae, generator, SCALING, "adversarial", modules={"discriminator": head})
+    fresh = torch.nn.Linear(3, 2)
+    load_checkpoint(path, modules={"discriminator": fresh})
+    assert torch.equal(fresh.weight, head.weight) and torch.equal(fresh.bias, head.bias)
+    assert "discriminator.bias: unexpected tensor" in refused(path)  # a reader that does not expect it is told
+
+
+def test_missing_file(tmp_path):
+    assert "no such checkpoint file" in refused(tmp_path / "nothing.safetensors")
+
+
+def test_truncated_file(saved, tmp_path):
+    data = saved[0].read_bytes()
+    path = tmp_path / "cut.safetensors"
+    path.write_bytes(data[: len(data) // 2])
+    assert "not a readable safetensors file" in refused(path)
+
+
+def test_random_bytes(tmp_path):
+    path = tmp_path / "noise.safetensors"
+    path.write_bytes(torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0),
+                                   dtype=torch.uint8).numpy().tobytes())
+    assert "not a readable safetensors file" in refused(path)
+
+
+def test_wrong_format_string(saved, tmp_path):
+    path = rewrite(saved[0], tmp_path / "f.safetensors", edit_metadata=lambda m: m.update(format="other/2"))
+    message = refused(path)
+    assert "format" in message and "other/2" in message
+
+
+def test_missing_format(saved, tmp_path):
+    path = rewrite(saved[0], tmp_path / "f.safetensors", edit_metadata=lambda m: m.pop("format"))
+    assert "not an explorer checkpoint" in refused(path)
+
+
+def test_missing_and_unparsable_config(saved, tmp_path):
+    path = rewrite(saved[0], tmp_path / "a.safetensors", edit_metadata=lambda m: m.pop("config"))
+    assert "config: missing" in refused(path)
+    path = rewrite(saved[0], tmp_path / "b.safetensors", edit_metadata=lambda m: m.update(config="{not json"))
+    assert "config: not valid JSON" in refused(path)
+
+
+def test_config_with_a_bad_field(saved, tmp_path):
+    def edit(m):
+        d = json.loads(m["config"])
+        d["vae"]["dec_blocks"] = [1, 1]
+        m["config"] = json.dumps(d)
+    assert "config.vae" in refused(rewrite(saved[0], tmp_path / "c.safetensors", edit_metadata=edit))
+
+
+def test_missing_tensor(saved, tmp_path):
+    name = "vae.decoder.conv_out.weight"
+    path = rewrite(saved[0], tmp_path / "m.safetensors", edit_tensors=lambda t: t.pop(name))
+    message = refused(path)
+    assert name in message and "missing tensor" in message
+
+
+def test_extra_tensor(saved, tmp_path):
+    path = rewrite(saved[0], tmp_path / "e.safetensors", edit_tensors=lambda t: t.update({"vae.spare": torch.ones(2)}))
+    message = refused(path)
+    assert "vae.spare" in message and "unexpected tensor" in message
+
+
+def test_misshaped_tensor(saved, tmp_path):
+    name = "generator.head.linear.bias"
+    path = rewrite(saved[0], tmp_path / "s.safetensors",
+                   edit_tensors=lambda t: t.update({name: torch.zeros(t[name].numel() + 1)}))
+    message = refused(path)
+    expected = tuple(saved[3].state_dict()["head.linear.bias"].shape)
+    assert name in message and f"expected {expected}" in message
+
+
+def test_wrong_dtype(saved, tmp_path):
+    name = "vae.encoder.conv_in.bias"
+    path = rewrite(saved[0], tmp_path / "d.safetensors", edit_tensors=lambda t: t.update({name: t[name].half()}))
+    message = refused(path)
+    assert name in message and "float16" in message
+
+
+def test_config_other_than_expected(saved, tmp_path):
+    assert "expected the 'mini' config, found 'tiny'" in refused(saved[0], expect_config="mini")
+    tiny = get_config("tiny")
+    changed = dataclasses.replace(tiny, generator=dataclasses.replace(tiny.generator, depth=3))
+    path = tmp_path / "deeper.safetensors"
+    save_checkpoint(path, changed, *build(changed), SCALING, "diffusion")
+    message = refused(path, expect_config="tiny")
+    assert "config.generator.depth" in message and "expected 2, found 3" in message
+    assert load_checkpoint(path).config == changed  # without expectations it loads
+
+
+def test_unknown_expected_config(saved):
+    assert "known: tiny, mini, apt2-8b" in refused_unknown(saved[0])
+
+
+def refused_unknown(path) -> str:
+    with pytest.raises(InputError) as err:
+        load_checkpoint(path, expect_config="huge")
+    return str(err.value)
+
+
+def test_failed_save_keeps_the_good_file(saved, tmp_path, monkeypatch):
+    path, config, vae, generator = saved
+    target = tmp_path / "good.safetensors"
+    target.write_bytes(path.read_bytes())
+    before = checkpoint_sha256(target)
+
+    def crash(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt, "save_file", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(target, config, vae, generator, SCALING, "diffusion")
+    assert checkpoint_sha256(target) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.safetensors"]  # no temporary file left behind
+    load_checkpoint(target, expect_config="tiny")
+
+
+def test_low_precision_weights_are_not_saved(saved, tmp_path):
+    _, config, vae, generator = saved
+    low = VAE(config.vae).to(torch.bfloat16)
+    path = tmp_path / "low.safetensors"
+    with pytest.raises(ValueError, match="bfloat16"):
+        save_checkpoint(path, config, low, generator, SCALING, "vae")
+    assert not path.exists()
+
+
+def test_sha256_and_default_path(saved):
+    path = saved[0]
+    assert checkpoint_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+    default = default_checkpoint_path()
+    assert default.name == "mini.safetensors" and default.parent.name == "checkpoints"
+    assert default.parent.parent.name == "model" and default.parent.is_dir()

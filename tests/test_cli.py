@@ -1,0 +1,105 @@
+"""The command line end to end: render, levels, data, and its handling of bad input."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from explorer.cli import main
+from explorer.video import read_video
+from levels import PATHS_DIR
+from world.dataset import open_dataset
+from world.level import list_levels
+
+
+def run_cli(*args):
+    """The real console entry point in a subprocess: exit code and stderr, as a user sees them."""
+    proc = subprocess.run([sys.executable, "-m", "explorer.cli", *args], capture_output=True, text=True, timeout=300)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_levels_lists_every_shipped_level(capsys):
+    assert main(["levels"]) == 0
+    out = capsys.readouterr().out
+    names = [level.name for level in list_levels()]
+    assert len(names) >= 6
+    for name in names:
+        assert name in out
+
+
+def test_render_writes_one_frame_per_pose_and_is_deterministic(tmp_path):
+    from camera.paths import load_path
+    level = list_levels()[0]
+    path = PATHS_DIR / "walk.toml"
+    expected = len(load_path(path).poses(start=level.start))
+    outs = []
+    for i in range(2):
+        out = tmp_path / f"walk{i}.mp4"
+        assert main(["render", "--level", level.name, "--path", str(path), "--out", str(out),
+                     "--size", "96x54"]) == 0
+        outs.append(read_video(out))
+    assert outs[0].shape == (expected, 54, 96, 3)
+    assert np.array_equal(outs[0], outs[1])
+    assert outs[0].std() > 5  # not a blank video
+
+
+@pytest.mark.parametrize("args, words", [
+    (["render", "--level", "no-such-level", "--path", "levels/paths/walk.toml", "--out", "x.mp4"], ["no-such-level"]),
+    (["render", "--level", "meadow", "--path", "missing.toml", "--out", "x.mp4"], ["missing.toml"]),
+    (["render", "--level", "meadow", "--path", "levels/paths/walk.toml", "--out", "x.mp4", "--size", "big"],
+     ["--size"]),
+    (["data", "--out", "d", "--clips", "2", "--frames", "10"], ["--frames"]),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, args, words):
+    import shutil
+    from levels import LEVELS_DIR
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(LEVELS_DIR / "paths", tmp_path / "levels" / "paths")
+    code, out, err = run_cli(*args)
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+    for word in words:
+        assert word in err
+    assert not (tmp_path / "x.mp4").exists()
+
+
+def test_render_does_not_replace_a_good_video_on_error(tmp_path):
+    out = tmp_path / "keep.mp4"
+    out.write_bytes(b"precious")
+    bad_path = tmp_path / "bad.toml"
+    bad_path.write_text("[path]\nfps = 24\nspeed = 3\n")
+    code, _, err = run_cli("render", "--level", list_levels()[0].name, "--path", str(bad_path), "--out", str(out))
+    assert code == 2 and "bad.toml" in err
+    assert out.read_bytes() == b"precious"
+
+
+def test_data_writes_resumable_shards(tmp_path):
+    out = tmp_path / "data"
+    args = ["data", "--out", str(out), "--clips", "3", "--size", "64x36", "--frames", "9", "--clips-per-scene", "2",
+            "--clips-per-shard", "2"]
+    assert main(args) == 0
+    manifest, shards = open_dataset(out)
+    assert manifest["clips"] == 3 and [s["clips"] for s in manifest["shards"]] == [2, 1]
+    frames = np.concatenate([s["frames"] for s in shards])
+    poses = np.concatenate([s["poses"] for s in shards])
+    assert frames.shape == (3, 9, 36, 64, 3) and frames.dtype == np.uint8
+    assert poses.shape == (3, 9, 7)
+    seeds = np.concatenate([s["scene_seeds"] for s in shards])
+    assert seeds[0] == seeds[1] != seeds[2] and seeds.min() >= 10_000  # held-out seeds never drawn for training
+    # the camera moves within a clip
+    assert np.abs(np.diff(poses[:, :, :4], axis=1)).sum() > 0
+
+    # Interrupted after the first shard: delete the second and resume; the data comes out the same.
+    first = np.array(frames)
+    import shutil
+    shutil.rmtree(out / "shard_00001")
+    assert main(args) == 0
+    _, shards = open_dataset(out)
+    assert np.array_equal(np.concatenate([s["frames"] for s in shards]), first)
+
+    # Resuming with different options is refused by name, and nothing is touched.
+    code, _, err = run_cli(*args[:-6], "--size", "32x18", "--frames", "9")
+    assert code == 2 and "spec.size" in err
+    assert json.loads((out / "manifest.json").read_text())["clips"] == 3

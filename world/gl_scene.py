@@ -1,0 +1,890 @@
+"""The GPU side of the reference world: meshes, instances, culling and shaders for one SceneParams.
+
+Budget: llvmpipe (Mesa's CPU rasteriser) draws about 12 M triangles/s here, and a frame at 128x72 must cost
+well under a millisecond, so everything is low-poly and culled on the CPU before drawing:
+
+- Terrain: a polar grid around a centre that follows the camera in CELL-sized jumps (fine near the centre,
+  coarser with distance, out past the far plane), split into chunks; visible chunks are drawn with one
+  multi-draw-indirect call.
+- Objects: each kind is assembled from a few unit primitives (box, cylinder, cone, blob, rock, roof); one
+  instance per part, all parts in one buffer; visible parts are compacted and drawn with one multi-draw call.
+  Objects come from the 7x7 cells around the camera's cell and shrink away between FADE distances, before
+  the edge of that area, so nothing pops in when the camera changes cell.
+- Sky: a full-screen triangle drawn last at the far plane, so it shades only the pixels nothing covers.
+
+Everything a frame shows is a function of (scene, pose) only: the centre cell is derived from the pose,
+caches only save work, and culling is conservative.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import moderngl
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from camera.pose import Pose
+from world.scene import (CELL, GROUND_MATERIALS, OBJECT_KINDS, SceneParams, direction, height_at,
+                         objects_in_cell)
+
+# terrain rings: (segments, ring spacing near the centre in metres); further out, rings are 1.5 times as far
+# apart as the segments (the ground is seen at a grazing angle); flat ground needs vertices only for the
+# per-vertex fog and lamp light
+HILLY_RINGS, FLAT_RINGS = (48, 2.0), (32, 3.0)
+TERRAIN_SNAP = 8.0          # metres: the terrain mesh centre jumps in these steps, so the camera stays where it is fine
+TERRAIN_RADIUS = 560.0      # metres: the far plane (500 m) + the camera's largest offset from the centre
+CHUNK = 4                   # terrain chunks are CHUNK segments x CHUNK rings, for culling
+OBJECT_CELLS = 3            # objects from cells within this many cells of the camera's cell
+FADE = (68.0, 90.0)         # objects shrink to nothing between these distances (m) from the camera
+MAX_LAMPS = 8               # lamps that light their surroundings at once (the nearest)
+CACHED_CENTRES = 4
+
+# fragment patterns for object parts (the shader's `pattern` switch)
+PLAIN, BARK, FOLIAGE, STONE, PLANKS, WALL, ROOF, LAMP, ROCK = range(9)
+PRIMITIVES = ("box", "cylinder", "cone", "blob", "rock", "roof")
+
+# ground material -> (dark, light, accent) colours
+MATERIAL_COLORS = {
+    "grass": ((0.20, 0.34, 0.10), (0.42, 0.56, 0.20), (0.62, 0.58, 0.30)),
+    "sand": ((0.74, 0.60, 0.40), (0.90, 0.79, 0.58), (0.66, 0.52, 0.36)),
+    "snow": ((0.78, 0.83, 0.92), (0.97, 0.98, 1.00), (0.70, 0.76, 0.86)),
+    "rock": ((0.30, 0.29, 0.28), (0.55, 0.53, 0.50), (0.20, 0.19, 0.19)),
+    "dirt": ((0.30, 0.21, 0.13), (0.48, 0.36, 0.23), (0.58, 0.54, 0.48)),
+    "paved": ((0.42, 0.40, 0.38), (0.62, 0.59, 0.55), (0.22, 0.21, 0.20)),
+}
+assert set(MATERIAL_COLORS) == set(GROUND_MATERIALS)
+
+
+# --- unit primitives: inside [-0.5, 0.5] x [0, 1] x [-0.5, 0.5], base on y = 0 ----------------------
+
+def _outward(pos, nrm, tris):
+    """Orient every triangle counter-clockwise seen from outside (its vertex normals say where that is)."""
+    a, b, c = pos[tris[:, 0]], pos[tris[:, 1]], pos[tris[:, 2]]
+    flip = np.einsum("ij,ij->i", np.cross(b - a, c - a), nrm[tris].sum(1)) < 0
+    tris[flip] = tris[flip][:, [0, 2, 1]]
+    return pos.astype("f4"), nrm.astype("f4"), tris.astype("u4")
+
+
+def _flat(pos, tris):
+    """Unshare vertices so each triangle gets its own (face) normal: faceted shading."""
+    p = pos[tris.reshape(-1)]
+    n = np.cross(p[1::3] - p[0::3], p[2::3] - p[0::3])
+    n = np.repeat(n / np.linalg.norm(n, axis=1, keepdims=True), 3, 0)
+    centre = p.reshape(-1, 3, 3).mean(1) - pos.mean(0)            # faces point away from the middle
+    n *= np.repeat(np.sign(np.einsum("ij,ij->i", n[0::3], centre)), 3)[:, None]
+    return _outward(p, n, np.arange(len(p)).reshape(-1, 3))
+
+
+def _box():
+    pos, nrm, tris = [], [], []
+    for axis in range(3):
+        for sign in (-1, 1):
+            n = np.zeros(3); n[axis] = sign
+            u, v = np.eye(3)[(axis + 1) % 3], np.eye(3)[(axis + 2) % 3]
+            base = len(pos)
+            pos += [0.5 * (n + su * u + sv * v) for su, sv in ((-1, -1), (1, -1), (1, 1), (-1, 1))]
+            nrm += [n] * 4
+            tris += [(base, base + 1, base + 2), (base, base + 2, base + 3)]
+    pos = np.array(pos) + [0, 0.5, 0]
+    return _outward(pos, np.array(nrm), np.array(tris))
+
+
+def _ring(k=8):
+    a = 2 * np.pi * np.arange(k) / k
+    return np.cos(a), np.sin(a)
+
+
+def _cylinder(k=8):
+    """Side only: its ends are always covered (capitals, foliage, ground)."""
+    c, s = _ring(k)
+    pos = np.concatenate([np.stack([0.5 * c, 0 * c, 0.5 * s], 1), np.stack([0.5 * c, 0 * c + 1, 0.5 * s], 1)])
+    nrm = np.concatenate([np.stack([c, 0 * c, s], 1)] * 2)
+    i, j = np.arange(k), (np.arange(k) + 1) % k
+    tris = np.concatenate([np.stack([i, j, j + k], 1), np.stack([i, j + k, i + k], 1)])
+    return _outward(pos, nrm, tris)
+
+
+def _cone(k=8):
+    """Side with one apex vertex per face (so normals stay smooth round the cone) plus the base disc."""
+    c, s = _ring(k)
+    mid = 2 * np.pi * (np.arange(k) + 0.5) / k
+    ring = np.stack([0.5 * c, 0 * c, 0.5 * s], 1)
+    side_n = np.stack([c, 0 * c + 0.5, s], 1)
+    apex = np.tile([0.0, 1.0, 0.0], (k, 1))
+    apex_n = np.stack([np.cos(mid), 0 * mid + 0.5, np.sin(mid)], 1)
+    pos = np.concatenate([ring, apex, ring, [[0, 0, 0]]])
+    nrm = np.concatenate([side_n, apex_n, np.tile([0.0, -1, 0], (k + 1, 1))])
+    i, j = np.arange(k), (np.arange(k) + 1) % k
+    tris = np.concatenate([np.stack([i, j, i + k], 1), np.stack([2 * k + i, 2 * k + j, 0 * i + 3 * k], 1)])
+    return _outward(pos, nrm, tris)
+
+
+def _icosahedron():
+    t = (1 + 5 ** 0.5) / 2
+    v = np.array([[-1, t, 0], [1, t, 0], [-1, -t, 0], [1, -t, 0], [0, -1, t], [0, 1, t], [0, -1, -t], [0, 1, -t],
+                  [t, 0, -1], [t, 0, 1], [-t, 0, -1], [-t, 0, 1]], float)
+    f = np.array([[0, 11, 5], [0, 5, 1], [0, 1, 7], [0, 7, 10], [0, 10, 11], [1, 5, 9], [5, 11, 4], [11, 10, 2],
+                  [10, 7, 6], [7, 1, 8], [3, 9, 4], [3, 4, 2], [3, 2, 6], [3, 6, 8], [3, 8, 9], [4, 9, 5],
+                  [2, 4, 11], [6, 2, 10], [8, 6, 7], [9, 8, 1]])
+    return v / np.linalg.norm(v, axis=1, keepdims=True), f
+
+
+def _blob():
+    """A smooth-shaded icosahedron: tree crowns (the fragment shader adds leafy texture)."""
+    v, f = _icosahedron()
+    return _outward(0.5 * v + [0, 0.5, 0], v, f)
+
+
+def _rock():
+    """An icosahedron dented by a fixed random pattern, faceted."""
+    v, f = _icosahedron()
+    v = v * np.random.default_rng(5).uniform(0.7, 1.1, (len(v), 1)) * [1, 0.75, 1]
+    v = (v - v.min(0)) / (v.max(0) - v.min(0)) - [0.5, 0, 0.5]
+    return _flat(v, f)
+
+
+def _roof():
+    """A gable roof: ridge along x at y = 1, eaves at z = +-0.5 on y = 0, with a flat underside."""
+    p = np.array([[-.5, 0, .5], [.5, 0, .5], [.5, 1, 0], [-.5, 1, 0], [-.5, 0, -.5], [.5, 0, -.5]])
+    faces = [([0, 1, 2, 3], [0, 1, 2]), ([4, 5, 2, 3], [0, -1, 2]), ([0, 3, 4], [-1, 0, 0]), ([1, 2, 5], [1, 0, 0]),
+             ([0, 1, 5, 4], [0, -1, 0])]
+    pos, nrm, tris = [], [], []
+    for idx, n in faces:
+        base = len(pos)
+        pos += [p[i] for i in idx]
+        nrm += [np.array(n, float) / np.linalg.norm(n)] * len(idx)
+        tris += [(base, base + k, base + k + 1) for k in range(1, len(idx) - 1)]
+    return _outward(np.array(pos), np.array(nrm), np.array(tris))
+
+
+def primitive_meshes():
+    """name -> (positions (V, 3) f4, normals (V, 3) f4, triangles (T, 3) u4)."""
+    return {"box": _box(), "cylinder": _cylinder(), "cone": _cone(), "blob": _blob(), "rock": _rock(),
+            "roof": _roof()}
+
+
+# --- objects: kinds assembled from parts, all objects of a kind at once ------------------------
+
+@dataclass
+class Part:
+    """One primitive per object of a kind; arrays of length n (or broadcastable)."""
+    prim: str
+    offset: np.ndarray       # (n, 3) object-local position of the primitive's base, before the object's yaw
+    scale: np.ndarray        # (n, 3) metres
+    color: np.ndarray        # (n, 3)
+    pattern: int
+    glow: float = 0.0        # 1: glows when the sky preset turns the lights on
+    tilt: np.ndarray | None = None  # (n, 3) extra rotation, degrees, scipy "YXZ" euler
+    present: np.ndarray | None = None  # (n,) bool: optional parts
+
+
+def _mix(a, b, t):
+    return np.asarray(a) + (np.asarray(b) - np.asarray(a)) * np.asarray(t)[..., None]
+
+
+def _v3(x, y, z):
+    return np.stack(np.broadcast_arrays(x, y, z), -1).astype(float)
+
+
+def kind_parts(kind: str, size: np.ndarray, v: np.ndarray) -> list[Part]:
+    """The parts of n objects of `kind`; `size` (n,) scales the kind's nominal size, `v` (n, 4) uniform
+    random numbers vary shape and colour."""
+    n, h = len(size), OBJECT_KINDS[kind][1] * size
+    z0 = np.zeros(n)
+    if kind == "conifer":
+        h = h * (0.8 + 0.4 * v[:, 0])
+        green = _mix((0.09, 0.22, 0.12), (0.16, 0.32, 0.16), v[:, 1])
+        parts = [Part("cylinder", _v3(0, 0, 0), _v3(0.06 * h, 0.3 * h, 0.06 * h), _v3(0.32, 0.22, 0.15) + z0[:, None],
+                      BARK)]
+        for i in range(3):
+            w = (0.5 - 0.12 * i) * h
+            parts.append(Part("cone", _v3(0, (0.15 + 0.22 * i) * h, 0), _v3(w, (0.45 - 0.06 * i) * h, w),
+                              green * (1 + 0.06 * i), FOLIAGE))
+        return parts
+    if kind == "broadleaf":
+        green = _mix((0.18, 0.36, 0.10), (0.36, 0.48, 0.14), v[:, 1])
+        green = np.where(v[:, 2:3] > 0.88, _mix((0.62, 0.36, 0.10), (0.70, 0.52, 0.12), v[:, 3]), green)
+        side = np.where(v[:, 0] > 0.5, 1.0, -1.0)
+        return [Part("cylinder", _v3(0, 0, 0), _v3(0.08 * h, 0.55 * h, 0.08 * h), _v3(0.36, 0.27, 0.19) + z0[:, None],
+                     BARK),
+                Part("blob", _v3(0, 0.35 * h, 0), _v3(0.62 * h, 0.58 * h, 0.62 * h), green, FOLIAGE),
+                Part("blob", _v3(0.22 * h * side, 0.3 * h, 0.12 * h), _v3(0.42 * h, 0.4 * h, 0.42 * h), green * 0.92,
+                     FOLIAGE),
+                Part("blob", _v3(-0.15 * h * side, 0.5 * h, -0.16 * h), _v3(0.38 * h, 0.36 * h, 0.38 * h),
+                     green * 1.08, FOLIAGE)]
+    if kind == "rock":
+        s = h * (0.6 + 0.8 * v[:, 0])
+        grey = _mix((0.40, 0.39, 0.37), (0.55, 0.50, 0.44), v[:, 1])
+        tilt = _v3(v[:, 2] * 360, (v[:, 3] - 0.5) * 30, (v[:, 1] - 0.5) * 30)
+        return [Part("rock", _v3(0, -0.25 * s, 0), _v3(1.5 * s, s, 1.2 * s), grey, ROCK, tilt=tilt),
+                Part("rock", _v3(0.9 * s, -0.2 * s, 0.5 * s), _v3(0.7 * s, 0.5 * s, 0.6 * s), grey * 0.9, ROCK,
+                     tilt=tilt[:, [1, 0, 2]] * [1, 3, 1], present=v[:, 3] > 0.5)]
+    if kind == "house":
+        w, d = (6 + 3 * v[:, 0]) * size, (5 + 2 * v[:, 1]) * size
+        wall_h = np.where(v[:, 2] > 0.65, 5.6, 3.0) * np.minimum(size, 1.2)
+        roof_h = 0.42 * d
+        walls = np.array([(0.88, 0.84, 0.74), (0.80, 0.70, 0.55), (0.70, 0.72, 0.70), (0.78, 0.62, 0.50)])
+        roofs = np.array([(0.55, 0.22, 0.16), (0.32, 0.33, 0.37), (0.45, 0.30, 0.20)])
+        return [Part("box", _v3(0, -1.0, 0), _v3(w, wall_h + 1.0, d), walls[(v[:, 3] * 4).astype(int)], WALL),
+                Part("roof", _v3(0, wall_h, 0), _v3(w + 0.8, roof_h, d + 0.8), roofs[(v[:, 2] * 3).astype(int) % 3],
+                     ROOF),
+                Part("box", _v3(0.25 * w, wall_h, 0.18 * d), _v3(0.7 + z0, roof_h * 0.95, 0.7 + z0),
+                     _v3(0.45, 0.40, 0.38) + z0[:, None], STONE, present=v[:, 0] > 0.3)]
+    if kind == "crate":
+        s = (h * (0.8 + 0.4 * v[:, 0]))[:, None] * np.ones(3)
+        wood = _mix((0.50, 0.36, 0.20), (0.66, 0.50, 0.30), v[:, 1])
+        return [Part("box", _v3(0, 0, 0), s, wood, PLANKS),
+                Part("box", _v3(1.05 * s[:, 0], 0, 0.15 * s[:, 0]), s * 0.9, wood * 0.92, PLANKS,
+                     tilt=_v3(15 * v[:, 2], 0, 0), present=v[:, 2] > 0.4),
+                Part("box", _v3(0.45 * s[:, 0], s[:, 1], 0.05 * s[:, 0]), s * 0.85, wood * 1.05, PLANKS,
+                     tilt=_v3(40 * v[:, 3], 0, 0), present=v[:, 3] > 0.55)]
+    if kind == "column":
+        broken = v[:, 0] < 0.4
+        shaft = np.where(broken, 0.3 + 0.5 * v[:, 1], 1.0) * (h - 0.75)
+        stone = _mix((0.86, 0.83, 0.76), (0.80, 0.70, 0.52), v[:, 2])
+        return [Part("box", _v3(0, -0.2, 0), _v3(1.3 + z0, 0.6, 1.3), stone * 0.9, STONE),
+                Part("cylinder", _v3(0, 0.4, 0), _v3(0.8 + z0, shaft, 0.8), stone, STONE),
+                Part("box", _v3(0, 0.4 + shaft, 0), _v3(1.15 + z0, 0.35, 1.15), stone * 0.95, STONE,
+                     present=~broken),
+                Part("cylinder", _v3(1.2, 0.3, 0.4), _v3(0.7 + z0, 1.2 + 1.5 * v[:, 3], 0.7), stone * 0.93, STONE,
+                     tilt=_v3(0, 0, -90), present=broken & (v[:, 3] > 0.3))]
+    if kind == "ruin":
+        length, height = (4 + 3 * v[:, 0]) * size, (1.2 + 2.5 * v[:, 1]) * size
+        stone = _mix((0.55, 0.52, 0.47), (0.66, 0.58, 0.46), v[:, 2])
+        return [Part("box", _v3(0, -0.4, 0), _v3(length, height + 0.4, 0.7 + z0), stone, STONE),
+                Part("box", _v3(-0.5 * length + 0.35, -0.4, 0.5 * length * 0.6), _v3(0.7 + z0, 0.6 * height + 0.4,
+                     length * 0.6), stone * 0.95, STONE, present=v[:, 3] > 0.3),
+                Part("box", _v3(0.3 * length, height - 0.05, 0), _v3(0.35 * length, 0.5 + 0.8 * v[:, 3], 0.7 + z0),
+                     stone * 1.03, STONE)]
+    if kind == "lamp":
+        dark = _v3(0.12, 0.12, 0.13) + z0[:, None]
+        return [Part("box", _v3(0, 0, 0), _v3(0.32 + z0, 0.4, 0.32), dark, PLAIN),
+                Part("cylinder", _v3(0, 0, 0), _v3(0.13 + z0, h - 0.45, 0.13), dark, PLAIN),
+                Part("box", _v3(0, h - 0.5, 0), _v3(0.42 + z0, 0.45, 0.42), _v3(1.0, 0.82, 0.55) + z0[:, None], LAMP,
+                     glow=1.0),
+                Part("box", _v3(0, h - 0.07, 0), _v3(0.55 + z0, 0.1, 0.55), dark, PLAIN)]
+    raise ValueError(f"unknown object kind {kind!r}")
+
+
+LAMP_HEAD = 0.78  # lamp light sits this fraction of the lamp's nominal height up (the middle of its head)
+
+INSTANCE_FLOATS = 20  # per part: model matrix rows (3 x vec4), colour + glow, anchor (object base) + pattern
+
+
+@dataclass
+class PartSet:
+    """All parts of some objects, sorted by primitive; arrays of length P."""
+    prim: np.ndarray      # (P,) int index into PRIMITIVES
+    data: np.ndarray      # (P, INSTANCE_FLOATS) float32, the instance attributes
+    sphere: np.ndarray    # (P, 4) float64 bounding sphere: centre, radius
+    anchor: np.ndarray    # (P, 2) float64 object base x, z (for the fade)
+    lamps: np.ndarray     # (L, 3) float64 lamp light positions
+
+    @staticmethod
+    def concat(sets: list["PartSet"]) -> "PartSet":
+        prim = np.concatenate([s.prim for s in sets])
+        order = np.argsort(prim, kind="stable")
+        return PartSet(prim[order], *(np.concatenate([getattr(s, f) for s in sets])[order]
+                                      for f in ("data", "sphere", "anchor")),
+                       np.concatenate([s.lamps for s in sets]))
+
+
+def cell_parts(scene: SceneParams, ix: int, iz: int) -> PartSet:
+    """The instanced parts of every object in one cell."""
+    pl = objects_in_cell(scene, ix, iz)
+    chunks, lamps = [], [np.zeros((0, 3))]
+    for k, kind in enumerate(OBJECT_KINDS):
+        sel = pl.kind == k
+        if not sel.any():
+            continue
+        pos, yaw, size = pl.position[sel], pl.yaw[sel], pl.size[sel]
+        r_obj = Rotation.from_euler("Y", yaw[:, None], degrees=True).as_matrix()   # (n, 3, 3)
+        for part in kind_parts(kind, size, pl.variant[sel]):
+            keep = np.ones(len(pos), bool) if part.present is None else part.present
+            r = r_obj if part.tilt is None else r_obj @ Rotation.from_euler("YXZ", part.tilt, degrees=True).as_matrix()
+            scale = np.broadcast_to(part.scale, (len(pos), 3))
+            m = r * scale[:, None, :]                                             # R @ diag(scale)
+            t = pos + np.einsum("nij,nj->ni", r_obj, np.broadcast_to(part.offset, (len(pos), 3)))
+            rows = np.concatenate([m, t[:, :, None]], 2).reshape(-1, 12)
+            color = np.broadcast_to(part.color, (len(pos), 3))
+            data = np.concatenate([rows, color, np.full((len(pos), 1), part.glow), pos,
+                                   np.full((len(pos), 1), part.pattern)], 1)
+            centre = t + m[:, :, 1] * 0.5
+            radius = 0.87 * np.abs(scale).max(1)
+            chunks.append(PartSet(np.full(keep.sum(), PRIMITIVES.index(part.prim)), data[keep].astype("f4"),
+                                  np.concatenate([centre, radius[:, None]], 1)[keep], pos[keep][:, [0, 2]],
+                                  np.zeros((0, 3))))
+        if kind == "lamp":
+            lamps.append(pos + [0, 1, 0] * (LAMP_HEAD * OBJECT_KINDS["lamp"][1] * size)[:, None])
+    if not chunks:
+        return PartSet(np.zeros(0, int), np.zeros((0, INSTANCE_FLOATS), "f4"), np.zeros((0, 4)), np.zeros((0, 2)),
+                       np.concatenate(lamps))
+    out = PartSet.concat(chunks)
+    out.lamps = np.concatenate(lamps)
+    return out
+
+
+# --- terrain -------------------------------------------------------------------------------------
+
+def terrain_mesh(scene: SceneParams, cx: float, cz: float):
+    """Polar grid centred on (cx, cz): (vertices (V, 6) f4 position+normal, triangles (T, 3) u4 sorted by
+    chunk, chunk_first (C+1,) index of each chunk's first triangle, chunk spheres (C, 4))."""
+    k, step = FLAT_RINGS if scene.terrain.kind == "flat" or scene.terrain.height == 0 else HILLY_RINGS
+    radii = [step]
+    while radii[-1] < TERRAIN_RADIUS:
+        radii.append(radii[-1] + max(step, 1.5 * radii[-1] * 2 * np.pi / k))
+    radii = np.array(radii)
+    ring_step = np.diff(radii, append=2 * radii[-1] - radii[-2])
+    a = 2 * np.pi * np.arange(k) / k
+    ring_x, ring_z = (radii[:, None] * np.cos(a)).ravel(), (radii[:, None] * np.sin(a)).ravel()
+    x, z = cx + np.concatenate([[0.0], ring_x]), cz + np.concatenate([[0.0], ring_z])
+    spacing = np.concatenate([[0.0], np.repeat(ring_step, k)])
+    e = 0.05
+    y = height_at(scene, x, z, spacing)
+    gx = (height_at(scene, x + e, z, spacing) - height_at(scene, x - e, z, spacing)) / (2 * e)
+    gz = (height_at(scene, x, z + e, spacing) - height_at(scene, x, z - e, spacing)) / (2 * e)
+    normal = np.stack([-gx, np.ones_like(gx), -gz], 1)
+    normal /= np.linalg.norm(normal, axis=1, keepdims=True)
+    vertices = np.concatenate([np.stack([x, y, z], 1), normal], 1).astype("f4")
+
+    seg = np.arange(k)
+    nxt = (seg + 1) % k
+    tris, chunk = [np.stack([0 * seg, 1 + nxt, 1 + seg], 1)], [seg // CHUNK]
+    for j in range(len(radii) - 1):
+        inner, outer = 1 + j * k, 1 + (j + 1) * k
+        tris += [np.stack([inner + seg, inner + nxt, outer + nxt], 1), np.stack([inner + seg, outer + nxt, outer + seg], 1)]
+        chunk += [seg // CHUNK + (k // CHUNK) * ((j + 1) // CHUNK)] * 2
+    tris, chunk = np.concatenate(tris), np.concatenate(chunk)
+    up = np.cross(vertices[tris[:, 1], :3] - vertices[tris[:, 0], :3], vertices[tris[:, 2], :3] - vertices[tris[:, 0], :3])
+    tris[up[:, 1] < 0] = tris[up[:, 1] < 0][:, [0, 2, 1]]                 # counter-clockwise seen from above
+    order = np.argsort(chunk, kind="stable")
+    tris, chunk = tris[order], chunk[order]
+    first = np.searchsorted(chunk, np.arange(chunk.max() + 2))
+    spheres = []
+    for c in range(chunk.max() + 1):
+        p = vertices[np.unique(tris[first[c]:first[c + 1]]), :3].astype(np.float64)
+        centre = (p.min(0) + p.max(0)) / 2
+        spheres.append([*centre, np.linalg.norm(p - centre, axis=1).max() if len(p) else 0.0])
+    return vertices, tris.astype("u4"), first, np.array(spheres)
+
+
+# --- culling -------------------------------------------------------------------------------------
+
+def frustum_planes(view_proj: np.ndarray) -> np.ndarray:
+    """(6, 4) planes (normal, d), normals pointing inwards and of unit length, from a 4x4 clip matrix."""
+    m = view_proj
+    planes = np.stack([m[3] + m[0], m[3] - m[0], m[3] + m[1], m[3] - m[1], m[3] + m[2], m[3] - m[2]])
+    return planes / np.linalg.norm(planes[:, :3], axis=1, keepdims=True)
+
+
+def visible(spheres: np.ndarray, planes: np.ndarray) -> np.ndarray:
+    """(N,) bool: the sphere (centre, radius) is at least partly inside all planes."""
+    return np.all(spheres[:, :3] @ planes[:, :3].T + planes[:, 3] > -spheres[:, 3:4], axis=1)
+
+
+# --- shaders -------------------------------------------------------------------------------------
+
+COMMON = """
+#version 330
+#define LAMPS %(LAMPS)d
+layout(std140) uniform Scene {
+    vec4 zenith;        // rgb; w: how much fog veils the sky
+    vec4 horizon;       // rgb
+    vec4 sun_dir;       // xyz towards the sun (or moon); w: 0 below the horizon .. 1 above
+    vec4 sun_color;     // rgb x intensity; w: 1 when the disc is the moon
+    vec4 glow;          // rgb horizon glow round the sun; w: cloud cover
+    vec4 amb_sky;       // rgb ambient light from above; w: fog coefficient per metre
+    vec4 amb_ground;    // rgb ambient light from below; w: lights on (lamps, windows)
+    vec4 fog_color;     // rgb; w: 1 when it overrides the sky's horizon colour
+    vec4 ground[3];     // material colours (dark, light, accent) x tint
+    vec4 lamp_color;    // rgb
+    vec4 noise_offset;  // xy: where this scene's seed puts us in the noise texture
+    ivec4 ids;          // x: ground material, y: seed
+};
+layout(std140) uniform Frame {
+    mat4 view_proj;
+    vec4 cam;           // xyz camera position
+    vec4 cam_right;     // w: tan(horizontal fov / 2)
+    vec4 cam_up;        // w: tan(vertical fov / 2)
+    vec4 cam_forward;
+    vec4 lamps[%(MAX_LAMPS)d];     // xyz position, w weight 0..1
+};
+vec3 sky_color(vec3 d) {
+    float e = clamp(d.y, 0.0, 1.0), h = 1.0 - e;
+    float s = max(dot(d, sun_dir.xyz), 0.0);
+    float s6 = s * s * s; s6 *= s6;
+    float s48 = s6 * s6; s48 *= s48; s48 *= s48;
+    return mix(horizon.rgb, zenith.rgb, sqrt(e)) + glow.rgb * (s6 * h * h + 0.25 * s48);
+}
+vec3 fog_tone(vec3 d) {
+    return fog_color.w > 0.5 ? fog_color.rgb : sky_color(normalize(vec3(d.x, 0.0, d.z)));
+}
+"""
+
+# Lighting and fog are computed per vertex (Gouraud): on llvmpipe the fragment shader is the expensive part,
+# and sun, ambient, lamp light and fog all vary slowly across the fine near geometry.
+VERTEX_SHADING = """
+vec3 light(vec3 n, vec3 p) {  // what multiplies the albedo
+    vec3 c = sun_color.rgb * (max(dot(n, sun_dir.xyz), 0.0) * sun_dir.w) + mix(amb_ground.rgb, amb_sky.rgb, 0.5 + 0.5 * n.y);
+#if LAMPS
+    for (int i = 0; i < %(MAX_LAMPS)d; i++) {
+        vec3 l = lamps[i].xyz - p;
+        float d2 = dot(l, l);
+        float fall = max(1.0 - d2 / 196.0, 0.0);
+        c += lamp_color.rgb * (lamps[i].w * fall * fall * 9.0 / (d2 + 3.0))
+             * (0.25 + 0.75 * max(dot(n, l * inversesqrt(d2)), 0.0));
+    }
+#endif
+    return c;
+}
+vec4 fog(vec3 p) {  // rgb: the fog's colour in this direction, a: how much of it lies in front of p
+    vec3 d = p - cam.xyz;
+    return vec4(fog_tone(d), 1.0 - exp(-length(d) * amb_sky.w));
+}
+"""
+
+NOISE = """
+// Tileable noise (see noise_texture()), sampled without mipmaps (cheaper on llvmpipe); callers fade each
+// band by the pixel footprint instead, so distant surfaces do not sparkle.
+// R: 4 blobs across the tile, G: 16, B: 64, A: a network of thin ridges (about 16 across).
+uniform sampler2D noise_tex;
+vec4 tap(vec2 uv) { return textureLod(noise_tex, uv + noise_offset.xy, 0.0) - 0.5; }
+// weights of the four bands of a tap whose tile spans `tile` metres, for a pixel footprint fw (metres)
+vec4 bands(float tile, float fw) {
+    return 1.0 - smoothstep(vec4(0.06, 0.015, 0.004, 0.015), vec4(0.12, 0.03, 0.008, 0.03), vec4(fw / tile));
+}
+uint pcg(uvec3 v) {
+    v = v * 1664525u + 1013904223u;
+    v.x += v.y * v.z; v.y += v.z * v.x; v.z += v.x * v.y;
+    v ^= v >> 16u;
+    v.x += v.y * v.z; v.y += v.z * v.x; v.z += v.x * v.y;
+    return v.x ^ v.y ^ v.z;
+}
+float hash2(vec2 c) { return float(pcg(uvec3(ivec3(c, ids.y))) >> 8u) * (1.0 / 16777216.0); }
+"""
+
+TERRAIN_VS = """
+in vec3 in_pos;
+in vec3 in_normal;
+out vec3 v_pos;
+out float v_slope;
+out vec3 v_light;
+out vec4 v_fog;
+void main() {
+    v_pos = in_pos;
+    v_slope = in_normal.y;
+    v_light = light(in_normal, in_pos);
+    v_fog = fog(in_pos);
+    gl_Position = view_proj * vec4(in_pos, 1.0);
+}
+"""
+
+TERRAIN_FS = """
+in vec3 v_pos;
+in float v_slope;
+in vec3 v_light;
+in vec4 v_fog;
+out vec4 frag;
+vec3 ground_albedo(vec2 p, float fw) {
+    vec3 c0 = ground[0].rgb, c1 = ground[1].rgb, c2 = ground[2].rgb;
+    vec4 a = tap(p * (1.0 / 64.0)) * bands(64.0, fw);  // features of 16 m, 4 m, 1 m; ridges 4 m apart
+    vec4 b = tap(p * (1.0 / 6.0)) * bands(6.0, fw);    // 1.5 m, 40 cm, 10 cm; ridges 40 cm apart
+    float sharp = 1.0 - smoothstep(0.03, 0.12, fw);    // drawn patterns fade where a pixel covers them
+    vec3 c;
+    int m = ids.x;
+    if (m == 0) {         // grass: light and dark patches, tufts, dry spots
+        c = mix(c0, c1, clamp(0.55 + 1.3 * a.r + 0.8 * a.g + 0.6 * a.b + 0.7 * b.g + 0.8 * b.b, 0.0, 1.0));
+        c = mix(c, c2, 0.75 * smoothstep(0.12, 0.3, a.g + 0.6 * a.r));
+    } else if (m == 1) {  // sand: wind ripples across dunes
+        float ripple = sin(dot(p, vec2(0.8, 0.6)) * 9.0 + 14.0 * a.b) * sharp;
+        c = mix(c0, c1, clamp(0.6 + 1.2 * a.r + 0.5 * a.g + 0.15 * ripple + 0.3 * b.b, 0.0, 1.0));
+        c = mix(c, c2, smoothstep(0.1, 0.3, a.r + 0.5 * a.g));
+    } else if (m == 2) {  // snow: soft drifts, blue in the hollows
+        c = mix(c0, c1, clamp(0.7 + 1.1 * a.r + 0.6 * a.g + 0.3 * b.g + 0.2 * b.b, 0.0, 1.0));
+    } else if (m == 3) {  // rock: layered stone with cracks
+        c = mix(c0, c1, clamp(0.5 + 1.4 * a.r + 0.9 * a.g + 0.7 * a.b + 0.5 * b.g, 0.0, 1.0));
+        c = mix(c, c2, 0.8 * max(smoothstep(0.15, 0.4, a.a), smoothstep(0.15, 0.4, b.a)));
+    } else if (m == 4) {  // dirt: earth with pebbles
+        c = mix(c0, c1, clamp(0.5 + 1.3 * a.r + 0.9 * a.g + 0.6 * a.b + 0.5 * b.g, 0.0, 1.0));
+        c = mix(c, c2, 0.8 * smoothstep(0.2, 0.28, b.b));
+    } else {              // paved: stone slabs in a running bond, mortar lines, worn patches
+        vec2 q = p / vec2(0.9, 0.6);
+        q.x += 0.5 * mod(floor(q.y), 2.0);
+        vec2 f = abs(fract(q) - 0.5) * vec2(0.9, 0.6);
+        float line = mix(0.15, 1.0 - smoothstep(0.015, 0.04, min(0.45 - f.x, 0.3 - f.y)), sharp);
+        c = mix(c0, c1, clamp(0.5 + 0.8 * (hash2(floor(q) + 101.0) - 0.5) * sharp + a.r + 0.4 * b.b, 0.0, 1.0));
+        c = mix(c, c2, line);
+    }
+    if (m != 3) c = mix(c, vec3(0.36, 0.34, 0.32), smoothstep(0.82, 0.7, v_slope));  // steep slopes show rock
+    return c;
+}
+void main() {
+    float fw = max(length(fwidth(v_pos.xz)), 1e-4);  // metres per pixel
+    frag = vec4(mix(ground_albedo(v_pos.xz, fw) * v_light, v_fog.rgb, v_fog.a), 1.0);
+}
+"""
+
+OBJECT_VS = """
+in vec3 in_pos;
+in vec3 in_normal;
+in vec4 i_m0;
+in vec4 i_m1;
+in vec4 i_m2;
+in vec4 i_color;
+in vec4 i_anchor;
+out vec3 v_pos;
+out vec3 v_local;
+out vec3 v_lnormal;
+out vec3 v_light;
+out vec4 v_fog;
+flat out vec4 v_color;
+flat out int v_pattern;
+void main() {
+    mat3 m = transpose(mat3(i_m0.xyz, i_m1.xyz, i_m2.xyz));  // rotation x scale
+    vec3 t = vec3(i_m0.w, i_m1.w, i_m2.w);
+    vec3 scale = vec3(length(m[0]), length(m[1]), length(m[2]));
+    float shrink = 1.0 - smoothstep(%(FADE0)f, %(FADE1)f, distance(i_anchor.xz, cam.xz));
+    vec3 p = i_anchor.xyz + (m * in_pos + t - i_anchor.xyz) * shrink;
+    v_pos = p;
+    v_local = in_pos * scale;
+    v_lnormal = in_normal;
+    v_light = light(normalize(m * (in_normal / (scale * scale))), p);  // normal: inverse transpose of m
+    v_fog = fog(p);
+    v_color = i_color;
+    v_pattern = int(i_anchor.w);
+    gl_Position = view_proj * vec4(p, 1.0);
+}
+"""
+
+OBJECT_FS = """
+in vec3 v_pos;
+in vec3 v_local;
+in vec3 v_lnormal;
+in vec3 v_light;
+in vec4 v_fog;
+flat in vec4 v_color;
+flat in int v_pattern;
+out vec4 frag;
+void main() {
+    vec3 lp = v_local, ln = v_lnormal, albedo = v_color.rgb, emit = vec3(0.0);
+    float fw = max(length(fwidth(v_pos)), 1e-4), sharp = 1.0 - smoothstep(0.04, 0.15, fw);
+    // coordinates across a face in metres: (along, up) on walls, (x, z) on tops
+    vec2 uv = abs(ln.y) > 0.7 ? lp.xz : vec2(abs(ln.x) > abs(ln.z) ? lp.z : lp.x, lp.y);
+    int pattern = v_pattern;
+    if (pattern == %(BARK)d) {
+        albedo *= 1.0 + 0.8 * tap(vec2((lp.x - lp.z) * 0.6, lp.y * 0.05)).b * sharp;
+    } else if (pattern == %(FOLIAGE)d) {
+        vec4 f = tap(v_pos.xz * 0.09 + v_pos.y * vec2(0.061, 0.043)) * bands(11.0, fw);
+        albedo *= (1.0 + 1.2 * f.b + 0.8 * f.g) * (0.8 + 0.3 * ln.y);
+    } else if (pattern == %(STONE)d) {
+        float row = floor(uv.y / 0.5), shift = 0.5 * mod(row, 2.0);
+        vec2 f = abs(fract(vec2(uv.x / 0.8 + shift, uv.y / 0.5)) - 0.5) * vec2(0.8, 0.5);
+        float joint = abs(ln.y) > 0.7 ? 0.0 : (1.0 - smoothstep(0.01, 0.035, min(0.4 - f.x, 0.25 - f.y))) * sharp;
+        albedo *= (1.0 + 0.3 * (hash2(vec2(floor(uv.x / 0.8 + shift), row) + 57.0) - 0.5) * sharp) * (1.0 - 0.45 * joint);
+    } else if (pattern == %(PLANKS)d) {
+        float groove = (1.0 - smoothstep(0.005, 0.02, 0.11 - abs(fract(uv.y / 0.22) - 0.5) * 0.22)) * sharp;
+        albedo *= (1.0 + 0.4 * tap(vec2(uv.x * 0.1, floor(uv.y / 0.22) * 0.37)).b * sharp) * (1.0 - 0.45 * groove);
+    } else if (pattern == %(WALL)d) {
+        if (abs(ln.y) < 0.5) {  // windows on every floor, a door on the front; walls start 1 m underground
+            vec2 cell = vec2(uv.x / 2.4, (uv.y - 1.0) / 2.8), f = fract(cell);
+            bool window = abs(f.x - 0.5) < 0.2 && f.y > 0.3 && f.y < 0.75 && cell.y >= 0.0;
+            bool door = cell.y < 1.0 && abs(uv.x) < 0.55 && uv.y > 1.0 && uv.y < 3.1 && ln.z > 0.5;
+            if (door) albedo = vec3(0.30, 0.20, 0.13);
+            else if (window) {
+                albedo = vec3(0.14, 0.17, 0.21);
+                if (hash2(floor(cell) + 31.0 * ln.xz) > 0.35) emit = vec3(1.0, 0.75, 0.4) * 0.9 * amb_ground.w;
+            }
+        }
+    } else if (pattern == %(ROOF)d) {
+        albedo *= 0.82 + 0.25 * smoothstep(0.3, 0.5, abs(fract(lp.y * 3.0) - 0.5)) * sharp;
+    } else if (pattern == %(ROCK)d) {
+        vec4 f = tap(v_pos.xz * 0.05 + v_pos.y * vec2(0.037, 0.029)) * bands(20.0, fw);
+        albedo *= 1.0 + 1.6 * f.g + 0.8 * f.b - 0.5 * smoothstep(0.1, 0.4, f.a);
+    } else if (pattern == %(LAMP)d) {
+        emit = albedo * 1.6 * amb_ground.w;
+    }
+    frag = vec4(mix(albedo * v_light + emit, v_fog.rgb, v_fog.a), 1.0);
+}
+"""
+
+SKY_VS = """
+out vec2 v_ndc;
+void main() {
+    v_ndc = vec2(gl_VertexID == 1 ? 3.0 : -1.0, gl_VertexID == 2 ? 3.0 : -1.0);
+    gl_Position = vec4(v_ndc, 1.0, 1.0);
+}
+"""
+
+SKY_FS = """
+in vec2 v_ndc;
+out vec4 frag;
+void main() {
+    vec3 d = normalize(cam_forward.xyz + v_ndc.x * cam_right.w * cam_right.xyz + v_ndc.y * cam_up.w * cam_up.xyz);
+    vec3 c = sky_color(d);
+    float s = max(dot(d, sun_dir.xyz), 0.0);
+    // the disc: the sun (bright, with a halo) or the moon (pale)
+    float disc = smoothstep(0.99955, 0.99975, s) * sun_dir.w;
+    c = mix(c, sun_color.rgb * (sun_color.w > 0.5 ? 2.2 : 3.0) + 0.25, disc);
+    float halo = s * s; halo *= halo; halo *= halo; halo *= halo; halo *= halo; halo *= halo; halo *= halo;  // s^128
+    c += sun_color.rgb * halo * 0.5 * sun_dir.w;
+    // clouds on a plane high above, lit by the sky and the sun
+    if (d.y > 0.0 && glow.w > 0.0) {
+        vec4 t = tap(d.xz / (d.y + 0.08) * 0.35) + 0.5;
+        float n = t.r * 0.55 + t.g * 0.3 + t.b * 0.15;
+        float edge = 0.5 + 0.35 * (0.5 - glow.w);  // noise level where clouds begin: more cover, lower edge
+        float cover = smoothstep(edge - 0.06, edge + 0.06, n) * smoothstep(0.0, 0.12, d.y);
+        vec3 cloud = amb_sky.rgb * 1.3 + sun_color.rgb * sun_dir.w * (0.45 + 0.35 * s) + glow.rgb * 0.3;
+        c = mix(c, cloud * (0.7 + 0.5 * n), cover * min(glow.w + 0.4, 0.95));
+    }
+    frag = vec4(mix(c, fog_tone(d), zenith.w), 1.0);
+}
+"""
+
+HALO_VS = """
+in vec2 in_corner;
+in vec3 i_lamp;
+out vec2 v_corner;
+out float v_fade;
+void main() {
+    float shrink = 1.0 - smoothstep(%(FADE0)f, %(FADE1)f, distance(i_lamp.xz, cam.xz));
+    vec3 p = i_lamp + (cam_right.xyz * in_corner.x + cam_up.xyz * in_corner.y) * 1.4 * shrink;
+    v_corner = in_corner;
+    v_fade = exp(-distance(i_lamp, cam.xyz) * amb_sky.w);
+    gl_Position = view_proj * vec4(p, 1.0);
+}
+"""
+
+HALO_FS = """
+in vec2 v_corner;
+in float v_fade;
+out vec4 frag;
+void main() {
+    frag = vec4(lamp_color.rgb * (exp(-dot(v_corner, v_corner) * 5.0) * 0.55 * v_fade), 1.0);
+}
+"""
+
+
+def _source(lamps: bool, *parts: str) -> str:
+    consts = dict(LAMPS=int(lamps), MAX_LAMPS=MAX_LAMPS, FADE0=FADE[0], FADE1=FADE[1], BARK=BARK, FOLIAGE=FOLIAGE,
+                  STONE=STONE, PLANKS=PLANKS, WALL=WALL, ROOF=ROOF, LAMP=LAMP, ROCK=ROCK)
+    return "".join(parts) % consts
+
+
+def noise_texture(size: int = 256) -> np.ndarray:
+    """(size, size, 4) uint8 tileable noise: R, G, B band-limited noise with 4, 16 and 64 blobs across,
+    A thin ridges along the zero crossings of 16-across noise (cracks, veins). All bands centre on 0.5, so
+    fading a band towards 0.5 fades its detail. Fixed; scenes differ by where they sample it."""
+    rng = np.random.default_rng(1234)
+    k = np.hypot(*np.meshgrid(np.fft.fftfreq(size) * size, np.fft.rfftfreq(size) * size, indexing="ij"))
+
+    def band(cycles):  # zero mean, unit std, features about size / cycles texels across
+        x = np.fft.irfft2(np.fft.rfft2(rng.standard_normal((size, size))) * np.exp(-(k / cycles) ** 2), (size, size))
+        return (x - x.mean()) / x.std()
+
+    r, g, b, v = band(4), band(16), band(64), band(16)
+    ridge = np.exp(-(v / 0.2) ** 2)
+    ridge = 0.5 + 0.5 * (ridge - ridge.mean()) / (1 - ridge.mean())  # crests at 1, the rest a little under 0.5
+    channels = [0.5 + 0.125 * r, 0.5 + 0.125 * g, 0.5 + 0.125 * b, ridge]
+    return np.round(np.clip(np.stack(channels, -1), 0, 1) * 255).astype(np.uint8)
+
+
+def scene_uniforms(scene: SceneParams) -> bytes:
+    """The Scene uniform block (std140) for a scene."""
+    p = scene.preset()
+    elevation, azimuth, intensity, ambient = scene.sun()
+    zenith = np.array(scene.sky.zenith or p.zenith)
+    horizon = np.array(scene.sky.horizon or p.horizon)
+    sun_dir = direction(azimuth, elevation)
+    above = float(np.clip((elevation + 2.0) / 5.0, 0, 1))
+    sun = np.array(p.sun_color) * intensity
+    low = np.exp(-max(elevation, 0.0) / 12.0)      # a low sun paints the horizon round it
+    glow = np.array(p.sun_color) * (0.15 if p.moon else 0.75) * low * min(intensity, 1.2) * float(elevation > -12)
+    tint = np.array(scene.ground.tint or (1.0, 1.0, 1.0))
+    mats = np.array(MATERIAL_COLORS[scene.ground.material]) * tint
+    amb_sky = (0.45 * zenith + 0.55 * horizon) * ambient * 1.4
+    amb_ground = mats[1] * (sun * max(sun_dir[1], 0.0) * above + amb_sky) * 0.35
+    density = scene.fog.density
+    fog_k = float(np.exp(np.log(0.006) + density * (np.log(0.2) - np.log(0.006))))  # 95% fog at 500 m .. 15 m
+    fog_color = scene.fog.color
+    lamp_color = np.array([1.0, 0.78, 0.5]) * 1.4
+    offset = np.random.default_rng([scene.seed, 0x0FF5]).random(2)
+    block = [
+        [*zenith, 0.9 * density ** 1.5], [*horizon, 0.0], [*sun_dir, above], [*sun, float(p.moon)],
+        [*glow, p.clouds], [*amb_sky, fog_k], [*amb_ground, float(p.lights_on)],
+        [*(fog_color or (0, 0, 0)), float(fog_color is not None)], *[[*c, 0.0] for c in mats], [*lamp_color, 0.0],
+        [*offset, 0.0, 0.0],
+    ]
+    floats = np.array(block, "f4").tobytes()
+    ints = np.array([GROUND_MATERIALS.index(scene.ground.material), scene.seed % 65521, 0, 0], "i4").tobytes()
+    return floats + ints
+
+
+# --- the renderer ----------------------------------------------------------------------------------
+
+class SceneRenderer:
+    """Draws one scene into the currently bound framebuffer; owns its GL objects (release() frees them)."""
+
+    def __init__(self, ctx: moderngl.Context, scene: SceneParams):
+        self.ctx, self.scene = ctx, scene
+        self.lights_on = scene.preset().lights_on
+        lit = self.lights_on
+
+        def program(vs, fs):
+            return ctx.program(vertex_shader=_source(lit, COMMON, VERTEX_SHADING, vs),
+                               fragment_shader=_source(lit, COMMON, NOISE, fs))
+        self.terrain_prog = program(TERRAIN_VS, TERRAIN_FS)
+        self.object_prog = program(OBJECT_VS, OBJECT_FS)
+        self.sky_prog = program(SKY_VS, SKY_FS)
+        self.halo_prog = program(HALO_VS, HALO_FS)
+        programs = (self.terrain_prog, self.object_prog, self.sky_prog, self.halo_prog)
+        for prog in programs:
+            for name, binding in (("Scene", 0), ("Frame", 1)):
+                if prog.get(name, None) is not None:
+                    prog[name].binding = binding
+        self.scene_ubo = ctx.buffer(scene_uniforms(scene))
+        self.frame_ubo = ctx.buffer(reserve=(16 + 4 * 4 + MAX_LAMPS * 4) * 4)
+
+        meshes = primitive_meshes()
+        vertices, indices = [], []
+        self.prim_cmds = np.zeros((len(PRIMITIVES), 5), "u4")  # DrawElementsIndirect: count, instances, first
+        for i, name in enumerate(PRIMITIVES):                   # index, base vertex, base instance
+            pos, nrm, tris = meshes[name]
+            self.prim_cmds[i, [0, 2, 3]] = tris.size, sum(t.size for t in indices), sum(len(v) for v in vertices)
+            vertices.append(np.concatenate([pos, nrm], 1))
+            indices.append(tris)
+        self.prim_vbo = ctx.buffer(np.concatenate(vertices).astype("f4").tobytes())
+        self.prim_ibo = ctx.buffer(np.concatenate(indices).astype("u4").tobytes())
+        self.instances = ctx.buffer(reserve=INSTANCE_FLOATS * 4)
+        self.object_vao = ctx.vertex_array(
+            self.object_prog,
+            [(self.prim_vbo, "3f 3f", "in_pos", "in_normal"),
+             (self.instances, "4f 4f 4f 4f 4f/i", "i_m0", "i_m1", "i_m2", "i_color", "i_anchor")],
+            index_buffer=self.prim_ibo, index_element_size=4)
+        self.object_cmds = ctx.buffer(reserve=len(PRIMITIVES) * 20)
+        self.sky_vao = ctx.vertex_array(self.sky_prog, [])
+        self.noise = ctx.texture((256, 256), 4, noise_texture().tobytes())
+        self.halo_corners = ctx.buffer(np.array([-1, -1, 1, -1, 1, 1, -1, -1, 1, 1, -1, 1], "f4").tobytes())
+        self.lamp_buffer = ctx.buffer(reserve=12)
+        self.halo_vao = ctx.vertex_array(self.halo_prog, [(self.halo_corners, "2f", "in_corner"),
+                                                          (self.lamp_buffer, "3f/i", "i_lamp")])
+        self.terrain_cmds = ctx.buffer(reserve=4096 * 20)
+        self.cells: OrderedDict[tuple[int, int], PartSet] = OrderedDict()
+        self.object_sets: OrderedDict[tuple[int, int], PartSet] = OrderedDict()
+        self.terrains: OrderedDict[tuple[int, int], tuple] = OrderedDict()
+        self.halo_key = None  # the centre whose lamps are in self.lamp_buffer
+
+    # --- resources around the camera (cached, keyed by grid cells the camera's position falls in) ---
+    def _objects(self, cell: tuple[int, int]) -> PartSet:
+        """The parts of the objects in the cells around `cell` (one CELL grid)."""
+        if cell not in self.object_sets:
+            r = range(-OBJECT_CELLS, OBJECT_CELLS + 1)
+            self.object_sets[cell] = PartSet.concat([self._cell((cell[0] + i, cell[1] + j)) for i in r for j in r])
+            if len(self.object_sets) > CACHED_CENTRES:
+                self.object_sets.popitem(last=False)
+        self.object_sets.move_to_end(cell)
+        return self.object_sets[cell]
+
+    def _cell(self, cell: tuple[int, int]) -> PartSet:
+        if cell not in self.cells:
+            self.cells[cell] = cell_parts(self.scene, *cell)
+            if len(self.cells) > 4 * (2 * OBJECT_CELLS + 1) ** 2:
+                self.cells.popitem(last=False)
+        self.cells.move_to_end(cell)
+        return self.cells[cell]
+
+    def _terrain(self, key: tuple[int, int]):
+        """(vertex array, chunk_first, chunk spheres) of the terrain mesh centred in grid square `key`
+        (TERRAIN_SNAP grid)."""
+        if key not in self.terrains:
+            vertices, tris, first, spheres = terrain_mesh(self.scene, (key[0] + 0.5) * TERRAIN_SNAP,
+                                                          (key[1] + 0.5) * TERRAIN_SNAP)
+            vbo, ibo = self.ctx.buffer(vertices.tobytes()), self.ctx.buffer(tris.tobytes())
+            vao = self.ctx.vertex_array(self.terrain_prog, [(vbo, "3f 3f", "in_pos", "in_normal")],
+                                        index_buffer=ibo, index_element_size=4)
+            self.terrains[key] = (vao, first, spheres, (vao, vbo, ibo))
+            if len(self.terrains) > CACHED_CENTRES:
+                for obj in self.terrains.popitem(last=False)[1][3]:
+                    obj.release()
+        self.terrains.move_to_end(key)
+        return self.terrains[key][:3]
+
+    # --- one frame ---
+    def draw(self, pose: Pose, aspect: float) -> None:
+        cam = np.asarray(pose.position)
+        cell = (int(np.floor(cam[0] / CELL)), int(np.floor(cam[2] / CELL)))
+        terrain_vao, first, spheres = self._terrain((int(np.floor(cam[0] / TERRAIN_SNAP)),
+                                                     int(np.floor(cam[2] / TERRAIN_SNAP))))
+        parts = self._objects(cell)
+        view, proj = pose.world_to_camera(), pose.projection(aspect)
+        view_proj = proj @ view
+        planes = frustum_planes(view_proj)
+        tan_y = 1.0 / proj[1, 1]
+        # the rows of the view rotation are the camera's right, up and backward axes in world coordinates
+        frame = np.concatenate([view_proj.T.ravel(), cam, [0], view[0, :3], [tan_y * aspect], view[1, :3], [tan_y],
+                                -view[2, :3], [0], self._lamps(parts.lamps, cam).ravel()])
+        self.frame_ubo.write(frame.astype("f4").tobytes())
+        self.scene_ubo.bind_to_uniform_block(0)
+        self.frame_ubo.bind_to_uniform_block(1)
+        self.noise.use(0)
+
+        # objects: compact the visible parts; one draw command per primitive, all in one call
+        vis = (np.sum((parts.anchor - cam[[0, 2]]) ** 2, axis=1) < FADE[1] ** 2) & visible(parts.sphere, planes)
+        counts = np.bincount(parts.prim[vis], minlength=len(PRIMITIVES))
+        if counts.any():
+            self.instances.orphan(int(counts.sum()) * INSTANCE_FLOATS * 4)
+            self.instances.write(parts.data[vis].tobytes())
+            self.prim_cmds[:, 1] = counts
+            self.prim_cmds[:, 4] = np.cumsum(counts) - counts
+            self.object_cmds.write(self.prim_cmds.tobytes())
+            self.object_vao.render_indirect(self.object_cmds, moderngl.TRIANGLES, count=len(PRIMITIVES))
+
+        # terrain: the visible chunks, runs of neighbours merged (each draw command has a fixed cost)
+        chunks = np.flatnonzero(visible(spheres, planes))
+        if len(chunks):
+            breaks = np.diff(chunks) != 1
+            start, end = chunks[np.r_[True, breaks]], chunks[np.r_[breaks, True]] + 1
+            cmds = np.zeros((len(start), 5), "u4")
+            cmds[:, 0], cmds[:, 1], cmds[:, 2] = (first[end] - first[start]) * 3, 1, first[start] * 3
+            self.terrain_cmds.write(cmds.tobytes())
+            terrain_vao.render_indirect(self.terrain_cmds, moderngl.TRIANGLES, count=len(start))
+
+        self.ctx.depth_func = "<="  # the sky sits exactly on the far plane
+        self.sky_vao.render(moderngl.TRIANGLES, vertices=3)
+        self.ctx.depth_func = "<"
+
+        if self.lights_on and len(parts.lamps):
+            if self.halo_key != cell:
+                self.lamp_buffer.orphan(parts.lamps.size * 4)
+                self.lamp_buffer.write(parts.lamps.astype("f4").tobytes())
+                self.halo_key = cell
+            self.ctx.enable(moderngl.BLEND)
+            self.ctx.blend_func = moderngl.ONE, moderngl.ONE
+            self.ctx.depth_mask = False
+            self.halo_vao.render(moderngl.TRIANGLES, vertices=6, instances=len(parts.lamps))
+            self.ctx.depth_mask = True
+            self.ctx.disable(moderngl.BLEND)
+
+    def _lamps(self, positions: np.ndarray, cam: np.ndarray) -> np.ndarray:
+        """(MAX_LAMPS, 4) the lamps that light the scene now: position and weight. Unused slots sit far below
+        the ground. A lamp's weight falls to 0 before it leaves the nearest set, so lights never switch."""
+        out = np.tile([0.0, -1e4, 0.0, 0.0], (MAX_LAMPS, 1))
+        if not self.lights_on or not len(positions):
+            return out
+        d = np.linalg.norm(positions - cam, axis=1)
+        order = np.argsort(d, kind="stable")[:MAX_LAMPS + 1]
+        near = order[:MAX_LAMPS]
+        cut = d[order[MAX_LAMPS]] if len(order) > MAX_LAMPS else np.inf
+        out[:len(near), :3] = positions[near]
+        out[:len(near), 3] = np.clip((cut - d[near]) / (0.25 * cut), 0, 1) if np.isfinite(cut) else 1.0
+        return out
+
+    def release(self) -> None:
+        for *_, gl_objects in self.terrains.values():
+            for obj in gl_objects:
+                obj.release()
+        for obj in (self.object_vao, self.sky_vao, self.halo_vao, self.prim_vbo, self.prim_ibo, self.instances,
+                    self.object_cmds, self.halo_corners, self.lamp_buffer, self.terrain_cmds, self.scene_ubo,
+                    self.frame_ubo, self.noise, self.terrain_prog, self.object_prog, self.sky_prog, self.halo_prog):
+            obj.release()
+

@@ -1,0 +1,112 @@
+"""Level files (DESIGN section 5): `levels/NAME.toml` with [level], [scene] and [start].
+
+    [level]
+    name = "meadow"
+    title = "Meadow at noon"
+    image = "meadow.png"      # optional: a start frame for the generated world, relative to this file
+
+    [scene]                   # optional if [level] has an image; the vocabulary is world/scene.py's
+    seed = 7
+    [scene.sky]
+    preset = "noon"
+    ...
+
+    [start]
+    position = [0.0, 1.7, 0.0]
+    yaw = 0.0
+    pitch = 0.0
+    fov = 60.0
+
+The terrain height is 0 at the origin, so a start at the origin with y = 1.7 is at eye height.
+Every problem is reported as an InputError naming the file and the dotted field.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from camera.errors import InputError
+from camera.pose import PITCH_LIMIT, Pose
+from levels import LEVELS_DIR
+from world.scene import SceneParams, spec, height_at, parse_table
+
+
+@dataclass
+class LevelHeader:
+    name: str = spec()
+    title: str = spec("")
+    image: str | None = spec(None, doc="a picture file, relative to the level file")
+
+
+@dataclass
+class Start:
+    position: tuple[float, float, float] = spec(range=(-1e5, 1e5))
+    yaw: float = spec(0.0, range=(-360, 360))
+    pitch: float = spec(0.0, range=(-PITCH_LIMIT, PITCH_LIMIT))
+    roll: float = spec(0.0, range=(-180, 180))
+    fov: float = spec(60.0, range=(10, 120))
+
+
+@dataclass
+class Level:
+    name: str
+    title: str
+    scene: SceneParams | None
+    start: Pose
+    image: Path | None
+    source: Path
+
+
+def level_from_dict(d: dict, source: Path) -> Level:
+    """Validate a parsed level file."""
+    for key in d:
+        if key not in ("level", "scene", "start"):
+            raise InputError(source, key, "unknown table (allowed: level, scene, start)")
+    for key in ("level", "start"):
+        if key not in d:
+            raise InputError(source, key, "missing")
+    header = parse_table(LevelHeader, d["level"], source, "level")
+    if not header.name.strip():
+        raise InputError(source, "level.name", "must not be empty")
+    start = parse_table(Start, d["start"], source, "start")
+    scene = SceneParams.from_dict(d["scene"], source) if "scene" in d else None
+    image = None
+    if header.image is not None:
+        image = (source.parent / header.image).resolve()
+        if not image.is_file():
+            raise InputError(source, "level.image", f"no such file: {image}")
+    if scene is None and image is None:
+        raise InputError(source, "scene", "a level needs a [scene] table or a [level] image")
+    if scene is not None:
+        x, y, z = start.position
+        ground = float(height_at(scene, x, z))
+        if y < ground + 0.2:
+            raise InputError(source, "start.position", f"is below the ground (y = {y}, ground at {ground:.2f})")
+    pose = Pose(start.position, start.yaw, start.pitch, start.roll, start.fov)
+    return Level(header.name, header.title or header.name, scene, pose, image, source)
+
+
+def load_level(name_or_path) -> Level:
+    """A shipped level by name (LEVELS_DIR/NAME.toml) or any level file by path."""
+    text = str(name_or_path)
+    path = Path(text)
+    if not (text.endswith(".toml") or path.parent != Path(".")):
+        path = LEVELS_DIR / f"{text}.toml"
+        if not path.is_file():
+            available = ", ".join(p.stem for p in sorted(LEVELS_DIR.glob("*.toml")))
+            raise InputError(text, None, f"no such level (available: {available})")
+    if not path.is_file():
+        raise InputError(path, None, "no such level file")
+    try:
+        d = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(path, None, f"invalid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise InputError(path, None, f"not UTF-8 text: {e}") from None
+    return level_from_dict(d, path)
+
+
+def list_levels() -> list[Level]:
+    """Every shipped level, sorted by name."""
+    return sorted((load_level(p) for p in LEVELS_DIR.glob("*.toml")), key=lambda level: level.name)
