@@ -42,6 +42,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
 # --- handlers ------------------------------------------------------------------------------------
 
 def cmd_levels(args) -> int:
@@ -58,6 +68,53 @@ def cmd_render(args) -> int:
     from explorer.render import render_path
     render_path(level=args.level, path=args.path, out=args.out, world_kind=args.world, size=args.size,
                 checkpoint=args.checkpoint, device=args.device, seed=args.seed)
+    return 0
+
+
+def cmd_play(args) -> int:
+    from pathlib import Path
+
+    from explorer.game import PLAY_SIZE, Game, GameConfig
+    from explorer.session import file_sha256
+    from world.level import load_level
+    from world.make import make_world
+
+    level = load_level(args.level)
+    if args.world == "reference" and level.scene is None:
+        raise InputError(level.source, "scene", "this level has only a start image; the reference world needs a "
+                         "[scene] (use --world generated)")
+    if args.world == "generated" and args.size is not None:
+        raise InputError("command line", "--size", "the generated world renders at its checkpoint's size; --size is "
+                         "for the reference world")
+    sha256 = file_sha256(args.checkpoint) if args.checkpoint else None  # an unreadable checkpoint fails here
+
+    def open_world(kind, size):  # called on the game's world thread
+        return make_world(kind, size=size, checkpoint=args.checkpoint, device=args.device, level=level)
+
+    config = GameConfig(level, args.world, size=args.size or PLAY_SIZE, seed=args.seed, window=args.window,
+                        fullscreen=args.fullscreen, seconds=args.seconds, sessions_dir=Path(args.sessions_dir),
+                        checkpoint=Path(args.checkpoint) if args.checkpoint else None, checkpoint_sha256=sha256)
+    return Game(config, open_world).run()
+
+
+def cmd_replay(args) -> int:
+    from explorer.replay import run_replay
+    return run_replay(args.session, check=args.check, out=args.out, device=args.device)
+
+
+def cmd_path_from_session(args) -> int:
+    from camera.paths import path_from_poses, save_path
+    from explorer.session import read_session
+
+    session = read_session(args.session)
+    poses = [record.pose for record in session.frames]
+    if len(poses) < 2:
+        raise InputError(args.session, None, "a camera path needs at least two frames; this session has one")
+    path = path_from_poses(poses, fps=session.header["fps"], tolerance_m=args.tolerance_m,
+                           tolerance_deg=args.tolerance_deg)
+    save_path(path, args.out)
+    print(f"wrote {args.out}: {len(path.keys)} {path.interpolation} keys for {len(poses)} frames, within "
+          f"{args.tolerance_m:g} m and {args.tolerance_deg:g} degrees of every recorded pose")
     return 0
 
 
@@ -78,6 +135,50 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("levels", help="list the shipped levels")
     p.set_defaults(run=cmd_levels)
+
+    p = sub.add_parser("play", help="walk through a level in a window (WASD + mouse; Esc for the menu)",
+                       description="Walk through a level. WASD / arrows move, the mouse looks, Space / C up and "
+                       "down, Shift faster, Q / E roll; a gamepad's left stick moves and right stick looks. "
+                       "Esc: menu (resume, restart, switch world, quit). F1 HUD, F11 fullscreen, F12 screenshot, "
+                       "R rewind 2 s, Tab split view (generated | reference). Every session is logged for replay.")
+    p.add_argument("--level", default="meadow", help="a shipped level's name or a level .toml (default: meadow)")
+    p.add_argument("--world", choices=["reference", "generated"], default="reference",
+                   help="the procedural reference scene, or the neural generator (default: reference)")
+    p.add_argument("--checkpoint", default=None, help="generated world: a .safetensors checkpoint (default: shipped)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--seed", type=int, default=0, help="generated world: the noise seed (default 0)")
+    p.add_argument("--size", type=parse_size, default=None,
+                   help="reference world: the frames' WIDTHxHEIGHT (default 256x144, the generated world's largest "
+                   "size); they are upscaled to the window")
+    p.add_argument("--window", type=parse_size, default=(1280, 720), help="window WIDTHxHEIGHT (default 1280x720)")
+    p.add_argument("--fullscreen", action="store_true", help="start in fullscreen (F11 toggles)")
+    p.add_argument("--seconds", type=positive_float, default=None,
+                   help="quit by itself after this many seconds (demos, tests)")
+    p.add_argument("--sessions-dir", default="sessions",
+                   help="where session logs go, one folder per session (default: ./sessions)")
+    p.set_defaults(run=cmd_play)
+
+    p = sub.add_parser("replay", help="replay a recorded session; --check compares every frame",
+                       description="Drive the session's world again with its recorded poses and seed.")
+    p.add_argument("session", help="a session folder (sessions/TIME-LEVEL)")
+    p.add_argument("--check", action="store_true",
+                   help="compare every frame's hash with the recording; exit 1 at the first difference, naming it")
+    p.add_argument("--out", default=None, help="write the replayed frames to this video (.mp4, native size)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.set_defaults(run=cmd_replay)
+
+    p = sub.add_parser("path", help="camera path tools")
+    path_sub = p.add_subparsers(dest="path_command", required=True, metavar="TOOL")
+    q = path_sub.add_parser("from-session", help="turn a played session into an editable camera path (.toml)",
+                            description="Reduce a session's poses to keyframes. Guarantee: the path, played back at "
+                            "the session's fps, is within --tolerance-m metres of every recorded position and "
+                            "within --tolerance-deg degrees of every recorded orientation and fov.")
+    q.add_argument("session", help="a session folder")
+    q.add_argument("--out", required=True, help="the camera path to write (.toml)")
+    q.add_argument("--tolerance-m", type=positive_float, default=0.05, help="position tolerance (default 0.05 m)")
+    q.add_argument("--tolerance-deg", type=positive_float, default=0.5,
+                   help="orientation and fov tolerance (default 0.5 degrees)")
+    q.set_defaults(run=cmd_path_from_session)
 
     p = sub.add_parser("render", help="render a scripted camera path to an .mp4, headless")
     p.add_argument("--level", required=True, help="a shipped level's name or a path to a level .toml")

@@ -51,24 +51,15 @@ def stick_axes(pad) -> tuple[float, float, float, float]:
 
 
 class PygameInput:
-    """The keyboard, the mouse (only while `captured`: a released mouse is for the menu) and the first gamepad."""
+    """The keyboard, the mouse (only while grabbed: a released mouse is for the menu) and the first gamepad."""
 
     def __init__(self):
-        self.captured = False
         self._mouse = [0.0, 0.0]
         self._pads: dict[int, controller.Controller] = {}  # instance id -> open controller
         controller.init()
 
-    def capture(self, on: bool) -> None:
-        """Grab and hide the mouse for looking around (SDL then reports relative motion without edges)."""
-        self.captured = on
-        pygame.event.set_grab(on)
-        pygame.mouse.set_visible(not on)
-        pygame.mouse.get_rel()  # forget motion from before the switch
-        self._mouse = [0.0, 0.0]
-
     def handle(self, event: pygame.event.Event) -> None:
-        if event.type == pygame.MOUSEMOTION and self.captured:
+        if event.type == pygame.MOUSEMOTION and pygame.event.get_grab():
             self._mouse[0] += event.rel[0]
             self._mouse[1] += event.rel[1]
         elif event.type == pygame.CONTROLLERDEVICEADDED:
@@ -87,15 +78,21 @@ class PygameInput:
 
 
 class ScriptedInput:
-    """A fixed list of inputs, one per integrated video frame, then nothing held: drives the loop without a person."""
+    """Drives the loop without a person: a fixed list of inputs, one per integrated video frame, then nothing held;
+    and key presses, posted to pygame's event queue as real KEYDOWN / KEYUP events when a given input is taken
+    (the loop handles them on its next tick)."""
 
-    def __init__(self, inputs: Iterable[InputState]):
+    def __init__(self, inputs: Iterable[InputState], keys: dict[int, list[int]] | None = None):
         self._inputs = list(inputs)
+        self._keys = keys or {}
         self.taken = 0  # how many inputs the loop has integrated
 
     def handle(self, event: pygame.event.Event) -> None:
         pass
 
     def sample(self) -> InputState:
+        for key in self._keys.get(self.taken, []):
+            pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=key, mod=0, unicode="", scancode=0))
+            pygame.event.post(pygame.event.Event(pygame.KEYUP, key=key, mod=0, unicode="", scancode=0))
         self.taken += 1
         return self._inputs[self.taken - 1] if self.taken <= len(self._inputs) else InputState()

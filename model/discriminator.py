@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from model.attention import attention
-from model.generator import Backbone, Generator, GeneratorConfig
+from model.generator import Backbone, Generator, GeneratorConfig, norm_fp32
 
 
 def tap_depths(cfg: GeneratorConfig) -> tuple[int, ...]:
@@ -46,7 +46,8 @@ class QueryHead(nn.Module):
         tokens = self.norm(x).reshape(B * frames, L // frames, D)  # each frame on its own
         k, v = self.kv(tokens).view(B * frames, -1, 2, H, hd).permute(2, 0, 3, 1, 4)  # (B*T, H, tokens, hd)
         q = self.q(self.query).view(1, H, 1, hd).expand(B * frames, H, 1, hd)
-        out = attention(self.q_norm(q), self.k_norm(k), v, None, self.backend)  # (B*T, H, 1, hd)
+        q, k = norm_fp32(self.q_norm, q).to(v.dtype), norm_fp32(self.k_norm, k).to(v.dtype)
+        out = attention(q, k, v, None, self.backend)  # (B*T, H, 1, hd)
         return self.proj(out.reshape(B, frames, D))
 
 

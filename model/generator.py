@@ -62,11 +62,14 @@ class GeneratorConfig:
         return GeneratorConfig(**d)
 
 
-# mini: measured at about 15 ms per streaming step (batch 1, 2 threads, module cast to bf16); see the report.
-# apt2-8b: 36 blocks of dim 3456 (27 heads of 128) give 7.78B parameters, 1196 tokens per latent frame.
+# tiny: for tests. mini: the CPU default (7.5M parameters); a streaming step with a full cache takes about 29 ms at
+# batch 1 on 2 threads with the module cast to bf16 (autocast: the same, fp32: 46 ms). Its window is 15 latent
+# frames (2.5 s, the paper's N at 1280x720) rather than 30: attention over the cache is most of the step on a CPU,
+# and N = 30 at this width costs about 60 ms. apt2-8b: 36 blocks of dim 3456 (27 heads of 128) = 7.78B parameters,
+# 1196 tokens per latent frame at 736x416, N = 30.
 GENERATOR_PRESETS = {
     "tiny": GeneratorConfig(latent_size=(8, 6), dim=64, depth=2, heads=2, window=3, disc_layers=(1, 2)),
-    "mini": GeneratorConfig(latent_size=(32, 18), dim=256, depth=8, heads=4, window=30),
+    "mini": GeneratorConfig(latent_size=(32, 18), dim=256, depth=6, heads=4, window=15),
     "apt2-8b": GeneratorConfig(latent_size=(92, 52), dim=3456, depth=36, heads=27, window=30),
 }
 
@@ -104,6 +107,11 @@ def block_causal_mask(positions: tuple[int, ...], tokens: int, window: int, devi
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return x * (1 + scale) + shift
+
+
+def norm_fp32(norm: nn.RMSNorm, x: torch.Tensor) -> torch.Tensor:
+    """The query/key RMSNorm in float32 whatever the dtype of x or of the module (bf16 cast or autocast)."""
+    return F.rms_norm(x.float(), norm.normalized_shape, norm.weight.float(), norm.eps)
 
 
 class TimestepEmbedding(nn.Module):
@@ -196,7 +204,8 @@ class SelfAttention(nn.Module):
     def forward(self, x, rope, mask=None, cache: KVCache | None = None, commit: bool = True):
         B, L, D = x.shape  # (B, L, D) -> (B, L, D)
         q, k, v = self.qkv(x).view(B, L, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # (B, H, L, hd)
-        q, k = apply_rope(self.q_norm(q), *rope), apply_rope(self.k_norm(k), *rope)
+        q = apply_rope(norm_fp32(self.q_norm, q), *rope).to(v.dtype)
+        k = apply_rope(norm_fp32(self.k_norm, k), *rope).to(v.dtype)
         if cache is None:
             out = attention(q, k, v, mask, self.backend)
         else:  # the cache holds exactly what this frame may see: no mask

@@ -35,6 +35,7 @@ def rope_tables(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[t
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs (i, i + head_dim/2) of x (B, heads, L, head_dim) by the angles of each token; keeps x's dtype."""
+    """Rotate pairs (i, i + head_dim/2) of x (B, heads, L, head_dim) by the angles of each token, in float32;
+    returns x's dtype."""
     x1, x2 = x.float().chunk(2, dim=-1)
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x.dtype)

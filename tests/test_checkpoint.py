@@ -168,13 +168,8 @@ def test_config_other_than_expected(saved, tmp_path):
 
 
 def test_unknown_expected_config(saved):
-    assert "known: tiny, mini, apt2-8b" in refused_unknown(saved[0])
-
-
-def refused_unknown(path) -> str:
-    with pytest.raises(InputError) as err:
-        load_checkpoint(path, expect_config="huge")
-    return str(err.value)
+    with pytest.raises(InputError, match="known: tiny, mini, apt2-8b"):
+        load_checkpoint(saved[0], expect_config="huge")
 
 
 def test_failed_save_keeps_the_good_file(saved, tmp_path, monkeypatch):
@@ -211,3 +206,39 @@ def test_sha256_and_default_path(saved):
     default = default_checkpoint_path()
     assert default.name == "mini.safetensors" and default.parent.name == "checkpoints"
     assert default.parent.parent.name == "model" and default.parent.is_dir()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The configs that checkpoints carry
+
+
+def test_named_configs_have_the_documented_sizes():
+    sizes = {name: (get_config(name).latent_size(), get_config(name).generator.tokens_per_frame())
+             for name in ("tiny", "mini", "apt2-8b")}
+    assert sizes == {"tiny": ((8, 4), 32), "mini": ((32, 18), 144), "apt2-8b": ((92, 52), 1196)}
+    big = get_config("apt2-8b")
+    assert (big.generator.depth, big.generator.window, big.generator.patch) == (36, 30, 2)
+    assert big.vae.enc_channels == (128, 256, 512, 512) and big.vae.dec_channels == (64, 128, 256, 512)
+
+
+@pytest.mark.parametrize("name", ["tiny", "mini", "apt2-8b"])
+def test_config_json_round_trip(name):
+    config = get_config(name)
+    assert ModelConfig.from_json(config.to_json()) == config
+
+
+def test_unknown_config_name_lists_the_known_ones():
+    with pytest.raises(InputError, match="known: tiny, mini, apt2-8b"):
+        get_config("huge")
+
+
+def test_disagreeing_sizes_are_refused_by_field():
+    mini = get_config("mini")
+    with pytest.raises(InputError, match="generator.latent_size"):
+        dataclasses.replace(mini, width=128)
+    with pytest.raises(InputError, match="generator.patch"):
+        dataclasses.replace(mini, generator=dataclasses.replace(mini.generator, patch=4))
+    with pytest.raises(InputError, match="generator.latent_channels"):
+        dataclasses.replace(mini, generator=dataclasses.replace(mini.generator, latent_channels=8))
+    with pytest.raises(InputError, match="dtype"):
+        dataclasses.replace(mini, dtype="float16")

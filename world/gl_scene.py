@@ -1,22 +1,26 @@
-"""The GPU side of the reference world: meshes, instances, culling and shaders for one SceneParams.
+"""The GPU side of the reference world: meshes, instances, culling and shaders (ModernGL).
 
-Budget: llvmpipe (Mesa's CPU rasteriser) draws about 12 M triangles/s here, and a frame at 128x72 must cost
-well under a millisecond, so everything is low-poly and culled on the CPU before drawing:
+Budget: llvmpipe (Mesa's CPU rasteriser) costs about 0.1-0.2 us per triangle and runs every branch of a
+shader's `if` for every pixel, and a 128x72 frame should cost about a millisecond; so:
 
-- Terrain: a polar grid around a centre that follows the camera in CELL-sized jumps (fine near the centre,
-  coarser with distance, out past the far plane), split into chunks; visible chunks are drawn with one
-  multi-draw-indirect call.
+- Terrain: a polar grid around a centre that follows the camera in TERRAIN_SNAP jumps (fine near the centre,
+  coarser with distance, out past the far plane), split into chunks; runs of visible chunks are drawn with
+  one multi-draw-indirect call.
 - Objects: each kind is assembled from a few unit primitives (box, cylinder, cone, blob, rock, roof); one
-  instance per part, all parts in one buffer; visible parts are compacted and drawn with one multi-draw call.
-  Objects come from the 7x7 cells around the camera's cell and shrink away between FADE distances, before
-  the edge of that area, so nothing pops in when the camera changes cell.
+  instance per part. Objects come from the 7x7 cells around the camera's cell and shrink away between FADE
+  distances, before the edge of that area, so nothing pops in when the camera changes cell. Visible parts
+  are compacted each frame and drawn with one multi-draw call per surface pattern.
+- Lighting and fog are per vertex; the fragment shaders only add texture (taps of a noise texture, and drawn
+  patterns such as paving, planks and windows). Material and pattern are compile-time constants, so each
+  shader holds only the branch it needs.
 - Sky: a full-screen triangle drawn last at the far plane, so it shades only the pixels nothing covers.
 
-Everything a frame shows is a function of (scene, pose) only: the centre cell is derived from the pose,
+Everything a frame shows is a function of (scene, pose) only: which meshes are used follows from the pose,
 caches only save work, and culling is conservative.
 """
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -25,23 +29,24 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from camera.pose import Pose
-from world.scene import (CELL, GROUND_MATERIALS, OBJECT_KINDS, SceneParams, direction, height_at,
+from world.scene import (CELL, GROUND_MATERIALS, OBJECT_KINDS, Placements, SceneParams, direction, height_at,
                          objects_in_cell)
 
 # terrain rings: (segments, ring spacing near the centre in metres); further out, rings are 1.5 times as far
 # apart as the segments (the ground is seen at a grazing angle); flat ground needs vertices only for the
 # per-vertex fog and lamp light
 HILLY_RINGS, FLAT_RINGS = (48, 2.0), (32, 3.0)
-TERRAIN_SNAP = 8.0          # metres: the terrain mesh centre jumps in these steps, so the camera stays where it is fine
-TERRAIN_RADIUS = 560.0      # metres: the far plane (500 m) + the camera's largest offset from the centre
+TERRAIN_SNAP = 8.0          # metres: the terrain centre jumps in these steps, so the camera stays where it is fine
+TERRAIN_RADIUS = 560.0      # metres: the far plane (500 m) and then some
 CHUNK = 4                   # terrain chunks are CHUNK segments x CHUNK rings, for culling
 OBJECT_CELLS = 3            # objects from cells within this many cells of the camera's cell
-FADE = (68.0, 90.0)         # objects shrink to nothing between these distances (m) from the camera
+FADE = (60.0, 80.0)         # objects shrink to nothing between these distances (m) from the camera
 MAX_LAMPS = 8               # lamps that light their surroundings at once (the nearest)
-CACHED_CENTRES = 4
+CACHED = 4                  # terrain meshes and object sets kept per scene
 
-# fragment patterns for object parts (the shader's `pattern` switch)
+# surface patterns of object parts (each compiles to its own fragment shader)
 PLAIN, BARK, FOLIAGE, STONE, PLANKS, WALL, ROOF, LAMP, ROCK = range(9)
+N_PATTERNS = 9
 PRIMITIVES = ("box", "cylinder", "cone", "blob", "rock", "roof")
 
 # ground material -> (dark, light, accent) colours
@@ -130,10 +135,27 @@ def _icosahedron():
     return v / np.linalg.norm(v, axis=1, keepdims=True), f
 
 
+def _subdivide(v, f):
+    """Split each triangle of a unit sphere mesh in four, new vertices pushed out onto the sphere."""
+    mids, tris, v = {}, [], list(v)
+    for a, b, c in f:
+        m = []
+        for edge in ((a, b), (b, c), (c, a)):
+            key = tuple(sorted(edge))
+            if key not in mids:
+                mids[key] = len(v)
+                p = v[edge[0]] + v[edge[1]]
+                v.append(p / np.linalg.norm(p))
+            m.append(mids[key])
+        tris += [(a, m[0], m[2]), (b, m[1], m[0]), (c, m[2], m[1]), (m[0], m[1], m[2])]
+    return np.array(v), np.array(tris)
+
+
 def _blob():
-    """A smooth-shaded icosahedron: tree crowns (the fragment shader adds leafy texture)."""
-    v, f = _icosahedron()
-    return _outward(0.5 * v + [0, 0.5, 0], v, f)
+    """A smooth, slightly lumpy ball of 80 triangles: tree crowns (the fragment shader adds leafy texture)."""
+    v, f = _subdivide(*_icosahedron())
+    lumpy = v * np.random.default_rng(3).uniform(0.9, 1.05, (len(v), 1))
+    return _outward(0.5 * lumpy / np.abs(lumpy).max(0) + [0, 0.5, 0], v, f)
 
 
 def _rock():
@@ -209,10 +231,8 @@ def kind_parts(kind: str, size: np.ndarray, v: np.ndarray) -> list[Part]:
         return [Part("cylinder", _v3(0, 0, 0), _v3(0.08 * h, 0.55 * h, 0.08 * h), _v3(0.36, 0.27, 0.19) + z0[:, None],
                      BARK),
                 Part("blob", _v3(0, 0.35 * h, 0), _v3(0.62 * h, 0.58 * h, 0.62 * h), green, FOLIAGE),
-                Part("blob", _v3(0.22 * h * side, 0.3 * h, 0.12 * h), _v3(0.42 * h, 0.4 * h, 0.42 * h), green * 0.92,
-                     FOLIAGE),
-                Part("blob", _v3(-0.15 * h * side, 0.5 * h, -0.16 * h), _v3(0.38 * h, 0.36 * h, 0.38 * h),
-                     green * 1.08, FOLIAGE)]
+                Part("blob", _v3(0.24 * h * side, 0.32 * h, 0.1 * h), _v3(0.45 * h, 0.42 * h, 0.45 * h), green * 0.92,
+                     FOLIAGE)]
     if kind == "rock":
         s = h * (0.6 + 0.8 * v[:, 0])
         grey = _mix((0.40, 0.39, 0.37), (0.55, 0.50, 0.44), v[:, 1])
@@ -268,68 +288,55 @@ def kind_parts(kind: str, size: np.ndarray, v: np.ndarray) -> list[Part]:
 
 
 LAMP_HEAD = 0.78  # lamp light sits this fraction of the lamp's nominal height up (the middle of its head)
-
 INSTANCE_FLOATS = 20  # per part: model matrix rows (3 x vec4), colour + glow, anchor (object base) + pattern
 
 
 @dataclass
 class PartSet:
-    """All parts of some objects, sorted by primitive; arrays of length P."""
-    prim: np.ndarray      # (P,) int index into PRIMITIVES
+    """The parts of some objects, sorted by (pattern, primitive); arrays of length P."""
+    key: np.ndarray       # (P,) pattern * len(PRIMITIVES) + primitive
     data: np.ndarray      # (P, INSTANCE_FLOATS) float32, the instance attributes
-    sphere: np.ndarray    # (P, 4) float64 bounding sphere: centre, radius
-    anchor: np.ndarray    # (P, 2) float64 object base x, z (for the fade)
-    lamps: np.ndarray     # (L, 3) float64 lamp light positions
-
-    @staticmethod
-    def concat(sets: list["PartSet"]) -> "PartSet":
-        prim = np.concatenate([s.prim for s in sets])
-        order = np.argsort(prim, kind="stable")
-        return PartSet(prim[order], *(np.concatenate([getattr(s, f) for s in sets])[order]
-                                      for f in ("data", "sphere", "anchor")),
-                       np.concatenate([s.lamps for s in sets]))
+    bounds: Bounds        # (P,) bounding spheres
+    lamps: np.ndarray     # (L, 3) float64 where the lamps' light comes from
 
 
-def cell_parts(scene: SceneParams, ix: int, iz: int) -> PartSet:
-    """The instanced parts of every object in one cell."""
-    pl = objects_in_cell(scene, ix, iz)
-    chunks, lamps = [], [np.zeros((0, 3))]
+def object_parts(pl: Placements) -> PartSet:
+    """The instanced parts of the placed objects."""
+    keys, data, spheres, lamps = [np.zeros(0, int)], [np.zeros((0, INSTANCE_FLOATS))], [np.zeros((0, 4))], \
+        [np.zeros((0, 3))]
     for k, kind in enumerate(OBJECT_KINDS):
         sel = pl.kind == k
         if not sel.any():
             continue
         pos, yaw, size = pl.position[sel], pl.yaw[sel], pl.size[sel]
+        n = len(pos)
         r_obj = Rotation.from_euler("Y", yaw[:, None], degrees=True).as_matrix()   # (n, 3, 3)
         for part in kind_parts(kind, size, pl.variant[sel]):
-            keep = np.ones(len(pos), bool) if part.present is None else part.present
+            keep = np.ones(n, bool) if part.present is None else part.present
             r = r_obj if part.tilt is None else r_obj @ Rotation.from_euler("YXZ", part.tilt, degrees=True).as_matrix()
-            scale = np.broadcast_to(part.scale, (len(pos), 3))
+            scale = np.broadcast_to(part.scale, (n, 3))
             m = r * scale[:, None, :]                                             # R @ diag(scale)
-            t = pos + np.einsum("nij,nj->ni", r_obj, np.broadcast_to(part.offset, (len(pos), 3)))
-            rows = np.concatenate([m, t[:, :, None]], 2).reshape(-1, 12)
-            color = np.broadcast_to(part.color, (len(pos), 3))
-            data = np.concatenate([rows, color, np.full((len(pos), 1), part.glow), pos,
-                                   np.full((len(pos), 1), part.pattern)], 1)
-            centre = t + m[:, :, 1] * 0.5
-            radius = 0.87 * np.abs(scale).max(1)
-            chunks.append(PartSet(np.full(keep.sum(), PRIMITIVES.index(part.prim)), data[keep].astype("f4"),
-                                  np.concatenate([centre, radius[:, None]], 1)[keep], pos[keep][:, [0, 2]],
-                                  np.zeros((0, 3))))
+            t = pos + np.einsum("nij,nj->ni", r_obj, np.broadcast_to(part.offset, (n, 3)))
+            rows = np.concatenate([m, t[:, :, None]], 2).reshape(n, 12)
+            glow_pattern = np.broadcast_to([part.glow, part.pattern], (n, 2))
+            d = np.concatenate([rows, np.broadcast_to(part.color, (n, 3)), glow_pattern[:, :1], pos,
+                                glow_pattern[:, 1:]], 1)
+            keys.append(np.full(keep.sum(), part.pattern * len(PRIMITIVES) + PRIMITIVES.index(part.prim)))
+            data.append(d[keep])
+            spheres.append(np.concatenate([t + 0.5 * m[:, :, 1], 0.87 * scale.max(1, keepdims=True)], 1)[keep])
         if kind == "lamp":
             lamps.append(pos + [0, 1, 0] * (LAMP_HEAD * OBJECT_KINDS["lamp"][1] * size)[:, None])
-    if not chunks:
-        return PartSet(np.zeros(0, int), np.zeros((0, INSTANCE_FLOATS), "f4"), np.zeros((0, 4)), np.zeros((0, 2)),
-                       np.concatenate(lamps))
-    out = PartSet.concat(chunks)
-    out.lamps = np.concatenate(lamps)
-    return out
+    key = np.concatenate(keys)
+    order = np.argsort(key, kind="stable")
+    return PartSet(key[order], np.concatenate(data)[order].astype("f4"), Bounds.of(np.concatenate(spheres)[order]),
+                   np.concatenate(lamps))
 
 
 # --- terrain -------------------------------------------------------------------------------------
 
 def terrain_mesh(scene: SceneParams, cx: float, cz: float):
     """Polar grid centred on (cx, cz): (vertices (V, 6) f4 position+normal, triangles (T, 3) u4 sorted by
-    chunk, chunk_first (C+1,) index of each chunk's first triangle, chunk spheres (C, 4))."""
+    chunk, chunk_first (C+1,) index of each chunk's first triangle, chunk bounds (C,))."""
     k, step = FLAT_RINGS if scene.terrain.kind == "flat" or scene.terrain.height == 0 else HILLY_RINGS
     radii = [step]
     while radii[-1] < TERRAIN_RADIUS:
@@ -366,21 +373,37 @@ def terrain_mesh(scene: SceneParams, cx: float, cz: float):
         p = vertices[np.unique(tris[first[c]:first[c + 1]]), :3].astype(np.float64)
         centre = (p.min(0) + p.max(0)) / 2
         spheres.append([*centre, np.linalg.norm(p - centre, axis=1).max() if len(p) else 0.0])
-    return vertices, tris.astype("u4"), first, np.array(spheres)
+    return vertices, tris.astype("u4"), first, Bounds.of(spheres)
 
 
 # --- culling -------------------------------------------------------------------------------------
 
 def frustum_planes(view_proj: np.ndarray) -> np.ndarray:
-    """(6, 4) planes (normal, d), normals pointing inwards and of unit length, from a 4x4 clip matrix."""
+    """(5, 4) planes (inward unit normal, d) of the view frustum: left, right, bottom, top, far. The near
+    plane is left out: the side planes already reject what lies behind the camera."""
     m = view_proj
-    planes = np.stack([m[3] + m[0], m[3] - m[0], m[3] + m[1], m[3] - m[1], m[3] + m[2], m[3] - m[2]])
-    return planes / np.linalg.norm(planes[:, :3], axis=1, keepdims=True)
+    planes = np.stack([m[3] + m[0], m[3] - m[0], m[3] + m[1], m[3] - m[1], m[3] - m[2]])
+    return planes / np.sqrt(np.sum(planes[:, :3] ** 2, axis=1, keepdims=True))
 
 
-def visible(spheres: np.ndarray, planes: np.ndarray) -> np.ndarray:
-    """(N,) bool: the sphere (centre, radius) is at least partly inside all planes."""
-    return np.all(spheres[:, :3] @ planes[:, :3].T + planes[:, 3] > -spheres[:, 3:4], axis=1)
+@dataclass
+class Bounds:
+    """Bounding spheres, laid out for fast culling: homogeneous centres (4, N) and radii (N,), float32."""
+    centre: np.ndarray
+    radius: np.ndarray
+
+    @staticmethod
+    def of(spheres: np.ndarray) -> "Bounds":
+        """From (N, 4) rows of centre x, y, z and radius."""
+        spheres = np.asarray(spheres, np.float64).reshape(-1, 4)
+        centre = np.concatenate([spheres[:, :3], np.ones((len(spheres), 1))], 1)
+        return Bounds(np.ascontiguousarray(centre.T, "f4"), spheres[:, 3].astype("f4"))
+
+    def visible(self, planes: np.ndarray) -> np.ndarray:
+        """(N,) bool: the sphere is at least partly inside every plane (rows: inward unit normal, d)."""
+        d = planes.astype("f4") @ self.centre
+        d += self.radius
+        return np.logical_and.reduce(d > 0, axis=0)
 
 
 # --- shaders -------------------------------------------------------------------------------------
@@ -388,6 +411,8 @@ def visible(spheres: np.ndarray, planes: np.ndarray) -> np.ndarray:
 COMMON = """
 #version 330
 #define LAMPS %(LAMPS)d
+#define MATERIAL %(MATERIAL)d
+#define PATTERN %(PATTERN)d
 layout(std140) uniform Scene {
     vec4 zenith;        // rgb; w: how much fog veils the sky
     vec4 horizon;       // rgb
@@ -400,7 +425,7 @@ layout(std140) uniform Scene {
     vec4 ground[3];     // material colours (dark, light, accent) x tint
     vec4 lamp_color;    // rgb
     vec4 noise_offset;  // xy: where this scene's seed puts us in the noise texture
-    ivec4 ids;          // x: ground material, y: seed
+    ivec4 ids;          // x: seed
 };
 layout(std140) uniform Frame {
     mat4 view_proj;
@@ -422,11 +447,12 @@ vec3 fog_tone(vec3 d) {
 }
 """
 
-# Lighting and fog are computed per vertex (Gouraud): on llvmpipe the fragment shader is the expensive part,
-# and sun, ambient, lamp light and fog all vary slowly across the fine near geometry.
+# Lighting and fog are computed per vertex: on llvmpipe the fragment shader is the expensive part, and sun,
+# ambient, lamp light and fog all vary slowly across the (fine near the camera) geometry.
 VERTEX_SHADING = """
 vec3 light(vec3 n, vec3 p) {  // what multiplies the albedo
-    vec3 c = sun_color.rgb * (max(dot(n, sun_dir.xyz), 0.0) * sun_dir.w) + mix(amb_ground.rgb, amb_sky.rgb, 0.5 + 0.5 * n.y);
+    vec3 c = sun_color.rgb * (max(dot(n, sun_dir.xyz), 0.0) * sun_dir.w)
+             + mix(amb_ground.rgb, amb_sky.rgb, 0.5 + 0.5 * n.y);
 #if LAMPS
     for (int i = 0; i < %(MAX_LAMPS)d; i++) {
         vec3 l = lamps[i].xyz - p;
@@ -445,23 +471,22 @@ vec4 fog(vec3 p) {  // rgb: the fog's colour in this direction, a: how much of i
 """
 
 NOISE = """
-// Tileable noise (see noise_texture()), sampled without mipmaps (cheaper on llvmpipe); callers fade each
-// band by the pixel footprint instead, so distant surfaces do not sparkle.
-// R: 4 blobs across the tile, G: 16, B: 64, A: a network of thin ridges (about 16 across).
+// Tileable noise (see noise_texture()), sampled without mipmaps (cheaper on llvmpipe); callers fade each band
+// by the pixel footprint instead (bands()), so distant surfaces do not sparkle.
+// R: 4 blobs across the tile, G: 16, B: 64, A: a network of thin ridges (about 16 across); all centred on 0.
 uniform sampler2D noise_tex;
 vec4 tap(vec2 uv) { return textureLod(noise_tex, uv + noise_offset.xy, 0.0) - 0.5; }
 // weights of the four bands of a tap whose tile spans `tile` metres, for a pixel footprint fw (metres)
 vec4 bands(float tile, float fw) {
     return 1.0 - smoothstep(vec4(0.06, 0.015, 0.004, 0.015), vec4(0.12, 0.03, 0.008, 0.03), vec4(fw / tile));
 }
-uint pcg(uvec3 v) {
-    v = v * 1664525u + 1013904223u;
+float hash2(vec2 c) {  // a pcg-style integer hash of a cell, 0..1
+    uvec3 v = uvec3(ivec3(c, ids.x)) * 1664525u + 1013904223u;
     v.x += v.y * v.z; v.y += v.z * v.x; v.z += v.x * v.y;
     v ^= v >> 16u;
     v.x += v.y * v.z; v.y += v.z * v.x; v.z += v.x * v.y;
-    return v.x ^ v.y ^ v.z;
+    return float((v.x ^ v.y ^ v.z) >> 8u) * (1.0 / 16777216.0);
 }
-float hash2(vec2 c) { return float(pcg(uvec3(ivec3(c, ids.y))) >> 8u) * (1.0 / 16777216.0); }
 """
 
 TERRAIN_VS = """
@@ -486,42 +511,40 @@ in float v_slope;
 in vec3 v_light;
 in vec4 v_fog;
 out vec4 frag;
-vec3 ground_albedo(vec2 p, float fw) {
-    vec3 c0 = ground[0].rgb, c1 = ground[1].rgb, c2 = ground[2].rgb;
-    vec4 a = tap(p * (1.0 / 64.0)) * bands(64.0, fw);  // features of 16 m, 4 m, 1 m; ridges 4 m apart
-    vec4 b = tap(p * (1.0 / 6.0)) * bands(6.0, fw);    // 1.5 m, 40 cm, 10 cm; ridges 40 cm apart
-    float sharp = 1.0 - smoothstep(0.03, 0.12, fw);    // drawn patterns fade where a pixel covers them
-    vec3 c;
-    int m = ids.x;
-    if (m == 0) {         // grass: light and dark patches, tufts, dry spots
-        c = mix(c0, c1, clamp(0.55 + 1.3 * a.r + 0.8 * a.g + 0.6 * a.b + 0.7 * b.g + 0.8 * b.b, 0.0, 1.0));
-        c = mix(c, c2, 0.75 * smoothstep(0.12, 0.3, a.g + 0.6 * a.r));
-    } else if (m == 1) {  // sand: wind ripples across dunes
-        float ripple = sin(dot(p, vec2(0.8, 0.6)) * 9.0 + 14.0 * a.b) * sharp;
-        c = mix(c0, c1, clamp(0.6 + 1.2 * a.r + 0.5 * a.g + 0.15 * ripple + 0.3 * b.b, 0.0, 1.0));
-        c = mix(c, c2, smoothstep(0.1, 0.3, a.r + 0.5 * a.g));
-    } else if (m == 2) {  // snow: soft drifts, blue in the hollows
-        c = mix(c0, c1, clamp(0.7 + 1.1 * a.r + 0.6 * a.g + 0.3 * b.g + 0.2 * b.b, 0.0, 1.0));
-    } else if (m == 3) {  // rock: layered stone with cracks
-        c = mix(c0, c1, clamp(0.5 + 1.4 * a.r + 0.9 * a.g + 0.7 * a.b + 0.5 * b.g, 0.0, 1.0));
-        c = mix(c, c2, 0.8 * max(smoothstep(0.15, 0.4, a.a), smoothstep(0.15, 0.4, b.a)));
-    } else if (m == 4) {  // dirt: earth with pebbles
-        c = mix(c0, c1, clamp(0.5 + 1.3 * a.r + 0.9 * a.g + 0.6 * a.b + 0.5 * b.g, 0.0, 1.0));
-        c = mix(c, c2, 0.8 * smoothstep(0.2, 0.28, b.b));
-    } else {              // paved: stone slabs in a running bond, mortar lines, worn patches
-        vec2 q = p / vec2(0.9, 0.6);
-        q.x += 0.5 * mod(floor(q.y), 2.0);
-        vec2 f = abs(fract(q) - 0.5) * vec2(0.9, 0.6);
-        float line = mix(0.15, 1.0 - smoothstep(0.015, 0.04, min(0.45 - f.x, 0.3 - f.y)), sharp);
-        c = mix(c0, c1, clamp(0.5 + 0.8 * (hash2(floor(q) + 101.0) - 0.5) * sharp + a.r + 0.4 * b.b, 0.0, 1.0));
-        c = mix(c, c2, line);
-    }
-    if (m != 3) c = mix(c, vec3(0.36, 0.34, 0.32), smoothstep(0.82, 0.7, v_slope));  // steep slopes show rock
-    return c;
-}
 void main() {
-    float fw = max(length(fwidth(v_pos.xz)), 1e-4);  // metres per pixel
-    frag = vec4(mix(ground_albedo(v_pos.xz, fw) * v_light, v_fog.rgb, v_fog.a), 1.0);
+    vec2 p = v_pos.xz;
+    float fw = max(length(fwidth(p)), 1e-4);            // metres per pixel
+    vec3 c0 = ground[0].rgb, c1 = ground[1].rgb, c2 = ground[2].rgb, c;
+    vec4 a = tap(p * (1.0 / 64.0)) * bands(64.0, fw);   // features of 16 m, 4 m, 1 m; ridges 4 m apart
+    vec4 b = tap(p * (1.0 / 6.0)) * bands(6.0, fw);     // 1.5 m, 40 cm, 10 cm; ridges 40 cm apart
+    float sharp = 1.0 - smoothstep(0.03, 0.12, fw);     // drawn patterns fade where a pixel covers them
+#if MATERIAL == 0   // grass: light and dark patches, tufts, dry spots
+    c = mix(c0, c1, clamp(0.55 + 1.3 * a.r + 0.8 * a.g + 0.6 * a.b + 0.7 * b.g + 0.8 * b.b, 0.0, 1.0));
+    c = mix(c, c2, 0.75 * smoothstep(0.12, 0.3, a.g + 0.6 * a.r));
+#elif MATERIAL == 1 // sand: wind ripples across dunes
+    float ripple = sin(dot(p, vec2(0.8, 0.6)) * 9.0 + 14.0 * a.b) * sharp;
+    c = mix(c0, c1, clamp(0.6 + 1.2 * a.r + 0.5 * a.g + 0.15 * ripple + 0.3 * b.b, 0.0, 1.0));
+    c = mix(c, c2, smoothstep(0.1, 0.3, a.r + 0.5 * a.g));
+#elif MATERIAL == 2 // snow: soft drifts
+    c = mix(c0, c1, clamp(0.7 + 1.1 * a.r + 0.6 * a.g + 0.3 * b.g + 0.2 * b.b, 0.0, 1.0));
+#elif MATERIAL == 3 // rock: layered stone with cracks
+    c = mix(c0, c1, clamp(0.5 + 1.4 * a.r + 0.9 * a.g + 0.7 * a.b + 0.5 * b.g, 0.0, 1.0));
+    c = mix(c, c2, 0.6 * max(smoothstep(0.3, 0.5, a.a), smoothstep(0.25, 0.45, b.a)));
+#elif MATERIAL == 4 // dirt: earth with pebbles
+    c = mix(c0, c1, clamp(0.5 + 1.3 * a.r + 0.9 * a.g + 0.6 * a.b + 0.5 * b.g, 0.0, 1.0));
+    c = mix(c, c2, 0.8 * smoothstep(0.2, 0.28, b.b));
+#else               // paved: stone slabs in a running bond, mortar lines, worn patches
+    vec2 q = p / vec2(0.9, 0.6);
+    q.x += 0.5 * mod(floor(q.y), 2.0);
+    vec2 f = abs(fract(q) - 0.5) * vec2(0.9, 0.6);
+    float line = mix(0.15, 1.0 - smoothstep(0.015, 0.04, min(0.45 - f.x, 0.3 - f.y)), sharp);
+    c = mix(c0, c1, clamp(0.5 + 0.8 * (hash2(floor(q) + 101.0) - 0.5) * sharp + a.r + 0.4 * b.b, 0.0, 1.0));
+    c = mix(c, c2, line);
+#endif
+#if MATERIAL != 3   // steep slopes show rock
+    c = mix(c, vec3(0.36, 0.34, 0.32), smoothstep(0.82, 0.7, v_slope));
+#endif
+    frag = vec4(mix(c * v_light, v_fog.rgb, v_fog.a), 1.0);
 }
 """
 
@@ -539,7 +562,6 @@ out vec3 v_lnormal;
 out vec3 v_light;
 out vec4 v_fog;
 flat out vec4 v_color;
-flat out int v_pattern;
 void main() {
     mat3 m = transpose(mat3(i_m0.xyz, i_m1.xyz, i_m2.xyz));  // rotation x scale
     vec3 t = vec3(i_m0.w, i_m1.w, i_m2.w);
@@ -552,7 +574,6 @@ void main() {
     v_light = light(normalize(m * (in_normal / (scale * scale))), p);  // normal: inverse transpose of m
     v_fog = fog(p);
     v_color = i_color;
-    v_pattern = int(i_anchor.w);
     gl_Position = view_proj * vec4(p, 1.0);
 }
 """
@@ -564,46 +585,44 @@ in vec3 v_lnormal;
 in vec3 v_light;
 in vec4 v_fog;
 flat in vec4 v_color;
-flat in int v_pattern;
 out vec4 frag;
 void main() {
     vec3 lp = v_local, ln = v_lnormal, albedo = v_color.rgb, emit = vec3(0.0);
     float fw = max(length(fwidth(v_pos)), 1e-4), sharp = 1.0 - smoothstep(0.04, 0.15, fw);
     // coordinates across a face in metres: (along, up) on walls, (x, z) on tops
     vec2 uv = abs(ln.y) > 0.7 ? lp.xz : vec2(abs(ln.x) > abs(ln.z) ? lp.z : lp.x, lp.y);
-    int pattern = v_pattern;
-    if (pattern == %(BARK)d) {
-        albedo *= 1.0 + 0.8 * tap(vec2((lp.x - lp.z) * 0.6, lp.y * 0.05)).b * sharp;
-    } else if (pattern == %(FOLIAGE)d) {
-        vec4 f = tap(v_pos.xz * 0.09 + v_pos.y * vec2(0.061, 0.043)) * bands(11.0, fw);
-        albedo *= (1.0 + 1.2 * f.b + 0.8 * f.g) * (0.8 + 0.3 * ln.y);
-    } else if (pattern == %(STONE)d) {
-        float row = floor(uv.y / 0.5), shift = 0.5 * mod(row, 2.0);
-        vec2 f = abs(fract(vec2(uv.x / 0.8 + shift, uv.y / 0.5)) - 0.5) * vec2(0.8, 0.5);
-        float joint = abs(ln.y) > 0.7 ? 0.0 : (1.0 - smoothstep(0.01, 0.035, min(0.4 - f.x, 0.25 - f.y))) * sharp;
-        albedo *= (1.0 + 0.3 * (hash2(vec2(floor(uv.x / 0.8 + shift), row) + 57.0) - 0.5) * sharp) * (1.0 - 0.45 * joint);
-    } else if (pattern == %(PLANKS)d) {
-        float groove = (1.0 - smoothstep(0.005, 0.02, 0.11 - abs(fract(uv.y / 0.22) - 0.5) * 0.22)) * sharp;
-        albedo *= (1.0 + 0.4 * tap(vec2(uv.x * 0.1, floor(uv.y / 0.22) * 0.37)).b * sharp) * (1.0 - 0.45 * groove);
-    } else if (pattern == %(WALL)d) {
-        if (abs(ln.y) < 0.5) {  // windows on every floor, a door on the front; walls start 1 m underground
-            vec2 cell = vec2(uv.x / 2.4, (uv.y - 1.0) / 2.8), f = fract(cell);
-            bool window = abs(f.x - 0.5) < 0.2 && f.y > 0.3 && f.y < 0.75 && cell.y >= 0.0;
-            bool door = cell.y < 1.0 && abs(uv.x) < 0.55 && uv.y > 1.0 && uv.y < 3.1 && ln.z > 0.5;
-            if (door) albedo = vec3(0.30, 0.20, 0.13);
-            else if (window) {
-                albedo = vec3(0.14, 0.17, 0.21);
-                if (hash2(floor(cell) + 31.0 * ln.xz) > 0.35) emit = vec3(1.0, 0.75, 0.4) * 0.9 * amb_ground.w;
-            }
+#if PATTERN == %(BARK)d
+    albedo *= 1.0 + 0.8 * tap(vec2((lp.x - lp.z) * 0.6, lp.y * 0.05)).b * sharp;
+#elif PATTERN == %(FOLIAGE)d
+    vec4 f = tap(v_pos.xz * 0.09 + v_pos.y * vec2(0.061, 0.043)) * bands(11.0, fw);
+    albedo *= (1.0 + 1.2 * f.b + 0.8 * f.g) * (0.8 + 0.3 * ln.y);
+#elif PATTERN == %(STONE)d
+    float row = floor(uv.y / 0.5), shift = 0.5 * mod(row, 2.0);
+    vec2 f = abs(fract(vec2(uv.x / 0.8 + shift, uv.y / 0.5)) - 0.5) * vec2(0.8, 0.5);
+    float joint = abs(ln.y) > 0.7 ? 0.0 : (1.0 - smoothstep(0.01, 0.035, min(0.4 - f.x, 0.25 - f.y))) * sharp;
+    albedo *= (1.0 + 0.3 * (hash2(vec2(floor(uv.x / 0.8 + shift), row) + 57.0) - 0.5) * sharp) * (1.0 - 0.45 * joint);
+#elif PATTERN == %(PLANKS)d
+    float groove = (1.0 - smoothstep(0.005, 0.02, 0.11 - abs(fract(uv.y / 0.22) - 0.5) * 0.22)) * sharp;
+    albedo *= (1.0 + 0.4 * tap(vec2(uv.x * 0.1, floor(uv.y / 0.22) * 0.37)).b * sharp) * (1.0 - 0.45 * groove);
+#elif PATTERN == %(WALL)d
+    if (abs(ln.y) < 0.5) {  // windows on every floor, a door on the front; walls start 1 m underground
+        vec2 cell = vec2(uv.x / 2.4, (uv.y - 1.0) / 2.8), f = fract(cell);
+        bool window = abs(f.x - 0.5) < 0.2 && f.y > 0.3 && f.y < 0.75 && cell.y >= 0.0;
+        bool door = cell.y < 1.0 && abs(uv.x) < 0.55 && uv.y > 1.0 && uv.y < 3.1 && ln.z > 0.5;
+        if (door) albedo = vec3(0.30, 0.20, 0.13);
+        else if (window) {
+            albedo = vec3(0.14, 0.17, 0.21);
+            if (hash2(floor(cell) + 31.0 * ln.xz) > 0.35) emit = vec3(1.0, 0.75, 0.4) * 0.9 * amb_ground.w;
         }
-    } else if (pattern == %(ROOF)d) {
-        albedo *= 0.82 + 0.25 * smoothstep(0.3, 0.5, abs(fract(lp.y * 3.0) - 0.5)) * sharp;
-    } else if (pattern == %(ROCK)d) {
-        vec4 f = tap(v_pos.xz * 0.05 + v_pos.y * vec2(0.037, 0.029)) * bands(20.0, fw);
-        albedo *= 1.0 + 1.6 * f.g + 0.8 * f.b - 0.5 * smoothstep(0.1, 0.4, f.a);
-    } else if (pattern == %(LAMP)d) {
-        emit = albedo * 1.6 * amb_ground.w;
     }
+#elif PATTERN == %(ROOF)d
+    albedo *= 0.82 + 0.25 * smoothstep(0.3, 0.5, abs(fract(lp.y * 3.0) - 0.5)) * sharp;
+#elif PATTERN == %(ROCK)d
+    vec4 f = tap(v_pos.xz * 0.05 + v_pos.y * vec2(0.037, 0.029)) * bands(20.0, fw);
+    albedo *= 1.0 + 1.6 * f.g + 0.8 * f.b - 0.5 * smoothstep(0.1, 0.4, f.a);
+#elif PATTERN == %(LAMP)d
+    emit = albedo * 1.6 * amb_ground.w;
+#endif
     frag = vec4(mix(albedo * v_light + emit, v_fog.rgb, v_fog.a), 1.0);
 }
 """
@@ -664,13 +683,22 @@ void main() {
 }
 """
 
+SHADERS = {  # name -> (vertex shader parts, fragment shader parts)
+    "terrain": ((COMMON, VERTEX_SHADING, TERRAIN_VS), (COMMON, NOISE, TERRAIN_FS)),
+    "object": ((COMMON, VERTEX_SHADING, OBJECT_VS), (COMMON, NOISE, OBJECT_FS)),
+    "sky": ((COMMON, SKY_VS), (COMMON, NOISE, SKY_FS)),
+    "halo": ((COMMON, HALO_VS), (COMMON, HALO_FS)),
+}
 
-def _source(lamps: bool, *parts: str) -> str:
-    consts = dict(LAMPS=int(lamps), MAX_LAMPS=MAX_LAMPS, FADE0=FADE[0], FADE1=FADE[1], BARK=BARK, FOLIAGE=FOLIAGE,
-                  STONE=STONE, PLANKS=PLANKS, WALL=WALL, ROOF=ROOF, LAMP=LAMP, ROCK=ROCK)
+
+def shader_source(parts: tuple[str, ...], lamps: bool = False, material: int = -1, pattern: int = -1) -> str:
+    consts = dict(LAMPS=int(lamps), MATERIAL=material, PATTERN=pattern, MAX_LAMPS=MAX_LAMPS, FADE0=FADE[0],
+                  FADE1=FADE[1], BARK=BARK, FOLIAGE=FOLIAGE, STONE=STONE, PLANKS=PLANKS, WALL=WALL, ROOF=ROOF,
+                  LAMP=LAMP, ROCK=ROCK)
     return "".join(parts) % consts
 
 
+@functools.cache
 def noise_texture(size: int = 256) -> np.ndarray:
     """(size, size, 4) uint8 tileable noise: R, G, B band-limited noise with 4, 16 and 64 blobs across,
     A thin ridges along the zero crossings of 16-across noise (cracks, veins). All bands centre on 0.5, so
@@ -696,59 +724,44 @@ def scene_uniforms(scene: SceneParams) -> bytes:
     zenith = np.array(scene.sky.zenith or p.zenith)
     horizon = np.array(scene.sky.horizon or p.horizon)
     sun_dir = direction(azimuth, elevation)
-    above = float(np.clip((elevation + 2.0) / 5.0, 0, 1))
+    above = float(np.clip((elevation + 2.0) / 5.0, 0, 1))   # the sun sets over a few degrees
     sun = np.array(p.sun_color) * intensity
-    low = np.exp(-max(elevation, 0.0) / 12.0)      # a low sun paints the horizon round it
+    low = np.exp(-max(elevation, 0.0) / 12.0)               # a low sun paints the horizon round it
     glow = np.array(p.sun_color) * (0.15 if p.moon else 0.75) * low * min(intensity, 1.2) * float(elevation > -12)
-    tint = np.array(scene.ground.tint or (1.0, 1.0, 1.0))
-    mats = np.array(MATERIAL_COLORS[scene.ground.material]) * tint
+    mats = np.array(MATERIAL_COLORS[scene.ground.material]) * np.array(scene.ground.tint or (1.0, 1.0, 1.0))
     amb_sky = (0.45 * zenith + 0.55 * horizon) * ambient * 1.4
     amb_ground = mats[1] * (sun * max(sun_dir[1], 0.0) * above + amb_sky) * 0.35
     density = scene.fog.density
     fog_k = float(np.exp(np.log(0.006) + density * (np.log(0.2) - np.log(0.006))))  # 95% fog at 500 m .. 15 m
     fog_color = scene.fog.color
-    lamp_color = np.array([1.0, 0.78, 0.5]) * 1.4
-    offset = np.random.default_rng([scene.seed, 0x0FF5]).random(2)
     block = [
         [*zenith, 0.9 * density ** 1.5], [*horizon, 0.0], [*sun_dir, above], [*sun, float(p.moon)],
-        [*glow, p.clouds], [*amb_sky, fog_k], [*amb_ground, float(p.lights_on)],
-        [*(fog_color or (0, 0, 0)), float(fog_color is not None)], *[[*c, 0.0] for c in mats], [*lamp_color, 0.0],
-        [*offset, 0.0, 0.0],
+        [*glow, p.clouds if scene.sky.clouds is None else scene.sky.clouds], [*amb_sky, fog_k], [*amb_ground, float(p.lights_on)],
+        [*(fog_color or (0, 0, 0)), float(fog_color is not None)], *[[*c, 0.0] for c in mats],
+        [1.4, 1.09, 0.7, 0.0], [*np.random.default_rng([scene.seed, 0x0FF5]).random(2), 0.0, 0.0],
     ]
-    floats = np.array(block, "f4").tobytes()
-    ints = np.array([GROUND_MATERIALS.index(scene.ground.material), scene.seed % 65521, 0, 0], "i4").tobytes()
-    return floats + ints
+    return np.array(block, "f4").tobytes() + np.array([scene.seed % 65521, 0, 0, 0], "i4").tobytes()
 
 
 # --- the renderer ----------------------------------------------------------------------------------
 
-class SceneRenderer:
-    """Draws one scene into the currently bound framebuffer; owns its GL objects (release() frees them)."""
+FRAME_FLOATS = 16 + 4 * 4 + MAX_LAMPS * 4  # the Frame uniform block
 
-    def __init__(self, ctx: moderngl.Context, scene: SceneParams):
-        self.ctx, self.scene = ctx, scene
-        self.lights_on = scene.preset().lights_on
-        lit = self.lights_on
 
-        def program(vs, fs):
-            return ctx.program(vertex_shader=_source(lit, COMMON, VERTEX_SHADING, vs),
-                               fragment_shader=_source(lit, COMMON, NOISE, fs))
-        self.terrain_prog = program(TERRAIN_VS, TERRAIN_FS)
-        self.object_prog = program(OBJECT_VS, OBJECT_FS)
-        self.sky_prog = program(SKY_VS, SKY_FS)
-        self.halo_prog = program(HALO_VS, HALO_FS)
-        programs = (self.terrain_prog, self.object_prog, self.sky_prog, self.halo_prog)
-        for prog in programs:
-            for name, binding in (("Scene", 0), ("Frame", 1)):
-                if prog.get(name, None) is not None:
-                    prog[name].binding = binding
-        self.scene_ubo = ctx.buffer(scene_uniforms(scene))
-        self.frame_ubo = ctx.buffer(reserve=(16 + 4 * 4 + MAX_LAMPS * 4) * 4)
+class GLResources:
+    """What all scenes share on one context: compiled programs, the noise texture, the primitive meshes and
+    the per-frame buffers. Switching scenes (data generation does it often) then costs no compiling."""
 
+    def __init__(self, ctx: moderngl.Context):
+        self.ctx = ctx
+        self.programs: dict[tuple, moderngl.Program] = {}
+        self.object_vaos: dict[tuple, moderngl.VertexArray] = {}
+        self.noise = ctx.texture((256, 256), 4, noise_texture().tobytes())
+        self.frame_ubo = ctx.buffer(reserve=FRAME_FLOATS * 4)
         meshes = primitive_meshes()
         vertices, indices = [], []
-        self.prim_cmds = np.zeros((len(PRIMITIVES), 5), "u4")  # DrawElementsIndirect: count, instances, first
-        for i, name in enumerate(PRIMITIVES):                   # index, base vertex, base instance
+        self.prim_cmds = np.zeros((len(PRIMITIVES), 5), "u4")  # DrawElementsIndirect: index count, instances,
+        for i, name in enumerate(PRIMITIVES):                   # first index, base vertex, base instance
             pos, nrm, tris = meshes[name]
             self.prim_cmds[i, [0, 2, 3]] = tris.size, sum(t.size for t in indices), sum(len(v) for v in vertices)
             vertices.append(np.concatenate([pos, nrm], 1))
@@ -756,120 +769,157 @@ class SceneRenderer:
         self.prim_vbo = ctx.buffer(np.concatenate(vertices).astype("f4").tobytes())
         self.prim_ibo = ctx.buffer(np.concatenate(indices).astype("u4").tobytes())
         self.instances = ctx.buffer(reserve=INSTANCE_FLOATS * 4)
-        self.object_vao = ctx.vertex_array(
-            self.object_prog,
-            [(self.prim_vbo, "3f 3f", "in_pos", "in_normal"),
-             (self.instances, "4f 4f 4f 4f 4f/i", "i_m0", "i_m1", "i_m2", "i_color", "i_anchor")],
-            index_buffer=self.prim_ibo, index_element_size=4)
-        self.object_cmds = ctx.buffer(reserve=len(PRIMITIVES) * 20)
-        self.sky_vao = ctx.vertex_array(self.sky_prog, [])
-        self.noise = ctx.texture((256, 256), 4, noise_texture().tobytes())
+        self.object_cmds_template = np.tile(self.prim_cmds, (N_PATTERNS, 1))  # a command per (pattern, primitive)
+        self.object_cmds = ctx.buffer(reserve=self.object_cmds_template.nbytes)
+        self.terrain_cmds = ctx.buffer(reserve=1024 * 20)
+        self.sky_vao = ctx.vertex_array(self.program("sky"), [])
         self.halo_corners = ctx.buffer(np.array([-1, -1, 1, -1, 1, 1, -1, -1, 1, 1, -1, 1], "f4").tobytes())
-        self.lamp_buffer = ctx.buffer(reserve=12)
-        self.halo_vao = ctx.vertex_array(self.halo_prog, [(self.halo_corners, "2f", "in_corner"),
-                                                          (self.lamp_buffer, "3f/i", "i_lamp")])
-        self.terrain_cmds = ctx.buffer(reserve=4096 * 20)
-        self.cells: OrderedDict[tuple[int, int], PartSet] = OrderedDict()
+
+    def program(self, name: str, **defines) -> moderngl.Program:
+        key = (name, tuple(sorted(defines.items())))
+        if key not in self.programs:
+            vs, fs = SHADERS[name]
+            prog = self.ctx.program(vertex_shader=shader_source(vs, **defines),
+                                    fragment_shader=shader_source(fs, **defines))
+            for block, binding in (("Scene", 0), ("Frame", 1)):
+                if prog.get(block, None) is not None:
+                    prog[block].binding = binding
+            self.programs[key] = prog
+        return self.programs[key]
+
+    def object_vao(self, lamps: bool, pattern: int) -> moderngl.VertexArray:
+        key = (lamps, pattern)
+        if key not in self.object_vaos:
+            self.object_vaos[key] = self.ctx.vertex_array(
+                self.program("object", lamps=lamps, pattern=pattern),
+                [(self.prim_vbo, "3f 3f", "in_pos", "in_normal"),
+                 (self.instances, "4f 4f 4f 4f 4f/i", "i_m0", "i_m1", "i_m2", "i_color", "i_anchor")],
+                index_buffer=self.prim_ibo, index_element_size=4)
+        return self.object_vaos[key]
+
+    def release(self) -> None:
+        for obj in [*self.object_vaos.values(), self.sky_vao, *self.programs.values(), self.noise, self.frame_ubo,
+                    self.prim_vbo, self.prim_ibo, self.instances, self.object_cmds, self.terrain_cmds,
+                    self.halo_corners]:
+            obj.release()
+
+
+class SceneRenderer:
+    """Draws one scene into the bound framebuffer. Keeps the terrain meshes and object sets near the camera
+    (a few, most recently used); release() frees its GL objects."""
+
+    def __init__(self, res: GLResources, scene: SceneParams):
+        self.res, self.scene, ctx = res, scene, res.ctx
+        self.lit = scene.preset().lights_on
+        self.scene_ubo = ctx.buffer(scene_uniforms(scene))
+        self.terrain_prog = res.program("terrain", lamps=self.lit, material=GROUND_MATERIALS.index(scene.ground.material))
+        self.placements: OrderedDict[tuple[int, int], Placements] = OrderedDict()
         self.object_sets: OrderedDict[tuple[int, int], PartSet] = OrderedDict()
         self.terrains: OrderedDict[tuple[int, int], tuple] = OrderedDict()
-        self.halo_key = None  # the centre whose lamps are in self.lamp_buffer
+        self.lamp_buffer = ctx.buffer(reserve=12)
+        self.halo_vao = ctx.vertex_array(res.program("halo"), [(res.halo_corners, "2f", "in_corner"),
+                                                               (self.lamp_buffer, "3f/i", "i_lamp")])
+        self.halo_cell = None  # the cell whose object set's lamps are in lamp_buffer
 
-    # --- resources around the camera (cached, keyed by grid cells the camera's position falls in) ---
+    # --- what lies around the camera (cached) ---
     def _objects(self, cell: tuple[int, int]) -> PartSet:
-        """The parts of the objects in the cells around `cell` (one CELL grid)."""
+        """The parts of the objects in the cells round `cell` (a CELL grid square)."""
         if cell not in self.object_sets:
             r = range(-OBJECT_CELLS, OBJECT_CELLS + 1)
-            self.object_sets[cell] = PartSet.concat([self._cell((cell[0] + i, cell[1] + j)) for i in r for j in r])
-            if len(self.object_sets) > CACHED_CENTRES:
-                self.object_sets.popitem(last=False)
+            self.object_sets[cell] = object_parts(Placements.concat(
+                [self._placements((cell[0] + i, cell[1] + j)) for i in r for j in r]))
+            _trim(self.object_sets, CACHED)
         self.object_sets.move_to_end(cell)
         return self.object_sets[cell]
 
-    def _cell(self, cell: tuple[int, int]) -> PartSet:
-        if cell not in self.cells:
-            self.cells[cell] = cell_parts(self.scene, *cell)
-            if len(self.cells) > 4 * (2 * OBJECT_CELLS + 1) ** 2:
-                self.cells.popitem(last=False)
-        self.cells.move_to_end(cell)
-        return self.cells[cell]
+    def _placements(self, cell: tuple[int, int]) -> Placements:
+        if cell not in self.placements:
+            self.placements[cell] = objects_in_cell(self.scene, *cell)
+            _trim(self.placements, 4 * (2 * OBJECT_CELLS + 1) ** 2)
+        self.placements.move_to_end(cell)
+        return self.placements[cell]
 
     def _terrain(self, key: tuple[int, int]):
-        """(vertex array, chunk_first, chunk spheres) of the terrain mesh centred in grid square `key`
-        (TERRAIN_SNAP grid)."""
+        """(vertex array, chunk_first, chunk bounds) of the terrain centred in the TERRAIN_SNAP square `key`."""
         if key not in self.terrains:
-            vertices, tris, first, spheres = terrain_mesh(self.scene, (key[0] + 0.5) * TERRAIN_SNAP,
+            vertices, tris, first, bounds = terrain_mesh(self.scene, (key[0] + 0.5) * TERRAIN_SNAP,
                                                           (key[1] + 0.5) * TERRAIN_SNAP)
-            vbo, ibo = self.ctx.buffer(vertices.tobytes()), self.ctx.buffer(tris.tobytes())
-            vao = self.ctx.vertex_array(self.terrain_prog, [(vbo, "3f 3f", "in_pos", "in_normal")],
-                                        index_buffer=ibo, index_element_size=4)
-            self.terrains[key] = (vao, first, spheres, (vao, vbo, ibo))
-            if len(self.terrains) > CACHED_CENTRES:
-                for obj in self.terrains.popitem(last=False)[1][3]:
+            vbo, ibo = self.res.ctx.buffer(vertices.tobytes()), self.res.ctx.buffer(tris.tobytes())
+            vao = self.res.ctx.vertex_array(self.terrain_prog, [(vbo, "3f 3f", "in_pos", "in_normal")],
+                                            index_buffer=ibo, index_element_size=4)
+            self.terrains[key] = (vao, first, bounds, (vao, vbo, ibo))
+            for *_, gl_objects in _trim(self.terrains, CACHED):
+                for obj in gl_objects:
                     obj.release()
         self.terrains.move_to_end(key)
         return self.terrains[key][:3]
 
     # --- one frame ---
     def draw(self, pose: Pose, aspect: float) -> None:
+        res, ctx = self.res, self.res.ctx
         cam = np.asarray(pose.position)
         cell = (int(np.floor(cam[0] / CELL)), int(np.floor(cam[2] / CELL)))
-        terrain_vao, first, spheres = self._terrain((int(np.floor(cam[0] / TERRAIN_SNAP)),
-                                                     int(np.floor(cam[2] / TERRAIN_SNAP))))
         parts = self._objects(cell)
         view, proj = pose.world_to_camera(), pose.projection(aspect)
         view_proj = proj @ view
         planes = frustum_planes(view_proj)
-        tan_y = 1.0 / proj[1, 1]
         # the rows of the view rotation are the camera's right, up and backward axes in world coordinates
+        tan_y = 1.0 / proj[1, 1]
         frame = np.concatenate([view_proj.T.ravel(), cam, [0], view[0, :3], [tan_y * aspect], view[1, :3], [tan_y],
                                 -view[2, :3], [0], self._lamps(parts.lamps, cam).ravel()])
-        self.frame_ubo.write(frame.astype("f4").tobytes())
+        res.frame_ubo.write(frame.astype("f4").tobytes())
         self.scene_ubo.bind_to_uniform_block(0)
-        self.frame_ubo.bind_to_uniform_block(1)
-        self.noise.use(0)
+        res.frame_ubo.bind_to_uniform_block(1)
+        res.noise.use(0)
 
-        # objects: compact the visible parts; one draw command per primitive, all in one call
-        vis = (np.sum((parts.anchor - cam[[0, 2]]) ** 2, axis=1) < FADE[1] ** 2) & visible(parts.sphere, planes)
-        counts = np.bincount(parts.prim[vis], minlength=len(PRIMITIVES))
+        # objects: the visible parts, compacted; per pattern one call with a command per primitive
+        fade = np.concatenate([view[2, :3], [FADE[1] - view[2, :3] @ cam]])   # nothing beyond FADE[1] ahead
+        vis = parts.bounds.visible(np.concatenate([planes[:4], fade[None]]))
+        counts = np.bincount(parts.key[vis], minlength=N_PATTERNS * len(PRIMITIVES))
         if counts.any():
-            self.instances.orphan(int(counts.sum()) * INSTANCE_FLOATS * 4)
-            self.instances.write(parts.data[vis].tobytes())
-            self.prim_cmds[:, 1] = counts
-            self.prim_cmds[:, 4] = np.cumsum(counts) - counts
-            self.object_cmds.write(self.prim_cmds.tobytes())
-            self.object_vao.render_indirect(self.object_cmds, moderngl.TRIANGLES, count=len(PRIMITIVES))
+            res.instances.orphan(int(counts.sum()) * INSTANCE_FLOATS * 4)
+            res.instances.write(parts.data[vis].tobytes())
+            cmds = res.object_cmds_template.copy()
+            cmds[:, 1], cmds[:, 4] = counts, np.cumsum(counts) - counts
+            res.object_cmds.write(cmds.tobytes())
+            for pattern in np.flatnonzero(counts.reshape(N_PATTERNS, -1).any(1)):
+                res.object_vao(self.lit, int(pattern)).render_indirect(
+                    res.object_cmds, moderngl.TRIANGLES, count=len(PRIMITIVES), first=int(pattern) * len(PRIMITIVES))
 
         # terrain: the visible chunks, runs of neighbours merged (each draw command has a fixed cost)
-        chunks = np.flatnonzero(visible(spheres, planes))
+        terrain_vao, first, bounds = self._terrain((int(np.floor(cam[0] / TERRAIN_SNAP)),
+                                                     int(np.floor(cam[2] / TERRAIN_SNAP))))
+        chunks = np.flatnonzero(bounds.visible(planes))
         if len(chunks):
-            breaks = np.diff(chunks) != 1
-            start, end = chunks[np.r_[True, breaks]], chunks[np.r_[breaks, True]] + 1
+            breaks = chunks[1:] != chunks[:-1] + 1
+            start, end = chunks[np.concatenate([[True], breaks])], chunks[np.concatenate([breaks, [True]])] + 1
             cmds = np.zeros((len(start), 5), "u4")
             cmds[:, 0], cmds[:, 1], cmds[:, 2] = (first[end] - first[start]) * 3, 1, first[start] * 3
-            self.terrain_cmds.write(cmds.tobytes())
-            terrain_vao.render_indirect(self.terrain_cmds, moderngl.TRIANGLES, count=len(start))
+            res.terrain_cmds.write(cmds.tobytes())
+            terrain_vao.render_indirect(res.terrain_cmds, moderngl.TRIANGLES, count=len(start))
 
-        self.ctx.depth_func = "<="  # the sky sits exactly on the far plane
-        self.sky_vao.render(moderngl.TRIANGLES, vertices=3)
-        self.ctx.depth_func = "<"
+        ctx.depth_func = "<="  # the sky lies exactly on the far plane
+        res.sky_vao.render(moderngl.TRIANGLES, vertices=3)
+        ctx.depth_func = "<"
 
-        if self.lights_on and len(parts.lamps):
-            if self.halo_key != cell:
+        if self.lit and len(parts.lamps):  # a glow round each lamp, added on top
+            if self.halo_cell != cell:
                 self.lamp_buffer.orphan(parts.lamps.size * 4)
                 self.lamp_buffer.write(parts.lamps.astype("f4").tobytes())
-                self.halo_key = cell
-            self.ctx.enable(moderngl.BLEND)
-            self.ctx.blend_func = moderngl.ONE, moderngl.ONE
-            self.ctx.depth_mask = False
+                self.halo_cell = cell
+            ctx.enable(moderngl.BLEND)
+            ctx.blend_func = moderngl.ONE, moderngl.ONE
+            ctx.depth_mask = False
             self.halo_vao.render(moderngl.TRIANGLES, vertices=6, instances=len(parts.lamps))
-            self.ctx.depth_mask = True
-            self.ctx.disable(moderngl.BLEND)
+            ctx.depth_mask = True
+            ctx.disable(moderngl.BLEND)
 
     def _lamps(self, positions: np.ndarray, cam: np.ndarray) -> np.ndarray:
-        """(MAX_LAMPS, 4) the lamps that light the scene now: position and weight. Unused slots sit far below
-        the ground. A lamp's weight falls to 0 before it leaves the nearest set, so lights never switch."""
-        out = np.tile([0.0, -1e4, 0.0, 0.0], (MAX_LAMPS, 1))
-        if not self.lights_on or not len(positions):
+        """(MAX_LAMPS, 4) the lamps that light the scene now: position and weight. Unused slots lie far below
+        the ground. A lamp's weight falls to 0 before it leaves the nearest set, so no light switches."""
+        out = np.zeros((MAX_LAMPS, 4))
+        out[:, 1] = -1e4
+        if not self.lit or not len(positions):
             return out
         d = np.linalg.norm(positions - cam, axis=1)
         order = np.argsort(d, kind="stable")[:MAX_LAMPS + 1]
@@ -883,8 +933,10 @@ class SceneRenderer:
         for *_, gl_objects in self.terrains.values():
             for obj in gl_objects:
                 obj.release()
-        for obj in (self.object_vao, self.sky_vao, self.halo_vao, self.prim_vbo, self.prim_ibo, self.instances,
-                    self.object_cmds, self.halo_corners, self.lamp_buffer, self.terrain_cmds, self.scene_ubo,
-                    self.frame_ubo, self.noise, self.terrain_prog, self.object_prog, self.sky_prog, self.halo_prog):
+        for obj in (self.halo_vao, self.lamp_buffer, self.scene_ubo):
             obj.release()
 
+
+def _trim(cache: OrderedDict, size: int) -> list:
+    """Drop the least recently used entries beyond `size`; returns the dropped values."""
+    return [cache.popitem(last=False)[1] for _ in range(len(cache) - size)]

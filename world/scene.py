@@ -42,7 +42,7 @@ SKY_PRESETS: dict[str, SkyPreset] = {
     "dawn": SkyPreset((0.36, 0.46, 0.68), (0.96, 0.74, 0.62), (1.00, 0.78, 0.58), 7, 60, 1.0, 0.55, 0.35),
     "noon": SkyPreset((0.22, 0.45, 0.85), (0.70, 0.83, 0.95), (1.00, 0.97, 0.90), 60, 30, 1.1, 0.55, 0.25),
     "sunset": SkyPreset((0.20, 0.22, 0.48), (1.00, 0.56, 0.28), (1.00, 0.58, 0.30), 4, -20, 1.1, 0.45, 0.40),
-    "dusk": SkyPreset((0.07, 0.09, 0.24), (0.52, 0.36, 0.44), (0.85, 0.50, 0.45), -4, -30, 0.3, 0.45, 0.30,
+    "dusk": SkyPreset((0.10, 0.12, 0.30), (0.62, 0.42, 0.48), (0.85, 0.50, 0.45), -4, -30, 0.3, 0.6, 0.30,
                       lights_on=True),
     "night": SkyPreset((0.008, 0.012, 0.035), (0.045, 0.06, 0.11), (0.60, 0.70, 0.95), 35, 120, 0.35, 0.30, 0.15,
                        moon=True, lights_on=True),
@@ -77,6 +77,7 @@ class Sky:
     preset: str = spec("noon", choices=tuple(SKY_PRESETS))
     zenith: Color | None = spec(None, range=(0, 1), doc="colour override at the top of the sky")
     horizon: Color | None = spec(None, range=(0, 1), doc="colour override at the horizon")
+    clouds: float | None = spec(None, range=(0, 1), doc="cloud cover override, 0 (clear) to 1 (overcast)")
 
 
 @dataclass
@@ -94,7 +95,7 @@ class Terrain:
 
 @dataclass
 class Objects:
-    density: float = spec(0.5, range=(0, 5), doc="objects per 100 square metres")
+    density: float = spec(0.5, range=(0, 5), doc="objects per 100 square metres (fewer if big ones leave no room)")
     kinds: dict[str, float] = spec(factory=lambda: {"broadleaf": 1.0}, range=(0, 1000),
                                     choices=tuple(OBJECT_KINDS), doc="kind -> relative weight")
     clear_radius: float = spec(4.0, range=(0, 100), doc="nothing is placed this close to the origin, metres")
@@ -247,9 +248,11 @@ def random_scene(rng: np.random.Generator) -> SceneParams:
     sky = Sky(name)
     if rng.random() < 0.2:
         sky.zenith, sky.horizon = jitter(preset.zenith, 0.7, 1.3), jitter(preset.horizon, 0.7, 1.3)
+    if rng.random() < 0.3:
+        sky.clouds = u(0, 1)
     ground = Ground(str(rng.choice(GROUND_MATERIALS)), jitter((1, 1, 1), 0.75, 1.25) if rng.random() < 0.3 else None)
     hilly = rng.random() < 0.6
-    terrain = Terrain("hilly" if hilly else "flat", u(1, 20) if hilly else 0.0, u(25, 250))
+    terrain = Terrain("hilly" if hilly else "flat", u(1, 20) if hilly else 0.0, u(30, 250))
     chosen = rng.choice(list(OBJECT_KINDS), size=int(rng.integers(1, 5)), replace=False)
     objects = Objects(u(0, 3) if rng.random() < 0.9 else 0.0, {str(k): u(0.2, 3) for k in chosen}, u(2, 6))
     fog = Fog(u(0, 0.5) if rng.random() < 0.7 else u(0.5, 1),
@@ -281,7 +284,8 @@ def _waves(scene: SceneParams):
 
 def height_at(scene: SceneParams, x, z, spacing=0.0) -> np.ndarray:
     """Terrain height in metres at world (x, z) (arrays broadcast; float64). Smooth; 0 at the origin and flat
-    within half the clear radius, rising gently to full hills at twice the clear radius plus 8 m.
+    within half the clear radius, rising gently to full hills at twice the clear radius plus 16 m, so that
+    camera paths from a level's start (about 10 m at a constant height) stay above the ground.
 
     `spacing` (metres, broadcasts with x) is for the renderer's mesh: waves shorter than four times the
     vertex spacing fade out, so a coarse far mesh shows a smoothed terrain instead of aliasing. The camera
@@ -295,7 +299,7 @@ def height_at(scene: SceneParams, x, z, spacing=0.0) -> np.ndarray:
     raw = np.sum(amp * keep * np.sin(x[..., None] * k[:, 0] + z[..., None] * k[:, 1] + phase), -1)
     at_origin = np.sum(amp * keep * np.sin(phase), -1)
     r0 = 0.5 * scene.objects.clear_radius
-    r1 = 2.0 * scene.objects.clear_radius + 8.0
+    r1 = 2.0 * scene.objects.clear_radius + 16.0
     t = np.clip((np.hypot(x, z) - r0) / (r1 - r0), 0, 1)
     return (t * t * (3 - 2 * t)) * (raw - at_origin)
 
@@ -323,8 +327,8 @@ class Placements:
 
 def objects_in_cell(scene: SceneParams, ix: int, iz: int) -> Placements:
     """The objects whose base lies in cell [ix*CELL, (ix+1)*CELL) x [iz*CELL, (iz+1)*CELL); deterministic
-    from (seed, ix, iz). Objects keep their footprints inside the cell and apart from each other, and
-    none lies within clear_radius of the origin."""
+    from (seed, ix, iz). Objects keep their footprints (OBJECT_KINDS radius x size) inside the cell and
+    apart from each other, and none reaches within clear_radius of the origin."""
     o = scene.objects
     names = [k for k, w in o.kinds.items() if w > 0]
     rng = np.random.default_rng([scene.seed, _SALT_OBJECTS, ix % 2**32, iz % 2**32])
@@ -337,9 +341,15 @@ def objects_in_cell(scene: SceneParams, ix: int, iz: int) -> Placements:
     radius = radius * size
     xz = rng.uniform(radius[:, None], CELL - radius[:, None], (n, 2)) + np.array([ix, iz]) * CELL
     yaw, variant = rng.uniform(0, 360, n), rng.random((n, 4))
-    # keep an object only if it overlaps none drawn before it (vectorised; may drop a few more than needed)
-    gap = np.linalg.norm(xz[:, None] - xz[None], axis=-1) - 0.9 * (radius[:, None] + radius[None])
-    keep = ~np.any(np.tril(gap < 0, -1), axis=1) & (np.hypot(*xz.T) > o.clear_radius + radius)
+    # keep an object if it overlaps no object kept before it (greedy in drawing order, computed in rounds:
+    # an object with no live earlier rival is kept, and every live object it overlaps is dropped)
+    overlap = np.linalg.norm(xz[:, None] - xz[None], axis=-1) < 0.9 * (radius[:, None] + radius[None])
+    earlier = np.tril(overlap, -1)
+    alive, keep = np.hypot(*xz.T) > o.clear_radius + radius, np.zeros(n, bool)
+    while alive.any():
+        new = alive & ~(earlier & alive).any(axis=1)
+        keep |= new
+        alive &= ~new & ~overlap[:, new].any(axis=1)
     xz, kind, size, yaw, variant, radius = xz[keep], kind[keep], size[keep], yaw[keep], variant[keep], radius[keep]
     # sit on the lowest point under the footprint, so nothing floats on a slope
     ring = np.array([[0, 0], [1, 0], [-1, 0], [0, 1], [0, -1]]) * 0.7

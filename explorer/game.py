@@ -1,0 +1,569 @@
+"""`explorer play`: the game loop.
+
+Every 1/24 s the loop does four things, in this order, and never waits for the world:
+
+    events  pygame events: keys that toggle things (Esc, F1, F11, F12, R, Tab), the menu, the window
+    action  the player's input for the next video frame, integrated by camera.controls into the next pose
+    step    results from the world's thread go into the jitter buffer; once four poses are waiting and the
+            thread is free, they go to it as the next step
+    draw    the next frame from the jitter buffer is presented and logged (none ready: the last frame stays
+            and the tick counts as dropped), with the HUD and menu over it
+
+The world lives on one worker thread (`Worker`), with a queue of one job: while it computes four frames the loop
+keeps reading input and presenting at 24 fps. The poses of a step are exactly the input integrated up to the
+moment the step starts. When the world is slower than real time the poses it has not taken yet pile up to one
+step's worth, and then the loop stops integrating (time slows down for the camera instead of the camera running
+ahead of what is shown): input keeps adding up in the input source and is taken as soon as there is room.
+
+Input-to-photon latency is measured per frame: from the moment the input that produced its pose was sampled to
+the moment the frame was flipped to the screen. With four frames per step it is at least three frames (the
+first pose of a step waits for the fourth) plus the step time plus the frames queued before it.
+
+Rewind (R) restores a snapshot from a ring that covers ~2 s and continues from there; it happens at the next step
+boundary, so the session log always holds whole steps and replays exactly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import queue
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+import moderngl  # noqa: E402
+import pygame  # noqa: E402
+
+from camera.controls import InputState, MotionState, step as control_step  # noqa: E402
+from camera.errors import InputError  # noqa: E402
+from camera.pose import Pose  # noqa: E402
+from explorer.hud import FrameStats, Hud, Menu, TextPanel  # noqa: E402
+from explorer.keys import InputSource, PygameInput  # noqa: E402
+from explorer.presenter import Presenter, overlay_position  # noqa: E402
+from explorer.session import SessionWriter, file_sha256, frame_sha1  # noqa: E402
+from world.base import FPS, FRAMES_PER_STEP, World  # noqa: E402
+from world.level import Level  # noqa: E402
+from world.scene import height_at  # noqa: E402
+
+PLAY_SIZE = (256, 144)  # the reference world's frames: the generated world's largest native size
+MAX_AHEAD = 3 * FRAMES_PER_STEP  # poses integrated but not yet shown, at most (half a second: bounds the latency)
+REWIND_SECONDS = 2.0
+MESSAGE_SECONDS = 3.0
+OTHER_WORLD = {"reference": "generated", "generated": "reference"}
+MENU_BUTTONS = {pygame.CONTROLLER_BUTTON_DPAD_UP: pygame.K_UP, pygame.CONTROLLER_BUTTON_DPAD_DOWN: pygame.K_DOWN,
+                pygame.CONTROLLER_BUTTON_A: pygame.K_RETURN, pygame.CONTROLLER_BUTTON_B: pygame.K_ESCAPE}
+
+# Opens a world of a kind on the calling thread: (kind, size or None) -> World. The game calls it on its worker.
+WorldFactory = Callable[[str, "tuple[int, int] | None"], World]
+
+
+@dataclass
+class GameConfig:
+    level: Level
+    world: str = "reference"
+    size: tuple[int, int] = PLAY_SIZE          # the reference world's frame size (the generated world has its own)
+    seed: int = 0
+    window: tuple[int, int] = (1280, 720)
+    fullscreen: bool = False
+    seconds: float | None = None               # quit by itself after this long (from the first frame)
+    sessions_dir: Path = Path("sessions")
+    checkpoint: Path | None = None             # recorded in the session (with its SHA-256)
+    checkpoint_sha256: str | None = None
+
+
+# --- the world's thread ------------------------------------------------------------------------------
+
+@dataclass
+class Tick:
+    """One integrated video frame: the input, when it was sampled, and the motion state (with the pose) after it."""
+    sampled: float  # time.perf_counter()
+    input: InputState
+    motion: MotionState
+
+
+@dataclass
+class Job:
+    ticks: list[Tick]            # the poses to step through (one tick with `reset`: the pose to start at)
+    step: int                    # the step number (0 for the reset)
+    generation: int              # results of an older generation (before a rewind or restart) are dropped
+    start: Pose                  # the pose before the first tick's (where a comparison world joins)
+    reset: Level | None = None   # start the world on this level at ticks[0]'s pose
+    restore: object = None       # a snapshot to restore before stepping
+    split: bool = False          # also step the comparison world
+
+
+@dataclass
+class Result:
+    job: Job
+    frames: np.ndarray           # (n, H, W, 3) uint8
+    sha1: list[str]              # per frame, of the native-size frame
+    step_ms: float
+    state: object                # World.state() after the job
+    side: np.ndarray | None      # the comparison world's frames
+    note: str | None             # why the comparison world is not there
+
+
+class Worker:
+    """The worlds live on this thread: created, stepped, snapshotted and closed here, because a GL context (and a
+    CUDA stream) belongs to the thread that made it. One job at a time; `poll` never blocks."""
+
+    def __init__(self, open_world: WorldFactory, kind: str, size, seed: int):
+        self.busy = False
+        self._open, self._kind, self._seed = open_world, kind, seed
+        self._jobs: queue.Queue = queue.Queue(maxsize=1)
+        self._results: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, args=(size,), name="world", daemon=True)
+        self._thread.start()
+        opened = self._results.get()  # the only wait, at start-up: a world that cannot be opened fails here
+        if isinstance(opened, BaseException):
+            self._thread.join()
+            raise opened
+        self.size, self.device, self.checkpoint = opened
+
+    def submit(self, job: Job) -> None:
+        assert not self.busy, "one job at a time"
+        self.busy = True
+        self._jobs.put_nowait(job)
+
+    def poll(self) -> Result | None:
+        try:
+            result = self._results.get_nowait()
+        except queue.Empty:
+            return None
+        self.busy = False
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def close(self) -> None:
+        """Wait for the job in progress, then close the worlds."""
+        if self._thread.is_alive():
+            self._jobs.put(None)
+            self._thread.join()
+
+    # --- on the thread ---
+    def _run(self, size) -> None:
+        try:
+            self.world = self._open(self._kind, size)
+            info = (tuple(self.world.size), device_name(self.world), getattr(self.world, "checkpoint_path", None))
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread, which raises it
+            self._results.put(e)
+            return
+        self._results.put(info)
+        self.other, self.other_note, self.other_synced, self.level = None, None, False, None
+        try:
+            while (job := self._jobs.get()) is not None:
+                try:
+                    self._results.put(self._do(job))
+                except BaseException as e:  # noqa: BLE001
+                    self._results.put(e)
+        finally:
+            for world in (self.world, self.other):
+                if world is not None and hasattr(world, "close"):
+                    world.close()
+
+    def _do(self, job: Job) -> Result:
+        start = time.perf_counter()
+        poses = [t.motion.pose for t in job.ticks]
+        if job.reset is not None:
+            self.level = job.reset
+            frames = self.world.reset(dataclasses.replace(job.reset, start=poses[0]), self._seed)[None]
+            self.other_synced = False
+        else:
+            if job.restore is not None:
+                self.world.restore(job.restore)
+                self.other_synced = False  # it joins again at the restored pose
+            frames = self.world.step(poses)
+        step_ms = (time.perf_counter() - start) * 1000
+        state = self.world.state()
+        side = self._step_other(job, poses) if job.split else None
+        self.other_synced = side is not None
+        return Result(job, frames, [frame_sha1(f) for f in frames], step_ms, state, side, self.other_note)
+
+    def _step_other(self, job: Job, poses: list[Pose]) -> np.ndarray | None:
+        """The comparison world, stepped with the same poses; it joins (reset at job.start) after any gap."""
+        if self.other is None and self.other_note is None:
+            kind = OTHER_WORLD[self._kind]
+            try:
+                self.other = self._open(kind, tuple(self.world.size))
+            except Exception as e:  # noqa: BLE001 - shown on screen; play goes on without it
+                self.other_note = f"the {kind} world is not available: {str(e).splitlines()[0]}"
+        if self.other is None:
+            return None
+        if job.reset is not None:
+            return self.other.reset(dataclasses.replace(self.level, start=poses[0]), self._seed)[None]
+        if not self.other_synced:
+            self.other.reset(dataclasses.replace(self.level, start=job.start), self._seed)
+        return self.other.step(poses)
+
+
+def device_name(world) -> str:
+    """What computes a world's frames: the torch device of a model, the GL renderer of a rasteriser."""
+    if hasattr(world, "device"):
+        return str(world.device)
+    if hasattr(world, "ctx"):
+        return world.ctx.info["GL_RENDERER"].split(" (")[0]  # 'llvmpipe (LLVM 15.0.6, 256 bits)' -> 'llvmpipe'
+    return type(world).__name__
+
+
+# --- rewind ------------------------------------------------------------------------------------------
+
+@dataclass
+class Snapshot:
+    frame: int            # the session frame it follows: the last frame of its step
+    step: int
+    state: object         # World.state() after that step
+    motion: MotionState   # the controls' state at that frame
+    image: np.ndarray     # that frame, shown at once on rewinding
+
+
+class SnapshotRing:
+    """Snapshots at the step boundaries of the last ~REWIND_SECONDS."""
+
+    def __init__(self, seconds: float = REWIND_SECONDS, fps: float = FPS):
+        self.back = round(seconds * fps)  # frames
+        self.ring: deque[Snapshot] = deque(maxlen=math.ceil(self.back / FRAMES_PER_STEP) + 2)
+
+    def push(self, snapshot: Snapshot) -> None:
+        self.ring.append(snapshot)
+
+    def rewind(self, frame: int) -> Snapshot:
+        """The newest snapshot at least `back` frames before `frame` (the oldest if none is that old); the newer
+        ones are dropped, since play continues from it."""
+        target = next((s for s in reversed(self.ring) if s.frame <= frame - self.back), self.ring[0])
+        while self.ring[-1] is not target:
+            self.ring.pop()
+        return target
+
+
+# --- the window --------------------------------------------------------------------------------------
+
+NO_DISPLAY = ("cannot open a window ({why}); without a screen use `explorer render` (a camera path to video), "
+              "`xvfb-run -a explorer play ...`, or `SDL_VIDEODRIVER=offscreen explorer play --seconds S` "
+              "(plays unseen and logs the session)")
+
+
+def open_window(size: tuple[int, int], fullscreen: bool, title: str) -> moderngl.Context:
+    """A resizable OpenGL 3.3 window and a ModernGL context on it. No display: InputError (one line, exit 2)."""
+    requested = os.environ.get("SDL_VIDEODRIVER", "")
+    if sys.platform.startswith("linux") and not requested and not (os.environ.get("DISPLAY")
+                                                                    or os.environ.get("WAYLAND_DISPLAY")):
+        raise InputError("display", None, NO_DISPLAY.format(why="no DISPLAY or WAYLAND_DISPLAY is set"))
+    # GL through EGL on X11 too, as the worlds' headless contexts are: with libglvnd, a thread that ever had an EGL
+    # context current cannot make a GLX context current (X error BadAccess, and Xlib ends the process), which
+    # happens to any process that rendered headless before opening the window (tests, a replay).
+    os.environ.setdefault("SDL_VIDEO_X11_FORCE_EGL", "1")
+    try:
+        pygame.display.init()
+        driver = pygame.display.get_driver()
+        if driver in ("offscreen", "dummy") and requested != driver:  # SDL's silent fallback: nothing to see
+            raise pygame.error(f"SDL found no display and fell back to its {driver} driver")
+        pygame.display.gl_set_attribute(pygame.GL_CONTEXT_MAJOR_VERSION, 3)
+        pygame.display.gl_set_attribute(pygame.GL_CONTEXT_MINOR_VERSION, 3)
+        pygame.display.gl_set_attribute(pygame.GL_CONTEXT_PROFILE_MASK, pygame.GL_CONTEXT_PROFILE_CORE)
+        flags = pygame.OPENGL | pygame.DOUBLEBUF | pygame.RESIZABLE | (pygame.FULLSCREEN if fullscreen else 0)
+        pygame.display.set_mode((0, 0) if fullscreen else size, flags)
+    except pygame.error as e:
+        pygame.display.quit()
+        raise InputError("display", None, NO_DISPLAY.format(why=str(e))) from None
+    pygame.display.set_caption(title)
+    return moderngl.create_context(require=330)
+
+
+class Ticker:
+    """Wakes the loop every 1/fps s on a fixed schedule; after a long hold-up it starts a new schedule rather
+    than rushing through the missed ticks."""
+
+    def __init__(self, fps: float):
+        self.period = 1.0 / fps
+        self.next = time.perf_counter()
+
+    def wait(self) -> None:
+        self.next += self.period
+        delay = self.next - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        elif delay < -self.period:
+            self.next = time.perf_counter()
+
+
+# --- the game ----------------------------------------------------------------------------------------
+
+@dataclass
+class Shown:
+    """A frame in the jitter buffer."""
+    frame: np.ndarray
+    side: np.ndarray | None
+    sha1: str
+    tick: Tick
+    step: int
+    step_ms: float
+    snapshot: object = None  # the world's state after this frame's step, on the step's last frame only
+
+
+class Game:
+    def __init__(self, config: GameConfig, open_world: WorldFactory, inputs: InputSource | None = None):
+        self.config, self.open_world = config, open_world
+        self.inputs = inputs or PygameInput()
+        level = config.level
+        self.ground = (lambda x, z: float(height_at(level.scene, x, z))) if level.scene is not None else None
+        self.sessions: list[Path] = []       # the session folders written, in order
+        self.screenshots: list[Path] = []
+        self.done = False
+
+    # --- the loop ---
+    def run(self) -> int:
+        self.ctx = open_window(self.config.window, self.config.fullscreen,
+                               f"explorer - {self.config.level.title}")
+        self.presenter = Presenter(self.ctx)
+        self.hud_panel, self.menu_panel, self.message_panel = TextPanel(), TextPanel(size=28), TextPanel()
+        self.menu = Menu(self.menu_panel)
+        self.show_hud, self.split, self.paused, self.screenshot_requested = True, False, False, False
+        self.message: tuple[str, float] | None = None
+        self.worker = None
+        try:
+            self._begin(self.config.world)
+            self._capture(True)
+            ticker = Ticker(FPS)
+            while not self.done:
+                for event in pygame.event.get():  # events
+                    self._handle(event)
+                inp = self._action()              # action
+                self._step(inp)                   # step
+                self._draw(advance=not self.paused)  # draw
+                if self.config.seconds is not None and self.t0 is not None \
+                        and time.perf_counter() - self.t0 >= self.config.seconds:
+                    self.done = True
+                ticker.wait()
+            self._end()
+        finally:
+            if self.worker is not None:
+                self.worker.close()  # after a crash: no `ended` in the session, but the world is closed
+            self.presenter.release()
+            pygame.display.quit()
+        return 0
+
+    def _begin(self, kind: str) -> None:
+        """Open a world of `kind` on a new worker, start a session, and ask for the first frame."""
+        c = self.config
+        self.worker = Worker(self.open_world, kind, c.size if kind == "reference" else None, c.seed)
+        self.kind = kind
+        checkpoint, sha256 = None, None
+        if kind == "generated":  # the checkpoint asked for, or the one the world found by itself
+            checkpoint = c.checkpoint or self.worker.checkpoint
+            if c.checkpoint is not None:
+                sha256 = c.checkpoint_sha256
+            elif checkpoint is not None:
+                sha256 = file_sha256(checkpoint)
+        self.session = SessionWriter(c.sessions_dir, c.level, kind, c.seed, FPS, self.worker.size, self.worker.device,
+                                     checkpoint=checkpoint, checkpoint_sha256=sha256)
+        self.sessions.append(self.session.path)
+        self.hud = Hud(kind, self.worker.device, FPS)
+        start = c.level.start
+        altitude = None if self.ground is None else start.position[1] - self.ground(start.position[0],
+                                                                                     start.position[2])
+        self.motion = MotionState.at(start, altitude)
+        self.pending: list[Tick] = []        # integrated, not yet sent to the worker
+        self.buffer: deque[Shown] = deque()  # back from the worker, not yet shown
+        self.ring = SnapshotRing()
+        self.generation, self.next_step, self.restore = 0, 1, None
+        self.t0: float | None = None          # when frame 0 was shown
+        self.last_shown: Shown | None = None
+        self.at_boundary = False              # the last frame shown was the last of its step
+        self.filling = True                   # no frames yet since the start or a rewind: not a stall
+        self.rewind_requested = False
+        self.worker.submit(Job([Tick(time.perf_counter(), InputState(), self.motion)], 0, 0, start,
+                               reset=c.level, split=self.split))
+
+    def _end(self) -> None:
+        """Show the rest of the step on screen (so the log holds whole steps), close the session and the world."""
+        while self.buffer and not self.at_boundary:
+            self._draw(advance=True)
+        self.session.close()
+        self.worker.close()
+
+    # --- events ---
+    def _handle(self, event) -> None:
+        self.inputs.handle(event)
+        if event.type == pygame.QUIT:
+            self.done = True
+        elif event.type == pygame.KEYDOWN:
+            if event.key == pygame.K_F1:
+                self.show_hud = not self.show_hud
+            elif event.key == pygame.K_F11:
+                pygame.display.toggle_fullscreen()
+            elif event.key == pygame.K_F12:
+                self.screenshot_requested = True
+            elif self.paused:
+                self._choose(self.menu.key(event.key))
+            elif event.key == pygame.K_ESCAPE:
+                self._pause(True)
+            elif event.key == pygame.K_r:
+                self.rewind_requested = True
+            elif event.key == pygame.K_TAB:
+                self._toggle_split()
+        elif event.type == pygame.MOUSEBUTTONDOWN and self.paused and self.menu_panel.image is not None:
+            image = self.menu_panel.image
+            corner = overlay_position("center", (image.shape[1], image.shape[0]), pygame.display.get_window_size())
+            self._choose(self.menu.click(event.pos, corner))
+        elif event.type == pygame.CONTROLLERBUTTONDOWN:
+            if event.button == pygame.CONTROLLER_BUTTON_START:
+                self._pause(not self.paused)
+            elif self.paused and event.button in MENU_BUTTONS:
+                self._choose(self.menu.key(MENU_BUTTONS[event.button]))
+
+    def _choose(self, item: str | None) -> None:
+        if item == "Resume":
+            self._pause(False)
+        elif item == "Quit":
+            self.done = True
+        elif item in ("Restart", "Switch world"):
+            self._restart(OTHER_WORLD[self.kind] if item == "Switch world" else self.kind)
+
+    def _pause(self, on: bool) -> None:
+        self.paused = on
+        self.menu.selected = 0
+        self._capture(not on)
+
+    def _capture(self, on: bool) -> None:
+        """Grab and hide the mouse for looking around; released, it is for the menu (and the desktop)."""
+        pygame.event.set_grab(on)
+        pygame.mouse.set_visible(not on)
+
+    def _restart(self, kind: str) -> None:
+        """A new session, in a world of `kind`; if that world cannot be opened, say so and stay."""
+        self._end()
+        try:
+            self._begin(kind)
+        except Exception as e:  # noqa: BLE001 - a world that cannot be opened must not end the game
+            self._begin(self.kind)
+            self._say(f"cannot open the {kind} world: {str(e).splitlines()[0]}")
+        self._pause(False)
+
+    def _toggle_split(self) -> None:
+        if self.config.level.scene is None:
+            self._say("split view needs a level with a [scene] (the reference world draws it)")
+            return
+        self.split = not self.split
+        self._say(f"split view: {self.kind} | {OTHER_WORLD[self.kind]}" if self.split else "split view off")
+
+    # --- action ---
+    def _action(self) -> InputState | None:
+        """This tick's input, or None when it must wait in the input source: paused, no first frame yet, or the
+        world has a step's worth of poses not taken or is too far behind the screen."""
+        if self.paused or self.t0 is None:
+            return None
+        if len(self.pending) >= FRAMES_PER_STEP or len(self.pending) + len(self.buffer) >= MAX_AHEAD:
+            return None
+        return self.inputs.sample()
+
+    # --- step ---
+    def _step(self, inp: InputState | None) -> None:
+        while (result := self.worker.poll()) is not None:
+            self._receive(result)
+        if inp is not None:
+            self.motion, _ = control_step(self.motion, inp, ground=self.ground)
+            self.pending.append(Tick(time.perf_counter(), inp, self.motion))
+        if self.rewind_requested and self.at_boundary:
+            self._rewind()
+        if not self.worker.busy and len(self.pending) >= FRAMES_PER_STEP:
+            ticks, self.pending = self.pending[:FRAMES_PER_STEP], self.pending[FRAMES_PER_STEP:]
+            start = self.last_sent.motion.pose
+            self.worker.submit(Job(ticks, self.next_step, self.generation, start, restore=self.restore,
+                                   split=self.split))
+            self.last_sent, self.next_step, self.restore = ticks[-1], self.next_step + 1, None
+
+    def _receive(self, result: Result) -> None:
+        job = result.job
+        if job.generation != self.generation:
+            return  # asked for before a rewind
+        self.filling = False
+        if job.reset is not None:
+            self.last_sent = job.ticks[0]
+        if job.split and result.side is None:
+            self.split = False
+            self._say(f"split view: {result.note}")
+        n = len(result.frames)
+        for i, (tick, frame, sha1) in enumerate(zip(job.ticks, result.frames, result.sha1)):
+            side = result.side[i] if result.side is not None else None
+            self.buffer.append(Shown(frame, side, sha1, tick, job.step, result.step_ms,
+                                     snapshot=result.state if i == n - 1 else None))
+
+    def _rewind(self) -> None:
+        """Back ~2 s: the world to a snapshot (with the next job), the camera to its motion state, the screen to
+        its frame; what was in flight is dropped."""
+        self.rewind_requested = False
+        target = self.ring.rewind(self.session.frames - 1)
+        self.session.rewind(target.frame, target.step)
+        self.generation += 1
+        self.pending, self.buffer = [], deque()
+        self.restore, self.motion = target.state, target.motion
+        self.last_sent = Tick(time.perf_counter(), InputState(), target.motion)
+        self.filling = True
+        self.presenter.show([target.image])
+        back = (self.session.frames - 1 - target.frame) / FPS
+        self._say(f"rewound {back:.1f} s")
+
+    # --- draw ---
+    def _draw(self, advance: bool) -> None:
+        """Present the next frame of the jitter buffer (with `advance`; else, or if there is none, the last one
+        stays), with the overlays."""
+        shown = self.buffer.popleft() if self.buffer and advance else None
+        if shown is not None:
+            self.presenter.show([shown.frame] if shown.side is None or not self.split else [shown.frame, shown.side])
+        elif advance and not self.filling:
+            self.hud.dropped += 1
+        self._overlays()
+        size = pygame.display.get_window_size()
+        self.presenter.draw(self.ctx.screen, size)
+        if self.screenshot_requested:
+            self._screenshot(size, self.session.frames - (shown is None))  # the frame on screen, logged or not
+        pygame.display.flip()
+        if shown is not None:
+            self._log(shown, time.perf_counter())
+
+    def _log(self, shown: Shown, now: float) -> None:
+        if self.t0 is None:
+            self.t0 = now
+        latency_ms = (now - shown.tick.sampled) * 1000
+        frame = self.session.frames
+        self.session.frame(now - self.t0, shown.step, shown.tick.motion.pose, shown.tick.input, shown.step_ms,
+                           latency_ms, shown.sha1)
+        self.hud.presented(FrameStats(now, shown.step_ms, latency_ms))
+        self.last_shown = shown
+        self.at_boundary = shown.snapshot is not None
+        if self.at_boundary:
+            self.ring.push(Snapshot(frame, shown.step, shown.snapshot, shown.tick.motion, shown.frame))
+
+    def _overlays(self) -> None:
+        now = time.perf_counter()
+        if self.message is not None and now > self.message[1]:
+            self.message = None
+        split = f"{self.kind} | {OTHER_WORLD[self.kind]}" if self.split else None
+        pose = (self.last_shown.tick.motion if self.last_shown else self.motion).pose
+        panels = (("hud", self.hud_panel, self.hud.lines(now, pose, split) if self.show_hud else [], "top-left"),
+                  ("menu", self.menu_panel, self.menu.lines() if self.paused else [], "center"),
+                  ("message", self.message_panel, [self.message[0]] if self.message else [], "bottom"))
+        for name, panel, lines, anchor in panels:
+            if panel.render(lines):
+                self.presenter.set_overlay(name, panel.image, anchor)
+
+    def _say(self, text: str) -> None:
+        self.message = (text, time.perf_counter() + MESSAGE_SECONDS)
+
+    def _screenshot(self, size: tuple[int, int], frame: int) -> None:
+        """Save what the window shows (HUD included) as a PNG in the session folder, named by the frame."""
+        self.screenshot_requested = False
+        image = self.presenter.read(self.ctx.screen, size)
+        path = self.session.path / f"screenshot-{frame:05d}.png"
+        pygame.image.save(pygame.image.frombuffer(image.tobytes(), size, "RGB"), str(path))
+        self.screenshots.append(path)
+        self._say(f"screenshot: {path}")

@@ -1,0 +1,316 @@
+"""The game client end to end: a real OpenGL window driven for 5 s, the session it logs, replay of that session,
+a session killed with SIGKILL, and the one-line errors for no display and bad input.
+
+Windows open on an Xvfb server of the test's own where Xvfb is installed (and then real X input goes in through
+xdotool), else on SDL's offscreen driver. Worlds are 128x72 to keep the 2-core machine free.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import moderngl
+import numpy as np
+import pygame
+import pytest
+
+from camera.controls import ControlSettings, InputState, MotionState, replay as replay_controls
+from explorer.cli import main
+from explorer.game import Game, GameConfig, Snapshot, SnapshotRing
+from explorer.keys import KEY_ACTIONS, ScriptedInput, held_actions, stick_axes
+from explorer.session import read_session
+from world.level import load_level
+from world.reference import ReferenceWorld
+from world.scene import height_at
+
+SIZE = (128, 72)
+WINDOW = (384, 216)  # 3x the world: the screenshot scales back down by whole pixels
+
+
+@pytest.fixture(scope="module")
+def xvfb():
+    """The DISPLAY of an Xvfb server started for these tests, or None where Xvfb is not installed."""
+    if shutil.which("Xvfb") is None:
+        print("Xvfb is not installed: windows use SDL's offscreen driver and the xdotool checks are skipped")
+        yield None
+        return
+    read, write = os.pipe()
+    server = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+                              pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(write)
+    number = b""
+    while not number.endswith(b"\n"):
+        chunk = os.read(read, 16)
+        if not chunk:
+            break
+        number += chunk
+    os.close(read)
+    try:
+        yield f":{number.decode().strip()}"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def display_env(xvfb) -> dict:
+    """The environment of a command that should open its window on our display."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    if xvfb:
+        env.update(DISPLAY=xvfb, SDL_VIDEODRIVER="x11")
+    else:
+        env["SDL_VIDEODRIVER"] = "offscreen"
+    return env
+
+
+def trajectory(session: Path) -> list[dict]:
+    return [json.loads(line) for line in (session / "trajectory.jsonl").read_text().splitlines()]
+
+
+def play_cli(sessions: Path, xvfb, seconds: float) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "explorer.cli", "play", "--world", "reference", "--level", "meadow",
+         "--seconds", str(seconds), "--size", f"{SIZE[0]}x{SIZE[1]}", "--window", f"{WINDOW[0]}x{WINDOW[1]}",
+         "--sessions-dir", str(sessions)],
+        env=display_env(xvfb), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_lines(sessions: Path, n: int, timeout: float = 60.0) -> Path:
+    """The (single) session folder once its trajectory has at least n lines."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        files = list(sessions.glob("*/trajectory.jsonl"))
+        if files and files[0].read_text().count("\n") >= n:
+            return files[0].parent
+        time.sleep(0.05)
+    raise AssertionError(f"no session with {n} lines after {timeout} s")
+
+
+def run_cli(*args, env=None):
+    proc = subprocess.run([sys.executable, "-m", "explorer.cli", *args], capture_output=True, text=True,
+                          timeout=120, env=env)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def shows(screenshot: np.ndarray, frame: np.ndarray) -> float:
+    """Mean absolute difference between a screenshot scaled down to the frame's size and the frame, over the
+    frame's lower half (the HUD covers the top left)."""
+    h, w = frame.shape[:2]
+    sh, sw = screenshot.shape[:2]
+    small = screenshot.reshape(h, sh // h, w, sw // w, 3).mean(axis=(1, 3))
+    return float(np.abs(small[h // 2:] - frame[h // 2:].astype(float)).mean())
+
+
+def test_scripted_play_logs_every_frame_rewinds_splits_and_replays(tmp_path, monkeypatch, xvfb):
+    if xvfb:
+        monkeypatch.setenv("DISPLAY", xvfb)
+        monkeypatch.setenv("SDL_VIDEODRIVER", "x11")
+    level = load_level("meadow")
+    forward, turn = 36, 24
+    inputs = [InputState({"forward"})] * forward + [InputState(mouse=(10.0, 0.0))] * turn
+    # keys pressed when the loop takes input number i: screenshot, split view + screenshot, rewind
+    keys = {forward + turn: [pygame.K_F12], 66: [pygame.K_TAB], 74: [pygame.K_F12], 80: [pygame.K_TAB],
+            84: [pygame.K_r]}
+    opened, contexts = [], []
+
+    def open_world(kind, size):
+        """Both sides of the split view are reference worlds here. On one thread they share one GL context: a
+        second context made current on the same thread would take the first world's draws."""
+        opened.append(kind)
+        if not contexts:
+            contexts.append(moderngl.create_standalone_context(backend="egl"))
+        return ReferenceWorld(size, ctx=contexts[0])
+
+    config = GameConfig(level, "reference", SIZE, window=WINDOW, seconds=5.0, sessions_dir=tmp_path)
+    game = Game(config, open_world, ScriptedInput(inputs, keys))
+    start = time.perf_counter()
+    try:
+        assert game.run() == 0
+    finally:
+        contexts[0].release()
+    assert 5.0 <= time.perf_counter() - start < 15.0
+    assert opened == ["reference", "generated"]  # the split view opened the other kind, on the worker thread
+
+    session = read_session(game.sessions[0])
+    assert session.ended
+    lines = trajectory(game.sessions[0])
+    frames = [line for line in lines if "event" not in line]
+    # one line per presented frame at 24 fps: 5 s minus the pipeline filling after the start and the rewind
+    assert 100 <= len(frames) <= 122, len(frames)
+    assert [f["frame"] for f in frames] == list(range(len(frames)))
+    assert np.median(np.diff([f["t"] for f in frames])) == pytest.approx(1 / 24, rel=0.15)
+
+    # The poses are exactly the controls integrating the scripted inputs, in order, up to the rewind.
+    [rewind] = [line for line in lines if line.get("event") == "rewind"]
+    before = session.frames[:rewind["frame"]]
+    taken = [f.input for f in before[1:]]
+    assert taken == inputs[:len(taken)] + [InputState()] * max(0, len(taken) - len(inputs))
+    ground = lambda x, z: float(height_at(level.scene, x, z))  # noqa: E731
+    altitude = level.start.position[1] - ground(*level.start.position[::2])
+    expected = replay_controls(level.start, taken, ground=ground, altitude=altitude)
+    assert [f.pose for f in before[1:]] == expected
+    z = [f.pose.position[2] for f in before[1:forward]]
+    assert all(b < a for a, b in zip(z, z[1:]))  # W: forward is -z at yaw 0
+    yaws = [f.pose.yaw for f in before[forward + 1:forward + turn + 1]]
+    assert np.allclose(np.diff(yaws), -10.0 * ControlSettings().mouse_sensitivity)  # mouse right turns right
+
+    # The rewind went back 2 s, to a step boundary, and play continued from that frame's pose.
+    assert rewind["frame"] - 1 - rewind["to_frame"] == 48
+    target = session.frames[rewind["to_frame"]]
+    after = session.frames[rewind["frame"]]
+    assert np.linalg.norm(np.subtract(after.pose.position, target.pose.position)) < 0.2
+    assert after.step > before[-1].step
+
+    # Screenshots: the world as presented (with the HUD), then the split view of two worlds on the same poses.
+    world = ReferenceWorld(SIZE)
+    try:
+        world.reset(level)
+        first, split = [pygame.surfarray.array3d(pygame.image.load(str(p))).swapaxes(0, 1) for p in game.screenshots]
+        shown = session.frames[int(game.screenshots[0].stem.split("-")[1])]
+        assert first.shape == (WINDOW[1], WINDOW[0], 3) and first.std() > 20
+        assert shows(first, world.render([shown.pose])[0]) < 12
+        assert shows(first, world.render([level.start])[0]) > 2 * shows(first, world.render([shown.pose])[0])
+        rows = split[WINDOW[1] // 2 - 20:WINDOW[1] // 2 + 20]
+        left, right = rows[:, :WINDOW[0] // 2], rows[:, WINDOW[0] // 2:]
+        assert np.abs(left.astype(int) - right.astype(int)).mean() < 4  # the same picture twice
+        assert split[-15:].max() < 10  # letterboxed: two 16:9 panels side by side leave bars
+    finally:
+        world.close()
+
+    assert main(["replay", str(game.sessions[0]), "--check"]) == 0
+
+
+def test_play_command_under_x_with_xdotool_then_replay_check(tmp_path, xvfb, capsys):
+    sessions = tmp_path / "sessions"
+    proc = play_cli(sessions, xvfb, seconds=5)
+    real_input = xvfb is not None and shutil.which("xdotool") is not None
+    if not real_input:
+        print("no Xvfb or xdotool: the session runs without real X input")
+    else:
+        wait_for_lines(sessions, 1)
+        env = display_env(xvfb)
+        xdo = lambda *a: subprocess.run(["xdotool", *a], env=env, check=True)  # noqa: E731
+        xdo("keydown", "w")
+        time.sleep(1.5)
+        xdo("keyup", "w")
+        time.sleep(0.3)
+        for _ in range(10):
+            xdo("mousemove_relative", "--", "15", "0")
+            time.sleep(0.05)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    [session] = sessions.iterdir()
+    header = json.loads((session / "session.json").read_text())
+    assert "ended" in header and header["world"] == "reference" and header["size"] == list(SIZE)
+    frames = trajectory(session)
+    assert 105 <= len(frames) <= 125, len(frames)
+
+    if real_input:
+        walking = [f for f in frames if "forward" in f["input"]["actions"]]
+        assert len(walking) >= 20
+        assert walking[-1]["pose"]["position"][2] < walking[0]["pose"]["position"][2] - 0.5
+        turning = [f for f in frames if f["input"]["mouse"][0] > 0]
+        assert turning, "no mouse motion arrived"
+        assert frames[-1]["pose"]["yaw"] < -5  # 150 px right at 0.12 deg/px: about -18 degrees
+        assert frames[-1]["pose"]["yaw"] == pytest.approx(
+            -sum(f["input"]["mouse"][0] for f in frames) * ControlSettings().mouse_sensitivity)
+
+    code, out, err = run_cli("replay", str(session), "--check")
+    assert code == 0, err
+    assert len(out.strip().splitlines()) == 1 and f"{len(frames)} of {len(frames)} frames match" in out
+
+    lines = (session / "trajectory.jsonl").read_text().splitlines()
+    record = json.loads(lines[60])
+    record["pose"]["yaw"] += 5.0
+    lines[60] = json.dumps(record)
+    (session / "trajectory.jsonl").write_text("\n".join(lines) + "\n")
+    code, out, err = run_cli("replay", str(session), "--check")
+    assert code == 1
+    assert len(err.strip().splitlines()) == 1 and "frame 60 " in err
+
+
+def test_sigkill_leaves_a_readable_session_that_replays(tmp_path, xvfb):
+    sessions = tmp_path / "sessions"
+    proc = play_cli(sessions, xvfb, seconds=60)
+    try:
+        session = wait_for_lines(sessions, 30)
+        time.sleep(0.3)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    text = (session / "trajectory.jsonl").read_text()
+    lines = text.splitlines()
+    complete = lines if text.endswith("\n") else lines[:-1]
+    assert len(complete) >= 30
+    for line in complete:
+        json.loads(line)  # every line written before the kill parses
+    assert "ended" not in json.loads((session / "session.json").read_text())
+    code, out, err = run_cli("replay", str(session), "--check")
+    assert code == 0, err
+    n = len(complete)
+    checked = int(out.split(" of ")[0])
+    assert n - 3 <= checked <= n  # all but a step cut short by the kill
+
+
+def test_play_without_a_display_says_so_in_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER")}
+    code, out, err = run_cli("play", "--seconds", "1", "--sessions-dir", str(tmp_path), env=env)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1, err
+    assert "display" in err and "xvfb-run" in err and "explorer render" in err and "SDL_VIDEODRIVER" in err
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--level", "no-such-level"], ["no-such-level"]),
+    (["--world", "generated", "--checkpoint", "missing.safetensors"], ["missing.safetensors", "cannot read"]),
+    (["--world", "generated", "--checkpoint", "."], ["cannot read"]),
+    (["--seconds", "-1"], ["--seconds"]),
+])
+def test_play_bad_input_is_one_line_and_exit_2(tmp_path, xvfb, args, words):
+    code, out, err = run_cli("play", "--sessions-dir", str(tmp_path / "s"), *args, env=display_env(xvfb))
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+    for word in words:
+        assert word in err
+    assert not (tmp_path / "s").exists()
+
+
+# --- the pieces -------------------------------------------------------------------------------------
+
+def test_keys_map_to_actions_and_sticks_scale():
+    pressed = {key: key in (pygame.K_w, pygame.K_LSHIFT, pygame.K_e) for key in KEY_ACTIONS}
+    assert held_actions(pressed) == {"forward", "fast", "roll_right"}
+
+    class Pad:  # SDL game-controller axes are int16
+        values = {pygame.CONTROLLER_AXIS_LEFTX: 32767, pygame.CONTROLLER_AXIS_LEFTY: -32768,
+                  pygame.CONTROLLER_AXIS_RIGHTX: 16384, pygame.CONTROLLER_AXIS_RIGHTY: 0}
+
+        def get_axis(self, axis):
+            return self.values[axis]
+
+    lx, ly, rx, ry = stick_axes(Pad())
+    assert (lx, ly, ry) == (1.0, -1.0, 0.0) and rx == pytest.approx(0.5, abs=1e-3)
+    InputState(gamepad=(lx, ly, rx, ry))  # within the range the controls accept
+
+
+def test_scripted_input_gives_its_inputs_then_nothing():
+    inputs = [InputState({"forward"}), InputState(mouse=(3.0, 0.0))]
+    source = ScriptedInput(inputs)
+    assert [source.sample() for _ in range(4)] == inputs + [InputState()] * 2 and source.taken == 4
+
+
+def test_snapshot_ring_goes_back_two_seconds_at_most():
+    ring = SnapshotRing(seconds=2.0, fps=24)
+    motion = MotionState.at(load_level("meadow").start)
+    for frame in range(0, 201, 4):
+        ring.push(Snapshot(frame, frame // 4, f"state {frame}", motion, None))
+    assert len(ring.ring) <= 14  # bounded: ~2 s of steps and a little more
+    target = ring.rewind(200)
+    assert target.frame == 152 and ring.ring[-1] is target  # newer snapshots are dropped
+    assert ring.rewind(152).frame == ring.ring[0].frame  # nothing 2 s older left: the oldest one

@@ -1,0 +1,190 @@
+"""Level files, the scene vocabulary and its validation, terrain heights and object placement."""
+import itertools
+
+import numpy as np
+import pytest
+
+from camera.errors import InputError
+from levels import LEVELS_DIR
+from world.level import list_levels, load_level
+from world.reference import ReferenceWorld
+from world.scene import (GROUND_MATERIALS, OBJECT_KINDS, SKY_PRESETS, TERRAIN_KINDS, CELL, Objects, SceneParams,
+                         Terrain, height_at, objects_in_cell, random_scene)
+
+GOOD = """
+[level]
+name = "test"
+title = "A test level"
+
+[scene]
+seed = 1
+[scene.sky]
+preset = "noon"
+[scene.fog]
+density = 0.2
+
+[start]
+position = [0.0, 1.7, 0.0]
+yaw = 10.0
+"""
+
+
+def write(tmp_path, text, name="test.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def error_of(path) -> str:
+    with pytest.raises(InputError) as e:
+        load_level(path)
+    return str(e.value)
+
+
+def test_shipped_levels_load_render_and_differ():
+    levels = list_levels()
+    names = [level.name for level in levels]
+    assert len(levels) >= 6 and names == sorted(names)
+    assert {p.stem for p in LEVELS_DIR.glob("*.toml")} == set(names)
+    world = ReferenceWorld((96, 54))
+    try:
+        frames = {level.name: world.reset(level).astype(float) for level in levels}
+    finally:
+        world.close()
+    for name, frame in frames.items():
+        assert frame.std() > 10, name                                   # not blank
+        assert frame[:27].mean() != frame[27:].mean(), name             # sky and ground differ
+    means = {name: frame.mean(axis=(0, 1)) for name, frame in frames.items()}
+    for a, b in itertools.combinations(means, 2):
+        assert np.linalg.norm(means[a] - means[b]) > 20, (a, b)        # clearly different looks
+
+
+def test_start_is_at_eye_height_in_a_clearing():
+    for level in list_levels():
+        x, y, z = level.start.position
+        assert 1.4 < y - height_at(level.scene, x, z) < 2.0, level.name
+        r, angle = np.meshgrid(np.linspace(0, 10, 11), np.linspace(0, 2 * np.pi, 33))
+        around = height_at(level.scene, x + r * np.cos(angle), z + r * np.sin(angle))
+        assert around.max() < y - 0.4, level.name  # camera paths walk 10 m at the start's height
+
+
+def test_a_good_file_loads(tmp_path):
+    level = load_level(write(tmp_path, GOOD))
+    assert (level.name, level.title, level.start.yaw, level.scene.fog.density) == ("test", "A test level", 10.0, 0.2)
+    assert level.scene.sky.preset == "noon" and level.scene.ground.material == "grass"  # defaults fill in
+    assert level.image is None and level.source == tmp_path / "test.toml"
+
+
+@pytest.mark.parametrize("change, field, words", [
+    (("density = 0.2", "density = 0.2\nthickness = 1"), "scene.fog.thickness", "unknown key"),
+    (("density = 0.2", 'density = "thick"'), "scene.fog.density", "must be a number"),
+    (("density = 0.2", "density = 3.0"), "scene.fog.density", "must be between 0 and 1, got 3.0"),
+    (('preset = "noon"', 'preset = "teatime"'), "scene.sky.preset", "must be one of dawn, noon"),
+    (("seed = 1", "seed = 1.5"), "scene.seed", "must be an integer"),
+    (("seed = 1", "seed = 1\n[scene.objects]\nkinds = { tree = 1 }"), "scene.objects.kinds.tree", "conifer"),
+    (("yaw = 10.0", "yaw = 10.0\npitch = 95.0"), "start.pitch", "must be between"),
+    (("yaw = 10.0", "yaw = 10.0\nzoom = 2"), "start.zoom", "unknown key"),
+    (("position = [0.0, 1.7, 0.0]", "position = [0.0, 1.7]"), "start.position", "array of 3"),
+    (("position = [0.0, 1.7, 0.0]", "position = [0.0, -1.0, 0.0]"), "start.position", "below the ground"),
+    (('title = "A test level"', 'title = "A test level"\nauthor = "me"'), "level.author", "unknown key"),
+    (('name = "test"', "name = 7"), "level.name", "must be a string"),
+])
+def test_bad_values_name_the_file_and_the_field(tmp_path, change, field, words):
+    path = write(tmp_path, GOOD.replace(*change, 1))
+    message = error_of(path)
+    assert message.startswith(f"{path}: {field}: ") and words in message, message
+
+
+def test_structure_errors(tmp_path):
+    message = error_of(write(tmp_path, GOOD + "\n[extra]\n"))
+    assert ": extra: unknown table" in message
+    message = error_of(write(tmp_path, GOOD.replace("[start]", "[begin]")))
+    assert "begin" in message or ": start: missing" in message
+    message = error_of(write(tmp_path, GOOD.replace("seed = 1", "seed = = 1")))
+    assert "invalid TOML" in message and "line 7" in message, message
+    no_scene = GOOD.split("[scene]")[0] + "[start]\nposition = [0.0, 1.7, 0.0]\n"
+    assert "scene: a level needs a [scene] table or a [level] image" in error_of(write(tmp_path, no_scene))
+    missing_image = no_scene.replace('title = "A test level"', 'title = "x"\nimage = "nope.png"')
+    assert "level.image: no such file" in error_of(write(tmp_path, missing_image))
+
+
+def test_an_image_level_loads_but_the_reference_world_refuses_it(tmp_path):
+    import matplotlib.pyplot as plt
+
+    plt.imsave(tmp_path / "start.png", np.zeros((9, 16, 3)))
+    text = GOOD.split("[scene]")[0].replace('title = "A test level"', 'title = "x"\nimage = "start.png"')
+    level = load_level(write(tmp_path, text + "[start]\nposition = [0.0, 1.7, 0.0]\n"))
+    assert level.scene is None and level.image == (tmp_path / "start.png").resolve()
+    world = ReferenceWorld((16, 9))
+    try:
+        with pytest.raises(InputError, match=r"test\.toml: scene: "):
+            world.reset(level)
+    finally:
+        world.close()
+
+
+def test_a_missing_level_lists_the_available_ones():
+    with pytest.raises(InputError) as e:
+        load_level("atlantis")
+    message = str(e.value)
+    assert message.startswith("atlantis: no such level")
+    assert all(level.name in message for level in list_levels())
+
+
+def test_random_scenes_cover_the_vocabulary_and_round_trip():
+    rng = np.random.default_rng(0)
+    scenes = [random_scene(rng) for _ in range(300)]
+    assert {s.sky.preset for s in scenes} == set(SKY_PRESETS)
+    assert {s.ground.material for s in scenes} == set(GROUND_MATERIALS)
+    assert {s.terrain.kind for s in scenes} == set(TERRAIN_KINDS)
+    assert set().union(*(s.objects.kinds for s in scenes)) == set(OBJECT_KINDS)
+    assert any(s.sky.zenith for s in scenes) and any(s.sky.clouds is not None for s in scenes)
+    assert any(s.ground.tint for s in scenes) and any(s.fog.color for s in scenes)
+    fog = [s.fog.density for s in scenes]
+    assert min(fog) < 0.05 and max(fog) > 0.9
+    elevations = [s.sun()[0] for s in scenes]
+    assert min(elevations) < 0 and max(elevations) > 60
+    assert len({s.seed for s in scenes}) == len(scenes)
+    for s in scenes:
+        assert SceneParams.from_dict(s.to_dict(), "random") == s
+
+
+def test_terrain_heights():
+    hills = SceneParams(seed=3, terrain=Terrain("hilly", height=8.0, scale=60.0), objects=Objects(clear_radius=4.0))
+    x, z = np.meshgrid(np.linspace(-200, 200, 81), np.linspace(-200, 200, 81))
+    h = height_at(hills, x, z)
+    assert h.shape == x.shape and np.array_equal(h, height_at(hills, x, z))
+    assert height_at(hills, 0.0, 0.0) == 0.0 and np.abs(height_at(hills, [1.5, -1.0], [0.5, 1.5])).max() < 1e-12
+    assert 4.0 < np.ptp(h) < 40.0                                     # hills of about the asked height
+    step = np.abs(np.diff(h, axis=1)).max() / (x[0, 1] - x[0, 0])
+    assert step < 1.5                                                 # smooth: no cliffs
+    other = SceneParams(seed=4, terrain=hills.terrain, objects=hills.objects)
+    assert not np.allclose(height_at(other, x, z), h)                # the seed shapes the land
+    flat = SceneParams(terrain=Terrain("flat", height=8.0))
+    assert not height_at(flat, x, z).any()
+
+
+def test_object_placement():
+    scene = SceneParams(seed=9, objects=Objects(density=2.0, kinds={"broadleaf": 1, "house": 1}, clear_radius=10.0))
+    cells = [(i, j) for i in range(-2, 2) for j in range(-2, 2)]
+    placed = [objects_in_cell(scene, i, j) for i, j in cells]
+    for (i, j), p in zip(cells, placed):
+        again = objects_in_cell(scene, i, j)
+        assert np.array_equal(p.position, again.position) and np.array_equal(p.kind, again.kind)
+        assert ((p.position[:, [0, 2]] >= np.array([i, j]) * CELL) & (p.position[:, [0, 2]] < np.array([i + 1, j + 1]) * CELL)).all()
+        assert np.allclose(p.position[:, 1], height_at(scene, p.position[:, 0], p.position[:, 2]), atol=1e-9)
+    xz = np.concatenate([p.position[:, [0, 2]] for p in placed])
+    assert np.hypot(*xz.T).min() > 10.0                               # the clear radius
+    kinds = {list(OBJECT_KINDS)[k] for k in np.concatenate([p.kind for p in placed])}
+    assert kinds == {"broadleaf", "house"}                            # only the kinds asked for
+    for p in placed:  # footprints (nearly) apart
+        radius = np.array([r for r, _ in OBJECT_KINDS.values()])[p.kind] * p.size
+        apart = np.linalg.norm(p.position[:, None, [0, 2]] - p.position[None, :, [0, 2]], axis=-1)
+        np.fill_diagonal(apart, np.inf)
+        assert (apart >= 0.9 * (radius[:, None] + radius[None])).all()
+
+    def count(density):  # small things: the density is what one gets
+        dense = SceneParams(seed=9, objects=Objects(density=density, kinds={"rock": 1, "crate": 1}))
+        return sum(len(objects_in_cell(dense, i, j).kind) for i, j in cells)
+    area = len(cells) * CELL ** 2 / 100
+    assert 0.6 < count(2.0) / (2.0 * area) < 1.1 and 0.6 < count(0.2) / (0.2 * area) < 1.3

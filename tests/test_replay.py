@@ -1,0 +1,169 @@
+"""`explorer replay` and `explorer path from-session` on sessions written without a window: replay reproduces
+every frame (through rewinds), names the first frame that differs, films the replay, and refuses bad sessions
+in one line."""
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+import explorer.replay
+from camera.controls import InputState, replay as replay_controls
+from camera.paths import load_path
+from explorer.cli import main
+from explorer.replay import replay
+from explorer.session import SessionWriter, frame_sha1
+from explorer.video import read_video
+from world.level import load_level
+from world.reference import ReferenceWorld
+
+STEP_INPUTS = [InputState({"forward"}, (3.0, -1.0))] * 24 + [InputState({"left"}, (-6.0, 0.5))] * 24
+
+
+class HistoryWorld:
+    """A stand-in for the generated world: each frame depends on its pose and on every step before it, so a
+    replay that skipped a rewind's restore (or took a step's poses apart) would come out different."""
+    size = (16, 8)
+
+    def reset(self, level, seed):
+        self.history = float(seed)
+        return self._frame(level.start)
+
+    def step(self, poses):
+        assert len(poses) == 4
+        self.history = self.history * 0.9 + sum(p.yaw + p.position[2] for p in poses)
+        return np.stack([self._frame(p) for p in poses])
+
+    def state(self):
+        return self.history
+
+    def restore(self, state):
+        self.history = state
+
+    def _frame(self, pose):
+        key = hashlib.sha1(np.float64(self.history).tobytes() + pose.to_array().tobytes()).digest()
+        rng = np.random.default_rng(int.from_bytes(key[:8], "little"))
+        return rng.integers(0, 256, (8, 16, 3), dtype=np.uint8)
+
+
+def play_session(root, world, world_kind: str, steps: int, rewind_after: int | None = None, cut: int = 0):
+    """What the game writes, without a window: frame 0, whole steps of poses from the controls, optionally a
+    rewind (to step 1) and a last step cut short by `cut` frames. Returns the session folder."""
+    level = load_level("meadow")
+    writer = SessionWriter(root, level, world_kind, seed=3, fps=24, size=world.size, device="test")
+    poses = replay_controls(level.start, STEP_INPUTS * 2)
+    frame0 = world.reset(level, 3)
+    writer.frame(0.0, 0, level.start, InputState(), 1.0, 0.0, frame_sha1(frame0))
+    snapshot = None
+    for step in range(1, steps + 1):
+        chunk = poses[4 * (step - 1):4 * step]
+        images = world.step(chunk)
+        if step == 1:
+            snapshot = world.state()
+        shown = 4 - cut if step == steps else 4
+        for pose, image in list(zip(chunk, images))[:shown]:
+            writer.frame(writer.frames / 24, step, pose, STEP_INPUTS[0], 2.0, 150.0, frame_sha1(image))
+        if step == rewind_after:
+            writer.rewind(to_frame=4, to_step=1)
+            world.restore(snapshot)
+    if not cut:
+        writer.close()
+    return writer.path
+
+
+@pytest.fixture
+def history_world(monkeypatch):
+    monkeypatch.setattr(explorer.replay, "make_world", lambda *a, **k: HistoryWorld())
+    return HistoryWorld()
+
+
+def edit_yaw(session, frame: int, delta: float) -> None:
+    path = session / "trajectory.jsonl"
+    lines = path.read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    i = next(i for i, r in enumerate(records) if r.get("frame") == frame and "event" not in r)
+    records[i]["pose"]["yaw"] += delta
+    lines[i] = json.dumps(records[i])
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_check_passes_through_rewinds_and_names_the_first_changed_frame(tmp_path, history_world, capsys):
+    session = play_session(tmp_path, history_world, "generated", steps=8, rewind_after=5)
+    result = replay(session, check=True)
+    assert result.mismatch is None and result.frames == result.total == 1 + 8 * 4
+
+    assert main(["replay", str(session), "--check"]) == 0
+    assert "33 of 33 frames match" in capsys.readouterr().out
+
+    edit_yaw(session, 26, 0.5)  # after the rewind
+    assert replay(session, check=True).mismatch == 25  # its step's frames all depend on it; 25 is the first
+    assert main(["replay", str(session), "--check"]) == 1
+    err = capsys.readouterr().err
+    assert "frame 25 " in err and "trajectory.jsonl:27" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_replay_that_ignored_the_rewind_would_differ(tmp_path, history_world, monkeypatch):
+    session = play_session(tmp_path, history_world, "generated", steps=8, rewind_after=5)
+    monkeypatch.setattr(HistoryWorld, "restore", lambda self, state: None)
+    assert replay(session, check=True).mismatch == 21  # the first frame after the rewind
+
+
+def test_a_step_cut_short_is_left_out_and_said(tmp_path, history_world, capsys):
+    session = play_session(tmp_path, history_world, "generated", steps=6, cut=2)
+    with open(session / "trajectory.jsonl", "a") as f:
+        f.write('{"frame": 23, "t": 0.9')  # and a torn line
+    assert main(["replay", str(session), "--check"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("21 of 23 frames match") and "frames 21-22 not replayed" in out
+
+
+def test_out_writes_the_replay_of_a_reference_session(tmp_path, capsys):
+    world = ReferenceWorld((32, 18))
+    try:
+        session = play_session(tmp_path, world, "reference", steps=3)
+    finally:
+        world.close()
+    out = tmp_path / "replay.mp4"
+    assert main(["replay", str(session), "--check", "--out", str(out)]) == 0
+    assert "13 of 13 frames match" in capsys.readouterr().out
+    video = read_video(out)
+    assert video.shape == (13, 18, 32, 3) and video.std() > 5
+
+
+def test_path_from_session_is_within_the_stated_tolerance(tmp_path, history_world, capsys):
+    session = play_session(tmp_path, history_world, "generated", steps=12)
+    out = tmp_path / "played.toml"
+    assert main(["path", "from-session", str(session), "--out", str(out), "--tolerance-m", "0.02"]) == 0
+    message = capsys.readouterr().out
+    assert "0.02 m" in message and "0.5 degrees" in message
+    path = load_path(out)
+    recorded = [json.loads(line)["pose"] for line in (session / "trajectory.jsonl").read_text().splitlines()]
+    resampled = path.poses()
+    assert len(resampled) == len(recorded) and 2 <= len(path.keys) < len(recorded) / 2
+    error = max(np.linalg.norm(np.subtract(p.position, r["position"])) for p, r in zip(resampled, recorded))
+    assert error <= 0.02 + 1e-9
+
+
+@pytest.mark.parametrize("break_it, words", [
+    (lambda s: (s / "session.json").unlink(), ["session.json", "missing"]),
+    (lambda s: (s / "session.json").write_text("{"), ["session.json", "cannot read"]),
+    (lambda s: (s / "trajectory.jsonl").write_text("{}\n"), ["trajectory.jsonl:1", "frame", "missing"]),
+    (lambda s: (s / "trajectory.jsonl").write_text('{"frame": 0}\nnot json\n{"frame": 2}\n'),
+     ["trajectory.jsonl:1"]),
+])
+def test_corrupt_sessions_are_one_line_and_exit_2(tmp_path, history_world, capsys, break_it, words):
+    session = play_session(tmp_path, history_world, "generated", steps=2)
+    break_it(session)
+    for command in (["replay", str(session), "--check"], ["path", "from-session", str(session), "--out",
+                                                         str(tmp_path / "p.toml")]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        for word in words:
+            assert word in err
+    assert not (tmp_path / "p.toml").exists()
+
+
+def test_a_missing_session_folder_is_one_line_and_exit_2(tmp_path, capsys):
+    assert main(["replay", str(tmp_path / "nowhere")]) == 2
+    assert "no such session folder" in capsys.readouterr().err

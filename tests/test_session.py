@@ -1,0 +1,155 @@
+"""Session logs: what the writer writes, the reader reads back exactly; torn tails are tolerated; anything else
+that is wrong is an InputError naming the file, the line and the field."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from camera.controls import InputState
+from camera.errors import InputError
+from camera.pose import Pose
+from explorer.session import SessionWriter, file_sha256, frame_sha1, read_session
+from world.level import load_level
+
+
+def random_pose(rng) -> Pose:
+    return Pose(tuple(rng.normal(size=3) * 10), rng.uniform(-400, 400), rng.uniform(-80, 80), rng.normal() * 5,
+                rng.uniform(40, 90))
+
+
+def write_session(root, steps: int = 3, rewind_after: int | None = None, seed: int = 0):
+    """A session with frame 0 and `steps` whole steps (optionally a rewind to step 1 after step `rewind_after`);
+    returns the writer (closed) and what was written."""
+    rng = np.random.default_rng(seed)
+    writer = SessionWriter(root, load_level("meadow"), "reference", seed=5, fps=24, size=(16, 8), device="test")
+    written = []
+
+    def frame(step):
+        pose = random_pose(rng)
+        inp = InputState(frozenset({"forward", "fast"}) if rng.random() < 0.5 else frozenset(),
+                         tuple(rng.normal(size=2) * 7), tuple(rng.uniform(-1, 1, 4)))
+        sha1 = frame_sha1(rng.integers(0, 256, (8, 16, 3), dtype=np.uint8))
+        writer.frame(writer.frames / 24, step, pose, inp, float(rng.uniform(1, 50)), float(rng.uniform(50, 300)),
+                     sha1)
+        written.append((pose, inp, sha1, step))
+
+    frame(0)
+    for step in range(1, steps + 1):
+        for _ in range(4):
+            frame(step)
+        if step == rewind_after:
+            writer.rewind(to_frame=4, to_step=1)
+    return writer, written
+
+
+def test_round_trip_is_exact_and_ended_only_on_close(tmp_path):
+    writer, written = write_session(tmp_path, steps=4, rewind_after=2)
+    header = json.loads((writer.path / "session.json").read_text())
+    assert "ended" not in header  # not closed yet: as after a crash
+    lines = (writer.path / "trajectory.jsonl").read_text().splitlines()
+    assert len(lines) == 1 + 4 * 4 + 1  # flushed per line, before close
+    writer.close()
+
+    session = read_session(writer.path)
+    assert session.ended and not session.torn
+    assert session.header["world"] == "reference" and session.size == (16, 8) and session.header["seed"] == 5
+    assert session.header["level"]["name"] == "meadow"
+    assert [(f.pose, f.input, f.frame_sha1, f.step) for f in session.frames] == written
+    assert [f.frame for f in session.frames] == list(range(len(written)))
+    [rewind] = session.rewinds
+    assert (rewind.frame, rewind.to_frame, rewind.to_step) == (9, 4, 1)
+    assert session.frames[rewind.frame].line == rewind.line + 1
+
+
+def test_sessions_started_in_the_same_second_get_their_own_folders(tmp_path):
+    level = load_level("meadow")
+    paths = {SessionWriter(tmp_path, level, "reference", 0, 24, (16, 8), "test").path for _ in range(3)}
+    assert len(paths) == 3 and all(p.name.endswith("meadow") or "meadow-" in p.name for p in paths)
+
+
+def test_a_torn_last_line_is_left_out(tmp_path):
+    writer, written = write_session(tmp_path, steps=2)
+    with open(writer.path / "trajectory.jsonl", "a") as f:
+        f.write('{"frame": 9, "t": 0.37, "step": 3, "pose": {"posi')  # killed while writing
+    session = read_session(writer.path)
+    assert session.torn and len(session.frames) == len(written) and not session.ended
+
+
+def test_a_short_last_step_is_accepted(tmp_path):
+    writer, written = write_session(tmp_path, steps=2)
+    lines = (writer.path / "trajectory.jsonl").read_text().splitlines()
+    (writer.path / "trajectory.jsonl").write_text("\n".join(lines[:-2]) + "\n")
+    assert len(read_session(writer.path).frames) == len(written) - 2
+
+
+def edit_line(session, number: int, change) -> None:
+    path = session / "trajectory.jsonl"
+    lines = path.read_text().splitlines()
+    lines[number - 1] = change(lines[number - 1])
+    path.write_text("\n".join(lines) + "\n")
+
+
+def set_field(field, value):
+    def change(line):
+        record = json.loads(line)
+        record[field] = value
+        return json.dumps(record)
+    return change
+
+
+@pytest.mark.parametrize("number, change, where, field", [
+    (3, lambda line: line[:20], "trajectory.jsonl:3", None),                   # cut in the middle of the file
+    (3, set_field("frame", 7), "trajectory.jsonl:3", "frame"),
+    (3, set_field("pose", {"position": [0, 0], "yaw": 0, "pitch": 0, "roll": 0, "fov": 60}), "trajectory.jsonl:3",
+     "pose.position"),
+    (3, set_field("input", {"actions": ["jump"]}), "trajectory.jsonl:3", "input.actions"),
+    (3, set_field("frame_sha1", "abc"), "trajectory.jsonl:3", "frame_sha1"),
+    (4, set_field("step", 2), "trajectory.jsonl:2", "step"),                   # step 1 (from line 2) is short
+    (1, set_field("step", 1), "trajectory.jsonl:1", "step"),
+    (10, lambda line: json.dumps({"event": "teleport", "frame": 9}), "trajectory.jsonl:10", "event"),
+    (10, lambda line: json.dumps({"event": "rewind", "frame": 9, "to_frame": 3, "to_step": 1}),
+     "trajectory.jsonl:10", "to_frame"),                                      # frame 3 is not a step's last
+])
+def test_corrupt_lines_are_named(tmp_path, number, change, where, field):
+    writer, _ = write_session(tmp_path, steps=3, rewind_after=2)
+    writer.close()
+    edit_line(writer.path, number, change)
+    with pytest.raises(InputError) as e:
+        read_session(writer.path)
+    assert where in str(e.value) and e.value.field == field
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("field, value", [("format", "explorer-session/0"), ("size", [16]), ("world", "dream"),
+                                          ("seed", "zero"), ("fps", 0), ("level", "meadow")])
+def test_corrupt_headers_are_named(tmp_path, field, value):
+    writer, _ = write_session(tmp_path)
+    writer.close()
+    header = json.loads((writer.path / "session.json").read_text())
+    header[field] = value
+    (writer.path / "session.json").write_text(json.dumps(header))
+    with pytest.raises(InputError) as e:
+        read_session(writer.path)
+    assert "session.json" in str(e.value) and e.value.field == field
+
+
+def test_missing_pieces_are_named(tmp_path):
+    with pytest.raises(InputError, match="no such session folder"):
+        read_session(tmp_path / "nowhere")
+    with pytest.raises(InputError, match="session.json: missing"):
+        read_session(tmp_path)
+    writer, _ = write_session(tmp_path)
+    os.remove(writer.path / "trajectory.jsonl")
+    with pytest.raises(InputError, match="trajectory.jsonl: missing"):
+        read_session(writer.path)
+
+
+def test_file_sha256_names_an_unreadable_file(tmp_path):
+    (tmp_path / "c.safetensors").write_bytes(b"abc")
+    assert file_sha256(tmp_path / "c.safetensors") == \
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"  # SHA-256 test vector for "abc"
+    with pytest.raises(InputError, match="missing.safetensors: cannot read"):
+        file_sha256(tmp_path / "missing.safetensors")
+    with pytest.raises(InputError, match="cannot read"):
+        file_sha256(tmp_path)
