@@ -126,6 +126,11 @@ def cmd_data(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from explorer.bench import main as bench_main
+    return bench_main(args)
+
+
 # --- parser --------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -205,6 +210,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clips-per-scene", type=positive_int, default=8)
     p.add_argument("--clips-per-shard", type=positive_int, default=64)
     p.set_defaults(run=cmd_data)
+    p = sub.add_parser("bench", help="steady-state speed of the generated world, with baselines in the same run")
+    p.add_argument("--config", default="mini", help="model config: tiny, mini, apt2-8b (default mini)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--seconds", type=float, default=60.0, help="seconds of video to stream (default 60)")
+    p.add_argument("--checkpoint", default=None,
+                   help="weights to time (default: the shipped checkpoint if it is of --config, else random weights)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(run=cmd_bench)
     return parser
 
 

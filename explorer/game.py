@@ -13,7 +13,9 @@ The world lives on one worker thread (`Worker`), with a queue of one job: while 
 keeps reading input and presenting at 24 fps. The poses of a step are exactly the input integrated up to the
 moment the step starts. When the world is slower than real time the poses it has not taken yet pile up to one
 step's worth, and then the loop stops integrating (time slows down for the camera instead of the camera running
-ahead of what is shown): input keeps adding up in the input source and is taken as soon as there is room.
+ahead of what is shown): input keeps adding up in the input source and is taken as soon as there is room. The
+same holds when more frames are on their way to the screen than it needs (`_ahead_limit`), so that latency does
+not creep up by a frame with every stall.
 
 Input-to-photon latency is measured per frame: from the moment the input that produced its pose was sampled to
 the moment the frame was flipped to the screen. With four frames per step it is at least three frames (the
@@ -54,7 +56,6 @@ from world.level import Level  # noqa: E402
 from world.scene import height_at  # noqa: E402
 
 PLAY_SIZE = (256, 144)  # the reference world's frames: the generated world's largest native size
-MAX_AHEAD = 3 * FRAMES_PER_STEP  # poses integrated but not yet shown, at most (half a second: bounds the latency)
 REWIND_SECONDS = 2.0
 MESSAGE_SECONDS = 3.0
 OTHER_WORLD = {"reference": "generated", "generated": "reference"}
@@ -210,7 +211,8 @@ def device_name(world) -> str:
     if hasattr(world, "device"):
         return str(world.device)
     if hasattr(world, "ctx"):
-        return world.ctx.info["GL_RENDERER"].split(" (")[0]  # 'llvmpipe (LLVM 15.0.6, 256 bits)' -> 'llvmpipe'
+        with world.ctx:  # current only while in use: another context may be current on this thread
+            return world.ctx.info["GL_RENDERER"].split(" (")[0]  # 'llvmpipe (LLVM 15.0.6, 256 bits)' -> 'llvmpipe'
     return type(world).__name__
 
 
@@ -317,6 +319,7 @@ class Game:
         self.ground = (lambda x, z: float(height_at(level.scene, x, z))) if level.scene is not None else None
         self.sessions: list[Path] = []       # the session folders written, in order
         self.screenshots: list[Path] = []
+        self.savers: list[threading.Thread] = []
         self.done = False
 
     # --- the loop ---
@@ -347,6 +350,8 @@ class Game:
         finally:
             if self.worker is not None:
                 self.worker.close()  # after a crash: no `ended` in the session, but the world is closed
+            for saver in self.savers:
+                saver.join()
             self.presenter.release()
             pygame.display.quit()
         return 0
@@ -379,6 +384,7 @@ class Game:
         self.last_shown: Shown | None = None
         self.at_boundary = False              # the last frame shown was the last of its step
         self.filling = True                   # no frames yet since the start or a rewind: not a stall
+        self.recent_steps: deque[float] = deque(maxlen=6)  # seconds the world took for its last steps
         self.rewind_requested = False
         self.worker.submit(Job([Tick(time.perf_counter(), InputState(), self.motion)], 0, 0, start,
                                reset=c.level, split=self.split))
@@ -457,13 +463,20 @@ class Game:
 
     # --- action ---
     def _action(self) -> InputState | None:
-        """This tick's input, or None when it must wait in the input source: paused, no first frame yet, or the
-        world has a step's worth of poses not taken or is too far behind the screen."""
-        if self.paused or self.t0 is None:
+        """This tick's input, or None when it must wait in the input source: paused, no first frame yet, a step's
+        worth of poses the world has not taken yet, or more poses on their way to the screen than it needs."""
+        if self.paused or self.t0 is None or len(self.pending) >= FRAMES_PER_STEP:
             return None
-        if len(self.pending) >= FRAMES_PER_STEP or len(self.pending) + len(self.buffer) >= MAX_AHEAD:
+        if len(self.pending) + len(self.buffer) >= self._ahead_limit():
             return None
         return self.inputs.sample()
+
+    def _ahead_limit(self) -> int:
+        """Poses integrated but not yet shown that keep the screen fed: a step's worth waiting for the worker,
+        the frames shown while the next step is computed (the slowest recent step, in frames) and one frame of
+        margin for jitter. More only adds latency (each stall would add a frame of it for good), so the loop
+        lets the input wait a frame instead."""
+        return FRAMES_PER_STEP + math.ceil(max(self.recent_steps, default=0.0) * FPS) + 1
 
     # --- step ---
     def _step(self, inp: InputState | None) -> None:
@@ -486,6 +499,7 @@ class Game:
         if job.generation != self.generation:
             return  # asked for before a rewind
         self.filling = False
+        self.recent_steps.append(result.step_ms / 1000)
         if job.reset is not None:
             self.last_sent = job.ticks[0]
         if job.split and result.side is None:
@@ -564,6 +578,9 @@ class Game:
         self.screenshot_requested = False
         image = self.presenter.read(self.ctx.screen, size)
         path = self.session.path / f"screenshot-{frame:05d}.png"
-        pygame.image.save(pygame.image.frombuffer(image.tobytes(), size, "RGB"), str(path))
+        surface = pygame.image.frombuffer(image.tobytes(), size, "RGB")
+        saver = threading.Thread(target=pygame.image.save, args=(surface, str(path)), name="screenshot")
+        saver.start()  # PNG compression takes ~0.1 s: longer than a frame
+        self.savers.append(saver)
         self.screenshots.append(path)
         self._say(f"screenshot: {path}")

@@ -478,7 +478,7 @@ uniform sampler2D noise_tex;
 vec4 tap(vec2 uv) { return textureLod(noise_tex, uv + noise_offset.xy, 0.0) - 0.5; }
 // weights of the four bands of a tap whose tile spans `tile` metres, for a pixel footprint fw (metres)
 vec4 bands(float tile, float fw) {
-    return 1.0 - smoothstep(vec4(0.06, 0.015, 0.004, 0.015), vec4(0.12, 0.03, 0.008, 0.03), vec4(fw / tile));
+    return clamp(2.0 - (fw / tile) / vec4(0.06, 0.015, 0.004, 0.015), 0.0, 1.0);  // 1 .. 0 as fw / tile doubles
 }
 float hash2(vec2 c) {  // a pcg-style integer hash of a cell, 0..1
     uvec3 v = uvec3(ivec3(c, ids.x)) * 1664525u + 1013904223u;
@@ -513,7 +513,8 @@ in vec4 v_fog;
 out vec4 frag;
 void main() {
     vec2 p = v_pos.xz;
-    float fw = max(length(fwidth(p)), 1e-4);            // metres per pixel
+    vec2 w = fwidth(p);
+    float fw = max(max(w.x, w.y), 1e-4);                // metres per pixel
     vec3 c0 = ground[0].rgb, c1 = ground[1].rgb, c2 = ground[2].rgb, c;
     vec4 a = tap(p * (1.0 / 64.0)) * bands(64.0, fw);   // features of 16 m, 4 m, 1 m; ridges 4 m apart
     vec4 b = tap(p * (1.0 / 6.0)) * bands(6.0, fw);     // 1.5 m, 40 cm, 10 cm; ridges 40 cm apart

@@ -7,8 +7,11 @@ WORLDS = ("reference", "generated")
 REFERENCE_SIZE = (640, 360)  # the reference world renders at any size; this is the default for videos
 
 
-def make_world(kind: str, size: tuple[int, int] | None = None, checkpoint=None, device: str = "auto", level=None):
-    """A World of the given kind. `level` (optional) is checked for what the world needs (a scene, for reference)."""
+def make_world(kind: str, size: tuple[int, int] | None = None, checkpoint=None, device: str = "auto", level=None,
+               random_config: str | None = None):
+    """A World of the given kind. `level` (optional) is checked for what the world needs (a scene, for reference).
+    random_config: the generated world with random weights of that config instead of a checkpoint (tests, benchmarks;
+    the client shows a warning)."""
     if kind == "reference":
         from world.reference import ReferenceWorld
         if level is not None and level.scene is None:
@@ -17,5 +20,5 @@ def make_world(kind: str, size: tuple[int, int] | None = None, checkpoint=None, 
         return ReferenceWorld(size=size or REFERENCE_SIZE)
     if kind == "generated":
         from world.generated import GeneratedWorld
-        return GeneratedWorld.open(checkpoint=checkpoint, device=device)
+        return GeneratedWorld.open(checkpoint=checkpoint, device=device, random_config=random_config)
     raise InputError("command line", "--world", f"unknown world {kind!r} (known: {', '.join(WORLDS)})")

@@ -1,0 +1,103 @@
+"""GeneratedWorld: the World interface over the model (tiny config, random weights)."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from camera.errors import InputError
+from camera.pose import Pose
+from camera.trajectories import random_trajectory
+from world.base import World, stream_poses
+from world.generated import GeneratedWorld, load_start_image
+from world.level import list_levels
+
+
+def open_tiny():
+    return GeneratedWorld.open(device="cpu", random_config="tiny")
+
+
+def walk(level, steps=5):
+    return random_trajectory(np.random.default_rng(1), 1 + 4 * steps, level.start)
+
+
+def run(world, level, seed, poses):
+    return np.concatenate(list(stream_poses(world, level, seed, poses)))
+
+
+def test_is_a_world_and_streams_frames_of_its_size():
+    world, level = open_tiny(), list_levels()[0]
+    assert isinstance(world, World)
+    frames = run(world, level, 0, walk(level))
+    assert frames.shape == (1 + 4 * 5, 32, 64, 3) and frames.dtype == np.uint8
+
+
+def test_same_level_seed_and_poses_give_identical_frames_and_seed_matters():
+    level = list_levels()[0]
+    poses = walk(level)
+    a = run(open_tiny(), level, 7, poses)
+    b = run(open_tiny(), level, 7, poses)
+    c = run(open_tiny(), level, 8, poses)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a[1:], c[1:])
+
+
+def test_snapshot_step_restore_step_gives_the_same_frames():
+    world, level = open_tiny(), list_levels()[0]
+    poses = walk(level, steps=4)
+    world.reset(level, 3)
+    world.step(poses[1:5])
+    snapshot = world.state()
+    first = [world.step(poses[5:9]), world.step(poses[9:13])]
+    world.restore(snapshot)
+    second = [world.step(poses[5:9]), world.step(poses[9:13])]
+    assert all(np.array_equal(x, y) for x, y in zip(first, second))
+    # restoring twice from the same snapshot works too (restore does not hand out the snapshot's buffers)
+    world.restore(snapshot)
+    assert np.array_equal(world.step(poses[5:9]), first[0])
+
+
+def test_camera_input_changes_the_frames():
+    import torch
+    world, level = open_tiny(), list_levels()[0]
+    torch.nn.init.normal_(world.generator.head.linear.weight, std=0.05)  # random init outputs v = 0 exactly
+    still = [level.start] * 5
+    turned = [level.start] + [level.start.moved(yaw=level.start.yaw + 10 * i) for i in range(1, 5)]
+    world.reset(level, 0)
+    a = world.step(still[1:])
+    world.reset(level, 0)
+    b = world.step(turned[1:])
+    assert not np.array_equal(a, b)
+
+
+def test_start_image_is_cropped_to_the_aspect(tmp_path):
+    from PIL import Image
+    image = np.zeros((100, 100, 3), np.uint8)
+    image[:, :50] = 255  # left half white
+    Image.fromarray(image).save(tmp_path / "start.png")
+    frame = load_start_image(tmp_path / "start.png", (64, 32))
+    assert frame.shape == (32, 64, 3)
+    assert frame[:, :28].min() > 200 and frame[:, 36:].max() < 50
+    (tmp_path / "bad.png").write_bytes(b"not a picture")
+    with pytest.raises(InputError, match="bad.png"):
+        load_start_image(tmp_path / "bad.png", (64, 32))
+
+
+def test_missing_checkpoint_is_refused_by_name(tmp_path):
+    with pytest.raises(InputError, match="nope.safetensors"):
+        GeneratedWorld.open(checkpoint=tmp_path / "nope.safetensors", device="cpu")
+
+
+def test_bench_json_has_the_contract_fields():
+    proc = subprocess.run([sys.executable, "-m", "explorer.cli", "bench", "--config", "tiny", "--device", "cpu",
+                           "--seconds", "1", "--json"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    for field in ("config", "device", "dtype", "size", "fps", "step_ms_p50", "step_ms_p99", "decode_ms_p50",
+                  "rss_mb_start", "rss_mb_end"):
+        assert field in result
+    assert result["config"] == "tiny" and result["size"] == [64, 32]
+    assert result["fps"] > 0 and result["step_ms_p99"] >= result["step_ms_p50"] > 0
+    for name in ("no_kv_cache", "ar_diffusion_4step"):
+        assert result["baselines"][name]["fps"] > 0 and result["baselines"][name]["step_ms_p50"] > 0

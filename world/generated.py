@@ -1,0 +1,176 @@
+"""The generated world: the APT2 generator streams one latent frame per step; the VAE decodes it into four frames.
+
+One `step` is one generator forward (x_t = z_t - v(z_t, x_{t-1}, camera, t = 1)) plus one streaming decode, exactly
+as DESIGN section 3 describes. The noise of step t is drawn from (seed, t) by its own torch.Generator, never from a
+global random state, so a replay of the same level, seed and poses reproduces every frame on the same device.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from camera.embedding import CameraScaling, camera_embedding
+from camera.errors import InputError
+from camera.pose import Pose
+from model.checkpoint import LoadedCheckpoint, checkpoint_sha256, default_checkpoint_path, load_checkpoint
+from model.config import ModelConfig, get_config
+from model.generator import Generator, KVCache
+from model.vae import VAE, DecoderCache, from_uint8, to_uint8
+from world.base import FRAMES_PER_STEP
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("command line", "--device", "cuda was asked for but no CUDA GPU is available")
+    if device not in ("cpu", "cuda"):
+        raise InputError("command line", "--device", f"must be auto, cpu or cuda, got {device!r}")
+    return torch.device(device)
+
+
+def step_noise(seed: int, step: int, shape, device, dtype) -> torch.Tensor:
+    """The noise of latent step `step` of a stream with `seed`: a function of the two alone."""
+    g = torch.Generator(device="cpu").manual_seed((seed * 1_000_003 + step) % 2**63)
+    return torch.randn(shape, generator=g).to(device=device, dtype=dtype)
+
+
+def load_start_image(path, size: tuple[int, int]) -> np.ndarray:
+    """Any picture a user supplies -> (H, W, 3) uint8 at `size`: centre-cropped to the aspect, Lanczos-resized."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        image = Image.open(path).convert("RGB")
+    except (OSError, UnidentifiedImageError) as error:
+        raise InputError(path, None, f"cannot read the start image ({error})") from None
+    w, h = image.size
+    target = size[0] / size[1]
+    if w / h > target:
+        crop = round(h * target)
+        image = image.crop(((w - crop) // 2, 0, (w - crop) // 2 + crop, h))
+    else:
+        crop = round(w / target)
+        image = image.crop((0, (h - crop) // 2, w, (h - crop) // 2 + crop))
+    return np.asarray(image.resize(size, Image.Resampling.LANCZOS), dtype=np.uint8)
+
+
+@dataclass
+class GeneratedState:
+    """A snapshot of the stream (for rewind and branching): caches, the recycled latent, the step, the last pose."""
+    cache: KVCache
+    decoder: DecoderCache
+    prev: torch.Tensor
+    step: int
+    pose: Pose
+    seed: int
+
+
+class GeneratedWorld:
+    def __init__(self, config: ModelConfig, vae: VAE, generator: Generator, camera_scaling: CameraScaling,
+                 device="cpu", checkpoint: Path | None = None, stage: str = "random"):
+        self.config, self.camera_scaling, self.stage = config, camera_scaling, stage
+        self.device = torch.device(device)
+        self.dtype = config.torch_dtype() if self.device.type == "cpu" else torch.bfloat16
+        self.vae = vae.to(self.device, self.dtype).eval()
+        self.generator = generator.to(self.device, self.dtype).eval()
+        self.checkpoint = checkpoint
+        self.size = (config.width, config.height)
+        self.latent_size = config.latent_size()
+        self._state: GeneratedState | None = None
+        self.last_timing = {"generator_ms": 0.0, "decode_ms": 0.0}  # of the last step, for the HUD and the bench
+
+    @classmethod
+    def open(cls, checkpoint=None, device: str = "auto", random_config: str | None = None) -> "GeneratedWorld":
+        """The model in `checkpoint` (default: the shipped one), or random weights of a named config."""
+        device = pick_device(device)
+        if random_config is not None:
+            config = get_config(random_config)
+            torch.manual_seed(0)
+            # Built straight on the device in the inference dtype: an 8B model never exists in fp32 on the host.
+            dtype, default = (config.torch_dtype() if device.type == "cpu" else torch.bfloat16), torch.get_default_dtype()
+            torch.set_default_dtype(dtype)
+            try:
+                with device:
+                    vae, generator = VAE(config.vae), Generator(config.generator)
+            finally:
+                torch.set_default_dtype(default)
+            return cls(config, vae, generator, CameraScaling(), device)
+        path = Path(checkpoint) if checkpoint is not None else default_checkpoint_path()
+        if not path.exists():
+            what = "the shipped checkpoint is missing" if checkpoint is None else "no such checkpoint"
+            raise InputError(path, None, f"{what} (train one with `explorer train`, or use random weights)")
+        loaded: LoadedCheckpoint = load_checkpoint(path, device=device)
+        scaling = CameraScaling.from_dict(loaded.camera_scaling, source=str(path))
+        return cls(loaded.config, loaded.vae, loaded.generator, scaling, device, path, loaded.stage)
+
+    @property
+    def checkpoint_sha256(self) -> str | None:
+        return checkpoint_sha256(self.checkpoint) if self.checkpoint else None
+
+    def first_frame(self, level) -> np.ndarray:
+        """The level's start picture at the native size: its image if it has one, else its scene rendered."""
+        if level.image is not None:
+            return load_start_image(level.image, self.size)
+        from world.reference import ReferenceWorld
+        reference = ReferenceWorld(size=self.size)
+        try:
+            return reference.reset(level, 0)
+        finally:
+            reference.close()
+
+    def reset(self, level, seed: int) -> np.ndarray:
+        return self.reset_from_frame(self.first_frame(level), level.start, seed)
+
+    @torch.inference_mode()
+    def reset_from_frame(self, frame: np.ndarray, start: Pose, seed: int) -> np.ndarray:
+        """Start a stream from a picture (H, W, 3) uint8 at the native size, seen from `start`."""
+        if frame.shape != (self.size[1], self.size[0], 3):
+            raise ValueError(f"first frame {frame.shape} for a {self.size[0]}x{self.size[1]} world")
+        image = from_uint8(frame[None])[None].to(self.device, self.dtype)       # (1, 3, 1, H, W)
+        latent = self.vae.encode_first(image[:, :, 0])                          # (1, C, 1, h, w)
+        decoder = self.vae.decoder_cache()
+        self.vae.decode_step(latent, decoder)  # primes the decoder's temporal cache with the first frame
+        cache = self.generator.new_cache(1, self.device, self.dtype)
+        self._state = GeneratedState(cache, decoder, latent, 0, start, int(seed))
+        return frame
+
+    @torch.inference_mode()
+    def step(self, poses: Sequence[Pose]) -> np.ndarray:
+        if self._state is None:
+            raise RuntimeError("GeneratedWorld.step before reset")
+        if len(poses) != FRAMES_PER_STEP:
+            raise ValueError(f"a step takes {FRAMES_PER_STEP} poses, got {len(poses)}")
+        s = self._state
+        w, h = self.latent_size
+        cam = camera_embedding([s.pose, *poses], grid=(w, h), aspect=self.size[0] / self.size[1],
+                               scaling=self.camera_scaling)                      # (1, 24, h, w)
+        cam = torch.from_numpy(cam).to(self.device, self.dtype).transpose(0, 1)[None]  # (1, 24, 1, h, w)
+        noise = step_noise(s.seed, s.step, s.prev.shape, self.device, self.dtype)
+        t = torch.ones(1, device=self.device, dtype=self.dtype)
+        start = self._clock()
+        latent = noise - self.generator.step(noise, s.prev, cam, t, s.cache)    # x_t = z_t - v at t = 1
+        middle = self._clock()
+        frames = self.vae.decode_step(latent, s.decoder)                         # (1, 3, 4, H, W)
+        self.last_timing = {"generator_ms": (middle - start) * 1e3, "decode_ms": (self._clock() - middle) * 1e3}
+        self._state = replace(s, prev=latent, step=s.step + 1, pose=poses[-1])
+        return to_uint8(frames[0])
+
+    def _clock(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def state(self) -> GeneratedState:
+        s = self._state
+        return replace(s, cache=s.cache.clone(), decoder=s.decoder.clone(), prev=s.prev.clone())
+
+    def restore(self, state: GeneratedState) -> None:
+        self._state = replace(state, cache=state.cache.clone(), decoder=state.decoder.clone(),
+                              prev=state.prev.clone())
+
+    def close(self) -> None:
+        self._state = None
