@@ -472,11 +472,11 @@ class Game:
         return self.inputs.sample()
 
     def _ahead_limit(self) -> int:
-        """Poses integrated but not yet shown that keep the screen fed: a step's worth waiting for the worker,
-        the frames shown while the next step is computed (the slowest recent step, in frames) and one frame of
-        margin for jitter. More only adds latency (each stall would add a frame of it for good), so the loop
-        lets the input wait a frame instead."""
-        return FRAMES_PER_STEP + math.ceil(max(self.recent_steps, default=0.0) * FPS) + 1
+        """How many poses may be integrated but not yet shown (not counting the step being computed) when the
+        next one is sampled: a step's worth filling up for the worker, plus the frames shown while a step is
+        computed (the slowest recent step, in frames). More would only add latency, a frame for good with each
+        stall, so the loop lets the input wait a frame instead (and shows the last frame once more later)."""
+        return FRAMES_PER_STEP + math.ceil(max(self.recent_steps, default=0.0) * FPS)
 
     # --- step ---
     def _step(self, inp: InputState | None) -> None:

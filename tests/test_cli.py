@@ -44,18 +44,17 @@ def test_render_writes_one_frame_per_pose_and_is_deterministic(tmp_path):
     assert outs[0].std() > 5  # not a blank video
 
 
+WALK = str(PATHS_DIR / "walk.toml")
+
+
 @pytest.mark.parametrize("args, words", [
-    (["render", "--level", "no-such-level", "--path", "levels/paths/walk.toml", "--out", "x.mp4"], ["no-such-level"]),
+    (["render", "--level", "no-such-level", "--path", WALK, "--out", "x.mp4"], ["no-such-level"]),
     (["render", "--level", "meadow", "--path", "missing.toml", "--out", "x.mp4"], ["missing.toml"]),
-    (["render", "--level", "meadow", "--path", "levels/paths/walk.toml", "--out", "x.mp4", "--size", "big"],
-     ["--size"]),
+    (["render", "--level", "meadow", "--path", WALK, "--out", "x.mp4", "--size", "big"], ["--size"]),
     (["data", "--out", "d", "--clips", "2", "--frames", "10"], ["--frames"]),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, args, words):
-    import shutil
-    from levels import LEVELS_DIR
     monkeypatch.chdir(tmp_path)
-    shutil.copytree(LEVELS_DIR / "paths", tmp_path / "levels" / "paths")
     code, out, err = run_cli(*args)
     assert code == 2, err
     assert len(err.strip().splitlines()) == 1, err

@@ -171,7 +171,8 @@ def test_object_placement():
     for (i, j), p in zip(cells, placed):
         again = objects_in_cell(scene, i, j)
         assert np.array_equal(p.position, again.position) and np.array_equal(p.kind, again.kind)
-        assert ((p.position[:, [0, 2]] >= np.array([i, j]) * CELL) & (p.position[:, [0, 2]] < np.array([i + 1, j + 1]) * CELL)).all()
+        cell = np.floor(p.position[:, [0, 2]] / CELL)
+        assert (cell == [i, j]).all()
         assert np.allclose(p.position[:, 1], height_at(scene, p.position[:, 0], p.position[:, 2]), atol=1e-9)
     xz = np.concatenate([p.position[:, [0, 2]] for p in placed])
     assert np.hypot(*xz.T).min() > 10.0                               # the clear radius

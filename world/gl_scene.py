@@ -85,7 +85,7 @@ def _box():
     pos, nrm, tris = [], [], []
     for axis in range(3):
         for sign in (-1, 1):
-            n = np.zeros(3); n[axis] = sign
+            n = np.eye(3)[axis] * sign
             u, v = np.eye(3)[(axis + 1) % 3], np.eye(3)[(axis + 2) % 3]
             base = len(pos)
             pos += [0.5 * (n + su * u + sv * v) for su, sv in ((-1, -1), (1, -1), (1, 1), (-1, 1))]
@@ -196,7 +196,6 @@ class Part:
     scale: np.ndarray        # (n, 3) metres
     color: np.ndarray        # (n, 3)
     pattern: int
-    glow: float = 0.0        # 1: glows when the sky preset turns the lights on
     tilt: np.ndarray | None = None  # (n, 3) extra rotation, degrees, scipy "YXZ" euler
     present: np.ndarray | None = None  # (n,) bool: optional parts
 
@@ -281,14 +280,46 @@ def kind_parts(kind: str, size: np.ndarray, v: np.ndarray) -> list[Part]:
         dark = _v3(0.12, 0.12, 0.13) + z0[:, None]
         return [Part("box", _v3(0, 0, 0), _v3(0.32 + z0, 0.4, 0.32), dark, PLAIN),
                 Part("cylinder", _v3(0, 0, 0), _v3(0.13 + z0, h - 0.45, 0.13), dark, PLAIN),
-                Part("box", _v3(0, h - 0.5, 0), _v3(0.42 + z0, 0.45, 0.42), _v3(1.0, 0.82, 0.55) + z0[:, None], LAMP,
-                     glow=1.0),
+                Part("box", _v3(0, h - 0.5, 0), _v3(0.42 + z0, 0.45, 0.42), _v3(1.0, 0.82, 0.55) + z0[:, None], LAMP),
                 Part("box", _v3(0, h - 0.07, 0), _v3(0.55 + z0, 0.1, 0.55), dark, PLAIN)]
     raise ValueError(f"unknown object kind {kind!r}")
 
 
+# --- culling -------------------------------------------------------------------------------------
+
+def frustum_planes(view_proj: np.ndarray) -> np.ndarray:
+    """(5, 4) planes (inward unit normal, d) of the view frustum: left, right, bottom, top, far. The near
+    plane is left out: the side planes already reject what lies behind the camera."""
+    m = view_proj
+    planes = np.stack([m[3] + m[0], m[3] - m[0], m[3] + m[1], m[3] - m[1], m[3] - m[2]])
+    return planes / np.sqrt(np.sum(planes[:, :3] ** 2, axis=1, keepdims=True))
+
+
+@dataclass
+class Bounds:
+    """Bounding spheres, laid out for fast culling: homogeneous centres (4, N) and radii (N,), float32."""
+    centre: np.ndarray
+    radius: np.ndarray
+
+    @staticmethod
+    def of(spheres: np.ndarray) -> "Bounds":
+        """From (N, 4) rows of centre x, y, z and radius."""
+        spheres = np.asarray(spheres, np.float64).reshape(-1, 4)
+        centre = np.concatenate([spheres[:, :3], np.ones((len(spheres), 1))], 1)
+        return Bounds(np.ascontiguousarray(centre.T, "f4"), spheres[:, 3].astype("f4"))
+
+    def visible(self, planes: np.ndarray) -> np.ndarray:
+        """(N,) bool: the sphere is at least partly inside every plane (rows: inward unit normal, d)."""
+        d = planes.astype("f4") @ self.centre
+        d += self.radius
+        return np.logical_and.reduce(d > 0, axis=0)
+
+
+
+# --- objects as instanced parts -------------------------------------------------------------
+
 LAMP_HEAD = 0.78  # lamp light sits this fraction of the lamp's nominal height up (the middle of its head)
-INSTANCE_FLOATS = 20  # per part: model matrix rows (3 x vec4), colour + glow, anchor (object base) + pattern
+INSTANCE_FLOATS = 18  # per part: model matrix rows (3 x vec4), colour, anchor (the object's base)
 
 
 @dataclass
@@ -318,9 +349,7 @@ def object_parts(pl: Placements) -> PartSet:
             m = r * scale[:, None, :]                                             # R @ diag(scale)
             t = pos + np.einsum("nij,nj->ni", r_obj, np.broadcast_to(part.offset, (n, 3)))
             rows = np.concatenate([m, t[:, :, None]], 2).reshape(n, 12)
-            glow_pattern = np.broadcast_to([part.glow, part.pattern], (n, 2))
-            d = np.concatenate([rows, np.broadcast_to(part.color, (n, 3)), glow_pattern[:, :1], pos,
-                                glow_pattern[:, 1:]], 1)
+            d = np.concatenate([rows, np.broadcast_to(part.color, (n, 3)), pos], 1)
             keys.append(np.full(keep.sum(), part.pattern * len(PRIMITIVES) + PRIMITIVES.index(part.prim)))
             data.append(d[keep])
             spheres.append(np.concatenate([t + 0.5 * m[:, :, 1], 0.87 * scale.max(1, keepdims=True)], 1)[keep])
@@ -360,11 +389,13 @@ def terrain_mesh(scene: SceneParams, cx: float, cz: float):
     tris, chunk = [np.stack([0 * seg, 1 + nxt, 1 + seg], 1)], [seg // CHUNK]
     for j in range(len(radii) - 1):
         inner, outer = 1 + j * k, 1 + (j + 1) * k
-        tris += [np.stack([inner + seg, inner + nxt, outer + nxt], 1), np.stack([inner + seg, outer + nxt, outer + seg], 1)]
+        tris += [np.stack([inner + seg, inner + nxt, outer + nxt], 1),
+                 np.stack([inner + seg, outer + nxt, outer + seg], 1)]
         chunk += [seg // CHUNK + (k // CHUNK) * ((j + 1) // CHUNK)] * 2
     tris, chunk = np.concatenate(tris), np.concatenate(chunk)
-    up = np.cross(vertices[tris[:, 1], :3] - vertices[tris[:, 0], :3], vertices[tris[:, 2], :3] - vertices[tris[:, 0], :3])
-    tris[up[:, 1] < 0] = tris[up[:, 1] < 0][:, [0, 2, 1]]                 # counter-clockwise seen from above
+    corner = vertices[tris, :3]                                            # (T, 3 corners, xyz)
+    up = np.cross(corner[:, 1] - corner[:, 0], corner[:, 2] - corner[:, 0])[:, 1]
+    tris[up < 0] = tris[up < 0][:, [0, 2, 1]]                              # counter-clockwise seen from above
     order = np.argsort(chunk, kind="stable")
     tris, chunk = tris[order], chunk[order]
     first = np.searchsorted(chunk, np.arange(chunk.max() + 2))
@@ -374,36 +405,6 @@ def terrain_mesh(scene: SceneParams, cx: float, cz: float):
         centre = (p.min(0) + p.max(0)) / 2
         spheres.append([*centre, np.linalg.norm(p - centre, axis=1).max() if len(p) else 0.0])
     return vertices, tris.astype("u4"), first, Bounds.of(spheres)
-
-
-# --- culling -------------------------------------------------------------------------------------
-
-def frustum_planes(view_proj: np.ndarray) -> np.ndarray:
-    """(5, 4) planes (inward unit normal, d) of the view frustum: left, right, bottom, top, far. The near
-    plane is left out: the side planes already reject what lies behind the camera."""
-    m = view_proj
-    planes = np.stack([m[3] + m[0], m[3] - m[0], m[3] + m[1], m[3] - m[1], m[3] - m[2]])
-    return planes / np.sqrt(np.sum(planes[:, :3] ** 2, axis=1, keepdims=True))
-
-
-@dataclass
-class Bounds:
-    """Bounding spheres, laid out for fast culling: homogeneous centres (4, N) and radii (N,), float32."""
-    centre: np.ndarray
-    radius: np.ndarray
-
-    @staticmethod
-    def of(spheres: np.ndarray) -> "Bounds":
-        """From (N, 4) rows of centre x, y, z and radius."""
-        spheres = np.asarray(spheres, np.float64).reshape(-1, 4)
-        centre = np.concatenate([spheres[:, :3], np.ones((len(spheres), 1))], 1)
-        return Bounds(np.ascontiguousarray(centre.T, "f4"), spheres[:, 3].astype("f4"))
-
-    def visible(self, planes: np.ndarray) -> np.ndarray:
-        """(N,) bool: the sphere is at least partly inside every plane (rows: inward unit normal, d)."""
-        d = planes.astype("f4") @ self.centre
-        d += self.radius
-        return np.logical_and.reduce(d > 0, axis=0)
 
 
 # --- shaders -------------------------------------------------------------------------------------
@@ -555,14 +556,14 @@ in vec3 in_normal;
 in vec4 i_m0;
 in vec4 i_m1;
 in vec4 i_m2;
-in vec4 i_color;
-in vec4 i_anchor;
+in vec3 i_color;
+in vec3 i_anchor;
 out vec3 v_pos;
 out vec3 v_local;
 out vec3 v_lnormal;
 out vec3 v_light;
 out vec4 v_fog;
-flat out vec4 v_color;
+flat out vec3 v_color;
 void main() {
     mat3 m = transpose(mat3(i_m0.xyz, i_m1.xyz, i_m2.xyz));  // rotation x scale
     vec3 t = vec3(i_m0.w, i_m1.w, i_m2.w);
@@ -585,10 +586,10 @@ in vec3 v_local;
 in vec3 v_lnormal;
 in vec3 v_light;
 in vec4 v_fog;
-flat in vec4 v_color;
+flat in vec3 v_color;
 out vec4 frag;
 void main() {
-    vec3 lp = v_local, ln = v_lnormal, albedo = v_color.rgb, emit = vec3(0.0);
+    vec3 lp = v_local, ln = v_lnormal, albedo = v_color, emit = vec3(0.0);
     float fw = max(length(fwidth(v_pos)), 1e-4), sharp = 1.0 - smoothstep(0.04, 0.15, fw);
     // coordinates across a face in metres: (along, up) on walls, (x, z) on tops
     vec2 uv = abs(ln.y) > 0.7 ? lp.xz : vec2(abs(ln.x) > abs(ln.z) ? lp.z : lp.x, lp.y);
@@ -737,7 +738,8 @@ def scene_uniforms(scene: SceneParams) -> bytes:
     fog_color = scene.fog.color
     block = [
         [*zenith, 0.9 * density ** 1.5], [*horizon, 0.0], [*sun_dir, above], [*sun, float(p.moon)],
-        [*glow, p.clouds if scene.sky.clouds is None else scene.sky.clouds], [*amb_sky, fog_k], [*amb_ground, float(p.lights_on)],
+        [*glow, p.clouds if scene.sky.clouds is None else scene.sky.clouds], [*amb_sky, fog_k],
+        [*amb_ground, float(p.lights_on)],
         [*(fog_color or (0, 0, 0)), float(fog_color is not None)], *[[*c, 0.0] for c in mats],
         [1.4, 1.09, 0.7, 0.0], [*np.random.default_rng([scene.seed, 0x0FF5]).random(2), 0.0, 0.0],
     ]
@@ -794,7 +796,7 @@ class GLResources:
             self.object_vaos[key] = self.ctx.vertex_array(
                 self.program("object", lamps=lamps, pattern=pattern),
                 [(self.prim_vbo, "3f 3f", "in_pos", "in_normal"),
-                 (self.instances, "4f 4f 4f 4f 4f/i", "i_m0", "i_m1", "i_m2", "i_color", "i_anchor")],
+                 (self.instances, "4f 4f 4f 3f 3f/i", "i_m0", "i_m1", "i_m2", "i_color", "i_anchor")],
                 index_buffer=self.prim_ibo, index_element_size=4)
         return self.object_vaos[key]
 
@@ -813,7 +815,8 @@ class SceneRenderer:
         self.res, self.scene, ctx = res, scene, res.ctx
         self.lit = scene.preset().lights_on
         self.scene_ubo = ctx.buffer(scene_uniforms(scene))
-        self.terrain_prog = res.program("terrain", lamps=self.lit, material=GROUND_MATERIALS.index(scene.ground.material))
+        material = GROUND_MATERIALS.index(scene.ground.material)
+        self.terrain_prog = res.program("terrain", lamps=self.lit, material=material)
         self.placements: OrderedDict[tuple[int, int], Placements] = OrderedDict()
         self.object_sets: OrderedDict[tuple[int, int], PartSet] = OrderedDict()
         self.terrains: OrderedDict[tuple[int, int], tuple] = OrderedDict()

@@ -29,14 +29,14 @@ from pathlib import Path
 from camera.errors import InputError
 from camera.pose import PITCH_LIMIT, Pose
 from levels import LEVELS_DIR
-from world.scene import SceneParams, spec, height_at, parse_table
+from world.scene import SceneParams, height_at, parse_table, spec
 
 
 @dataclass
 class LevelHeader:
     name: str = spec()
     title: str = spec("")
-    image: str | None = spec(None, doc="a picture file, relative to the level file")
+    image: str | None = spec(None)  # a picture file, relative to the level file
 
 
 @dataclass
@@ -65,7 +65,7 @@ def level_from_dict(d: dict, source: Path) -> Level:
             raise InputError(source, key, "unknown table (allowed: level, scene, start)")
     for key in ("level", "start"):
         if key not in d:
-            raise InputError(source, key, "missing")
+            raise InputError(source, key, "missing table")
     header = parse_table(LevelHeader, d["level"], source, "level")
     if not header.name.strip():
         raise InputError(source, "level.name", "must not be empty")
@@ -88,16 +88,17 @@ def level_from_dict(d: dict, source: Path) -> Level:
 
 
 def load_level(name_or_path) -> Level:
-    """A shipped level by name (LEVELS_DIR/NAME.toml) or any level file by path."""
+    """A shipped level by name (LEVELS_DIR/NAME.toml) or any level file by path (one ending in .toml or
+    with a folder in it)."""
     text = str(name_or_path)
     path = Path(text)
-    if not (text.endswith(".toml") or path.parent != Path(".")):
+    by_name = not (text.endswith(".toml") or path.parent != Path("."))
+    if by_name:
         path = LEVELS_DIR / f"{text}.toml"
-        if not path.is_file():
-            available = ", ".join(p.stem for p in sorted(LEVELS_DIR.glob("*.toml")))
-            raise InputError(text, None, f"no such level (available: {available})")
     if not path.is_file():
-        raise InputError(path, None, "no such level file")
+        available = ", ".join(p.stem for p in sorted(LEVELS_DIR.glob("*.toml")))
+        problem = "no such level" if by_name else "no such level file"
+        raise InputError(text, None, f"{problem} (available levels: {available})")
     try:
         d = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:

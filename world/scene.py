@@ -34,7 +34,7 @@ class SkyPreset:
     sun_intensity: float
     ambient: float
     clouds: float        # cloud cover, 0..1
-    moon: bool = False   # the disc is a moon; stars come out
+    moon: bool = False   # the disc is a pale moon
     lights_on: bool = False  # lamps and house windows glow
 
 
@@ -63,11 +63,10 @@ OBJECT_KINDS: dict[str, tuple[float, float]] = {
 }
 
 
-def spec(default=MISSING, *, factory=MISSING, range=None, choices=None, doc=""):
+def spec(default=MISSING, *, factory=MISSING, range=None, choices=None):
     """A dataclass field with validation metadata: `range` (lo, hi) for numbers (each element of a tuple,
     each value of a table), `choices` for strings (or a table's keys)."""
-    return field(default=default, default_factory=factory,
-                 metadata={"range": range, "choices": choices, "doc": doc})
+    return field(default=default, default_factory=factory, metadata={"range": range, "choices": choices})
 
 
 # --- parameters ---------------------------------------------------------------------------------
@@ -75,43 +74,43 @@ def spec(default=MISSING, *, factory=MISSING, range=None, choices=None, doc=""):
 @dataclass
 class Sky:
     preset: str = spec("noon", choices=tuple(SKY_PRESETS))
-    zenith: Color | None = spec(None, range=(0, 1), doc="colour override at the top of the sky")
-    horizon: Color | None = spec(None, range=(0, 1), doc="colour override at the horizon")
-    clouds: float | None = spec(None, range=(0, 1), doc="cloud cover override, 0 (clear) to 1 (overcast)")
+    zenith: Color | None = spec(None, range=(0, 1))  # colour override at the top of the sky
+    horizon: Color | None = spec(None, range=(0, 1))  # colour override at the horizon
+    clouds: float | None = spec(None, range=(0, 1))  # cloud cover override, 0 (clear) to 1 (overcast)
 
 
 @dataclass
 class Ground:
     material: str = spec("grass", choices=GROUND_MATERIALS)
-    tint: Color | None = spec(None, range=(0, 2), doc="multiplies the material's colours")
+    tint: Color | None = spec(None, range=(0, 2))  # multiplies the material's colours
 
 
 @dataclass
 class Terrain:
     kind: str = spec("flat", choices=TERRAIN_KINDS)
-    height: float = spec(5.0, range=(0, 60), doc="typical height from valley to hill top, metres")
-    scale: float = spec(60.0, range=(30, 1000), doc="typical distance between hill tops, metres")
+    height: float = spec(5.0, range=(0, 60))  # typical height from valley to hill top, metres
+    scale: float = spec(60.0, range=(30, 1000))  # typical distance between hill tops, metres
 
 
 @dataclass
 class Objects:
-    density: float = spec(0.5, range=(0, 5), doc="objects per 100 square metres (fewer if big ones leave no room)")
+    density: float = spec(0.5, range=(0, 5))  # objects per 100 square metres (fewer if big ones leave no room)
     kinds: dict[str, float] = spec(factory=lambda: {"broadleaf": 1.0}, range=(0, 1000),
-                                    choices=tuple(OBJECT_KINDS), doc="kind -> relative weight")
-    clear_radius: float = spec(4.0, range=(0, 100), doc="nothing is placed this close to the origin, metres")
+                                   choices=tuple(OBJECT_KINDS))  # kind -> relative weight
+    clear_radius: float = spec(4.0, range=(0, 100))  # nothing is placed this close to the origin, metres
 
 
 @dataclass
 class Fog:
-    density: float = spec(0.1, range=(0, 1), doc="0: clear air (only far haze); 1: about 15 m visibility")
-    color: Color | None = spec(None, range=(0, 1), doc="default: the sky's colour at the horizon")
+    density: float = spec(0.1, range=(0, 1))  # 0: clear air (only far haze); 1: about 15 m visibility
+    color: Color | None = spec(None, range=(0, 1))  # default: the sky's colour at the horizon
 
 
 @dataclass
 class Lighting:
     """Unset values come from the sky preset."""
-    sun_elevation: float | None = spec(None, range=(-90, 90), doc="degrees above the horizon")
-    sun_azimuth: float | None = spec(None, range=(-360, 360), doc="degrees, the camera's yaw convention")
+    sun_elevation: float | None = spec(None, range=(-90, 90))  # degrees above the horizon
+    sun_azimuth: float | None = spec(None, range=(-360, 360))  # degrees, the camera's yaw convention
     sun_intensity: float | None = spec(None, range=(0, 5))
     ambient: float | None = spec(None, range=(0, 3))
 
@@ -140,10 +139,9 @@ class SceneParams:
 
     def sun(self) -> tuple[float, float, float, float]:
         """(elevation, azimuth, intensity, ambient) with the preset's values where the level sets none."""
-        p, l = self.preset(), self.lighting
-        pick = lambda v, default: float(default if v is None else v)  # noqa: E731
-        return (pick(l.sun_elevation, p.sun_elevation), pick(l.sun_azimuth, p.sun_azimuth),
-                pick(l.sun_intensity, p.sun_intensity), pick(l.ambient, p.ambient))
+        preset, lighting = self.preset(), self.lighting
+        return tuple(float(getattr(preset, name) if getattr(lighting, name) is None else getattr(lighting, name))
+                     for name in ("sun_elevation", "sun_azimuth", "sun_intensity", "ambient"))
 
 
 def direction(azimuth: float, elevation: float) -> np.ndarray:
@@ -311,9 +309,9 @@ CELL = 32.0  # metres; objects are placed per square cell, so the world is unbou
 
 @dataclass
 class Placements:
-    """Objects (of one cell, or several), arrays of length n: kind index into OBJECT_KINDS, base position, yaw (degrees),
-    size factor (x the kind's nominal size), and 4 uniform random numbers per object for the renderer's
-    shape and colour variation."""
+    """Objects (of one cell, or several), arrays of length n: kind index into OBJECT_KINDS, base position,
+    yaw (degrees), size factor (x the kind's nominal size), and 4 uniform random numbers per object for the
+    renderer's shape and colour variation."""
     kind: np.ndarray       # (n,) int
     position: np.ndarray   # (n, 3) float64, y on the terrain
     yaw: np.ndarray        # (n,)
