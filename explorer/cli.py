@@ -75,7 +75,6 @@ def cmd_play(args) -> int:
     from pathlib import Path
 
     from explorer.game import PLAY_SIZE, Game, GameConfig
-    from explorer.session import file_sha256
     from world.level import load_level
     from world.make import make_world
 
@@ -86,14 +85,21 @@ def cmd_play(args) -> int:
     if args.world == "generated" and args.size is not None:
         raise InputError("command line", "--size", "the generated world renders at its checkpoint's size; --size is "
                          "for the reference world")
-    sha256 = file_sha256(args.checkpoint) if args.checkpoint else None  # an unreadable checkpoint fails here
+    if args.random_weights and args.checkpoint:
+        raise InputError("command line", "--random-weights", "random weights or a checkpoint, not both")
+    if args.checkpoint:  # fail before the window opens, not on the world's thread after
+        try:
+            open(args.checkpoint, "rb").close()
+        except OSError as e:
+            raise InputError(args.checkpoint, None, f"cannot read the checkpoint: {e.strerror}") from None
 
     def open_world(kind, size):  # called on the game's world thread
-        return make_world(kind, size=size, checkpoint=args.checkpoint, device=args.device, level=level)
+        return make_world(kind, size=size, checkpoint=args.checkpoint, device=args.device, level=level,
+                          random_config=args.random_weights if kind == "generated" else None)
 
     config = GameConfig(level, args.world, size=args.size or PLAY_SIZE, seed=args.seed, window=args.window,
                         fullscreen=args.fullscreen, seconds=args.seconds, sessions_dir=Path(args.sessions_dir),
-                        checkpoint=Path(args.checkpoint) if args.checkpoint else None, checkpoint_sha256=sha256)
+                        random_weights=args.random_weights)
     return Game(config, open_world).run()
 
 
@@ -150,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--world", choices=["reference", "generated"], default="reference",
                    help="the procedural reference scene, or the neural generator (default: reference)")
     p.add_argument("--checkpoint", default=None, help="generated world: a .safetensors checkpoint (default: shipped)")
+    p.add_argument("--random-weights", metavar="CONFIG", default=None,
+                   help="the generated world (played, in split view or switched to) is an untrained model of this "
+                   "config (mini, tiny, ...) instead of a checkpoint: for tests and benchmarks; the screen says so")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--seed", type=int, default=0, help="generated world: the noise seed (default 0)")
     p.add_argument("--size", type=parse_size, default=None,

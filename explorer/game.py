@@ -50,7 +50,7 @@ from camera.pose import Pose  # noqa: E402
 from explorer.hud import FrameStats, Hud, Menu, TextPanel  # noqa: E402
 from explorer.keys import InputSource, PygameInput  # noqa: E402
 from explorer.presenter import Presenter, overlay_position  # noqa: E402
-from explorer.session import SessionWriter, file_sha256, frame_sha1  # noqa: E402
+from explorer.session import SessionWriter, frame_sha1  # noqa: E402
 from world.base import FPS, FRAMES_PER_STEP, World  # noqa: E402
 from world.level import Level  # noqa: E402
 from world.scene import height_at  # noqa: E402
@@ -76,8 +76,7 @@ class GameConfig:
     fullscreen: bool = False
     seconds: float | None = None               # quit by itself after this long (from the first frame)
     sessions_dir: Path = Path("sessions")
-    checkpoint: Path | None = None             # recorded in the session (with its SHA-256)
-    checkpoint_sha256: str | None = None
+    random_weights: str | None = None          # the generated world is an untrained model of this config: warn
 
 
 # --- the world's thread ------------------------------------------------------------------------------
@@ -127,7 +126,7 @@ class Worker:
         if isinstance(opened, BaseException):
             self._thread.join()
             raise opened
-        self.size, self.device, self.checkpoint = opened
+        self.size, self.device, self.checkpoint, self.checkpoint_sha256 = opened
 
     def submit(self, job: Job) -> None:
         assert not self.busy, "one job at a time"
@@ -154,7 +153,9 @@ class Worker:
     def _run(self, size) -> None:
         try:
             self.world = self._open(self._kind, size)
-            info = (tuple(self.world.size), device_name(self.world), getattr(self.world, "checkpoint_path", None))
+            # a world that loads a checkpoint says which (`checkpoint`, `checkpoint_sha256`), for the session log
+            info = (tuple(self.world.size), device_name(self.world), getattr(self.world, "checkpoint", None),
+                    getattr(self.world, "checkpoint_sha256", None))
         except BaseException as e:  # noqa: BLE001 - handed to the main thread, which raises it
             self._results.put(e)
             return
@@ -328,6 +329,7 @@ class Game:
                                f"explorer - {self.config.level.title}")
         self.presenter = Presenter(self.ctx)
         self.hud_panel, self.menu_panel, self.message_panel = TextPanel(), TextPanel(size=28), TextPanel()
+        self.warning_panel = TextPanel(size=24, color=(255, 110, 90))
         self.menu = Menu(self.menu_panel)
         self.show_hud, self.split, self.paused, self.screenshot_requested = True, False, False, False
         self.message: tuple[str, float] | None = None
@@ -361,15 +363,10 @@ class Game:
         c = self.config
         self.worker = Worker(self.open_world, kind, c.size if kind == "reference" else None, c.seed)
         self.kind = kind
-        checkpoint, sha256 = None, None
-        if kind == "generated":  # the checkpoint asked for, or the one the world found by itself
-            checkpoint = c.checkpoint or self.worker.checkpoint
-            if c.checkpoint is not None:
-                sha256 = c.checkpoint_sha256
-            elif checkpoint is not None:
-                sha256 = file_sha256(checkpoint)
+        random = c.random_weights if kind == "generated" else None
         self.session = SessionWriter(c.sessions_dir, c.level, kind, c.seed, FPS, self.worker.size, self.worker.device,
-                                     checkpoint=checkpoint, checkpoint_sha256=sha256)
+                                     self.worker.checkpoint, self.worker.checkpoint_sha256, random_config=random)
+
         self.sessions.append(self.session.path)
         self.hud = Hud(kind, self.worker.device, FPS)
         start = c.level.start
@@ -565,10 +562,17 @@ class Game:
         pose = (self.last_shown.tick.motion if self.last_shown else self.motion).pose
         panels = (("hud", self.hud_panel, self.hud.lines(now, pose, split) if self.show_hud else [], "top-left"),
                   ("menu", self.menu_panel, self.menu.lines() if self.paused else [], "center"),
-                  ("message", self.message_panel, [self.message[0]] if self.message else [], "bottom"))
+                  ("message", self.message_panel, [self.message[0]] if self.message else [], "bottom"),
+                  ("warning", self.warning_panel, self._warning(), "top-right"))
         for name, panel, lines, anchor in panels:
             if panel.render(lines):
                 self.presenter.set_overlay(name, panel.image, anchor)
+
+    def _warning(self) -> list[str]:
+        random = self.config.random_weights
+        if random and (self.kind == "generated" or self.split):
+            return [f"RANDOM WEIGHTS ({random}): the generated world is an untrained model"]
+        return []
 
     def _say(self, text: str) -> None:
         self.message = (text, time.perf_counter() + MESSAGE_SECONDS)

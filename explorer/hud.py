@@ -67,8 +67,8 @@ class Hud:
     """Running numbers of the last second and the text lines that show them."""
 
     def __init__(self, world: str, device: str, fps: float):
-        self.world, self.device, self.fps = world, device, fps
-        self.frames: deque[FrameStats] = deque(maxlen=round(fps))
+        self.world, self.device = world, device
+        self.frames: deque[FrameStats] = deque(maxlen=round(fps))  # the last second
         self.dropped = 0
         self._text: list[str] = []
         self._refreshed = -1e9

@@ -138,8 +138,7 @@ class Presenter:
         """ctx: the context that owns the target framebuffer (the window's, or a standalone one).
         sharpen: strength of the unsharp mask before upscaling (0 turns it off)."""
         self.ctx = ctx
-        quad = ctx.buffer(np.array([0, 0, 1, 0, 0, 1, 1, 1], dtype="f4").tobytes())
-        self._quad = quad
+        self._quad = quad = ctx.buffer(np.array([0, 0, 1, 0, 0, 1, 1, 1], dtype="f4").tobytes())
         self._programs = {name: ctx.program(vertex_shader=_VERTEX, fragment_shader=src)
                           for name, src in (("sharpen", _SHARPEN), ("upscale_x", _CATMULL_ROM % 0),
                                               ("upscale_y", _CATMULL_ROM % 1), ("overlay", _OVERLAY))}
@@ -187,6 +186,8 @@ class Presenter:
     def draw(self, target: moderngl.Framebuffer, size: tuple[int, int]) -> None:
         """Draw into `target` (size: its width, height in pixels): the panels side by side, letterboxed between
         black bars, and the overlays over them."""
+        if 0 in size:
+            return  # a minimised window
         target.use()
         target.viewport = (0, 0, *size)
         self.ctx.disable(moderngl.DEPTH_TEST | moderngl.CULL_FACE | moderngl.BLEND)
@@ -264,11 +265,10 @@ class Presenter:
 
 
 def measure_cost(window: tuple[int, int] = (1280, 720), frame: tuple[int, int] = (256, 144),
-                 frames: int = 120, ctx: moderngl.Context | None = None) -> dict:
+                 frames: int = 120) -> dict:
     """Milliseconds per presented frame (upload + sharpen + upscale + HUD-sized overlay, then glFinish), drawing
-    into an offscreen framebuffer of `window` size on a standalone EGL context (or `ctx`)."""
-    own = ctx is None
-    ctx = moderngl.create_standalone_context(backend="egl") if own else ctx
+    into an offscreen framebuffer of `window` size on a standalone EGL context."""
+    ctx = moderngl.create_standalone_context(backend="egl")
     target = ctx.framebuffer(color_attachments=[ctx.renderbuffer(window)])
     presenter = Presenter(ctx)
     rng = np.random.default_rng(0)
@@ -289,8 +289,7 @@ def measure_cost(window: tuple[int, int] = (1280, 720), frame: tuple[int, int] =
     finally:
         presenter.release()
         target.release()
-        if own:
-            ctx.release()
+        ctx.release()
     ms = np.array(times[10:]) * 1000
     # Wall time is what the player waits for; CPU time (all of this process's threads, llvmpipe's rasteriser
     # threads included) is the work done, which other jobs on the machine do not inflate.

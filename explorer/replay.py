@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 from camera.errors import InputError
-from explorer.session import Session, file_sha256, frame_sha1, read_session
+from explorer.session import Session, frame_sha1, read_session
+from explorer.video import VideoWriter
 from world.base import FRAMES_PER_STEP
 from world.level import load_level
 from world.make import make_world
@@ -32,13 +34,11 @@ def open_session_world(session: Session, device: str = "auto"):
     h = session.header
     level_path = Path(h["level"]["path"])
     level = load_level(level_path if level_path.is_file() else h["level"]["name"])
-    checkpoint = h["checkpoint"]
-    if checkpoint is not None and h["checkpoint_sha256"] is not None:
-        if file_sha256(checkpoint) != h["checkpoint_sha256"]:
-            raise InputError(checkpoint, None, f"is not the checkpoint session {session.path} was played with "
-                             "(its SHA-256 differs)")
     world = make_world(h["world"], size=session.size if h["world"] == "reference" else None,
-                       checkpoint=checkpoint, device=device, level=level)
+                       checkpoint=h["checkpoint"], device=device, level=level, random_config=h.get("random_config"))
+    if h["checkpoint_sha256"] is not None and getattr(world, "checkpoint_sha256", None) != h["checkpoint_sha256"]:
+        raise InputError(h["checkpoint"], None, f"is not the checkpoint session {session.path} was played with "
+                         "(its SHA-256 differs)")
     if tuple(world.size) != session.size:
         raise InputError(session.path / "session.json", "size",
                          f"the world renders {world.size[0]}x{world.size[1]}, the session has "
@@ -67,44 +67,31 @@ def replay_frames(session: Session, world, level):
         i += FRAMES_PER_STEP
 
 
-def replay(path, check: bool = False, out=None, device: str = "auto") -> ReplayResult:
-    """Replay a session folder; with `check`, stop at the first frame whose hash differs from the recording;
-    with `out`, write the replayed frames to a video at the native size."""
-    session = read_session(path)
+def replay(session: Session, check: bool = False, out=None, device: str = "auto") -> ReplayResult:
+    """Replay a session; with `check`, stop at the first frame whose hash differs from the recording; with
+    `out`, write the replayed frames (up to a difference) to a video at the native size."""
     world, level = open_session_world(session, device)
-    writer = None
-    if out is not None:
-        from explorer.video import VideoWriter
-        writer = VideoWriter(out, session.size, fps=session.header["fps"])
     result = ReplayResult(frames=0, total=len(session.frames))
     try:
-        for record, image in replay_frames(session, world, level):
-            if check and frame_sha1(image) != record.frame_sha1:
-                result.mismatch = record.frame
-                break
-            if writer is not None:
-                writer.write(image)
-            result.frames += 1
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
+        with VideoWriter(out, session.size, fps=session.header["fps"]) if out is not None else nullcontext() \
+                as writer:
+            for record, image in replay_frames(session, world, level):
+                if check and frame_sha1(image) != record.frame_sha1:
+                    result.mismatch = record.frame
+                    break
+                if writer is not None:
+                    writer.write(image)
+                result.frames += 1
     finally:
-        close = getattr(world, "close", None)
-        if close is not None:
-            close()
-    if writer is not None:
-        if result.mismatch is None:
-            writer.close()
-        else:
-            writer.abort()
+        if hasattr(world, "close"):
+            world.close()
     return result
 
 
 def run_replay(path, check: bool, out, device: str) -> int:
     """The command: prints one line and returns the exit code (1 for a mismatch)."""
-    result = replay(path, check=check, out=out, device=device)
     session = read_session(path)
+    result = replay(session, check=check, out=out, device=device)
     skipped = result.total - result.frames
     if result.mismatch is not None:
         record = session.frames[result.mismatch]

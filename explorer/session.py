@@ -2,10 +2,14 @@
 
     sessions/20250101-120000-meadow/
         session.json       {"format": "explorer-session/1", "level": {"name", "path"}, "world", "checkpoint",
-                            "checkpoint_sha256", "seed", "fps", "size": [w, h], "device", "started", "ended"}
+                            "checkpoint_sha256", "random_config", "seed", "fps", "size": [w, h], "device",
+                            "started", "ended"}
         trajectory.jsonl   one line per presented video frame:
                            {"frame", "t", "step", "pose", "input", "step_ms", "latency_ms", "frame_sha1"}
                            and a line per rewind: {"event": "rewind", "frame", "to_frame", "to_step"}
+
+`checkpoint` and its SHA-256 are null for the reference world; `random_config` names the config of a generated
+world with random weights (`explorer play --random-weights`), null otherwise.
 
 `frame` counts presented frames from 0 (the world's first frame, at the start pose); `t` is when it was presented,
 in seconds from frame 0; `step` is the world step that made it (0 for the first frame; every later step makes four
@@ -44,18 +48,6 @@ def frame_sha1(frame: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(frame, dtype=np.uint8).tobytes()).hexdigest()
 
 
-def file_sha256(path) -> str:
-    """The SHA-256 of a file (a checkpoint); an unreadable file is bad input."""
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    except OSError as e:
-        raise InputError(path, None, f"cannot read: {e.strerror or e}") from None
-    return digest.hexdigest()
-
-
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
@@ -71,7 +63,7 @@ def _write_json(path: Path, data: dict) -> None:
 
 class SessionWriter:
     def __init__(self, root, level, world: str, seed: int, fps: float, size: tuple[int, int], device: str,
-                 checkpoint=None, checkpoint_sha256: str | None = None):
+                 checkpoint=None, checkpoint_sha256: str | None = None, random_config: str | None = None):
         """Create a new session folder under `root` and write its session.json (without `ended`)."""
         root = Path(root)
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -87,8 +79,8 @@ class SessionWriter:
         self.header = {
             "format": FORMAT, "level": {"name": level.name, "path": str(Path(level.source).resolve())},
             "world": world, "checkpoint": None if checkpoint is None else str(Path(checkpoint).resolve()),
-            "checkpoint_sha256": checkpoint_sha256, "seed": int(seed), "fps": float(fps),
-            "size": [int(size[0]), int(size[1])], "device": device, "started": now_iso(),
+            "checkpoint_sha256": checkpoint_sha256, "random_config": random_config, "seed": int(seed),
+            "fps": float(fps), "size": [int(size[0]), int(size[1])], "device": device, "started": now_iso(),
         }
         _write_json(self.path / HEADER, self.header)
         self._file = open(self.path / TRAJECTORY, "w", buffering=1, encoding="utf-8")  # line-buffered: flushed per line
@@ -127,6 +119,7 @@ class FrameRecord:
     pose: Pose
     input: InputState
     step_ms: float
+    latency_ms: float | None  # input sample -> present (absent in logs written by other tools)
     frame_sha1: str
     line: int  # 1-based line number in trajectory.jsonl, for messages
 
@@ -222,7 +215,7 @@ def _read_header(source: Path) -> dict:
         raise InputError(source, "seed", f"must be a whole number, got {header.get('seed')!r}")
     if not (_is_number(header.get("fps")) and header["fps"] > 0):
         raise InputError(source, "fps", f"must be a positive number, got {header.get('fps')!r}")
-    for name in ("checkpoint", "checkpoint_sha256"):
+    for name in ("checkpoint", "checkpoint_sha256", "random_config"):
         if not (header.get(name) is None or isinstance(header.get(name), str)):
             raise InputError(source, name, "must be a string or null")
     for name in ("device", "started"):
@@ -240,12 +233,16 @@ def _parse_frame(r: dict, where: str, number: int, frames: list[FrameRecord], re
     for name in ("t", "step_ms"):
         if not _is_number(r[name]):
             raise InputError(where, name, f"must be a number, got {r[name]!r}")
+    if not _is_number(r.get("latency_ms", 0.0)):
+        raise InputError(where, "latency_ms", f"must be a number, got {r['latency_ms']!r}")
     if not (_is_int(r["step"]) and r["step"] >= 0):
         raise InputError(where, "step", f"must be a whole number, got {r['step']!r}")
     if not (isinstance(r["frame_sha1"], str) and len(r["frame_sha1"]) == 40):
         raise InputError(where, "frame_sha1", "must be 40 hex digits")
-    return FrameRecord(r["frame"], float(r["t"]), r["step"], _parse_pose(r["pose"], where), 
-                       InputState.from_dict(r["input"], where), float(r["step_ms"]), r["frame_sha1"], number)
+    latency = r.get("latency_ms")
+    return FrameRecord(r["frame"], float(r["t"]), r["step"], _parse_pose(r["pose"], where),
+                       InputState.from_dict(r["input"], where), float(r["step_ms"]),
+                       None if latency is None else float(latency), r["frame_sha1"], number)
 
 
 def _parse_pose(d, where: str) -> Pose:
@@ -301,3 +298,30 @@ def _is_int(v) -> bool:
 
 def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def summary(session: Session) -> dict:
+    """How a session ran (docs/benchmarks.md): frames shown per second, frames dropped (a frame shown for more
+    than one tick; the start and each rewind are left out, since the pipeline refills), latency and step time."""
+    frames, fps = session.frames, session.header["fps"]
+    refills = {1} | {r.frame for r in session.rewinds}
+    gaps = [round((b.t - a.t) * fps) - 1 for a, b in zip(frames, frames[1:]) if b.frame not in refills]
+    latency = [f.latency_ms for f in frames[1:] if f.latency_ms is not None]
+    steps = [f.step_ms for f in frames[1:]]
+    seconds = frames[-1].t
+    return {"world": session.header["world"], "size": "x".join(map(str, session.size)),
+            "device": session.header["device"], "frames": len(frames), "seconds": round(seconds, 2),
+            "fps": round((len(frames) - 1) / seconds, 2) if seconds else None,
+            "dropped": int(sum(g for g in gaps if g > 0)),
+            "latency_ms_p50": _percentile(latency, 50), "latency_ms_p90": _percentile(latency, 90),
+            "step_ms_p50": _percentile(steps, 50), "step_ms_p99": _percentile(steps, 99)}
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 1) if values else None
+
+
+if __name__ == "__main__":
+    # python -m explorer.session SESSION: one JSON line of numbers about a played session
+    import sys
+    print(json.dumps(summary(read_session(sys.argv[1]))))

@@ -8,7 +8,7 @@ from camera.errors import InputError
 from levels import LEVELS_DIR
 from world.level import list_levels, load_level
 from world.reference import ReferenceWorld
-from world.scene import (GROUND_MATERIALS, OBJECT_KINDS, SKY_PRESETS, TERRAIN_KINDS, CELL, Objects, SceneParams,
+from world.scene import (CELL, GROUND_MATERIALS, OBJECT_KINDS, SKY_PRESETS, TERRAIN_KINDS, Objects, SceneParams,
                          Terrain, height_at, objects_in_cell, random_scene)
 
 GOOD = """

@@ -8,8 +8,8 @@ from camera.pose import Pose
 from world.base import FRAMES_PER_STEP, World
 from world.level import load_level
 from world.reference import ReferenceWorld
-from world.scene import (CELL, Fog, Ground, Lighting, Objects, Placements, SceneParams, Sky, Terrain, direction,
-                         height_at, objects_in_cell)
+from world.scene import (Fog, Ground, Lighting, Objects, Placements, SceneParams, Sky, Terrain, direction, height_at,
+                         objects_in_cell)
 
 SIZE = (128, 72)
 W, H = SIZE
@@ -129,4 +129,3 @@ def test_objects_stand_where_the_camera_looks(world):
     changed = np.abs(with_house - without).max(axis=2) > 20
     assert changed[H // 2 - 1:H // 2 + 1, W // 2 - 1:W // 2 + 1].all()
     assert 0.01 < changed.mean() < 0.9
-    assert math.hypot(x, z) > CELL / 8  # the level's clear radius kept the house away from the origin

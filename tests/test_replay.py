@@ -12,7 +12,7 @@ from camera.controls import InputState, replay as replay_controls
 from camera.paths import load_path
 from explorer.cli import main
 from explorer.replay import replay
-from explorer.session import SessionWriter, frame_sha1
+from explorer.session import SessionWriter, frame_sha1, read_session
 from explorer.video import read_video
 from world.level import load_level
 from world.reference import ReferenceWorld
@@ -89,14 +89,15 @@ def edit_yaw(session, frame: int, delta: float) -> None:
 
 def test_check_passes_through_rewinds_and_names_the_first_changed_frame(tmp_path, history_world, capsys):
     session = play_session(tmp_path, history_world, "generated", steps=8, rewind_after=5)
-    result = replay(session, check=True)
+    result = replay(read_session(session), check=True)
     assert result.mismatch is None and result.frames == result.total == 1 + 8 * 4
 
     assert main(["replay", str(session), "--check"]) == 0
     assert "33 of 33 frames match" in capsys.readouterr().out
 
     edit_yaw(session, 26, 0.5)  # after the rewind
-    assert replay(session, check=True).mismatch == 25  # its step's frames all depend on it; 25 is the first
+    # every frame of its step depends on it (as in the generated world): the first of them is 25
+    assert replay(read_session(session), check=True).mismatch == 25
     assert main(["replay", str(session), "--check"]) == 1
     err = capsys.readouterr().err
     assert "frame 25 " in err and "trajectory.jsonl:27" in err and len(err.strip().splitlines()) == 1
@@ -105,7 +106,7 @@ def test_check_passes_through_rewinds_and_names_the_first_changed_frame(tmp_path
 def test_a_replay_that_ignored_the_rewind_would_differ(tmp_path, history_world, monkeypatch):
     session = play_session(tmp_path, history_world, "generated", steps=8, rewind_after=5)
     monkeypatch.setattr(HistoryWorld, "restore", lambda self, state: None)
-    assert replay(session, check=True).mismatch == 21  # the first frame after the rewind
+    assert replay(read_session(session), check=True).mismatch == 21  # the first frame after the rewind
 
 
 def test_a_step_cut_short_is_left_out_and_said(tmp_path, history_world, capsys):

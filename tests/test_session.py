@@ -9,7 +9,7 @@ import pytest
 from camera.controls import InputState
 from camera.errors import InputError
 from camera.pose import Pose
-from explorer.session import SessionWriter, file_sha256, frame_sha1, read_session
+from explorer.session import SessionWriter, frame_sha1, read_session, summary
 from world.level import load_level
 
 
@@ -145,11 +145,15 @@ def test_missing_pieces_are_named(tmp_path):
         read_session(writer.path)
 
 
-def test_file_sha256_names_an_unreadable_file(tmp_path):
-    (tmp_path / "c.safetensors").write_bytes(b"abc")
-    assert file_sha256(tmp_path / "c.safetensors") == \
-        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"  # SHA-256 test vector for "abc"
-    with pytest.raises(InputError, match="missing.safetensors: cannot read"):
-        file_sha256(tmp_path / "missing.safetensors")
-    with pytest.raises(InputError, match="cannot read"):
-        file_sha256(tmp_path)
+def test_summary_counts_dropped_frames_and_latency(tmp_path):
+    level = load_level("meadow")
+    writer = SessionWriter(tmp_path, level, "reference", 0, 24, (16, 8), "test")
+    # frame 0, then a step shown at 24 fps after the pipeline filled (not a drop), two ticks without a new frame
+    # (dropped), and another step
+    ts = [0.0] + [0.2 + i / 24 for i in range(4)] + [0.2 + (6 + i) / 24 for i in range(4)]
+    for i, t in enumerate(ts):
+        writer.frame(t, 0 if i == 0 else (i + 3) // 4, level.start, InputState(), 10.0 + i, 100.0 + 10 * i, "0" * 40)
+    writer.close()
+    numbers = summary(read_session(writer.path))
+    assert numbers["frames"] == 9 and numbers["dropped"] == 2
+    assert numbers["latency_ms_p50"] == 145.0 and numbers["step_ms_p50"] == 14.5  # frames 1-8: 110..180, 11..18

@@ -9,17 +9,19 @@ shader's `if` for every pixel, and a 128x72 frame should cost about a millisecon
 - Objects: each kind is assembled from a few unit primitives (box, cylinder, cone, blob, rock, roof); one
   instance per part. Objects come from the 7x7 cells around the camera's cell and shrink away between FADE
   distances, before the edge of that area, so nothing pops in when the camera changes cell. Visible parts
-  are compacted each frame and drawn with one multi-draw call per surface pattern.
+  are compacted each frame and drawn with one multi-draw call per surface pattern. Tree crowns and cones
+  switch to cheaper meshes beyond LOD_DEPTH (scaled with the image height, so about the same pixel size).
 - Lighting and fog are per vertex; the fragment shaders only add texture (taps of a noise texture, and drawn
   patterns such as paving, planks and windows). Material and pattern are compile-time constants, so each
   shader holds only the branch it needs.
 - Sky: a full-screen triangle drawn last at the far plane, so it shades only the pixels nothing covers.
 
-Everything a frame shows is a function of (scene, pose) only: which meshes are used follows from the pose,
-caches only save work, and culling is conservative.
+Everything a frame shows is a function of (scene, pose, image size) only: which meshes are used follows
+from the pose, caches only save work, and culling is conservative.
 """
 from __future__ import annotations
 
+import copy
 import functools
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -47,7 +49,9 @@ CACHED = 4                  # terrain meshes and object sets kept per scene
 # surface patterns of object parts (each compiles to its own fragment shader)
 PLAIN, BARK, FOLIAGE, STONE, PLANKS, WALL, ROOF, LAMP, ROCK = range(9)
 N_PATTERNS = 9
-PRIMITIVES = ("box", "cylinder", "cone", "blob", "rock", "roof")
+PRIMITIVES = ("box", "cylinder", "cone", "blob", "rock", "roof", "cone_far", "blob_far")
+LOD = {"cone": "cone_far", "blob": "blob_far"}  # cheaper meshes for parts far away
+LOD_DEPTH = 25.0            # metres ahead of the camera where they take over, at 72 pixels of image height
 
 # ground material -> (dark, light, accent) colours
 MATERIAL_COLORS = {
@@ -110,18 +114,20 @@ def _cylinder(k=8):
     return _outward(pos, nrm, tris)
 
 
-def _cone(k=8):
-    """Side with one apex vertex per face (so normals stay smooth round the cone) plus the base disc."""
+def _cone(k=8, base=True):
+    """Side with one apex vertex per face (so normals stay smooth round the cone), and the base disc (seen
+    from under a tree; not from afar)."""
     c, s = _ring(k)
     mid = 2 * np.pi * (np.arange(k) + 0.5) / k
     ring = np.stack([0.5 * c, 0 * c, 0.5 * s], 1)
-    side_n = np.stack([c, 0 * c + 0.5, s], 1)
-    apex = np.tile([0.0, 1.0, 0.0], (k, 1))
-    apex_n = np.stack([np.cos(mid), 0 * mid + 0.5, np.sin(mid)], 1)
-    pos = np.concatenate([ring, apex, ring, [[0, 0, 0]]])
-    nrm = np.concatenate([side_n, apex_n, np.tile([0.0, -1, 0], (k + 1, 1))])
+    pos = np.concatenate([ring, np.tile([0.0, 1.0, 0.0], (k, 1))])
+    nrm = np.concatenate([np.stack([c, 0 * c + 0.5, s], 1), np.stack([np.cos(mid), 0 * mid + 0.5, np.sin(mid)], 1)])
     i, j = np.arange(k), (np.arange(k) + 1) % k
-    tris = np.concatenate([np.stack([i, j, i + k], 1), np.stack([2 * k + i, 2 * k + j, 0 * i + 3 * k], 1)])
+    tris = np.stack([i, j, i + k], 1)
+    if base:
+        pos = np.concatenate([pos, ring, [[0, 0, 0]]])
+        nrm = np.concatenate([nrm, np.tile([0.0, -1, 0], (k + 1, 1))])
+        tris = np.concatenate([tris, np.stack([2 * k + i, 2 * k + j, 0 * i + 3 * k], 1)])
     return _outward(pos, nrm, tris)
 
 
@@ -151,9 +157,9 @@ def _subdivide(v, f):
     return np.array(v), np.array(tris)
 
 
-def _blob():
-    """A smooth, slightly lumpy ball of 80 triangles: tree crowns (the fragment shader adds leafy texture)."""
-    v, f = _subdivide(*_icosahedron())
+def _blob(subdivide=True):
+    """A smooth, slightly lumpy ball of 80 (or 20) triangles: tree crowns (the fragment shader adds leaves)."""
+    v, f = _subdivide(*_icosahedron()) if subdivide else _icosahedron()
     lumpy = v * np.random.default_rng(3).uniform(0.9, 1.05, (len(v), 1))
     return _outward(0.5 * lumpy / np.abs(lumpy).max(0) + [0, 0.5, 0], v, f)
 
@@ -183,7 +189,7 @@ def _roof():
 def primitive_meshes():
     """name -> (positions (V, 3) f4, normals (V, 3) f4, triangles (T, 3) u4)."""
     return {"box": _box(), "cylinder": _cylinder(), "cone": _cone(), "blob": _blob(), "rock": _rock(),
-            "roof": _roof()}
+            "roof": _roof(), "cone_far": _cone(base=False), "blob_far": _blob(subdivide=False)}
 
 
 # --- objects: kinds assembled from parts, all objects of a kind at once ------------------------
@@ -326,6 +332,7 @@ INSTANCE_FLOATS = 18  # per part: model matrix rows (3 x vec4), colour, anchor (
 class PartSet:
     """The parts of some objects, sorted by (pattern, primitive); arrays of length P."""
     key: np.ndarray       # (P,) pattern * len(PRIMITIVES) + primitive
+    lod: np.ndarray       # (P,) 0: always drawn, 1: only near (closer than the LOD depth), 2: only far
     data: np.ndarray      # (P, INSTANCE_FLOATS) float32, the instance attributes
     bounds: Bounds        # (P,) bounding spheres
     lamps: np.ndarray     # (L, 3) float64 where the lamps' light comes from
@@ -333,8 +340,9 @@ class PartSet:
 
 def object_parts(pl: Placements) -> PartSet:
     """The instanced parts of the placed objects."""
-    keys, data, spheres, lamps = [np.zeros(0, int)], [np.zeros((0, INSTANCE_FLOATS))], [np.zeros((0, 4))], \
-        [np.zeros((0, 3))]
+    keys, lods, data, spheres = [np.zeros(0, int)], [np.zeros(0, int)], [np.zeros((0, INSTANCE_FLOATS))], \
+        [np.zeros((0, 4))]
+    lamps = [np.zeros((0, 3))]
     for k, kind in enumerate(OBJECT_KINDS):
         sel = pl.kind == k
         if not sel.any():
@@ -350,15 +358,19 @@ def object_parts(pl: Placements) -> PartSet:
             t = pos + np.einsum("nij,nj->ni", r_obj, np.broadcast_to(part.offset, (n, 3)))
             rows = np.concatenate([m, t[:, :, None]], 2).reshape(n, 12)
             d = np.concatenate([rows, np.broadcast_to(part.color, (n, 3)), pos], 1)
-            keys.append(np.full(keep.sum(), part.pattern * len(PRIMITIVES) + PRIMITIVES.index(part.prim)))
-            data.append(d[keep])
-            spheres.append(np.concatenate([t + 0.5 * m[:, :, 1], 0.87 * scale.max(1, keepdims=True)], 1)[keep])
+            sphere = np.concatenate([t + 0.5 * m[:, :, 1], 0.87 * scale.max(1, keepdims=True)], 1)[keep]
+            versions = [(part.prim, 1), (LOD[part.prim], 2)] if part.prim in LOD else [(part.prim, 0)]
+            for prim, lod in versions:
+                keys.append(np.full(keep.sum(), part.pattern * len(PRIMITIVES) + PRIMITIVES.index(prim)))
+                lods.append(np.full(keep.sum(), lod))
+                data.append(d[keep])
+                spheres.append(sphere)
         if kind == "lamp":
             lamps.append(pos + [0, 1, 0] * (LAMP_HEAD * OBJECT_KINDS["lamp"][1] * size)[:, None])
     key = np.concatenate(keys)
     order = np.argsort(key, kind="stable")
-    return PartSet(key[order], np.concatenate(data)[order].astype("f4"), Bounds.of(np.concatenate(spheres)[order]),
-                   np.concatenate(lamps))
+    return PartSet(key[order], np.concatenate(lods)[order], np.concatenate(data)[order].astype("f4"),
+                   Bounds.of(np.concatenate(spheres)[order]), np.concatenate(lamps))
 
 
 # --- terrain -------------------------------------------------------------------------------------
@@ -531,7 +543,7 @@ void main() {
     c = mix(c0, c1, clamp(0.7 + 1.1 * a.r + 0.6 * a.g + 0.3 * b.g + 0.2 * b.b, 0.0, 1.0));
 #elif MATERIAL == 3 // rock: layered stone with cracks
     c = mix(c0, c1, clamp(0.5 + 1.4 * a.r + 0.9 * a.g + 0.7 * a.b + 0.5 * b.g, 0.0, 1.0));
-    c = mix(c, c2, 0.6 * max(smoothstep(0.3, 0.5, a.a), smoothstep(0.25, 0.45, b.a)));
+    c = mix(c, c2, 0.25 * smoothstep(0.3, 0.5, a.a) + 0.55 * smoothstep(0.25, 0.45, b.a));
 #elif MATERIAL == 4 // dirt: earth with pebbles
     c = mix(c0, c1, clamp(0.5 + 1.3 * a.r + 0.9 * a.g + 0.6 * a.b + 0.5 * b.g, 0.0, 1.0));
     c = mix(c, c2, 0.8 * smoothstep(0.2, 0.28, b.b));
@@ -812,7 +824,7 @@ class SceneRenderer:
     (a few, most recently used); release() frees its GL objects."""
 
     def __init__(self, res: GLResources, scene: SceneParams):
-        self.res, self.scene, ctx = res, scene, res.ctx
+        self.res, self.scene, ctx = res, copy.deepcopy(scene), res.ctx  # a copy: the caller may change theirs
         self.lit = scene.preset().lights_on
         self.scene_ubo = ctx.buffer(scene_uniforms(scene))
         material = GROUND_MATERIALS.index(scene.ground.material)
@@ -859,8 +871,10 @@ class SceneRenderer:
         return self.terrains[key][:3]
 
     # --- one frame ---
-    def draw(self, pose: Pose, aspect: float) -> None:
+    def draw(self, pose: Pose, size: tuple[int, int]) -> None:
+        """One frame of (width, height) pixels into the bound framebuffer, whose depth must be clear."""
         res, ctx = self.res, self.res.ctx
+        aspect = size[0] / size[1]
         cam = np.asarray(pose.position)
         cell = (int(np.floor(cam[0] / CELL)), int(np.floor(cam[2] / CELL)))
         parts = self._objects(cell)
@@ -875,48 +889,63 @@ class SceneRenderer:
         self.scene_ubo.bind_to_uniform_block(0)
         res.frame_ubo.bind_to_uniform_block(1)
         res.noise.use(0)
-
-        # objects: the visible parts, compacted; per pattern one call with a command per primitive
-        fade = np.concatenate([view[2, :3], [FADE[1] - view[2, :3] @ cam]])   # nothing beyond FADE[1] ahead
-        vis = parts.bounds.visible(np.concatenate([planes[:4], fade[None]]))
-        counts = np.bincount(parts.key[vis], minlength=N_PATTERNS * len(PRIMITIVES))
-        if counts.any():
-            res.instances.orphan(int(counts.sum()) * INSTANCE_FLOATS * 4)
-            res.instances.write(parts.data[vis].tobytes())
-            cmds = res.object_cmds_template.copy()
-            cmds[:, 1], cmds[:, 4] = counts, np.cumsum(counts) - counts
-            res.object_cmds.write(cmds.tobytes())
-            for pattern in np.flatnonzero(counts.reshape(N_PATTERNS, -1).any(1)):
-                res.object_vao(self.lit, int(pattern)).render_indirect(
-                    res.object_cmds, moderngl.TRIANGLES, count=len(PRIMITIVES), first=int(pattern) * len(PRIMITIVES))
-
-        # terrain: the visible chunks, runs of neighbours merged (each draw command has a fixed cost)
-        terrain_vao, first, bounds = self._terrain((int(np.floor(cam[0] / TERRAIN_SNAP)),
-                                                     int(np.floor(cam[2] / TERRAIN_SNAP))))
-        chunks = np.flatnonzero(bounds.visible(planes))
-        if len(chunks):
-            breaks = chunks[1:] != chunks[:-1] + 1
-            start, end = chunks[np.concatenate([[True], breaks])], chunks[np.concatenate([breaks, [True]])] + 1
-            cmds = np.zeros((len(start), 5), "u4")
-            cmds[:, 0], cmds[:, 1], cmds[:, 2] = (first[end] - first[start]) * 3, 1, first[start] * 3
-            res.terrain_cmds.write(cmds.tobytes())
-            terrain_vao.render_indirect(res.terrain_cmds, moderngl.TRIANGLES, count=len(start))
-
+        # nearest first, so the depth test spares the shading of what they hide; the sky last
+        back = view[2, :3]
+        fade = np.concatenate([back, [FADE[1] - back @ cam]])  # nothing beyond FADE[1] ahead
+        depth = np.concatenate([-back, [back @ cam]])          # how far ahead
+        self._draw_objects(parts, np.concatenate([planes[:4], fade[None]]), depth, LOD_DEPTH * size[1] / 72)
+        self._draw_terrain(cam, planes)
         ctx.depth_func = "<="  # the sky lies exactly on the far plane
         res.sky_vao.render(moderngl.TRIANGLES, vertices=3)
         ctx.depth_func = "<"
+        if self.lit and len(parts.lamps):
+            self._draw_halos(parts, cell)
 
-        if self.lit and len(parts.lamps):  # a glow round each lamp, added on top
-            if self.halo_cell != cell:
-                self.lamp_buffer.orphan(parts.lamps.size * 4)
-                self.lamp_buffer.write(parts.lamps.astype("f4").tobytes())
-                self.halo_cell = cell
-            ctx.enable(moderngl.BLEND)
-            ctx.blend_func = moderngl.ONE, moderngl.ONE
-            ctx.depth_mask = False
-            self.halo_vao.render(moderngl.TRIANGLES, vertices=6, instances=len(parts.lamps))
-            ctx.depth_mask = True
-            ctx.disable(moderngl.BLEND)
+    def _draw_objects(self, parts: PartSet, planes: np.ndarray, depth: np.ndarray, lod_depth: float) -> None:
+        """The visible parts, compacted into the instance buffer; per pattern one call with a command per
+        primitive. Parts with a level of detail come in two versions: the near one is drawn if the part's
+        centre lies less than lod_depth ahead (depth: a plane measuring that), the far one otherwise."""
+        res = self.res
+        near = depth.astype("f4") @ parts.bounds.centre < lod_depth
+        vis = parts.bounds.visible(planes) & ((parts.lod == 0) | ((parts.lod == 1) == near))
+        counts = np.bincount(parts.key[vis], minlength=N_PATTERNS * len(PRIMITIVES))
+        if not counts.any():
+            return
+        res.instances.orphan(int(counts.sum()) * INSTANCE_FLOATS * 4)
+        res.instances.write(parts.data[vis].tobytes())
+        cmds = res.object_cmds_template.copy()
+        cmds[:, 1], cmds[:, 4] = counts, np.cumsum(counts) - counts
+        res.object_cmds.write(cmds.tobytes())
+        for pattern in np.flatnonzero(counts.reshape(N_PATTERNS, -1).any(1)):
+            res.object_vao(self.lit, int(pattern)).render_indirect(
+                res.object_cmds, moderngl.TRIANGLES, count=len(PRIMITIVES), first=int(pattern) * len(PRIMITIVES))
+
+    def _draw_terrain(self, cam: np.ndarray, planes: np.ndarray) -> None:
+        """The visible chunks, runs of neighbours merged (each draw command has a fixed cost)."""
+        vao, first, bounds = self._terrain((int(np.floor(cam[0] / TERRAIN_SNAP)), int(np.floor(cam[2] / TERRAIN_SNAP))))
+        chunks = np.flatnonzero(bounds.visible(planes))
+        if not len(chunks):
+            return
+        breaks = chunks[1:] != chunks[:-1] + 1
+        start, end = chunks[np.concatenate([[True], breaks])], chunks[np.concatenate([breaks, [True]])] + 1
+        cmds = np.zeros((len(start), 5), "u4")  # DrawElementsIndirect: index count, instances, first index, ...
+        cmds[:, 0], cmds[:, 1], cmds[:, 2] = (first[end] - first[start]) * 3, 1, first[start] * 3
+        self.res.terrain_cmds.write(cmds.tobytes())
+        vao.render_indirect(self.res.terrain_cmds, moderngl.TRIANGLES, count=len(start))
+
+    def _draw_halos(self, parts: PartSet, cell: tuple[int, int]) -> None:
+        """A glow round each lamp, added on top."""
+        ctx = self.res.ctx
+        if self.halo_cell != cell:
+            self.lamp_buffer.orphan(parts.lamps.size * 4)
+            self.lamp_buffer.write(parts.lamps.astype("f4").tobytes())
+            self.halo_cell = cell
+        ctx.enable(moderngl.BLEND)
+        ctx.blend_func = moderngl.ONE, moderngl.ONE
+        ctx.depth_mask = False
+        self.halo_vao.render(moderngl.TRIANGLES, vertices=6, instances=len(parts.lamps))
+        ctx.depth_mask = True
+        ctx.disable(moderngl.BLEND)
 
     def _lamps(self, positions: np.ndarray, cam: np.ndarray) -> np.ndarray:
         """(MAX_LAMPS, 4) the lamps that light the scene now: position and weight. Unused slots lie far below

@@ -65,7 +65,10 @@ class ReferenceWorld:
 
     # --- beyond the protocol ---
     def set_scene(self, scene: SceneParams) -> None:
-        """Switch to another scene (data generation draws random scenes without levels)."""
+        """Switch to another scene (data generation draws random scenes without levels). The same scene again
+        keeps what was built for it."""
+        if self._renderer is not None and self._renderer.scene == scene:
+            return
         with self.ctx:
             if self._renderer is not None:
                 self._renderer.release()
@@ -81,7 +84,7 @@ class ReferenceWorld:
             self.ctx.front_face = "ccw"
             for i, pose in enumerate(poses):
                 self.fbo.clear(depth=1.0)
-                self._renderer.draw(pose, w / h)
+                self._renderer.draw(pose, self.size)
                 self.fbo.read_into(frames[i], components=3, alignment=1)
         if len(poses):
             self._pose = poses[-1]

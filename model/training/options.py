@@ -1,0 +1,108 @@
+"""The options of `explorer train STAGE`, with each stage's defaults.
+
+The defaults are for the `mini` config on this 2-core CPU (docs/training.md gives the measured speeds behind them);
+a GPU run raises --batch and --steps. A resumed stage keeps the options it was started with: only --steps may change.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+
+from camera.errors import InputError
+
+STAGES = ("vae", "pretrain", "diffusion", "consistency", "adversarial", "long")
+SOURCE = {"pretrain": "vae", "diffusion": "pretrain", "consistency": "diffusion", "adversarial": "consistency",
+          "long": "adversarial"}  # the stage whose model.safetensors a stage starts from when --init is not given
+ADVERSARIAL = ("adversarial", "long")
+
+
+@dataclass
+class TrainOptions:
+    stage: str
+    data: str
+    run: str
+    config: str = "mini"
+    steps: int | None = None        # the stage's total optimiser steps (a resumed stage runs up to this)
+    batch: int | None = None        # clips per step, over all processes
+    lr: float | None = None
+    init: str | None = None         # a model checkpoint to start from instead of the previous stage's
+    diffusion: str | None = None    # the diffusion model (consistency teacher, discriminator init); default: the run's
+    resume: bool = False
+    seed: int = 0
+    warmup: int | None = None       # steps of linear learning-rate warm-up
+    grad_clip: float | None = None  # max gradient norm (0: none)
+    precision: str = "bf16"         # autocast dtype of the forward passes: bf16 or fp32 (master weights stay fp32)
+    device: str = "auto"
+    val_clips: int = 32             # the scenes of the dataset's last val_clips clips are held out
+    log_every: int = 10
+    save_every: int = 250           # also writes a sample video and the validation metrics
+    # vae
+    vae_frames: int = 9             # frames per training window (1 + 4k)
+    kl_weight: float = 1e-4
+    grad_weight: float = 1.0        # the multi-scale image-gradient (structure) term
+    # flow matching and distillation
+    shift: float | None = None      # time shift s; default: 24 scaled to the latent size (losses.default_shift)
+    cd_steps: int = 32              # consistency distillation's fixed steps
+    sample_steps: int = 8           # Euler steps of the diffusion stages' sample videos
+    # adversarial
+    r1_lambda: float = 100.0        # lambda of the approximated R1 and R2 (the paper: 1000 at 8B)
+    r1_sigma: float = 0.1
+    segments: int = 3               # long: windows judged per rollout
+    overlap: int = 2                # long: latent steps shared by consecutive windows
+
+    def check(self) -> None:
+        where = "command line"
+        if self.stage not in STAGES:
+            raise InputError(where, "STAGE", f"must be one of {', '.join(STAGES)}, got {self.stage!r}")
+        if self.precision not in ("bf16", "fp32"):
+            raise InputError(where, "--precision", f"must be bf16 or fp32, got {self.precision!r}")
+        if (self.vae_frames - 1) % 4 or self.vae_frames < 5:
+            raise InputError(where, "--vae-frames", f"must be 1 + 4k with k >= 1, got {self.vae_frames}")
+        for name in ("steps", "batch", "val_clips", "log_every", "save_every", "cd_steps", "sample_steps",
+                     "segments"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise InputError(where, f"--{name.replace('_', '-')}", f"must be at least 1, got {value}")
+        for name in ("lr", "r1_sigma"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise InputError(where, f"--{name.replace('_', '-')}", f"must be positive, got {value}")
+        if self.shift is not None and not self.shift > 0:
+            raise InputError(where, "--shift", f"must be positive, got {self.shift}")
+
+    def with_defaults(self) -> "TrainOptions":
+        """Fills what was not given from the stage's defaults."""
+        given = {k: v for k, v in STAGE_DEFAULTS[self.stage].items() if getattr(self, k) is None}
+        return replace(self, **given)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @staticmethod
+    def from_json(text: str) -> "TrainOptions":
+        d = json.loads(text)
+        return TrainOptions(**{f.name: d[f.name] for f in fields(TrainOptions) if f.name in d})
+
+
+# Per stage: optimiser steps, clips per step, learning rate, warm-up, clipping. AdamW (weight decay 0.01) except the
+# adversarial stages (RMSProp, alpha 0.9, no clipping, as APT). Learning rates are higher than the paper's 1e-5 and
+# 3e-6: those fine-tune an 8B model; ours start small models from scratch.
+STAGE_DEFAULTS = {
+    "vae": dict(steps=4000, batch=4, lr=2e-4, warmup=100, grad_clip=1.0),
+    "pretrain": dict(steps=6000, batch=16, lr=3e-4, warmup=200, grad_clip=1.0),
+    "diffusion": dict(steps=4000, batch=16, lr=1e-4, warmup=100, grad_clip=1.0),
+    "consistency": dict(steps=2000, batch=16, lr=3e-5, warmup=100, grad_clip=1.0),
+    "adversarial": dict(steps=800, batch=8, lr=1e-5, warmup=0, grad_clip=0.0),
+    "long": dict(steps=400, batch=4, lr=1e-5, warmup=0, grad_clip=0.0),
+}
+
+
+def merge_resumed(stored: "TrainOptions", given: "TrainOptions", explicit: set[str], source: str) -> "TrainOptions":
+    """The options of a resumed stage: the stored ones, with --steps from the command line if given. Any other
+    option given explicitly must agree with the stored one (changing it would break the identical-resume promise)."""
+    for name in sorted(explicit - {"steps", "resume", "stage", "run", "data", "device"}):
+        if getattr(given, name) != getattr(stored, name):
+            raise InputError(source, f"options.{name}", f"this stage was started with {getattr(stored, name)!r}; "
+                             f"resume with the same value or start another --run")
+    steps = given.steps if "steps" in explicit else stored.steps
+    return replace(stored, steps=steps, resume=True, data=given.data, device=given.device)
