@@ -137,6 +137,11 @@ def cmd_bench(args) -> int:
     return bench_main(args)
 
 
+def cmd_eval(args) -> int:
+    from explorer.eval import main as eval_main
+    return eval_main(args)
+
+
 # --- parser --------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -227,6 +232,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weights to time (default: the shipped checkpoint if it is of --config, else random weights)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(run=cmd_bench)
+
+    p = sub.add_parser("eval", help="score the generated world against the reference world on held-out scenes",
+                       description="Run the generated world and the reference world from the same first frame "
+                       "along the same camera trajectories (held-out scenes, plus any levels and paths given) and "
+                       "report fidelity (PSNR, SSIM), camera adherence, sharpness and long-horizon drift, with the "
+                       "hold-the-first-frame and multi-step diffusion baselines measured in the same run.")
+    p.add_argument("--checkpoint", default=None, help="the .safetensors checkpoint to score (default: shipped)")
+    p.add_argument("--levels", nargs="+", default=[], metavar="LEVEL",
+                   help="also walk these levels (shipped names or .toml files) from their start poses")
+    p.add_argument("--paths", nargs="+", default=[], metavar="PATH",
+                   help="camera paths to walk on each of --levels (default: a random walk on each)")
+    p.add_argument("--seconds", type=positive_float, default=60.0, help="seconds of video per stream (default 60)")
+    p.add_argument("--scenes", type=positive_int, default=4, help="held-out scenes to walk (default 4)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--baseline-steps", type=positive_int, default=4,
+                   help="Euler steps of the autoregressive diffusion baseline (default 4)")
+    p.add_argument("--baseline-checkpoint", default=None,
+                   help="the diffusion baseline's checkpoint, e.g. the diffusion stage's (default: --checkpoint)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--plot", default=None, metavar="PNG", help="draw PSNR/SSIM over time and the per-window "
+                   "Fréchet distances to this PNG")
+    p.set_defaults(run=cmd_eval)
     return parser
 
 

@@ -50,7 +50,7 @@ from world.base import FPS, FRAMES_PER_STEP
 from world.dataset import EYE_HEIGHT, HELD_OUT_SEEDS
 from world.generated import GeneratedWorld, step_noise
 from world.level import load_level
-from world.scene import SceneParams, height_at
+from world.scene import SceneParams, height_at, random_scene
 
 MARKS = (1, 5, 10, 60)            # seconds at which fidelity is reported
 MARK_HALF_WIDTH = 0.25            # s: a mark averages the frames within this of it
@@ -136,15 +136,10 @@ def ground_of(scene: SceneParams):
 
 def held_out_start(seed: int) -> tuple[SceneParams, Pose]:
     """Held-out scene `seed` and a start at eye height near its origin, looking level in a random direction."""
-    scene = metrics_scene(seed)
+    scene = random_scene(np.random.default_rng(seed))
     rng = np.random.default_rng([seed, 1])
     x, z = rng.uniform(-1.0, 1.0, 2)
     return scene, Pose((x, float(height_at(scene, x, z)) + EYE_HEIGHT, z), yaw=float(rng.uniform(-180.0, 180.0)))
-
-
-def metrics_scene(seed: int) -> SceneParams:
-    from world.scene import random_scene
-    return random_scene(np.random.default_rng(seed))
 
 
 def held_out_streams(scenes: int, frames: int) -> list[Stream]:
@@ -159,23 +154,24 @@ def held_out_streams(scenes: int, frames: int) -> list[Stream]:
 
 
 def level_streams(levels: Sequence[str], paths: Sequence[str], frames: int) -> list[Stream]:
-    """Each level along each path (truncated to `frames`), or along a random walk from its start without paths."""
+    """Each level along each path (cut to `frames`), or along a random walk from its start when no path is given."""
     if paths and not levels:
         raise InputError("command line", "--paths", "needs --levels: a path is walked from each level's start")
-    camera_paths = [(str(p), load_path(p)) for p in paths]
+    camera_paths = [(p, load_path(p)) for p in paths]
     streams = []
     for name in levels:
         level = load_level(name)
         if level.scene is None:
-            raise InputError(level.source, "scene", "eval needs a [scene] to render the reference world; this level "
-                             "has only a start image")
+            raise InputError(level.source, "scene", "eval renders the reference world from the level's [scene]; "
+                             "this level has only a start image")
         for source, path in camera_paths:
             poses = path.poses(fps=FPS, start=level.start)[:frames]
-            if len(poses) < 2:
-                raise InputError(source, "path.key", "the path lasts less than one frame")
+            if len(poses) < 1 + FRAMES_PER_STEP:
+                raise InputError(source, "path.key", f"the path is shorter than one step ({FRAMES_PER_STEP} frames "
+                                 f"after the first at {FPS} fps)")
             streams.append(Stream(f"{level.name} along {Path(source).name}", level.scene, poses))
         if not camera_paths:
-            rng = np.random.default_rng(abs(hash(level.name)) % 2**32 if False else [len(streams), 3])
+            rng = np.random.default_rng([*level.name.encode(), 3])  # the same walk for the same level, every run
             poses = random_trajectory(rng, frames, level.start, ground=ground_of(level.scene))
             streams.append(Stream(f"{level.name} random walk", level.scene, poses))
     return streams
@@ -187,3 +183,337 @@ def steps(poses: Sequence[Pose]) -> Iterator[tuple[list[Pose], list[Pose]]]:
     for i in range(0, len(rest), FRAMES_PER_STEP):
         chunk = rest[i:i + FRAMES_PER_STEP]
         yield chunk, chunk + [chunk[-1]] * (FRAMES_PER_STEP - len(chunk))
+
+
+def drive(player: Player, first: np.ndarray, poses: Sequence[Pose], seed: int) -> np.ndarray:
+    """All frames (len(poses), H, W, 3) of a player started from `first` at poses[0]."""
+    player.reset_from_frame(first, poses[0], seed)
+    return np.concatenate([first[None]] + [player.step(padded)[:len(chunk)] for chunk, padded in steps(poses)])
+
+
+# --- per-frame scores --------------------------------------------------------------------------
+
+@dataclass
+class Track:
+    """Scores of one world along one stream, per frame 1, 2, ... (frame 0 is the shared start, not scored)."""
+    mse: list[float] = field(default_factory=list)
+    ssim: list[float] = field(default_factory=list)
+    sharpness: list[float] = field(default_factory=list)
+    sampled: list[np.ndarray] = field(default_factory=list)  # frames FEATURE_STRIDE, 2 FEATURE_STRIDE, ...
+    features: np.ndarray | None = None                       # (len(sampled), D), filled in after the stream
+
+    def add(self, frames: np.ndarray, truth: np.ndarray | None = None) -> None:
+        """The next frames (n, H, W, 3); `truth`, the reference's frames for the same poses (none for the reference)."""
+        first = len(self.sharpness) + 1
+        if truth is not None:
+            self.mse.extend(np.atleast_1d(metrics.mse(frames, truth)))
+            self.ssim.extend(np.atleast_1d(metrics.ssim(frames, truth)))
+        self.sharpness.extend(np.atleast_1d(metrics.sharpness(frames)))
+        self.sampled += [f for i, f in enumerate(frames, start=first) if i % FEATURE_STRIDE == 0]
+
+
+@torch.inference_mode()
+def frame_features(vae: VAE, frames: np.ndarray, batch: int = 16) -> np.ndarray:
+    """(N, H, W, 3) uint8 -> (N, C + 15): the VAE encoder's latent mean pooled over space, then image statistics."""
+    dtype = next(vae.parameters()).dtype
+    device = next(vae.parameters()).device
+    pooled = []
+    for i in range(0, len(frames), batch):
+        images = from_uint8(frames[i:i + batch]).transpose(0, 1).to(device, dtype)  # (B, 3, H, W)
+        pooled.append(vae.encode_first(images).float().mean(dim=(2, 3, 4)).cpu().numpy())  # (B, C)
+    return np.concatenate([np.concatenate(pooled), metrics.image_statistics(frames)], axis=1)
+
+
+def run_stream(stream: Stream, reference, players: dict[str, Player], vae: VAE, seed: int, bar) -> dict[str, Track]:
+    """Every player and the reference along one stream, scored frame by frame (frames are not kept, but for the
+    few sampled for features)."""
+    reference.set_scene(stream.scene)
+    first = reference.render(stream.poses[:1])[0]
+    for player in players.values():
+        player.reset_from_frame(first, stream.poses[0], seed)
+    tracks = {name: Track() for name in [*players, "reference"]}
+    for chunk, padded in steps(stream.poses):
+        truth = reference.render(chunk)
+        tracks["reference"].add(truth)
+        for name, player in players.items():
+            tracks[name].add(player.step(padded)[:len(chunk)], truth)
+        bar.update(1)
+    for track in tracks.values():
+        track.features, track.sampled = frame_features(vae, np.stack(track.sampled)), []
+    return tracks
+
+
+# --- summaries ---------------------------------------------------------------------------------
+
+def frames_in(tracks: Sequence[Track], key: str, first: int, last: int) -> np.ndarray:
+    """The values of `key` for frames first..last (1-based, inclusive) of every track that reaches them."""
+    return np.concatenate([np.asarray(getattr(t, key)[first - 1:last], dtype=np.float64) for t in tracks])
+
+
+def at_time(tracks: Sequence[Track], t: float) -> tuple[float | None, float | None]:
+    """(PSNR of the mean squared error, mean SSIM) over the frames within MARK_HALF_WIDTH of time t."""
+    first, last = max(1, round((t - MARK_HALF_WIDTH) * FPS)), round((t + MARK_HALF_WIDTH) * FPS)
+    errors, ssims = frames_in(tracks, "mse", first, last), frames_in(tracks, "ssim", first, last)
+    if not len(errors):
+        return None, None
+    return float(metrics.psnr_from_mse(errors.mean())), float(ssims.mean())
+
+
+def sharpness_ratio(tracks: Sequence[Track], reference: Sequence[Track], first: int, last: int) -> float | None:
+    ours, truth = frames_in(tracks, "sharpness", first, last).sum(), frames_in(reference, "sharpness", first, last).sum()
+    return float(ours / truth) if truth > 0 else None
+
+
+def window_features(tracks: Sequence[Track], first: int, last: int) -> np.ndarray:
+    """The feature samples of frames first..last of every track: (n, D)."""
+    picked = []
+    for t in tracks:
+        frame = FEATURE_STRIDE * np.arange(1, len(t.features) + 1)
+        picked.append(t.features[(frame >= first) & (frame <= last)])
+    return np.concatenate(picked)
+
+
+def summarise(tracks: Sequence[Track], reference: Sequence[Track], seconds: float, scale) -> dict:
+    """The fidelity, sharpness and long-horizon scores of one world over all streams."""
+    marks = {f"{t}s": at_time(tracks, t) if t <= seconds else (None, None) for t in MARKS}
+    length = max(len(t.sharpness) for t in reference)
+    window = WINDOW_SECONDS * FPS
+    windows = [(a, a + window - 1) for a in range(1, length + 1, window)]
+    if len(windows) > 1 and length - windows[-1][0] + 1 < FPS:  # a last window under 1 s: too few samples
+        windows.pop()
+    mean, std = scale
+    fd = [metrics.frechet_distance((window_features(tracks, a, b) - mean) / std,
+                                   (window_features(reference, a, b) - mean) / std) for a, b in windows]
+    curve = [at_time(tracks, t) for t in range(1, math.floor(seconds) + 1)]
+    return {
+        "psnr": {k: v[0] for k, v in marks.items()}, "ssim": {k: v[1] for k, v in marks.items()},
+        "fd_windows": fd, "drift": fd[-1] / fd[0] if fd[0] > 0 else None,
+        "sharpness_ratio": sharpness_ratio(tracks, reference, 1, length),
+        "sharpness_windows": [sharpness_ratio(tracks, reference, a, b) for a, b in windows],
+        "curve": {"psnr": [c[0] for c in curve], "ssim": [c[1] for c in curve]},
+    }
+
+
+# --- camera adherence --------------------------------------------------------------------------
+
+def camera_adherence(scenes: int, reference, players: dict[str, Player], size: tuple[int, int], bar) -> dict:
+    """Pure yaw and pure forward streams from the held-out scenes' starts: each player's yaw shift error against
+    the camera's f tan(yaw) and forward expansion error against the reference world, in percent."""
+    W, H = size
+    n = 1 + CAMERA_SECONDS * FPS
+    checks = list(range(FRAMES_PER_STEP, n, FRAMES_PER_STEP))  # the last frame of each step, against frame 0
+    max_shift = (3 * W // 8, H // 8)  # the template, b's centre, keeps a quarter of the width
+    implied, shifts, zooms = [], {}, {}   # per scene: (len(checks),) arrays
+    for i, seed in enumerate(HELD_OUT_SEEDS[:scenes]):
+        scene, start = held_out_start(seed)
+        reference.set_scene(scene)
+        yaw = yaw_trajectory(start, n, YAW_DEG_PER_S if i % 2 == 0 else -YAW_DEG_PER_S)  # left, right, left, ...
+        focal = start.intrinsics(W, H)[1, 1]
+        implied.append(focal * np.tan(np.radians([yaw[k].yaw - start.yaw for k in checks])))  # + = picture moves right
+        for kind, poses in (("yaw", yaw), ("forward", forward_trajectory(start, n, FORWARD_M_PER_S))):
+            truth = reference.render(poses)
+            videos = {"reference": truth, **{name: drive(p, truth[0], poses, seed=i) for name, p in players.items()}}
+            for name, video in videos.items():
+                if kind == "yaw":
+                    shifts.setdefault(name, []).append(
+                        np.array([metrics.estimate_shift(video[0], video[k], max_shift)[0] for k in checks]))
+                else:
+                    zooms.setdefault(name, []).append(
+                        np.log([metrics.estimate_zoom(video[0], video[k]) for k in checks]))
+            bar.update(len(checks))
+    own = [100 * np.abs(s - i).sum() / np.abs(i).sum() for s, i in zip(shifts["reference"], implied)]
+    ok = [e <= MEASURABLE_PCT for e in own]
+    result = {"yaw_deg_per_s": YAW_DEG_PER_S, "forward_m_per_s": FORWARD_M_PER_S, "seconds": CAMERA_SECONDS,
+              "scenes": scenes, "scenes_measurable": int(sum(ok)),
+              "reference_yaw_shift_error_pct": _relative_error(shifts["reference"], implied, ok)}
+    for name in players:
+        result[name] = {
+            "yaw_shift_error_pct": _relative_error(shifts[name], implied, ok),
+            "yaw_shift_ratio": _gain(shifts[name], implied, ok),
+            "forward_error_pct": _relative_error(zooms[name], zooms["reference"], ok),
+            "forward_zoom_ratio": _gain(zooms[name], zooms["reference"], ok)}
+    return result
+
+
+def _relative_error(measured, truth, keep) -> float | None:
+    """100 sum|measured - truth| / sum|truth| over the kept scenes."""
+    m = [x for x, k in zip(measured, keep) if k]
+    t = [x for x, k in zip(truth, keep) if k]
+    if not t or not np.abs(np.concatenate(t)).sum() > 0:
+        return None
+    m, t = np.concatenate(m), np.concatenate(t)
+    return float(100 * np.abs(m - t).sum() / np.abs(t).sum())
+
+
+def _gain(measured, truth, keep) -> float | None:
+    """The least-squares factor g in measured = g truth: 1 when the world moves as much as it should, 0 when still."""
+    m = [x for x, k in zip(measured, keep) if k]
+    t = [x for x, k in zip(truth, keep) if k]
+    if not t or not (np.concatenate(t) ** 2).sum() > 0:
+        return None
+    m, t = np.concatenate(m), np.concatenate(t)
+    return float((m * t).sum() / (t * t).sum())
+
+
+# --- the command -------------------------------------------------------------------------------
+
+@dataclass
+class EvalOptions:
+    checkpoint: str | None = None           # default: the shipped checkpoint
+    levels: list[str] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    seconds: float = 60.0
+    scenes: int = 4
+    device: str = "auto"
+    baseline_steps: int = 4
+    baseline_checkpoint: str | None = None  # default: the same checkpoint
+
+
+def open_baseline(options: EvalOptions, world: GeneratedWorld) -> MultiStepWorld:
+    if options.baseline_checkpoint is None:
+        return MultiStepWorld(world, options.baseline_steps)
+    other = GeneratedWorld.open(checkpoint=options.baseline_checkpoint, device=options.device)
+    if other.size != world.size:
+        raise InputError(options.baseline_checkpoint, "config", f"its frames are {other.size[0]}x{other.size[1]}, "
+                         f"the evaluated checkpoint's {world.size[0]}x{world.size[1]}; both must be the same size")
+    return MultiStepWorld(other, options.baseline_steps)
+
+
+def run_eval(options: EvalOptions) -> dict:
+    """Runs every stream and returns the result object that `--json` prints."""
+    from world.reference import ReferenceWorld
+
+    frames = 1 + round(options.seconds * FPS)
+    if frames < 1 + FRAMES_PER_STEP:
+        raise InputError("command line", "--seconds", f"must cover at least one step ({FRAMES_PER_STEP / FPS:.3f} s)")
+    streams = held_out_streams(options.scenes, frames) + level_streams(options.levels, options.paths, frames)
+    world = GeneratedWorld.open(checkpoint=options.checkpoint, device=options.device)
+    players: dict[str, Player] = {"generated": world, "diffusion": open_baseline(options, world), "hold": HoldWorld()}
+    reference = ReferenceWorld(world.size)
+    total = sum(math.ceil((len(s.poses) - 1) / FRAMES_PER_STEP) for s in streams)
+    total += 2 * options.scenes * CAMERA_SECONDS * FPS // FRAMES_PER_STEP
+    try:
+        with tqdm(total=total, desc="eval", unit="step", file=sys.stderr) as bar:
+            tracks = {name: [] for name in [*players, "reference"]}
+            for seed, stream in enumerate(streams):
+                bar.set_postfix_str(stream.name)
+                for name, track in run_stream(stream, reference, players, world.vae, seed, bar).items():
+                    tracks[name].append(track)
+            bar.set_postfix_str("camera adherence")
+            movers = {name: players[name] for name in ("generated", "diffusion")}
+            camera = camera_adherence(options.scenes, reference, movers, world.size, bar)
+    finally:
+        reference.close()
+
+    truth = np.concatenate([t.features for t in tracks["reference"]])
+    scale = truth.mean(axis=0), np.maximum(truth.std(axis=0), FEATURE_STD_FLOOR)
+    scores = {name: summarise(tracks[name], tracks["reference"], options.seconds, scale) for name in players}
+    generated, diffusion, hold = scores["generated"], scores["diffusion"], scores["hold"]
+    return clean({
+        "checkpoint": str(world.checkpoint), "checkpoint_sha256": world.checkpoint_sha256, "stage": world.stage,
+        "config": world.config.name, "size": list(world.size), "device": str(world.device),
+        "levels": [load_level(name).name for name in options.levels], "paths": list(options.paths),
+        "scenes": list(HELD_OUT_SEEDS[:options.scenes]), "streams": len(streams), "seconds": options.seconds,
+        "psnr": generated["psnr"], "ssim": generated["ssim"], "hold_psnr": hold["psnr"], "hold_ssim": hold["ssim"],
+        "yaw_shift_error_pct": camera["generated"]["yaw_shift_error_pct"],
+        "forward_error_pct": camera["generated"]["forward_error_pct"],
+        "fd_windows": generated["fd_windows"], "drift": generated["drift"],
+        "sharpness_ratio": generated["sharpness_ratio"], "sharpness_windows": generated["sharpness_windows"],
+        "camera": {k: v for k, v in camera.items() if k not in movers} | camera["generated"],
+        "baselines": {
+            "diffusion": {"steps": options.baseline_steps,
+                          "checkpoint": str(players["diffusion"].world.checkpoint),
+                          **{k: v for k, v in diffusion.items() if k != "curve"}, **camera["diffusion"]},
+            "hold": {"psnr": hold["psnr"], "ssim": hold["ssim"], "sharpness_ratio": hold["sharpness_ratio"],
+                     "fd_windows": hold["fd_windows"], "drift": hold["drift"]},
+        },
+        "curves": {"t": list(range(1, math.floor(options.seconds) + 1)),
+                   "psnr": {name: scores[name]["curve"]["psnr"] for name in players},
+                   "ssim": {name: scores[name]["curve"]["ssim"] for name in players}},
+        "fd_window_seconds": WINDOW_SECONDS,
+    })
+
+
+def clean(value):
+    """JSON-ready: numbers rounded to 4 decimals (numpy ones made plain), non-finite ones None (JSON has no inf)."""
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return round(float(value), 4) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+# --- output ------------------------------------------------------------------------------------
+
+def _num(v, form: str = ".2f") -> str:
+    return "-" if v is None else format(v, form)
+
+
+def print_report(r: dict) -> None:
+    where = f"{len(r['scenes'])} held-out scenes" + (f" + levels {', '.join(r['levels'])}" if r["levels"] else "")
+    print(f"{r['checkpoint']} ({r['config']}, stage {r['stage']}, {r['size'][0]}x{r['size'][1]}, {r['device']}): "
+          f"{r['streams']} streams of {r['seconds']:g} s on {where}")
+    diffusion = r["baselines"]["diffusion"]
+    marks = list(r["psnr"])
+    print(f"{'':<26}" + "".join(f"{m:>8}" for m in marks))
+    rows = [("PSNR generated (dB)", r["psnr"]), ("PSNR hold", r["hold_psnr"]),
+            (f"PSNR diffusion {diffusion['steps']}-step", diffusion["psnr"]),
+            ("SSIM generated", r["ssim"]), ("SSIM hold", r["hold_ssim"]),
+            (f"SSIM diffusion {diffusion['steps']}-step", diffusion["ssim"])]
+    for label, values in rows:
+        form = ".2f" if label.startswith("PSNR") else ".3f"
+        print(f"{label:<26}" + "".join(f"{_num(values[m], form):>8}" for m in marks))
+    c = r["camera"]
+    print(f"camera ({c['scenes_measurable']}/{c['scenes']} scenes measurable; the estimator's own yaw error "
+          f"{_num(c['reference_yaw_shift_error_pct'], '.1f')}%): yaw shift error "
+          f"{_num(r['yaw_shift_error_pct'], '.1f')}% (moves {_num(c['yaw_shift_ratio'])}x the implied shift), "
+          f"forward error {_num(r['forward_error_pct'], '.1f')}%; diffusion: "
+          f"{_num(diffusion['yaw_shift_error_pct'], '.1f')}% / {_num(diffusion['forward_error_pct'], '.1f')}%")
+    print(f"sharpness ratio {_num(r['sharpness_ratio'])} (diffusion {_num(diffusion['sharpness_ratio'])})")
+    for label, s in (("generated", r), ("diffusion", diffusion)):
+        print(f"FD per {r['fd_window_seconds']} s window, {label}: {' '.join(_num(v) for v in s['fd_windows'])}; "
+              f"drift {_num(s['drift'])}")
+
+
+def plot(r: dict, path) -> None:
+    """PSNR and SSIM over time (generated, hold, diffusion) and the Fréchet distance per window, to a PNG."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(15, 4), layout="constrained")
+    axes = fig.subplots(1, 3)
+    styles = {"generated": "-", "hold": ":", "diffusion": "--"}
+    t = r["curves"]["t"]
+    for ax, key, unit in ((axes[0], "psnr", "PSNR (dB)"), (axes[1], "ssim", "SSIM")):
+        for name, style in styles.items():
+            values = [np.nan if v is None else v for v in r["curves"][key][name]]
+            ax.plot(t, values, style, marker=".", label=name)
+        ax.set(xlabel="time (s)", ylabel=unit, title=f"{unit.split()[0]} against the reference")
+        ax.legend()
+    width = r["fd_window_seconds"]
+    for name, fd in (("generated", r["fd_windows"]), ("diffusion", r["baselines"]["diffusion"]["fd_windows"])):
+        centres = [width * (i + 0.5) for i in range(len(fd))]
+        axes[2].plot(centres, [np.nan if v is None else v for v in fd], styles[name], marker="o", label=name)
+    axes[2].set(xlabel="time (s)", ylabel="Fréchet distance", title=f"features per {width} s window")
+    axes[2].legend()
+    fig.suptitle(f"{Path(r['checkpoint']).name}: {r['streams']} streams")
+    fig.savefig(path, dpi=100)
+
+
+def main(args) -> int:
+    if args.plot is not None and not Path(args.plot).resolve().parent.is_dir():
+        raise InputError("command line", "--plot", f"no such folder: {Path(args.plot).resolve().parent}")
+    options = EvalOptions(checkpoint=args.checkpoint, levels=list(args.levels), paths=list(args.paths),
+                          seconds=args.seconds, scenes=args.scenes, device=args.device,
+                          baseline_steps=args.baseline_steps, baseline_checkpoint=args.baseline_checkpoint)
+    result = run_eval(options)
+    if args.plot is not None:
+        plot(result, args.plot)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print_report(result)
+    return 0

@@ -130,7 +130,7 @@ class Worker:
 
     def submit(self, job: Job) -> None:
         assert not self.busy, "one job at a time"
-        self.busy = True
+        self.busy, self.submitted = True, time.perf_counter()
         self._jobs.put_nowait(job)
 
     def poll(self) -> Result | None:
@@ -461,11 +461,17 @@ class Game:
     # --- action ---
     def _action(self) -> InputState | None:
         """This tick's input, or None when it must wait in the input source: paused, no first frame yet, a step's
-        worth of poses the world has not taken yet, or more poses on their way to the screen than it needs."""
+        worth of poses the world has not taken yet, more poses on their way to the screen than it needs, or a
+        world slower than real time still busy for longer than the poses it will take next need to be sampled
+        (the poses of a step are sampled just before the step starts, not a whole slow step earlier)."""
         if self.paused or self.t0 is None or len(self.pending) >= FRAMES_PER_STEP:
             return None
         if len(self.pending) + len(self.buffer) >= self._ahead_limit():
             return None
+        if self.worker.busy and self.recent_steps:
+            busy_for = self.worker.submitted + float(np.mean(self.recent_steps)) - time.perf_counter()  # expected
+            if busy_for * FPS > FRAMES_PER_STEP - len(self.pending):
+                return None
         return self.inputs.sample()
 
     def _ahead_limit(self) -> int:

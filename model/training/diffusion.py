@@ -1,0 +1,56 @@
+"""Stages `pretrain` and `diffusion`: flow matching of the generator on whole clips, one t per clip.
+
+pretrain: the backbone with full attention over the clip, a bidirectional image-to-video model (the paper starts
+from one). Every frame's recycled-input channels carry the first image's latent: under full attention, recycling
+the ground-truth previous frames would let frame j read its own answer from frame j + 1's input.
+
+diffusion: the same weights with block-causal attention and teacher forcing: frame j's recycled input is the
+ground-truth latent j - 1. One t for the whole clip keeps the cache honest: at inference every cached frame was
+computed at the same t as the current one (t = 1).
+"""
+from __future__ import annotations
+
+import torch
+
+from model.training.data import SampleRNG
+from model.training.losses import flow_matching_loss, noised, shift_time
+from model.training.sampling import sample_causal, sample_full
+from model.training.stage import GeneratorBatch, GeneratorStage
+
+
+def recycled(batch: GeneratorBatch, attention: str) -> torch.Tensor:
+    """The recycled-input channels (B, C, k, h, w): the previous ground-truth latents (teacher forcing), or for
+    the bidirectional model the first latent at every frame."""
+    if attention == "full":
+        return batch.first.expand_as(batch.x0)
+    return batch.latents[:, :, :-1]
+
+
+class DiffusionStage(GeneratorStage):
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.attention = "full" if self.opts.stage == "pretrain" else "block_causal"
+        self.generator = self.shard_generator(self.generator)
+        self.modules = {"vae": self.vae, "generator": self.generator}
+        self.optimizers = {"generator": (self.generator, self.adamw(self.generator))}
+
+    def loss(self, batch: GeneratorBatch, rng: SampleRNG) -> torch.Tensor:
+        x0 = batch.x0
+        eps = rng.randn(*x0.shape[1:]).to(self.device)
+        t = shift_time(rng.rand(), self.shift).to(self.device)
+        with self.autocast():
+            v = self.generator(noised(x0, eps, t), recycled(batch, self.attention), batch.cam, t, self.attention)
+        return flow_matching_loss(v, x0, eps)
+
+    def train_step(self, step: int) -> dict[str, float]:
+        loss = self.loss(self.batch(step), self.rng(step))
+        loss.backward()
+        return {"loss": float(loss), **self.apply("generator", step)}
+
+    def val_losses(self, batch, rng) -> dict[str, float]:
+        return {"val_loss": float(self.loss(batch, rng))}
+
+    def sample(self, batch, rng) -> torch.Tensor:
+        noise = rng.randn(*batch.x0.shape[1:]).to(self.device)
+        sampler = sample_full if self.attention == "full" else sample_causal
+        return sampler(self.generator, batch.first, batch.cam, noise, self.opts.sample_steps, self.shift)
