@@ -132,6 +132,16 @@ def cmd_data(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from model.training.options import TrainOptions
+    from model.training.train import train
+    given = {k: v for k, v in vars(args).items() if k not in ("command", "run")}
+    given["run"] = args.run_dir
+    del given["run_dir"]
+    train(TrainOptions(**given), explicit=set(given))
+    return 0
+
+
 def cmd_bench(args) -> int:
     from explorer.bench import main as bench_main
     return bench_main(args)
@@ -232,6 +242,45 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weights to time (default: the shipped checkpoint if it is of --config, else random weights)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(run=cmd_bench)
+
+    p = sub.add_parser("train", help="one stage of the APT2 training recipe (resumable; docs/training.md)",
+                       description="Train one stage into runs/RUN/STAGE/: model.safetensors (a checkpoint play, "
+                       "render and eval load), state.safetensors (for --resume), metrics.jsonl, loss.png, samples/. "
+                       "Each stage starts from the previous stage's model unless --init is given. Under torchrun "
+                       "the stage runs on every process with FSDP2.", argument_default=argparse.SUPPRESS)
+    p.add_argument("stage", choices=["vae", "pretrain", "diffusion", "consistency", "adversarial", "long"])
+    p.add_argument("--data", required=True, help="a dataset folder made by `explorer data` at the config's size")
+    p.add_argument("--run", required=True, dest="run_dir", help="the run folder (e.g. runs/mini)")
+    p.add_argument("--config", help="model config: tiny, mini, apt2-8b (default mini)")
+    p.add_argument("--steps", type=positive_int, help="the stage's total optimiser steps (default per stage)")
+    p.add_argument("--batch", type=positive_int, help="clips per step over all processes (default per stage)")
+    p.add_argument("--lr", type=positive_float, help="learning rate (default per stage)")
+    p.add_argument("--resume", action="store_true", help="continue the stage from its last save")
+    p.add_argument("--init", help="start from this checkpoint instead of the previous stage's model")
+    p.add_argument("--diffusion", help="consistency, adversarial: the diffusion model (teacher, discriminator "
+                   "init); default: the run's diffusion stage")
+    p.add_argument("--seed", type=int, help="seed of the initialisation, data order and noise (default 0)")
+    p.add_argument("--warmup", type=int, help="learning-rate warm-up steps (default per stage)")
+    p.add_argument("--grad-clip", type=float, help="max gradient norm, 0 for none (default per stage)")
+    p.add_argument("--precision", choices=["bf16", "fp32"], help="autocast dtype (default bf16)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
+    p.add_argument("--val-clips", type=positive_int, help="hold out the scenes of the last N clips (default 32)")
+    p.add_argument("--log-every", type=positive_int, help="steps between metric lines (default 10)")
+    p.add_argument("--save-every", type=positive_int,
+                   help="steps between saves, validation and sample videos (default 250)")
+    p.add_argument("--vae-frames", type=positive_int, help="vae: frames per training window, 1 + 4k (default 9)")
+    p.add_argument("--kl-weight", type=float, help="vae: KL weight (default 1e-4)")
+    p.add_argument("--grad-weight", type=float, help="vae: image-gradient loss weight (default 1)")
+    p.add_argument("--shift", type=positive_float,
+                   help="time shift s (default: the paper's 24 scaled to the latent size; 8.3 for mini)")
+    p.add_argument("--cd-steps", type=positive_int, help="consistency: fixed distillation steps (default 32)")
+    p.add_argument("--sample-steps", type=positive_int,
+                   help="pretrain, diffusion: Euler steps of the sample videos (default 8)")
+    p.add_argument("--r1-lambda", type=float, help="adversarial, long: lambda of approximated R1/R2 (default 100)")
+    p.add_argument("--r1-sigma", type=positive_float, help="adversarial, long: sigma of R1/R2 (default 0.1)")
+    p.add_argument("--segments", type=positive_int, help="long: windows per rollout (default 3)")
+    p.add_argument("--overlap", type=int, help="long: latent steps shared by consecutive windows (default 2)")
+    p.set_defaults(run=cmd_train)
 
     p = sub.add_parser("eval", help="score the generated world against the reference world on held-out scenes",
                        description="Run the generated world and the reference world from the same first frame "

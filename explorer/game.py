@@ -363,10 +363,9 @@ class Game:
         c = self.config
         self.worker = Worker(self.open_world, kind, c.size if kind == "reference" else None, c.seed)
         self.kind = kind
-        random = c.random_weights if kind == "generated" else None
         self.session = SessionWriter(c.sessions_dir, c.level, kind, c.seed, FPS, self.worker.size, self.worker.device,
-                                     self.worker.checkpoint, self.worker.checkpoint_sha256, random_config=random)
-
+                                     self.worker.checkpoint, self.worker.checkpoint_sha256,
+                                     random_config=c.random_weights if kind == "generated" else None)
         self.sessions.append(self.session.path)
         self.hud = Hud(kind, self.worker.device, FPS)
         start = c.level.start
@@ -575,9 +574,10 @@ class Game:
                 self.presenter.set_overlay(name, panel.image, anchor)
 
     def _warning(self) -> list[str]:
-        random = self.config.random_weights
-        if random and (self.kind == "generated" or self.split):
-            return [f"RANDOM WEIGHTS ({random}): the generated world is an untrained model"]
+        """Always on screen while an untrained model is shown."""
+        config = self.config.random_weights
+        if config and (self.kind == "generated" or self.split):
+            return [f"RANDOM WEIGHTS ({config}): the generated world is an untrained model"]
         return []
 
     def _say(self, text: str) -> None:

@@ -208,14 +208,22 @@ def image_statistics(frames) -> np.ndarray:
 
 def frechet_distance(x, y) -> float:
     """Fréchet distance between Gaussians fitted to two feature sets (N, D) and (M, D):
-    |mu_x - mu_y|^2 + tr(S_x + S_y - 2 (S_x S_y)^(1/2)); 0 for identical sets, grows with any difference."""
+    |mu_x - mu_y|^2 + tr(S_x + S_y - 2 (S_x S_y)^(1/2)); 0 for identical sets, grows with any difference.
+
+    tr((S_x S_y)^(1/2)) is computed as the sum of square roots of the eigenvalues of the symmetric S_x^(1/2) S_y
+    S_x^(1/2) (the same eigenvalues), which stays real and exact for the singular covariances of small samples.
+    """
     x, y = np.atleast_2d(_float(x)), np.atleast_2d(_float(y))
-    mu_x, mu_y = x.mean(axis=0), y.mean(axis=0)
-    s_x = np.atleast_2d(np.cov(x, rowvar=False)) if len(x) > 1 else np.zeros((x.shape[1],) * 2)
-    s_y = np.atleast_2d(np.cov(y, rowvar=False)) if len(y) > 1 else np.zeros((y.shape[1],) * 2)
-    root = linalg.sqrtm(s_x @ s_y)
-    if not np.isfinite(root).all():  # singular product: nudge both covariances, as the FID reference code does
-        eps = 1e-6 * np.eye(len(s_x))
-        root = linalg.sqrtm((s_x + eps) @ (s_y + eps))
-    distance = np.sum((mu_x - mu_y) ** 2) + np.trace(s_x) + np.trace(s_y) - 2.0 * np.trace(root.real)
+    s_x, s_y = _covariance(x), _covariance(y)
+    w, v = linalg.eigh(s_x)
+    root_x = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+    cross = np.sqrt(np.clip(linalg.eigvalsh(root_x @ s_y @ root_x), 0.0, None)).sum()
+    distance = np.sum((x.mean(axis=0) - y.mean(axis=0)) ** 2) + np.trace(s_x) + np.trace(s_y) - 2.0 * cross
     return float(max(distance, 0.0))
+
+
+def _covariance(x: np.ndarray) -> np.ndarray:
+    """(N, D) -> (D, D) sample covariance; zeros for a single sample."""
+    if len(x) < 2:
+        return np.zeros((x.shape[1], x.shape[1]))
+    return np.atleast_2d(np.cov(x, rowvar=False))

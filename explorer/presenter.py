@@ -191,17 +191,16 @@ class Presenter:
         target.use()
         target.viewport = (0, 0, *size)
         self.ctx.disable(moderngl.DEPTH_TEST | moderngl.CULL_FACE | moderngl.BLEND)
-        content = (sum(p.size[0] for p in self._panels), max(p.size[1] for p in self._panels)) \
-            if self._panels else size
-        x, y, w, h = letterbox(content, size)
-        if not self._panels or (w, h) != size or len({p.size[1] for p in self._panels}) > 1:
+        # panels side by side at one height (split view may pair worlds of different native sizes)
+        height = max((p.size[1] for p in self._panels), default=size[1])
+        widths = [p.size[0] * height / p.size[1] for p in self._panels]
+        x, y, w, h = letterbox((sum(widths), height) if self._panels else size, size)
+        if not self._panels or (w, h) != size:
             target.clear(0.0, 0.0, 0.0, 1.0)  # black bars (where the panels cover everything, a waste of 0.2 ms)
-        if self._panels:
-            scale = w / content[0]
-            for panel in self._panels:
-                pw, ph = round(panel.size[0] * scale), round(panel.size[1] * scale)
-                self._upscale(panel, target, size, (x, y + (h - ph) // 2, pw, ph))
-                x += pw
+        for panel, width in zip(self._panels, widths):
+            pw = round(width * h / height)
+            self._upscale(panel, target, size, (x, y, pw, h))
+            x += pw
         if self._overlays:
             self.ctx.enable(moderngl.BLEND)
             self.ctx.blend_func = moderngl.SRC_ALPHA, moderngl.ONE_MINUS_SRC_ALPHA

@@ -175,6 +175,26 @@ def test_scripted_play_logs_every_frame_rewinds_splits_and_replays(tmp_path, mon
     assert main(["replay", str(game.sessions[0]), "--check"]) == 0
 
 
+def test_generated_world_session_with_a_rewind_replays_exactly(tmp_path, monkeypatch, xvfb):
+    """The model's world (random weights of the tiny config): its state goes through the snapshot ring on a rewind,
+    and the replay restores the same snapshot and reproduces every frame."""
+    from world.make import make_world
+    if xvfb:
+        monkeypatch.setenv("DISPLAY", xvfb)
+        monkeypatch.setenv("SDL_VIDEODRIVER", "x11")
+    inputs = [InputState({"forward"}, (4.0, 0.0))] * 200
+    config = GameConfig(load_level("meadow"), "generated", window=WINDOW, seconds=3.0, sessions_dir=tmp_path,
+                        random_weights="tiny")
+    game = Game(config, lambda kind, size: make_world(kind, size=size, device="cpu", random_config="tiny"),
+                ScriptedInput(inputs, {6: [pygame.K_r]}))
+    assert game.run() == 0
+    session = read_session(game.sessions[0])
+    assert session.header["random_config"] == "tiny" and session.header["checkpoint"] is None
+    assert session.header["device"] == "cpu" and len(session.rewinds) == 1 and session.ended
+    assert len(session.frames) > session.rewinds[0].frame + 4  # played on after the rewind
+    assert main(["replay", str(game.sessions[0]), "--check"]) == 0
+
+
 def test_play_command_under_x_with_xdotool_then_replay_check(tmp_path, xvfb, capsys):
     sessions = tmp_path / "sessions"
     proc = play_cli(sessions, xvfb, seconds=5)
@@ -262,6 +282,8 @@ def test_play_without_a_display_says_so_in_one_line(tmp_path):
     (["--world", "generated", "--checkpoint", "missing.safetensors"], ["missing.safetensors", "cannot read"]),
     (["--world", "generated", "--checkpoint", "."], ["cannot read"]),
     (["--seconds", "-1"], ["--seconds"]),
+    (["--random-weights", "mini", "--checkpoint", "c.safetensors"], ["--random-weights"]),
+    (["--world", "generated", "--size", "128x72"], ["--size"]),
 ])
 def test_play_bad_input_is_one_line_and_exit_2(tmp_path, xvfb, args, words):
     code, out, err = run_cli("play", "--sessions-dir", str(tmp_path / "s"), *args, env=display_env(xvfb))

@@ -118,6 +118,11 @@ def test_split_view_shows_both_frames_side_by_side(ctx):
     assert tuple(out[72, 60]) == (0, 255, 0) and tuple(out[72, 196]) == (0, 0, 255)
     assert (out[:20] == 0).all() and (out[-20:] == 0).all()  # 32:9 in 16:9: bars above and below
 
+    # worlds of different native sizes are shown at the same height
+    out = present(ctx, [left, np.repeat(np.repeat(right, 2, 0), 2, 1)], (256, 144))
+    rows_left, rows_right = np.flatnonzero(out[:, 60, 1]), np.flatnonzero(out[:, 196, 2])
+    assert (rows_left[0], rows_left[-1]) == (rows_right[0], rows_right[-1]) == (36, 107)
+
 
 def test_cost_per_frame_at_1280x720():
     result = measure_cost(window=(1280, 720), frame=(256, 144), frames=48)

@@ -108,7 +108,7 @@ class AdversarialStage(GeneratorStage):
                 loss = generator_loss(real, fake) / self.segments
                 if train:
                     loss.backward()
-                total += float(loss)
+                total += loss.item()
                 windows.append(tuple(x.detach() for x in window))
                 made, cache = stream.detach(), cache.detach()
         return total, windows
@@ -131,7 +131,7 @@ class AdversarialStage(GeneratorStage):
                     ((d + lam * (r1 + r2)) / n).backward()
                 for key, value in (("d_loss", d), ("r1", r1), ("r2", r2), ("real_logit", lr.mean()),
                                    ("fake_logit", lf.mean())):
-                    out[key] += float(value) / n
+                    out[key] += value.item() / n
         return out
 
     def train_step(self, step: int) -> dict[str, float]:

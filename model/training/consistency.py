@@ -44,7 +44,7 @@ class ConsistencyStage(GeneratorStage):
     def train_step(self, step: int) -> dict[str, float]:
         loss = self.loss(self.batch(step), self.rng(step))
         loss.backward()
-        return {"loss": float(loss), **self.apply("generator", step)}
+        return {"loss": loss.item(), **self.apply("generator", step)}
 
     def val_losses(self, batch, rng) -> dict[str, float]:
         return {"val_loss": float(self.loss(batch, rng))}

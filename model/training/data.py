@@ -172,7 +172,7 @@ def encode_latents(folder: Path, clips: Clips, vae: VAE, device: torch.device, a
         for shard in todo:
             frames, means = clips.frames[shard], []
             for first in range(0, len(frames), batch):
-                video = from_uint8(np.asarray(frames[first:first + batch])).to(device)  # (b, 3, F, H, W)
+                video = from_uint8(np.array(frames[first:first + batch])).to(device)  # (b, 3, F, H, W)
                 with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=autocast):
                     means.append(vae.encode(video)[0].float().cpu())
                 bar.update(len(video))

@@ -183,7 +183,7 @@ def fit(stage, run: RunFolder, d: Dist) -> None:
                 window[key].append(value)
             done = step + 1
             bar.update(1)
-            bar.set_postfix(loss=f"{window['loss'][-1]:.4f}")
+            bar.set_postfix(loss=f"{window['loss'][-1]:.4g}")
             if done % opts.log_every == 0 or done == opts.steps:
                 now = time.perf_counter()
                 record = {k: d.mean(float(np.mean(v))) for k, v in sorted(window.items())}

@@ -62,9 +62,10 @@ class Stage(ABC):
         """Fixed draws for the first `clips` held-out clips: validation sees the same noise at every save."""
         return SampleRNG(self.opts.seed, -1, range(min(clips, len(self.val_indices()))))
 
-    def real_video(self, indices, length: int | None = None) -> torch.Tensor:
-        """(B, 3, T, H, W) in [-1, 1] on the device."""
-        return from_uint8(np.stack([self.clips.video(i, 0, length) for i in indices])).to(self.device)
+    def real_video(self, indices, length: int | None = None, starts=None) -> torch.Tensor:
+        """Frames starts[i] .. starts[i] + length (default: whole clips) -> (B, 3, T, H, W) in [-1, 1] on the device."""
+        starts = [0] * len(indices) if starts is None else starts
+        return from_uint8(np.stack([self.clips.video(i, s, length) for i, s in zip(indices, starts)])).to(self.device)
 
     # --- optimisation ------------------------------------------------------------------------------------------
     def adamw(self, module: nn.Module) -> torch.optim.Optimizer:

@@ -1,0 +1,53 @@
+"""`explorer train STAGE`: resolve the options, open the run and the data, build the stage, run it.
+
+The same entry serves one process and a torchrun launch (model/training/distributed.py).
+"""
+from __future__ import annotations
+
+from camera.errors import InputError
+from model.config import get_config
+from model.training import distributed
+from model.training.adversarial import AdversarialStage
+from model.training.consistency import ConsistencyStage
+from model.training.data import Clips
+from model.training.diffusion import DiffusionStage
+from model.training.options import TrainOptions, merge_resumed
+from model.training.run import RunFolder, fit
+from model.training.state import read_state
+from model.training.vae import VAEStage
+
+STAGE_CLASSES = {"vae": VAEStage, "pretrain": DiffusionStage, "diffusion": DiffusionStage,
+                 "consistency": ConsistencyStage, "adversarial": AdversarialStage, "long": AdversarialStage}
+
+
+def resolve(opts: TrainOptions, explicit: set[str], run: RunFolder) -> TrainOptions:
+    """The options to run with: a resumed stage's stored ones (see options.merge_resumed), or the given ones with
+    the stage's defaults. Refuses to start a stage over one that already has a state."""
+    opts.check()
+    state = run.state_path(opts.stage)
+    if opts.resume:
+        if not state.exists():
+            raise InputError(state, None, f"nothing to resume: the {opts.stage} stage of this run has not saved yet")
+        stored = TrainOptions.from_json(read_state(state)[1]["options"])
+        return merge_resumed(stored, opts, explicit, str(state))
+    if state.exists():
+        raise InputError(state, None, f"the {opts.stage} stage of this run has already started: pass --resume to "
+                         f"continue it, or use another --run")
+    return opts.with_defaults()
+
+
+def train(opts: TrainOptions, explicit: set[str] = frozenset()) -> None:
+    """explicit: the option names given on the command line (a resumed stage checks them against its stored ones)."""
+    run = RunFolder(opts.run)
+    opts = resolve(opts, set(explicit), run)
+    d = distributed.setup(opts.device)
+    try:
+        if opts.batch % d.world:
+            raise InputError("command line", "--batch", f"{opts.batch} clips do not split over {d.world} processes")
+        config = get_config(opts.config, source="command line --config")
+        clips = Clips.open(opts.data, config, opts.val_clips)
+        scaling = run.open(config, clips, d)
+        stage = STAGE_CLASSES[opts.stage](opts, d, run, config, clips, scaling)
+        fit(stage, run, d)
+    finally:
+        distributed.teardown(d)

@@ -1,0 +1,134 @@
+"""explorer eval: its camera estimators on the reference world, its diffusion baseline, and a short run end to end."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from camera.embedding import CameraScaling
+from camera.trajectories import forward_trajectory, random_trajectory, yaw_trajectory
+from explorer.cli import main
+from explorer.eval import (CHECKS, YAW_DEG_PER_S, MultiStepWorld, drive, held_out_start, implied_shifts,
+                           measured_log_zooms, measured_shifts)
+from levels import PATHS_DIR
+from model.checkpoint import save_checkpoint
+from world.dataset import HELD_OUT_SEEDS
+from world.generated import GeneratedWorld
+from world.reference import ReferenceWorld
+
+SCENES = HELD_OUT_SEEDS[:4]  # the scenes a default eval measures camera adherence on
+
+
+@pytest.fixture
+def one_thread():
+    """The tiny model gains nothing from a second thread, and on a shared two-core machine waiting for one is slow."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_world() -> GeneratedWorld:
+    """Random tiny weights with a non-zero output layer (it starts at zero: v = 0 would make every sampler equal)."""
+    world = GeneratedWorld.open(device="cpu", random_config="tiny")
+    torch.manual_seed(1)
+    torch.nn.init.normal_(world.generator.head.linear.weight, std=0.05)
+    return world
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    world = tiny_world()
+    path = tmp_path_factory.mktemp("eval") / "tiny.safetensors"
+    save_checkpoint(path, world.config, world.vae, world.generator, CameraScaling().to_dict(), "random")
+    return path
+
+
+@pytest.mark.parametrize("size", [(256, 144), (128, 72)])
+def test_yaw_shift_estimator_follows_the_reference_world_within_10_percent(size):
+    reference = ReferenceWorld(size)
+    try:
+        for i, seed in enumerate(SCENES):
+            scene, start = held_out_start(seed)
+            reference.set_scene(scene)
+            poses = yaw_trajectory(start, 1 + CHECKS[-1], YAW_DEG_PER_S if i % 2 == 0 else -YAW_DEG_PER_S)
+            implied = implied_shifts(poses, size)
+            measured = measured_shifts(reference.render(poses), size)
+            error = 100 * np.abs(measured - implied).sum() / np.abs(implied).sum()
+            assert error < 10, f"scene {seed}: measured {measured.round(1)}, implied {implied.round(1)}"
+    finally:
+        reference.close()
+    if size[0] == 256:
+        assert abs(implied[-1]) > 40  # the shifts reach the size where phase correlation gives up
+
+
+def test_zoom_estimator_sees_the_reference_world_expand_when_walking_forward():
+    reference = ReferenceWorld((128, 72))
+    try:
+        for seed in SCENES:
+            scene, start = held_out_start(seed)
+            reference.set_scene(scene)
+            zooms = np.exp(measured_log_zooms(reference.render(forward_trajectory(start, 1 + CHECKS[-1], 2.0))))
+            assert zooms[-1] > 1.03 and zooms[-1] > zooms[0] > 0.99, f"scene {seed}: {zooms.round(3)}"
+    finally:
+        reference.close()
+
+
+def test_one_step_sampler_equals_the_generated_world_and_more_steps_differ(one_thread):
+    world = tiny_world()
+    scene, start = held_out_start(0)
+    poses = random_trajectory(np.random.default_rng(0), 13, start)
+    reference = ReferenceWorld(world.size)
+    try:
+        reference.set_scene(scene)
+        first = reference.render(poses[:1])[0]
+    finally:
+        reference.close()
+    generated = drive(world, first, poses, seed=5)
+    assert np.array_equal(drive(MultiStepWorld(world, 1), first, poses, seed=5), generated)
+    four = drive(MultiStepWorld(world, 4), first, poses, seed=5)
+    assert four.shape == generated.shape and not np.array_equal(four[1:], generated[1:])
+    assert np.array_equal(drive(MultiStepWorld(world, 4), first, poses, seed=5), four)  # deterministic
+
+
+def test_short_eval_prints_every_field_and_is_deterministic(tiny_checkpoint, tmp_path, capsys, one_thread):
+    outputs = []
+    for run in range(2):
+        plot = tmp_path / f"eval{run}.png"
+        assert main(["eval", "--checkpoint", str(tiny_checkpoint), "--seconds", "2", "--scenes", "1", "--levels",
+                     "meadow", "--paths", str(PATHS_DIR / "walk.toml"), "--json", "--plot", str(plot)]) == 0
+        outputs.append(capsys.readouterr().out)
+        assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert outputs[0] == outputs[1]
+    r = json.loads(outputs[0])
+    assert r["checkpoint"] == str(tiny_checkpoint) and r["levels"] == ["meadow"] and r["seconds"] == 2
+    assert r["streams"] == 2 and r["size"] == [64, 32]
+    for key in ("psnr", "ssim", "hold_psnr"):
+        assert set(r[key]) == {"1s", "5s", "10s", "60s"}
+        assert r[key]["5s"] is None and r[key]["10s"] is None and r[key]["60s"] is None  # past --seconds
+    assert 0 < r["psnr"]["1s"] < r["hold_psnr"]["1s"] < 100  # random weights lose to holding the first frame
+    assert -1 <= r["ssim"]["1s"] <= 1
+    for key in ("yaw_shift_error_pct", "forward_error_pct", "sharpness_ratio"):
+        assert isinstance(r[key], float) and r[key] >= 0
+    assert r["camera"]["reference_yaw_shift_error_pct"] < 10  # the estimator follows the reference world
+    assert len(r["fd_windows"]) == 1 and r["fd_windows"][0] > 0 and r["drift"] == 1.0  # one 5 s window
+    diffusion = r["baselines"]["diffusion"]
+    assert diffusion["steps"] == 4 and diffusion["drift"] == 1.0
+    assert diffusion["psnr"]["1s"] != r["psnr"]["1s"]  # a different sampler really ran
+    assert len(r["curves"]["psnr"]["generated"]) == len(r["curves"]["t"]) == 2
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--checkpoint", "no/such.safetensors"], ["no/such.safetensors", "no such checkpoint"]),
+    (["--levels", "atlantis"], ["atlantis", "no such level"]),
+    (["--levels", "meadow", "--paths", "no/such/path.toml"], ["no/such/path.toml", "no such file"]),
+    (["--paths", str(PATHS_DIR / "walk.toml")], ["--paths", "--levels"]),
+    (["--seconds", "0.1"], ["--seconds"]),
+    (["--plot", "no/such/folder/eval.png"], ["--plot", "no such folder"]),
+])
+def test_bad_input_is_one_line_naming_it_and_exit_2(args, words, capsys):
+    assert main(["eval", "--seconds", "1", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("explorer: error:")
+    for word in words:
+        assert word in err
