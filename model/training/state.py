@@ -31,6 +31,8 @@ def save_state(path: Path, d: Dist, step: int, stage: str, options_json: str, mo
         tensors.update({f"module.{name}.{k}": t for k, t in distributed.full_state(module).items()})
     for name, (module, optimizer) in optimizers.items():
         state = distributed.full_optimizer_state(module, optimizer)
+        if not d.main:  # the full state is gathered on the main process only
+            continue
         for param, values in state["state"].items():
             for key, value in values.items():
                 tensors[f"optim.{name}.{param}.{key}"] = torch.as_tensor(value)
