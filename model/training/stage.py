@@ -40,6 +40,7 @@ class Stage(ABC):
                  scaling: CameraScaling):
         self.opts, self.dist, self.run, self.config, self.clips, self.scaling = opts, d, run, config, clips, scaling
         self.device = d.device
+        torch.manual_seed(opts.seed)  # what the stage builds fresh (a discriminator's heads) is the same everywhere
         self.modules: dict[str, nn.Module] = {}
         self.optimizers: dict[str, tuple[nn.Module, torch.optim.Optimizer]] = {}
 

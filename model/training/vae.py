@@ -42,7 +42,6 @@ def fold_latent_scale(state: dict[str, torch.Tensor], channels: int, scale: floa
 class VAEStage(Stage):
     def __init__(self, *args):
         super().__init__(*args)
-        torch.manual_seed(self.opts.seed)
         vae = (load_checkpoint(self.opts.init, expect_config=self.opts.config).vae if self.opts.init
                else VAE(self.config.vae))
         vae = vae.to(self.device).train()
@@ -96,8 +95,11 @@ class VAEStage(Stage):
     @torch.no_grad()
     def export(self, path: Path, step: int) -> None:
         scale = float(self.reconstruct(self.real_video(self.val_indices(), self.opts.vae_frames))[0].std())
-        state = fold_latent_scale(distributed.full_state(self.vae), self.config.vae.latent_channels, scale)
+        state = distributed.full_state(self.vae)  # gathered on the main process only
+        if not self.dist.main:
+            return
         with torch.random.fork_rng():
             torch.manual_seed(self.opts.seed)
             generator = Generator(self.config.generator)
-        self.save_model(path, state, generator.state_dict(), step)
+        self.save_model(path, fold_latent_scale(state, self.config.vae.latent_channels, scale),
+                        generator.state_dict(), step)
