@@ -60,6 +60,13 @@ class SampleRNG:
         return torch.cat([torch.randint(high, (1,), generator=g) for g in self.generators])
 
 
+def locate(shards: list[np.ndarray], index: int) -> tuple[int, int]:
+    """A global clip index -> (shard, row) in per-shard arrays."""
+    offsets = np.cumsum([len(s) for s in shards])
+    shard = int(np.searchsorted(offsets, index, side="right"))
+    return shard, int(index) - (int(offsets[shard - 1]) if shard else 0)
+
+
 @dataclass
 class Clips:
     """The clips of a dataset, checked against the model config, split into train and validation by scene."""
@@ -98,16 +105,9 @@ class Clips:
         """k: generator steps of a whole clip of 1 + 4k frames."""
         return (self.clip_frames - 1) // FRAMES_PER_STEP
 
-    def _locate(self, index: int) -> tuple[int, int]:
-        for shard, frames in enumerate(self.frames):
-            if index < len(frames):
-                return shard, index
-            index -= len(frames)
-        raise IndexError(index)
-
     def video(self, index: int, start: int = 0, length: int | None = None) -> np.ndarray:
         """Frames start .. start + length of a clip, (T, H, W, 3) uint8."""
-        shard, row = self._locate(int(index))
+        shard, row = locate(self.frames, index)
         stop = self.clip_frames if length is None else start + length
         return np.asarray(self.frames[shard][row, start:stop])
 
@@ -186,12 +186,8 @@ class LatentCache:
 
     def __init__(self, folder: Path, shard_count: int):
         self.shards = [np.load(folder / f"{s:05d}.npy", mmap_mode="r") for s in range(shard_count)]
-        self.offsets = np.cumsum([0] + [len(s) for s in self.shards])
 
     def get(self, indices) -> torch.Tensor:
         """(B, C, 1 + k, h, w) float32 for global clip indices."""
-        out = []
-        for i in indices:
-            shard = int(np.searchsorted(self.offsets, i, side="right")) - 1
-            out.append(torch.from_numpy(np.array(self.shards[shard][i - self.offsets[shard]])))
-        return torch.stack(out)
+        return torch.stack([torch.from_numpy(np.array(self.shards[s][row]))
+                            for s, row in (locate(self.shards, i) for i in indices)])

@@ -10,9 +10,11 @@ from model.training import distributed
 from model.training.adversarial import AdversarialStage
 from model.training.consistency import ConsistencyStage
 from model.training.data import Clips
+from model.training.distributed import Dist
 from model.training.diffusion import DiffusionStage
 from model.training.options import TrainOptions, merge_resumed
 from model.training.run import RunFolder, fit
+from model.training.stage import Stage
 from model.training.state import read_state
 from model.training.vae import VAEStage
 
@@ -36,18 +38,22 @@ def resolve(opts: TrainOptions, explicit: set[str], run: RunFolder) -> TrainOpti
     return opts.with_defaults()
 
 
+def build_stage(opts: TrainOptions, run: RunFolder, d: Dist) -> Stage:
+    """The stage's modules, optimisers and data, from resolved options (before any resume)."""
+    if opts.batch % d.world:
+        raise InputError("command line", "--batch", f"{opts.batch} clips do not split over {d.world} processes")
+    config = get_config(opts.config, source="command line --config")
+    clips = Clips.open(opts.data, config, opts.val_clips)
+    scaling = run.open(config, clips, d)
+    return STAGE_CLASSES[opts.stage](opts, d, run, config, clips, scaling)
+
+
 def train(opts: TrainOptions, explicit: set[str] = frozenset()) -> None:
     """explicit: the option names given on the command line (a resumed stage checks them against its stored ones)."""
     run = RunFolder(opts.run)
     opts = resolve(opts, set(explicit), run)
     d = distributed.setup(opts.device)
     try:
-        if opts.batch % d.world:
-            raise InputError("command line", "--batch", f"{opts.batch} clips do not split over {d.world} processes")
-        config = get_config(opts.config, source="command line --config")
-        clips = Clips.open(opts.data, config, opts.val_clips)
-        scaling = run.open(config, clips, d)
-        stage = STAGE_CLASSES[opts.stage](opts, d, run, config, clips, scaling)
-        fit(stage, run, d)
+        fit(build_stage(opts, run, d), run, d)
     finally:
         distributed.teardown(d)

@@ -1,0 +1,216 @@
+"""The training stages on the tiny config and a tiny rendered dataset: a few steps lower each stage's loss on a
+fixed batch, the rollout is inference's, resume is bit-exact, and the run folder holds what docs/training.md says."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from camera.embedding import CameraScaling
+from camera.errors import InputError
+from camera.pose import Pose
+from model.checkpoint import load_checkpoint, read_safetensors, save_checkpoint
+from model.config import get_config
+from model.generator import Generator
+from model.training.data import SampleRNG, clip_camera
+from model.training.distributed import Dist
+from model.training.options import TrainOptions
+from model.training.run import RunFolder
+from model.training.sampling import rollout
+from model.training.train import build_stage, resolve, train
+from model.training.vae import fold_latent_scale
+from model.vae import VAE, from_uint8
+from world.dataset import DataSpec, write_dataset
+from world.generated import GeneratedWorld, step_noise
+
+LR = 1e-3
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """6 clips of 9 frames (2 latent steps) at 64x32 from 3 scenes; the last scene is held out."""
+    folder = tmp_path_factory.mktemp("data")
+    write_dataset(folder, DataSpec(clips=6, size=(64, 32), frames=9, clips_per_scene=2, clips_per_shard=4))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def init(tmp_path_factory):
+    """A random tiny model whose generator head is not zero (so every weight gets a gradient from the start)."""
+    config = get_config("tiny")
+    torch.manual_seed(0)
+    vae, generator = VAE(config.vae), Generator(config.generator)
+    torch.nn.init.normal_(generator.head.linear.weight, std=0.02)
+    path = tmp_path_factory.mktemp("init") / "init.safetensors"
+    save_checkpoint(path, config, vae, generator, CameraScaling().to_dict(), "test")
+    return path
+
+
+def options(stage, data, run, init, **changes):
+    base = dict(config="tiny", batch=2, lr=LR, warmup=0, val_clips=2, init=str(init), diffusion=str(init),
+                save_every=1000, log_every=1)
+    if stage == "vae":
+        del base["init"]
+    return TrainOptions(stage, str(data), str(run), **{**base, **changes})
+
+
+def make_stage(stage, data, tmp_path, init, **changes):
+    opts = options(stage, data, tmp_path / "run", init, **changes)
+    run = RunFolder(opts.run)
+    return build_stage(resolve(opts, set(), run), run, Dist())
+
+
+def lowers(loss_on_fixed_batch, step, steps):
+    before = loss_on_fixed_batch()
+    for i in range(steps):
+        step(i)
+    after = loss_on_fixed_batch()
+    assert after < before, (before, after)
+
+
+# --- each stage learns -----------------------------------------------------------------------------------------
+
+def test_vae_stage_lowers_its_loss(data, tmp_path, init):
+    stage = make_stage("vae", data, tmp_path, init, vae_frames=5, batch=1)  # the VAE is slow at full resolution
+    indices, rng = stage.indices(0), lambda: SampleRNG(0, 0, range(1))
+    video = stage.windows(indices, rng())
+
+    @torch.no_grad()
+    def loss():
+        return stage.loss(video, rng())[0].item()
+
+    def step(i):
+        stage.loss(video, rng())[0].backward()
+        stage.apply("vae", i)
+
+    lowers(loss, step, 3)
+
+
+@pytest.mark.parametrize("stage_name", ["pretrain", "diffusion", "consistency"])
+def test_flow_stages_lower_their_loss(stage_name, data, tmp_path, init):
+    # the student starts equal to its teacher, so consistency starts nearly consistent and wants small steps
+    stage = make_stage(stage_name, data, tmp_path, init, lr=LR / 10 if stage_name == "consistency" else LR)
+    batch, rng = stage.batch(0), lambda: SampleRNG(0, 0, range(2))  # noqa: E731 (fixed clips, noise and t)
+
+    @torch.no_grad()
+    def loss():
+        return stage.loss(batch, rng()).item()
+
+    def step(i):
+        stage.loss(batch, rng()).backward()
+        stage.apply("generator", i)
+
+    lowers(loss, step, 6)
+
+
+@pytest.mark.parametrize("stage_name", ["adversarial", "long"])
+def test_adversarial_players_lower_their_losses(stage_name, data, tmp_path, init):
+    stage = make_stage(stage_name, data, tmp_path, init, segments=2, overlap=1)
+    batch = stage.batch(0)
+    fixed = lambda: SampleRNG(0, 0, range(2))  # noqa: E731
+    k = batch.x0.shape[2]
+
+    _, windows = stage.generate(batch, fixed(), train=False)
+    if stage_name == "long":  # 2 windows of k steps sharing one: generated steps 0..k-1, then k-1..2k-2
+        assert len(windows) == 2 and all(w[0].shape[2] == k for w in windows)
+        assert torch.equal(windows[1][0][:, :, 0], windows[0][0][:, :, -1])
+        assert torch.equal(windows[1][1][:, :, 1], windows[1][0][:, :, 0])  # recycled = the frame before
+    assert torch.equal(windows[0][1][:, :, 0], batch.first[:, :, 0])
+
+    def d_loss():
+        return stage.discriminate(batch, windows, fixed(), train=False)["d_loss"]
+
+    def d_step(i):
+        stage.discriminate(batch, windows, SampleRNG(0, i + 1, range(2)), train=True)
+        stage.apply("discriminator", i)
+
+    lowers(d_loss, d_step, 5)
+
+    def g_loss():
+        return stage.generate(batch, fixed(), train=False)[0]
+
+    def g_step(i):
+        stage.generate(batch, SampleRNG(0, i + 1, range(2)), train=True)
+        stage.apply("generator", i)
+
+    lowers(g_loss, g_step, 5)
+
+
+# --- the rollout is inference ----------------------------------------------------------------------------------
+
+def test_student_forcing_rollout_is_generated_world_step(init):
+    loaded = load_checkpoint(init)
+    world = GeneratedWorld(loaded.config, loaded.vae, loaded.generator, CameraScaling(), "cpu")
+    frame = np.random.default_rng(0).integers(0, 256, (32, 64, 3), dtype=np.uint8)
+    poses = [Pose((0.0, 1.7, -0.1 * i), yaw=3.0 * i) for i in range(9)]
+    world.reset_from_frame(frame, poses[0], seed=5)
+    first = world.state().prev
+    for j in range(2):
+        world.step(poses[1 + 4 * j:5 + 4 * j])
+    cam = clip_camera(np.stack([p.to_array() for p in poses]), loaded.config, CameraScaling())[None]
+    noise = torch.cat([step_noise(5, j, first.shape, "cpu", torch.float32) for j in range(2)], dim=2)
+    with torch.no_grad():
+        latents, _ = rollout(loaded.generator, first, cam, noise)
+    assert torch.allclose(latents[:, :, -1:], world.state().prev, atol=1e-5)
+
+    # gradients reach step 1's noise from step 2's output only through the KV cache (the recycled input is detached)
+    noise.requires_grad_(True)
+    latents, cache = rollout(loaded.generator, first, cam, noise)
+    (grad,) = torch.autograd.grad(latents[:, :, 1].square().sum(), noise)
+    assert grad[:, :, 0].abs().sum() > 0
+    assert grad[:, :, 0].abs().sum() < grad[:, :, 1].abs().sum()  # the own noise counts most
+
+
+def test_fold_latent_scale_keeps_the_decoder_output(init):
+    vae = load_checkpoint(init).vae
+    video = from_uint8(np.random.default_rng(1).integers(0, 256, (5, 32, 64, 3), dtype=np.uint8))[None]
+    folded = VAE(vae.config)
+    folded.load_state_dict(fold_latent_scale(vae.state_dict(), vae.config.latent_channels, 4.0))
+    with torch.no_grad():
+        mean, logvar = vae.encode(video)
+        mean2, logvar2 = folded.encode(video)
+        assert torch.allclose(mean2, mean / 4, atol=1e-6)
+        assert torch.allclose(logvar2, logvar - 2 * np.log(4.0), atol=1e-5)
+        assert torch.allclose(folded.decode(mean2), vae.decode(mean), atol=1e-5)
+
+
+# --- runs, resume, options -------------------------------------------------------------------------------------
+
+def test_resume_restores_identical_state(data, tmp_path, init):
+    def run(name, steps, resume=False):
+        opts = options("adversarial", data, tmp_path / name, init, steps=steps, resume=resume, save_every=2)
+        train(opts, explicit={"steps", "resume"} if resume else set())
+
+    run("straight", 4)
+    run("resumed", 2)
+    run("resumed", 4, resume=True)
+    a, meta_a = read_safetensors(tmp_path / "straight/adversarial/state.safetensors")
+    b, meta_b = read_safetensors(tmp_path / "resumed/adversarial/state.safetensors")
+    assert meta_a["step"] == meta_b["step"] == "4"
+    assert a.keys() == b.keys() and any(k.startswith("optim.discriminator.") for k in a)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["module.generator.head.linear.weight"],
+                           read_safetensors(init)[0]["generator.head.linear.weight"])  # it did train
+
+    stage_dir = tmp_path / "resumed/adversarial"
+    records = [json.loads(line) for line in (stage_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4]
+    assert [r["step"] for r in records if "val_psnr" in r] == [2, 4]
+    assert (stage_dir / "loss.png").stat().st_size > 0
+    assert sorted(p.name for p in (stage_dir / "samples").iterdir()) == ["step_000002.mp4", "step_000004.mp4"]
+    world = GeneratedWorld.open(checkpoint=stage_dir / "model.safetensors", device="cpu")
+    assert world.stage == "adversarial" and world.camera_scaling == CameraScaling(**json.loads(
+        (tmp_path / "resumed/run.json").read_text())["camera_scaling"])
+
+
+def test_stage_refuses_to_restart_or_change_on_resume(data, tmp_path, init):
+    opts = options("diffusion", data, tmp_path / "run", init, steps=1)
+    train(opts)
+    with pytest.raises(InputError, match="--resume"):
+        resolve(opts, set(), RunFolder(opts.run))
+    resumed = options("diffusion", data, tmp_path / "run", init, steps=3, resume=True, lr=0.5)
+    with pytest.raises(InputError, match="options.lr"):
+        resolve(resumed, {"steps", "resume", "lr"}, RunFolder(opts.run))
+    assert resolve(resumed, {"steps", "resume"}, RunFolder(opts.run)).lr == LR
+    with pytest.raises(InputError, match="spec.size"):
+        make_stage("diffusion", data, tmp_path / "other", init, config="mini")
