@@ -49,7 +49,7 @@ from model.vae import VAE, from_uint8, to_uint8
 from world.base import FPS, FRAMES_PER_STEP
 from world.dataset import EYE_HEIGHT, HELD_OUT_SEEDS
 from world.generated import GeneratedWorld, step_noise
-from world.level import load_level
+from world.level import Level, load_level
 from world.scene import SceneParams, height_at, random_scene
 
 MARKS = (1, 5, 10, 60)            # seconds at which fidelity is reported
@@ -61,7 +61,6 @@ CAMERA_SECONDS = 1
 YAW_DEG_PER_S = 24.0              # 1 s moves the picture's centre by f tan(24°): 55 px at 256x144, past 40 px
 FORWARD_M_PER_S = 2.0             # the game's walking speed
 MEASURABLE_PCT = 25.0             # a scene's reference yaw error above this: the scene cannot be measured
-PLAYERS = ("generated", "diffusion", "hold")
 
 
 class Player(Protocol):
@@ -131,6 +130,7 @@ class Stream:
 
 
 def ground_of(scene: SceneParams):
+    """The scene's terrain height as the camera controls' ground function (x, z) -> y."""
     return lambda x, z: float(height_at(scene, x, z))
 
 
@@ -143,6 +143,7 @@ def held_out_start(seed: int) -> tuple[SceneParams, Pose]:
 
 
 def held_out_streams(scenes: int, frames: int) -> list[Stream]:
+    """The first `scenes` held-out scenes, each with a person-like walk of `frames` poses that follows the ground."""
     streams = []
     for seed in HELD_OUT_SEEDS[:scenes]:
         scene, start = held_out_start(seed)
@@ -153,14 +154,13 @@ def held_out_streams(scenes: int, frames: int) -> list[Stream]:
     return streams
 
 
-def level_streams(levels: Sequence[str], paths: Sequence[str], frames: int) -> list[Stream]:
+def level_streams(levels: Sequence[Level], paths: Sequence[str], frames: int) -> list[Stream]:
     """Each level along each path (cut to `frames`), or along a random walk from its start when no path is given."""
     if paths and not levels:
         raise InputError("command line", "--paths", "needs --levels: a path is walked from each level's start")
     camera_paths = [(p, load_path(p)) for p in paths]
     streams = []
-    for name in levels:
-        level = load_level(name)
+    for level in levels:
         if level.scene is None:
             raise InputError(level.source, "scene", "eval renders the reference world from the level's [scene]; "
                              "this level has only a start image")
@@ -196,6 +196,7 @@ def drive(player: Player, first: np.ndarray, poses: Sequence[Pose], seed: int) -
 @dataclass
 class Track:
     """Scores of one world along one stream, per frame 1, 2, ... (frame 0 is the shared start, not scored)."""
+    featured: bool = True                                    # sample frames for the Fréchet distance
     mse: list[float] = field(default_factory=list)
     ssim: list[float] = field(default_factory=list)
     sharpness: list[float] = field(default_factory=list)
@@ -209,7 +210,8 @@ class Track:
             self.mse.extend(np.atleast_1d(metrics.mse(frames, truth)))
             self.ssim.extend(np.atleast_1d(metrics.ssim(frames, truth)))
         self.sharpness.extend(np.atleast_1d(metrics.sharpness(frames)))
-        self.sampled += [f for i, f in enumerate(frames, start=first) if i % FEATURE_STRIDE == 0]
+        if self.featured:
+            self.sampled += [f for i, f in enumerate(frames, start=first) if i % FEATURE_STRIDE == 0]
 
 
 @torch.inference_mode()
@@ -231,7 +233,8 @@ def run_stream(stream: Stream, reference, players: dict[str, Player], vae: VAE, 
     first = reference.render(stream.poses[:1])[0]
     for player in players.values():
         player.reset_from_frame(first, stream.poses[0], seed)
-    tracks = {name: Track() for name in [*players, "reference"]}
+    # The hold baseline's frames are all the first one: their feature distribution says nothing about drift.
+    tracks = {name: Track(featured=name != "hold") for name in [*players, "reference"]}
     for chunk, padded in steps(stream.poses):
         truth = reference.render(chunk)
         tracks["reference"].add(truth)
@@ -239,7 +242,8 @@ def run_stream(stream: Stream, reference, players: dict[str, Player], vae: VAE, 
             tracks[name].add(player.step(padded)[:len(chunk)], truth)
         bar.update(1)
     for track in tracks.values():
-        track.features, track.sampled = frame_features(vae, np.stack(track.sampled)), []
+        if track.featured:
+            track.features, track.sampled = frame_features(vae, np.stack(track.sampled)), []
     return tracks
 
 
@@ -273,21 +277,34 @@ def window_features(tracks: Sequence[Track], first: int, last: int) -> np.ndarra
     return np.concatenate(picked)
 
 
+def windows_of(length: int) -> list[tuple[int, int]]:
+    """(first, last) frames of the WINDOW_SECONDS windows over frames 1..length; a last window under 1 s is dropped
+    (too few samples for a distribution) unless it is the only one."""
+    size = WINDOW_SECONDS * FPS
+    windows = [(a, a + size - 1) for a in range(1, length + 1, size)]
+    if len(windows) > 1 and length - windows[-1][0] + 1 < FPS:
+        windows.pop()
+    return windows
+
+
+def frechet_windows(tracks: Sequence[Track], reference: Sequence[Track], windows, scale) -> list[float]:
+    """Per window, the Fréchet distance between the world's and the reference's features, both standardised by
+    `scale` = (mean, std) of the reference's features over the whole run (so every window is in the same units)."""
+    mean, std = scale
+    return [metrics.frechet_distance((window_features(tracks, a, b) - mean) / std,
+                                     (window_features(reference, a, b) - mean) / std) for a, b in windows]
+
+
 def summarise(tracks: Sequence[Track], reference: Sequence[Track], seconds: float, scale) -> dict:
     """The fidelity, sharpness and long-horizon scores of one world over all streams."""
     marks = {f"{t}s": at_time(tracks, t) if t <= seconds else (None, None) for t in MARKS}
     length = max(len(t.sharpness) for t in reference)
-    window = WINDOW_SECONDS * FPS
-    windows = [(a, a + window - 1) for a in range(1, length + 1, window)]
-    if len(windows) > 1 and length - windows[-1][0] + 1 < FPS:  # a last window under 1 s: too few samples
-        windows.pop()
-    mean, std = scale
-    fd = [metrics.frechet_distance((window_features(tracks, a, b) - mean) / std,
-                                   (window_features(reference, a, b) - mean) / std) for a, b in windows]
+    windows = windows_of(length)
+    fd = frechet_windows(tracks, reference, windows, scale) if tracks[0].featured else []
     curve = [at_time(tracks, t) for t in range(1, math.floor(seconds) + 1)]
     return {
         "psnr": {k: v[0] for k, v in marks.items()}, "ssim": {k: v[1] for k, v in marks.items()},
-        "fd_windows": fd, "drift": fd[-1] / fd[0] if fd[0] > 0 else None,
+        "fd_windows": fd, "drift": fd[-1] / fd[0] if fd and fd[0] > 0 else None,
         "sharpness_ratio": sharpness_ratio(tracks, reference, 1, length),
         "sharpness_windows": [sharpness_ratio(tracks, reference, a, b) for a, b in windows],
         "curve": {"psnr": [c[0] for c in curve], "ssim": [c[1] for c in curve]},
@@ -349,23 +366,28 @@ def camera_adherence(scenes: int, reference, players: dict[str, Player], size: t
     return result
 
 
-def _relative_error(measured, truth, keep) -> float | None:
-    """100 sum|measured - truth| / sum|truth| over the kept scenes."""
+def _kept(measured, truth, keep) -> tuple[np.ndarray, np.ndarray] | None:
+    """The kept scenes' values, concatenated; None if nothing is kept or the truth is all zero."""
     m = [x for x, k in zip(measured, keep) if k]
     t = [x for x, k in zip(truth, keep) if k]
-    if not t or not np.abs(np.concatenate(t)).sum() > 0:
+    if not t or not np.any(np.concatenate(t)):
         return None
-    m, t = np.concatenate(m), np.concatenate(t)
+    return np.concatenate(m), np.concatenate(t)
+
+
+def _relative_error(measured, truth, keep) -> float | None:
+    """100 sum|measured - truth| / sum|truth| over the kept scenes (a move the wrong way counts over 100 %)."""
+    if (kept := _kept(measured, truth, keep)) is None:
+        return None
+    m, t = kept
     return float(100 * np.abs(m - t).sum() / np.abs(t).sum())
 
 
 def _gain(measured, truth, keep) -> float | None:
     """The least-squares factor g in measured = g truth: 1 when the world moves as much as it should, 0 when still."""
-    m = [x for x, k in zip(measured, keep) if k]
-    t = [x for x, k in zip(truth, keep) if k]
-    if not t or not (np.concatenate(t) ** 2).sum() > 0:
+    if (kept := _kept(measured, truth, keep)) is None:
         return None
-    m, t = np.concatenate(m), np.concatenate(t)
+    m, t = kept
     return float((m * t).sum() / (t * t).sum())
 
 
@@ -400,7 +422,8 @@ def run_eval(options: EvalOptions) -> dict:
     frames = 1 + round(options.seconds * FPS)
     if frames < 1 + FRAMES_PER_STEP:
         raise InputError("command line", "--seconds", f"must cover at least one step ({FRAMES_PER_STEP / FPS:.3f} s)")
-    streams = held_out_streams(options.scenes, frames) + level_streams(options.levels, options.paths, frames)
+    levels = [load_level(name) for name in options.levels]
+    streams = held_out_streams(options.scenes, frames) + level_streams(levels, options.paths, frames)
     world = GeneratedWorld.open(checkpoint=options.checkpoint, device=options.device)
     players: dict[str, Player] = {"generated": world, "diffusion": open_baseline(options, world), "hold": HoldWorld()}
     reference = ReferenceWorld(world.size)
@@ -426,7 +449,7 @@ def run_eval(options: EvalOptions) -> dict:
     return clean({
         "checkpoint": str(world.checkpoint), "checkpoint_sha256": world.checkpoint_sha256, "stage": world.stage,
         "config": world.config.name, "size": list(world.size), "device": str(world.device),
-        "levels": [load_level(name).name for name in options.levels], "paths": list(options.paths),
+        "levels": [level.name for level in levels], "paths": list(options.paths),
         "scenes": list(HELD_OUT_SEEDS[:options.scenes]), "streams": len(streams), "seconds": options.seconds,
         "psnr": generated["psnr"], "ssim": generated["ssim"], "hold_psnr": hold["psnr"], "hold_ssim": hold["ssim"],
         "yaw_shift_error_pct": camera["generated"]["yaw_shift_error_pct"],
@@ -438,8 +461,7 @@ def run_eval(options: EvalOptions) -> dict:
             "diffusion": {"steps": options.baseline_steps,
                           "checkpoint": str(players["diffusion"].world.checkpoint),
                           **{k: v for k, v in diffusion.items() if k != "curve"}, **camera["diffusion"]},
-            "hold": {"psnr": hold["psnr"], "ssim": hold["ssim"], "sharpness_ratio": hold["sharpness_ratio"],
-                     "fd_windows": hold["fd_windows"], "drift": hold["drift"]},
+            "hold": {"psnr": hold["psnr"], "ssim": hold["ssim"], "sharpness_ratio": hold["sharpness_ratio"]},
         },
         "curves": {"t": list(range(1, math.floor(options.seconds) + 1)),
                    "psnr": {name: scores[name]["curve"]["psnr"] for name in players},

@@ -118,6 +118,16 @@ def test_short_eval_prints_every_field_and_is_deterministic(tiny_checkpoint, tmp
     assert len(r["curves"]["psnr"]["generated"]) == len(r["curves"]["t"]) == 2
 
 
+def test_a_level_with_only_a_start_image_is_refused_by_name(tmp_path, capsys):
+    from PIL import Image
+    Image.new("RGB", (64, 32), (90, 120, 200)).save(tmp_path / "start.png")
+    level = tmp_path / "picture.toml"
+    level.write_text('[level]\nname = "picture"\nimage = "start.png"\n\n[start]\nposition = [0.0, 1.7, 0.0]\n')
+    assert main(["eval", "--levels", str(level)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and str(level) in err and "scene" in err
+
+
 @pytest.mark.parametrize("args, words", [
     (["--checkpoint", "no/such.safetensors"], ["no/such.safetensors", "no such checkpoint"]),
     (["--levels", "atlantis"], ["atlantis", "no such level"]),

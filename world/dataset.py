@@ -85,17 +85,23 @@ def _write_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
-def _open_manifest(out: Path, spec: DataSpec) -> dict:
-    path = out / "manifest.json"
-    if not path.exists():
-        return {"format": FORMAT, "spec": spec.identity(), "held_out_scene_seeds": [HELD_OUT_SEEDS.start,
-                HELD_OUT_SEEDS.stop], "shards": []}
+def _read_manifest(path: Path) -> dict:
     try:
         manifest = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise InputError(path, None, f"cannot read the manifest ({error}); move the folder away or fix it") from None
     if manifest.get("format") != FORMAT:
         raise InputError(path, "format", f"expected {FORMAT!r}, found {manifest.get('format')!r}")
+    return manifest
+
+
+def _open_manifest(out: Path, spec: DataSpec) -> dict:
+    """The manifest to continue: a new one, or the folder's own if it was made with the same spec."""
+    path = out / "manifest.json"
+    if not path.exists():
+        return {"format": FORMAT, "spec": spec.identity(), "held_out_scene_seeds": [HELD_OUT_SEEDS.start,
+                HELD_OUT_SEEDS.stop], "shards": []}
+    manifest = _read_manifest(path)
     for key, want in spec.identity().items():
         have = manifest.get("spec", {}).get(key)
         if have != want:
@@ -161,12 +167,7 @@ def open_dataset(folder) -> tuple[dict, list[dict[str, np.ndarray]]]:
     path = folder / "manifest.json"
     if not path.exists():
         raise InputError(folder, None, "not a dataset: no manifest.json (make one with `explorer data`)")
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise InputError(path, None, f"cannot read the manifest ({error})") from None
-    if manifest.get("format") != FORMAT:
-        raise InputError(path, "format", f"expected {FORMAT!r}, found {manifest.get('format')!r}")
+    manifest = _read_manifest(path)
     shards = []
     for s in manifest["shards"]:
         d = folder / s["name"]
