@@ -135,9 +135,8 @@ def cmd_data(args) -> int:
 def cmd_train(args) -> int:
     from model.training.options import TrainOptions
     from model.training.train import train
-    given = {k: v for k, v in vars(args).items() if k not in ("command", "run")}
-    given["run"] = args.run_dir
-    del given["run_dir"]
+    # only the options given are in args (argument_default=SUPPRESS): a resumed stage checks them against its own
+    given = {("run" if k == "run_dir" else k): v for k, v in vars(args).items() if k not in ("command", "run")}
     train(TrainOptions(**given), explicit=set(given))
     return 0
 
@@ -248,9 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "render and eval load), state.safetensors (for --resume), metrics.jsonl, loss.png, samples/. "
                        "Each stage starts from the previous stage's model unless --init is given. Under torchrun "
                        "the stage runs on every process with FSDP2.", argument_default=argparse.SUPPRESS)
-    p.add_argument("stage", choices=["vae", "pretrain", "diffusion", "consistency", "adversarial", "long"])
+    p.add_argument("stage", metavar="STAGE", choices=["vae", "pretrain", "diffusion", "consistency", "adversarial",
+                                                       "long"], help="vae, pretrain, diffusion, consistency, "
+                   "adversarial or long, in that order")
     p.add_argument("--data", required=True, help="a dataset folder made by `explorer data` at the config's size")
-    p.add_argument("--run", required=True, dest="run_dir", help="the run folder (e.g. runs/mini)")
+    p.add_argument("--run", required=True, dest="run_dir", metavar="RUN", help="the run folder (e.g. runs/mini)")
     p.add_argument("--config", help="model config: tiny, mini, apt2-8b (default mini)")
     p.add_argument("--steps", type=positive_int, help="the stage's total optimiser steps (default per stage)")
     p.add_argument("--batch", type=positive_int, help="clips per step over all processes (default per stage)")
@@ -267,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-clips", type=positive_int, help="hold out the scenes of the last N clips (default 32)")
     p.add_argument("--log-every", type=positive_int, help="steps between metric lines (default 10)")
     p.add_argument("--save-every", type=positive_int,
-                   help="steps between saves, validation and sample videos (default 250)")
+                   help="steps between saves, validation and sample videos (default per stage: about 30 min)")
     p.add_argument("--vae-frames", type=positive_int, help="vae: frames per training window, 1 + 4k (default 9)")
     p.add_argument("--kl-weight", type=float, help="vae: KL weight (default 1e-4)")
     p.add_argument("--grad-weight", type=float, help="vae: image-gradient loss weight (default 1)")
@@ -276,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cd-steps", type=positive_int, help="consistency: fixed distillation steps (default 32)")
     p.add_argument("--sample-steps", type=positive_int,
                    help="pretrain, diffusion: Euler steps of the sample videos (default 8)")
-    p.add_argument("--r1-lambda", type=float, help="adversarial, long: lambda of approximated R1/R2 (default 100)")
+    p.add_argument("--r1-lambda", type=float, help="adversarial, long: lambda of approximated R1/R2 (default 1000)")
     p.add_argument("--r1-sigma", type=positive_float, help="adversarial, long: sigma of R1/R2 (default 0.1)")
     p.add_argument("--segments", type=positive_int, help="long: windows per rollout (default 3)")
     p.add_argument("--overlap", type=int, help="long: latent steps shared by consecutive windows (default 2)")

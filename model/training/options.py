@@ -35,7 +35,7 @@ class TrainOptions:
     device: str = "auto"
     val_clips: int = 32             # the scenes of the dataset's last val_clips clips are held out
     log_every: int = 10
-    save_every: int = 250           # also writes a sample video and the validation metrics
+    save_every: int | None = None   # steps between saves (also validation and a sample video); about 30 min
     # vae
     vae_frames: int = 9             # frames per training window (1 + 4k)
     kl_weight: float = 1e-4
@@ -45,7 +45,7 @@ class TrainOptions:
     cd_steps: int = 32              # consistency distillation's fixed steps
     sample_steps: int = 8           # Euler steps of the diffusion stages' sample videos
     # adversarial
-    r1_lambda: float = 100.0        # lambda of the approximated R1 and R2 (the paper: 1000 at 8B)
+    r1_lambda: float = 1000.0       # lambda of the approximated R1 and R2 (the paper's; lower it if D stalls)
     r1_sigma: float = 0.1
     segments: int = 3               # long: windows judged per rollout
     overlap: int = 2                # long: latent steps shared by consecutive windows
@@ -69,6 +69,10 @@ class TrainOptions:
                 raise InputError(where, f"--{name.replace('_', '-')}", f"must be positive, got {value}")
         if self.shift is not None and not self.shift > 0:
             raise InputError(where, "--shift", f"must be positive, got {self.shift}")
+        for name in ("warmup", "grad_clip", "kl_weight", "grad_weight", "r1_lambda", "overlap"):
+            value = getattr(self, name)
+            if value is not None and not value >= 0:
+                raise InputError(where, f"--{name.replace('_', '-')}", f"must be 0 or more, got {value}")
 
     def with_defaults(self) -> "TrainOptions":
         """Fills what was not given from the stage's defaults."""
@@ -84,16 +88,17 @@ class TrainOptions:
         return TrainOptions(**{f.name: d[f.name] for f in fields(TrainOptions) if f.name in d})
 
 
-# Per stage: optimiser steps, clips per step, learning rate, warm-up, clipping. AdamW (weight decay 0.01) except the
-# adversarial stages (RMSProp, alpha 0.9, no clipping, as APT). Learning rates are higher than the paper's 1e-5 and
-# 3e-6: those fine-tune an 8B model; ours start small models from scratch.
+# Per stage: optimiser steps, clips per step, learning rate, warm-up, clipping, save interval. AdamW (weight decay
+# 0.01) except the adversarial stages (RMSProp, alpha 0.9, no clipping, as APT). Learning rates are higher than the
+# paper's 1e-5 and 3e-6: those fine-tune an 8B model; ours start small models from scratch. Steps and batches are
+# sized for about a day of the 2-core CPU in all (docs/training.md has the measured seconds per step).
 STAGE_DEFAULTS = {
-    "vae": dict(steps=4000, batch=4, lr=2e-4, warmup=100, grad_clip=1.0),
-    "pretrain": dict(steps=6000, batch=16, lr=3e-4, warmup=200, grad_clip=1.0),
-    "diffusion": dict(steps=4000, batch=16, lr=1e-4, warmup=100, grad_clip=1.0),
-    "consistency": dict(steps=2000, batch=16, lr=3e-5, warmup=100, grad_clip=1.0),
-    "adversarial": dict(steps=800, batch=8, lr=1e-5, warmup=0, grad_clip=0.0),
-    "long": dict(steps=400, batch=4, lr=1e-5, warmup=0, grad_clip=0.0),
+    "vae": dict(steps=2000, batch=4, lr=2e-4, warmup=100, grad_clip=1.0, save_every=150),
+    "pretrain": dict(steps=3000, batch=16, lr=3e-4, warmup=200, grad_clip=1.0, save_every=300),
+    "diffusion": dict(steps=3000, batch=16, lr=1e-4, warmup=100, grad_clip=1.0, save_every=300),
+    "consistency": dict(steps=1000, batch=16, lr=3e-5, warmup=50, grad_clip=1.0, save_every=150),
+    "adversarial": dict(steps=600, batch=8, lr=1e-5, warmup=0, grad_clip=0.0, save_every=60),
+    "long": dict(steps=300, batch=4, lr=1e-5, warmup=0, grad_clip=0.0, save_every=50),
 }
 
 

@@ -1,10 +1,7 @@
 """What every stage shares: the options, the processes, the data, optimiser steps, validation, samples, export.
 
-A stage has `modules` (everything its training state holds), `optimizers` ({name: (module, optimiser)}) and
-    train_step(step) -> {metric: float}   one optimiser step on global batch `step` (a 'loss' among the metrics)
-    validate() -> {metric: float}          on held-out clips, with fixed noise
-    write_sample(path)                     a held-out clip as an .mp4, reference | generated
-    export(path, step)                     the model checkpoint (VAE + generator) for GeneratedWorld
+A stage has `modules` (everything its training state holds), `optimizers` ({name: (module, optimiser)}) and the
+four methods run.fit calls: train_step, validate, write_sample, export.
 `GeneratorStage` adds what the generator stages share: the VAE and generator from the previous stage's checkpoint,
 cached latents, camera embeddings, and a `sample` procedure whose decoded result gives val_psnr and the videos.
 """
@@ -44,6 +41,22 @@ class Stage(ABC):
         self.modules: dict[str, nn.Module] = {}
         self.optimizers: dict[str, tuple[nn.Module, torch.optim.Optimizer]] = {}
 
+    @abstractmethod
+    def train_step(self, step: int) -> dict[str, float]:
+        """One optimiser step on global batch `step`; the metrics include 'loss'."""
+
+    @abstractmethod
+    def validate(self) -> dict[str, float]:
+        """Metrics on held-out clips with fixed noise."""
+
+    @abstractmethod
+    def write_sample(self, path: Path) -> None:
+        """A held-out clip as an .mp4: reference | generated."""
+
+    @abstractmethod
+    def export(self, path: Path, step: int) -> None:
+        """The model checkpoint (VAE + generator) for GeneratedWorld."""
+
     # --- randomness and data -----------------------------------------------------------------------------------
     def autocast(self):
         return torch.autocast(self.device.type, torch.bfloat16, enabled=self.opts.precision == "bf16")
@@ -70,7 +83,7 @@ class Stage(ABC):
 
     # --- optimisation ------------------------------------------------------------------------------------------
     def adamw(self, module: nn.Module) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(module.parameters(), lr=self.opts.lr, betas=(0.9, 0.99), weight_decay=0.01)
+        return torch.optim.AdamW(module.parameters(), lr=self.opts.lr, weight_decay=0.01)
 
     def rmsprop(self, module: nn.Module) -> torch.optim.Optimizer:
         """APT's optimiser for the adversarial stages: RMSProp with alpha 0.9, no weight decay."""
