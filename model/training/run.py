@@ -136,12 +136,14 @@ def learning_rate(base: float, warmup: int, step: int) -> float:
 
 
 class StopRequest:
-    """Ctrl-C asks the loop to stop after the current step (a step cut in half could leave the weights half
-    updated); a second Ctrl-C stops at once."""
+    """Ctrl-C (or a SIGTERM, e.g. from a session that ends) asks the loop to stop after the current step: a step cut
+    in half could leave the weights half updated. A second signal stops at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __enter__(self):
         self.requested = False
-        self.previous = signal.signal(signal.SIGINT, self._handle)
+        self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
     def _handle(self, signum, frame):
@@ -150,7 +152,8 @@ class StopRequest:
         self.requested = True
 
     def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self.previous)
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
 
 
 def fit(stage, run: RunFolder, d: Dist) -> None:
@@ -195,6 +198,7 @@ def fit(stage, run: RunFolder, d: Dist) -> None:
             stopping = d.mean(float(stop.requested)) > 0  # every process stops at the same step
             if done % opts.save_every == 0 or done == opts.steps or stopping:
                 save(done)
+                clock = time.perf_counter()  # the next it/s measures training alone
             if stopping:
                 bar.write(f"stopped at step {done}, saved (continue with --resume)")
                 raise KeyboardInterrupt

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from camera.errors import InputError
 from model.checkpoint import load_checkpoint
 from model.generator import Generator
 from model.training import distributed
@@ -42,6 +43,9 @@ def fold_latent_scale(state: dict[str, torch.Tensor], channels: int, scale: floa
 class VAEStage(Stage):
     def __init__(self, *args):
         super().__init__(*args)
+        if self.opts.vae_frames > self.clips.clip_frames:
+            raise InputError("command line", "--vae-frames", f"{self.opts.vae_frames} is longer than the data's "
+                             f"clips ({self.clips.clip_frames} frames)")
         vae = (load_checkpoint(self.opts.init, expect_config=self.opts.config).vae if self.opts.init
                else VAE(self.config.vae))
         vae = vae.to(self.device).train()
