@@ -86,7 +86,8 @@ def test_approximate_r1():
     w, x, sigma = torch.randn(16, generator=g), torch.randn(16, generator=g), 0.1
     n = torch.randn(20000, 16, generator=g)
     logits, perturbed = (x @ w).expand(20000, 1), ((x + sigma * n) @ w)[:, None]
-    assert approximate_r_penalty(logits, perturbed).item() == pytest.approx(sigma ** 2 * w.pow(2).sum().item(), rel=0.05)
+    expected = sigma ** 2 * w.pow(2).sum().item()
+    assert approximate_r_penalty(logits, perturbed).item() == pytest.approx(expected, rel=0.05)
 
 
 def test_vae_terms():

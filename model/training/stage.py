@@ -187,7 +187,7 @@ class GeneratorStage(Stage):
     # --- what each generator stage provides ----------------------------------------------------------------------
     @abstractmethod
     def sample(self, batch: GeneratorBatch, rng: SampleRNG) -> torch.Tensor:
-        """The stage's way of making the k latents of the batch's clips (no gradient)."""
+        """The stage's way of making the latents of the batch's clips, (B, C, k or more, h, w), no gradient."""
 
     def val_losses(self, batch: GeneratorBatch, rng: SampleRNG) -> dict[str, float]:
         return {}
