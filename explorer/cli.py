@@ -79,6 +79,10 @@ def cmd_play(args) -> int:
     from world.make import make_world
 
     level = load_level(args.level)
+    if args.world is None:  # the shipped model when there is one (or when asked for one), else the level's scene
+        from model.checkpoint import default_checkpoint_path
+        wants_model = args.checkpoint or args.random_weights or default_checkpoint_path().exists()
+        args.world = "generated" if wants_model or level.scene is None else "reference"
     if args.world == "reference" and level.scene is None:
         raise InputError(level.source, "scene", "this level has only a start image; the reference world needs a "
                          "[scene] (use --world generated)")
@@ -167,8 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "Esc: menu (resume, restart, switch world, quit). F1 HUD, F11 fullscreen, F12 screenshot, "
                        "R rewind 2 s, Tab split view (generated | reference). Every session is logged for replay.")
     p.add_argument("--level", default="meadow", help="a shipped level's name or a level .toml (default: meadow)")
-    p.add_argument("--world", choices=["reference", "generated"], default="reference",
-                   help="the procedural reference scene, or the neural generator (default: reference)")
+    p.add_argument("--world", choices=["reference", "generated"], default=None,
+                   help="the procedural reference scene, or the neural generator (default: generated when a "
+                   "trained model ships or --checkpoint is given, else reference)")
     p.add_argument("--checkpoint", default=None, help="generated world: a .safetensors checkpoint (default: shipped)")
     p.add_argument("--random-weights", metavar="CONFIG", default=None,
                    help="the generated world (played, in split view or switched to) is an untrained model of this "
