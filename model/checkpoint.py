@@ -3,8 +3,9 @@
 Tensors are the modules' state dicts under a prefix per module (`vae.`, `generator.`, and whatever else training
 stores, e.g. `discriminator.`). Metadata strings: `format` (FORMAT), `config` (the ModelConfig as JSON),
 `camera_scaling` (JSON: the camera embedding's constants measured on the training data), `stage` (the training
-stage that wrote it), plus any extra strings. Weights are stored in float32; the inference dtype is applied after
-loading.
+stage that wrote it), plus any extra strings. Weights are stored in float32 (training) or bfloat16 (a shipped model:
+half the size, and inference runs in bf16 anyway); loading gives float32 modules, the inference dtype is applied
+after.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from model.vae import VAE
 
 FORMAT = "explorer-checkpoint/1"
 RESERVED = ("format", "config", "camera_scaling", "stage")
-STORED_DTYPE = torch.float32
+STORAGE_DTYPES = (torch.float32, torch.bfloat16)
 
 
 @dataclass
@@ -111,8 +112,12 @@ def read_safetensors(path, device="cpu") -> tuple[dict[str, torch.Tensor], dict[
 
 
 def save_checkpoint(path, config: ModelConfig, vae: VAE, generator: Generator, camera_scaling: dict, stage: str,
-                    extra: dict[str, str] | None = None, modules: dict[str, nn.Module] | None = None) -> None:
-    """Saves the VAE, the generator and any further `modules` ({prefix: module}) with the metadata, atomically."""
+                    extra: dict[str, str] | None = None, modules: dict[str, nn.Module] | None = None,
+                    storage_dtype: torch.dtype = torch.float32) -> None:
+    """Saves the VAE, the generator and any further `modules` ({prefix: module}) with the metadata, atomically.
+    The modules must be float32; storage_dtype=torch.bfloat16 halves the file (for a shipped model)."""
+    if storage_dtype not in STORAGE_DTYPES:
+        raise ValueError(f"storage_dtype must be one of {STORAGE_DTYPES}, got {storage_dtype}")
     if vae.config != config.vae or generator.config != config.generator:
         raise ValueError("the modules were not built from this config (vae.config / generator.config differ)")
     extra = dict(extra or {})
@@ -123,8 +128,10 @@ def save_checkpoint(path, config: ModelConfig, vae: VAE, generator: Generator, c
     tensors = {}
     for prefix, module in parts.items():
         for name, t in module.state_dict().items():
-            if t.is_floating_point() and t.dtype != STORED_DTYPE:
-                raise ValueError(f"{prefix}.{name} is {t.dtype}; checkpoints store {STORED_DTYPE} (cast back first)")
+            if t.is_floating_point():
+                if t.dtype != torch.float32:
+                    raise ValueError(f"{prefix}.{name} is {t.dtype}; save float32 modules (cast back first)")
+                t = t.to(storage_dtype)
             tensors[f"{prefix}.{name}"] = t
     metadata = {"format": FORMAT, "config": config.to_json(), "stage": stage,
                 "camera_scaling": json.dumps(camera_scaling, sort_keys=True), **extra}
@@ -201,8 +208,9 @@ def _check_tensors(path: Path, tensors: dict[str, torch.Tensor], parts: dict[str
         want, got = expected[name], tensors[name]
         if got.shape != want.shape:
             raise InputError(path, name, f"shape {tuple(got.shape)}, expected {tuple(want.shape)}")
-        if got.dtype != want.dtype:
-            raise InputError(path, name, f"dtype {got.dtype}, expected {want.dtype}")
+        allowed = STORAGE_DTYPES if want.is_floating_point() else (want.dtype,)
+        if got.dtype not in allowed:
+            raise InputError(path, name, f"dtype {got.dtype}, expected {' or '.join(map(str, allowed))}")
 
 
 def _and_more(names: list[str]) -> str:

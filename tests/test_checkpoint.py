@@ -242,3 +242,35 @@ def test_disagreeing_sizes_are_refused_by_field():
         dataclasses.replace(mini, generator=dataclasses.replace(mini.generator, latent_channels=8))
     with pytest.raises(InputError, match="dtype"):
         dataclasses.replace(mini, dtype="float16")
+
+
+def test_bf16_storage_halves_the_file_and_loads_into_float32(tmp_path):
+    import torch
+    from model.checkpoint import load_checkpoint, save_checkpoint
+    from model.config import get_config
+    from model.generator import Generator
+    from model.vae import VAE
+    config = get_config("tiny")
+    torch.manual_seed(0)
+    vae, gen = VAE(config.vae), Generator(config.generator)
+    save_checkpoint(tmp_path / "f32.safetensors", config, vae, gen, {"origin_std": 1.0, "direction_std": 1.0}, "t")
+    save_checkpoint(tmp_path / "bf16.safetensors", config, vae, gen, {"origin_std": 1.0, "direction_std": 1.0}, "t",
+                    storage_dtype=torch.bfloat16)
+    small, big = (tmp_path / "bf16.safetensors").stat().st_size, (tmp_path / "f32.safetensors").stat().st_size
+    assert small < 0.6 * big
+    loaded = load_checkpoint(tmp_path / "bf16.safetensors")
+    for name, t in gen.state_dict().items():
+        got = loaded.generator.state_dict()[name]
+        assert got.dtype == torch.float32
+        assert torch.equal(got, t.to(torch.bfloat16).float())
+
+
+def test_mini_ships_under_30_mib_in_bf16():
+    import torch
+    from model.config import get_config
+    from model.generator import Generator
+    from model.vae import VAE
+    config = get_config("mini")
+    with torch.device("meta"):
+        params = sum(p.numel() for m in (VAE(config.vae), Generator(config.generator)) for p in m.parameters())
+    assert params * 2 < 30 * 2**20
