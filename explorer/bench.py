@@ -7,6 +7,11 @@ one streaming decode. The baselines run the same generator and decoder on the sa
 - ar_diffusion_4step: a 4-step sampler (four denoising passes that read the cache without writing it, then a
   cache-refresh pass on the clean frame), as Self-Forcing and CausVid do.
 Baselines are measured once their window is full, so all three are steady-state numbers.
+
+Compute efficiency: `gflop_per_step` is counted with torch.utils.flop_counter.FlopCounterMode on one steady-state
+step (full cache; generator + decode: the matmuls, convolutions and attention, 2 FLOPs per multiply-add);
+`achieved_gflops` is that over the mean step time, and `mfu` is that over the matmul peak measured on the same
+device in the same run (one large GEMM in the world's dtype; the other dtype's peak is reported beside it).
 """
 from __future__ import annotations
 
@@ -15,14 +20,18 @@ import os
 import sys
 import time
 from collections import deque
+from dataclasses import replace
 
 import numpy as np
 import torch
+from torch.utils import flop_counter
 from tqdm import tqdm
 
+from camera.errors import InputError
 from camera.pose import Pose
 from camera.trajectories import random_trajectory
 from world.base import FPS, FRAMES_PER_STEP
+from model.config import get_config
 from world.generated import GeneratedWorld, pick_device
 
 STEPS_PER_SECOND = FPS // FRAMES_PER_STEP
@@ -41,9 +50,20 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def open_world(config: str, device: str, checkpoint) -> tuple[GeneratedWorld, str]:
-    """The shipped (or given) checkpoint when it is of `config`, else random weights; says which."""
-    from model.checkpoint import default_checkpoint_path, load_checkpoint  # noqa: F401
+def open_world(config: str, device: str, checkpoint, window: int | None = None) -> tuple[GeneratedWorld, str]:
+    """The shipped (or given) checkpoint when it is of `config`, else random weights; says which.
+
+    `window` overrides the generator's window (random weights only): the cost of a longer or shorter history.
+    """
+    from model.checkpoint import default_checkpoint_path
+    if window is not None:
+        if checkpoint is not None:
+            raise InputError("command line", "--window", "times random weights only; leave out --checkpoint")
+        if window < 1:
+            raise InputError("command line", "--window", f"must be at least 1, got {window}")
+        cfg = get_config(config, source="command line")
+        cfg.generator = replace(cfg.generator, window=window)
+        return GeneratedWorld.random(cfg, pick_device(device)), "random"
     path = checkpoint or default_checkpoint_path()
     if checkpoint is not None or os.path.exists(path):
         world = GeneratedWorld.open(checkpoint=path, device=device)
@@ -78,6 +98,40 @@ def measure_stream(world: GeneratedWorld, steps: int, warmup: int) -> dict:
             gen.append(world.last_timing["generator_ms"])
             dec.append(world.last_timing["decode_ms"])
     return {"total": total, "generator": gen, "decode": dec, "rss_start": rss_start, "rss_end": rss_mb()}
+
+
+def _sdpa_cpu_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    # FlopCounterMode counts the CUDA SDPA kernels but not the fused CPU one; same formula (QK^T and PV)
+    return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+@torch.inference_mode()
+def count_step_flops(world: GeneratedWorld, poses: list[Pose]) -> int:
+    """FLOPs of one world step (generator forward + streaming decode) from the world's current state, counted by
+    FlopCounterMode on a real step; the state is restored afterwards, so the stream is left as it was."""
+    state = world.state()
+    mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops}
+    with flop_counter.FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+        world.step(poses)
+    world.restore(state)
+    return counter.get_total_flops()
+
+
+def matmul_peak_gflops(device: torch.device, dtype: torch.dtype, repeats: int = 5) -> float:
+    """The best rate of an n x n GEMM, large enough to saturate the device (n = 2048 on a CPU, 8192 on a GPU)."""
+    n = 8192 if device.type == "cuda" else 2048
+    g = torch.Generator(device="cpu").manual_seed(0)
+    a, b = (torch.randn(n, n, generator=g).to(device, dtype) for _ in range(2))
+    best = float("inf")
+    for _ in range(repeats + 1):  # the first call warms up (allocation, kernel choice)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        torch.mm(a, b)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best / 1e9
 
 
 @torch.inference_mode()
@@ -123,20 +177,34 @@ def measure_baseline(world: GeneratedWorld, kind: str, steps: int) -> dict:
 
 
 def run_bench(config: str = "mini", device: str = "auto", seconds: float = 60.0, checkpoint=None,
-              baseline_steps: int = 24, warmup: int = 6) -> dict:
+              baseline_steps: int = 24, warmup: int = 6, threads: int | None = None,
+              window: int | None = None) -> dict:
+    """`threads`: torch's intra-op threads (CPU), process-wide; default: torch's choice (one per core)."""
     dev = pick_device(device)
-    world, weights = open_world(config, device, checkpoint)
+    if threads is not None:
+        if threads < 1:
+            raise InputError("command line", "--threads", f"must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
+    world, weights = open_world(config, device, checkpoint, window)
     steps = max(1, round(seconds * STEPS_PER_SECOND))
     stream = measure_stream(world, steps, warmup)
+    fps = FRAMES_PER_STEP * 1e3 / float(np.mean(stream["total"]))
+    gflop = count_step_flops(world, trajectory(1)[1:]) / 1e9
+    achieved = gflop * 1e3 / float(np.mean(stream["total"]))
+    peaks = {str(dt).removeprefix("torch."): matmul_peak_gflops(dev, dt) for dt in (torch.bfloat16, torch.float32)}
+    dtype = str(world.dtype).removeprefix("torch.")
     result = {
-        "config": world.config.name, "device": describe_device(dev), "dtype": str(world.dtype).removeprefix("torch."),
+        "config": world.config.name, "device": describe_device(dev), "dtype": dtype,
         "size": list(world.size), "weights": weights, "seconds": seconds, "threads": torch.get_num_threads(),
-        "fps": FRAMES_PER_STEP * 1e3 / float(np.mean(stream["total"])),
+        "window": world.config.generator.window,
+        "fps": fps,
         "step_ms_p50": percentile(stream["total"], 50), "step_ms_p99": percentile(stream["total"], 99),
         "generator_ms_p50": percentile(stream["generator"], 50),
         "generator_ms_p99": percentile(stream["generator"], 99),
         "decode_ms_p50": percentile(stream["decode"], 50), "decode_ms_p99": percentile(stream["decode"], 99),
         "rss_mb_start": round(stream["rss_start"], 1), "rss_mb_end": round(stream["rss_end"], 1),
+        "gflop_per_step": gflop, "achieved_gflops": achieved,
+        "peak_gflops": peaks, "mfu": achieved / peaks[dtype],
         "baselines": {kind: measure_baseline(world, kind, baseline_steps)
                       for kind in ("no_kv_cache", "ar_diffusion_4step")},
     }
@@ -152,17 +220,30 @@ def describe_device(device: torch.device) -> str:
 
 
 def print_report(r: dict) -> None:
-    print(f"{r['config']} on {r['device']}, {r['dtype']}, {r['size'][0]}x{r['size'][1]}, weights: {r['weights']}")
+    print(f"{r['config']} on {r['device']}, {r['dtype']}, {r['size'][0]}x{r['size'][1]}, window {r['window']}, "
+          f"weights: {r['weights']}")
     print(f"  stream: {r['fps']:.1f} fps; step p50 {r['step_ms_p50']:.1f} ms, p99 {r['step_ms_p99']:.1f} ms "
           f"(generator p50 {r['generator_ms_p50']:.1f}, decode p50 {r['decode_ms_p50']:.1f})")
     print(f"  memory: {r['rss_mb_start']:.0f} MB at the start, {r['rss_mb_end']:.0f} MB at the end")
+    peaks = ", ".join(f"{dt} {g:.0f}" for dt, g in r["peak_gflops"].items())
+    print(f"  compute: {r['gflop_per_step']:.2f} GFLOP per step, {r['achieved_gflops']:.1f} GFLOP/s achieved; "
+          f"matmul peak {peaks} GFLOP/s; MFU {100 * r['mfu']:.1f}%")
     for kind, b in r["baselines"].items():
         print(f"  {kind}: {b['fps']:.1f} fps, step p50 {b['step_ms_p50']:.1f} ms "
               f"(one-forward step is {b['speedup']:.1f}x faster)")
 
 
+def add_arguments(parser) -> None:
+    """The options of `explorer bench` (explorer/cli.py builds the sub-parser and calls this)."""
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads on the CPU (default: one per core)")
+    parser.add_argument("--window", type=int, default=None,
+                        help="override the generator's window, for timing with random weights (e.g. 30)")
+
+
 def main(args) -> int:
-    result = run_bench(args.config, args.device, args.seconds, args.checkpoint)
+    result = run_bench(args.config, args.device, args.seconds, args.checkpoint, threads=args.threads,
+                       window=args.window)
     if args.json:
         print(json.dumps(result))
     else:

@@ -88,17 +88,7 @@ class GeneratedWorld:
         """The model in `checkpoint` (default: the shipped one), or random weights of a named config."""
         device = pick_device(device)
         if random_config is not None:
-            config = get_config(random_config)
-            torch.manual_seed(0)
-            # Built straight on the device in the inference dtype: an 8B model never exists in fp32 on the host.
-            dtype, default = (config.torch_dtype() if device.type == "cpu" else torch.bfloat16), torch.get_default_dtype()
-            torch.set_default_dtype(dtype)
-            try:
-                with device:
-                    vae, generator = VAE(config.vae), Generator(config.generator)
-            finally:
-                torch.set_default_dtype(default)
-            return cls(config, vae, generator, CameraScaling(), device)
+            return cls.random(get_config(random_config), device)
         path = Path(checkpoint) if checkpoint is not None else default_checkpoint_path()
         if not path.exists():
             what = "the shipped checkpoint is missing" if checkpoint is None else "no such checkpoint"
@@ -106,6 +96,20 @@ class GeneratedWorld:
         loaded: LoadedCheckpoint = load_checkpoint(path, device=device)
         scaling = CameraScaling.from_dict(loaded.camera_scaling, source=str(path))
         return cls(loaded.config, loaded.vae, loaded.generator, scaling, device, path, loaded.stage)
+
+    @classmethod
+    def random(cls, config: ModelConfig, device: torch.device) -> "GeneratedWorld":
+        """Random weights (seed 0) of `config`: for tests and benchmarks, e.g. a config with another window."""
+        torch.manual_seed(0)
+        # Built straight on the device in the inference dtype: an 8B model never exists in fp32 on the host.
+        dtype, default = (config.torch_dtype() if device.type == "cpu" else torch.bfloat16), torch.get_default_dtype()
+        torch.set_default_dtype(dtype)
+        try:
+            with device:
+                vae, generator = VAE(config.vae), Generator(config.generator)
+        finally:
+            torch.set_default_dtype(default)
+        return cls(config, vae, generator, CameraScaling(), device)
 
     @property
     def checkpoint_sha256(self) -> str | None:
