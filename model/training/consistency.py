@@ -15,10 +15,10 @@ from model.training.data import SampleRNG
 from model.training.diffusion import recycled
 from model.training.losses import consistency_target, consistency_times, noised, x0_from_v
 from model.training.sampling import rollout
-from model.training.stage import GeneratorBatch, GeneratorStage
+from model.training.stage import GeneratorBatch, LossStage
 
 
-class ConsistencyStage(GeneratorStage):
+class ConsistencyStage(LossStage):
     def __init__(self, *args):
         super().__init__(*args)
         teacher = load_checkpoint(self.diffusion_checkpoint(), expect_config=self.opts.config).generator
@@ -40,14 +40,6 @@ class ConsistencyStage(GeneratorStage):
         with self.autocast():
             predicted = x0_from_v(x_t, self.generator(x_t, prev, cam, t), t)
         return F.mse_loss(predicted.float(), target.float())
-
-    def train_step(self, step: int) -> dict[str, float]:
-        loss = self.loss(self.batch(step), self.rng(step))
-        loss.backward()
-        return {"loss": loss.item(), **self.apply("generator", step)}
-
-    def val_losses(self, batch, rng) -> dict[str, float]:
-        return {"val_loss": float(self.loss(batch, rng))}
 
     def sample(self, batch, rng) -> torch.Tensor:
         noise = rng.randn(*batch.x0.shape[1:]).to(self.device)

@@ -15,7 +15,7 @@ import torch
 from model.training.data import SampleRNG
 from model.training.losses import flow_matching_loss, noised, shift_time
 from model.training.sampling import sample_causal, sample_full
-from model.training.stage import GeneratorBatch, GeneratorStage
+from model.training.stage import GeneratorBatch, LossStage
 
 
 def recycled(batch: GeneratorBatch, attention: str) -> torch.Tensor:
@@ -26,7 +26,7 @@ def recycled(batch: GeneratorBatch, attention: str) -> torch.Tensor:
     return batch.latents[:, :, :-1]
 
 
-class DiffusionStage(GeneratorStage):
+class DiffusionStage(LossStage):
     def __init__(self, *args):
         super().__init__(*args)
         self.attention = "full" if self.opts.stage == "pretrain" else "block_causal"
@@ -41,14 +41,6 @@ class DiffusionStage(GeneratorStage):
         with self.autocast():
             v = self.generator(noised(x0, eps, t), recycled(batch, self.attention), batch.cam, t, self.attention)
         return flow_matching_loss(v, x0, eps)
-
-    def train_step(self, step: int) -> dict[str, float]:
-        loss = self.loss(self.batch(step), self.rng(step))
-        loss.backward()
-        return {"loss": loss.item(), **self.apply("generator", step)}
-
-    def val_losses(self, batch, rng) -> dict[str, float]:
-        return {"val_loss": float(self.loss(batch, rng))}
 
     def sample(self, batch, rng) -> torch.Tensor:
         noise = rng.randn(*batch.x0.shape[1:]).to(self.device)

@@ -218,3 +218,19 @@ class GeneratorStage(Stage):
 
     def export(self, path: Path, step: int) -> None:
         self.save_model(path, distributed.full_state(self.vae), distributed.full_state(self.generator), step)
+
+
+class LossStage(GeneratorStage):
+    """A generator stage with one loss on teacher-forced batches (pretrain, diffusion, consistency)."""
+
+    @abstractmethod
+    def loss(self, batch: GeneratorBatch, rng: SampleRNG) -> torch.Tensor:
+        """The stage's scalar loss on a batch."""
+
+    def train_step(self, step: int) -> dict[str, float]:
+        loss = self.loss(self.batch(step), self.rng(step))
+        loss.backward()
+        return {"loss": loss.item(), **self.apply("generator", step)}
+
+    def val_losses(self, batch: GeneratorBatch, rng: SampleRNG) -> dict[str, float]:
+        return {"val_loss": float(self.loss(batch, rng))}
