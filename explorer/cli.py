@@ -56,11 +56,14 @@ def positive_float(text: str) -> float:
 
 def cmd_levels(args) -> int:
     from world.level import list_levels
-    for level in list_levels():
+    levels = list_levels()
+    name_width = max(len(level.name) for level in levels) + 2
+    title_width = max(len(level.title) for level in levels) + 2
+    for level in levels:
         scene = level.scene
         what = (f"{scene.sky.preset} sky, {scene.ground.material} ground, {scene.terrain.kind} terrain"
                 if scene is not None else "start image only")
-        print(f"{level.name:<12} {level.title:<28} {what}")
+        print(f"{level.name:<{name_width}}{level.title:<{title_width}}{what}")
     return 0
 
 
