@@ -55,7 +55,7 @@ def load_start_image(path, size: tuple[int, int]) -> np.ndarray:
     else:
         crop = round(w / target)
         image = image.crop((0, (h - crop) // 2, w, (h - crop) // 2 + crop))
-    return np.asarray(image.resize(size, Image.Resampling.LANCZOS), dtype=np.uint8)
+    return np.array(image.resize(size, Image.Resampling.LANCZOS), dtype=np.uint8)  # a writable copy
 
 
 @dataclass
