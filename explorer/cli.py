@@ -69,8 +69,10 @@ def cmd_levels(args) -> int:
 
 def cmd_render(args) -> int:
     from explorer.render import render_path
+    if args.random_weights and args.checkpoint:
+        raise InputError("command line", "--random-weights", "random weights or a checkpoint, not both")
     render_path(level=args.level, path=args.path, out=args.out, world_kind=args.world, size=args.size,
-                checkpoint=args.checkpoint, device=args.device, seed=args.seed)
+                checkpoint=args.checkpoint, device=args.device, seed=args.seed, random_config=args.random_weights)
     return 0
 
 
@@ -227,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None, help="generated world: a .safetensors checkpoint (default: shipped)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--seed", type=int, default=0, help="generated world: the noise seed (default 0)")
+    p.add_argument("--random-weights", metavar="CONFIG", default=None,
+                   help="generated world: an untrained model of this config (tiny, mini, apt2-8b) instead of a "
+                   "checkpoint, to try the machinery")
     p.set_defaults(run=cmd_render)
 
     p = sub.add_parser("data", help="render training clips from random procedural scenes into shards")

@@ -153,6 +153,7 @@ class Worker:
     def _run(self, size) -> None:
         try:
             self.world = self._open(self._kind, size)
+            leave_a_core(self.world)
             # a world that loads a checkpoint says which (`checkpoint`, `checkpoint_sha256`), for the session log
             info = (tuple(self.world.size), device_name(self.world), getattr(self.world, "checkpoint", None),
                     getattr(self.world, "checkpoint_sha256", None))
@@ -205,6 +206,19 @@ class Worker:
         if not self.other_synced:
             self.other.reset(dataclasses.replace(self.level, start=job.start), self._seed)
         return self.other.step(poses)
+
+
+def leave_a_core(world) -> None:
+    """A model on the CPU gets all cores but one for its intra-op threads, so that the UI thread (input, texture
+    upload, llvmpipe's draw) keeps a core's share. torch's thread count is process-wide; only this thread computes
+    with torch. On the 2-core development machine two threads made the step faster in isolation (bench: 56 against
+    39 fps) but stalled against the presenter; one thread holds 24 fps with p99 well under 166 ms (docs/benchmarks.md).
+    """
+    device = getattr(world, "device", None)
+    if getattr(device, "type", None) == "cpu":
+        import torch  # only a model world brings torch; the reference world does not need it
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        torch.set_num_threads(max(1, cores - 1))
 
 
 def device_name(world) -> str:

@@ -23,13 +23,13 @@ def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def render_path(level, path, out, world_kind: str = "reference", size=None, checkpoint=None, device: str = "auto",
-                seed: int = 0) -> int:
+                seed: int = 0, random_config: str | None = None) -> int:
     """Renders the path and returns the number of frames written."""
     level = load_level(level)
     camera_path = load_path(path)
     poses = camera_path.poses(start=level.start)
     world = make_world(world_kind, size=size if world_kind == "reference" else None, checkpoint=checkpoint,
-                       device=device, level=level)
+                       device=device, level=level, random_config=random_config if world_kind == "generated" else None)
     out_size = size or world.size
     with VideoWriter(out, out_size, fps=camera_path.fps) as writer, \
             tqdm(total=len(poses), unit="frame", desc=f"render {level.name}") as bar:
