@@ -109,11 +109,15 @@ def _sdpa_cpu_flops(query_shape, key_shape, value_shape, *args, out_shape=None, 
 def count_step_flops(world: GeneratedWorld, poses: list[Pose]) -> int:
     """FLOPs of one world step (generator forward + streaming decode) from the world's current state, counted by
     FlopCounterMode on a real step; the state is restored afterwards, so the stream is left as it was."""
-    state = world.state()
+    state, backend = world.state(), world.generator.config.attention_backend
+    world.generator.set_attention_backend("sdpa")  # flash_attn's kernel is invisible to the counter; same FLOPs
     mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops}
-    with flop_counter.FlopCounterMode(display=False, custom_mapping=mapping) as counter:
-        world.step(poses)
-    world.restore(state)
+    try:
+        with flop_counter.FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+            world.step(poses)
+    finally:
+        world.generator.set_attention_backend(backend)
+        world.restore(state)
     return counter.get_total_flops()
 
 
@@ -231,14 +235,6 @@ def print_report(r: dict) -> None:
     for kind, b in r["baselines"].items():
         print(f"  {kind}: {b['fps']:.1f} fps, step p50 {b['step_ms_p50']:.1f} ms "
               f"(one-forward step is {b['speedup']:.1f}x faster)")
-
-
-def add_arguments(parser) -> None:
-    """The options of `explorer bench` (explorer/cli.py builds the sub-parser and calls this)."""
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch intra-op threads on the CPU (default: one per core)")
-    parser.add_argument("--window", type=int, default=None,
-                        help="override the generator's window, for timing with random weights (e.g. 30)")
 
 
 def main(args) -> int:

@@ -253,6 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None,
                    help="weights to time (default: the shipped checkpoint if it is of --config, else random weights)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads on the CPU (default: one per core)")
+    p.add_argument("--window", type=int, default=None,
+                   help="override the generator's window, for timing with random weights (e.g. 30 for mini)")
     p.set_defaults(run=cmd_bench)
 
     p = sub.add_parser("train", help="one stage of the APT2 training recipe (resumable; docs/training.md)",

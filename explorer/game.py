@@ -211,8 +211,9 @@ class Worker:
 def leave_a_core(world) -> None:
     """A model on the CPU gets all cores but one for its intra-op threads, so that the UI thread (input, texture
     upload, llvmpipe's draw) keeps a core's share. torch's thread count is process-wide; only this thread computes
-    with torch. On the 2-core development machine two threads made the step faster in isolation (bench: 56 against
-    39 fps) but stalled against the presenter; one thread holds 24 fps with p99 well under 166 ms (docs/benchmarks.md).
+    with torch. Measured on the 2-core development machine with the presenter drawing 1280x720 at 24 fps on the
+    main thread (random `mini`): one thread, step p50 128 / p99 140 ms; two threads, p50 137 / p99 205 ms (alone,
+    two threads are faster: 71 against 102 ms in `explorer bench`, but they fight the UI for the cores).
     """
     device = getattr(world, "device", None)
     if getattr(device, "type", None) == "cpu":
