@@ -13,3 +13,6 @@ class InputError(ValueError):
         where = f"{source}: {field}" if field else f"{source}"
         super().__init__(f"{where}: {problem}")
         self.source, self.field, self.problem = str(source), field, problem
+
+    def __reduce__(self):  # pickles whole (a world's child process sends its errors to the game)
+        return InputError, (self.source, self.field, self.problem)

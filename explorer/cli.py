@@ -81,7 +81,7 @@ def cmd_play(args) -> int:
 
     from explorer.game import PLAY_SIZE, Game, GameConfig
     from world.level import load_level
-    from world.make import make_world
+    from world.make import WorldOpener
 
     level = load_level(args.level)
     if args.world is None:  # the shipped model when there is one (or when asked for one), else the level's scene
@@ -102,13 +102,10 @@ def cmd_play(args) -> int:
         except OSError as e:
             raise InputError(args.checkpoint, None, f"cannot read the checkpoint: {e.strerror}") from None
 
-    def open_world(kind, size):  # called on the game's world thread
-        return make_world(kind, size=size, checkpoint=args.checkpoint, device=args.device, level=level,
-                          random_config=args.random_weights if kind == "generated" else None)
-
+    open_world = WorldOpener(args.checkpoint, args.device, level, args.random_weights)
     config = GameConfig(level, args.world, size=args.size or PLAY_SIZE, seed=args.seed, window=args.window,
                         fullscreen=args.fullscreen, seconds=args.seconds, sessions_dir=Path(args.sessions_dir),
-                        random_weights=args.random_weights)
+                        random_weights=args.random_weights, world_process=True)
     return Game(config, open_world).run()
 
 
@@ -237,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="render training clips from random procedural scenes into shards")
     p.add_argument("--out", required=True, help="the dataset folder (resumes if it already holds part of this dataset)")
     p.add_argument("--clips", type=positive_int, required=True, help="how many clips in total")
-    p.add_argument("--size", type=parse_size, default=(256, 144), help="WIDTHxHEIGHT (default 256x144)")
+    p.add_argument("--size", type=parse_size, default=(128, 72), help="WIDTHxHEIGHT (default 128x72, mini's native size)")
     p.add_argument("--frames", type=positive_int, default=33,
                    help="frames per clip, 1 + 4k (default 33: the first frame and 8 latent steps)")
     p.add_argument("--seed", type=int, default=0, help="the dataset's seed (default 0)")

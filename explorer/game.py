@@ -9,7 +9,8 @@ Every 1/24 s the loop does four things, in this order, and never waits for the w
     draw    the next frame from the jitter buffer is presented and logged (none ready: the last frame stays
             and the tick counts as dropped), with the HUD and menu over it
 
-The world lives on one worker thread (`Worker`), with a queue of one job: while it computes four frames the loop
+The world lives on a worker (`explorer.world_host.Worker`: a child process for `explorer play`, a thread in some
+tests), with a queue of one job: while it computes four frames the loop
 keeps reading input and presenting at 24 fps. The poses of a step are exactly the input integrated up to the
 moment the step starts. When the world is slower than real time the poses it has not taken yet pile up to one
 step's worth, and then the loop stops integrating (time slows down for the camera instead of the camera running
@@ -26,17 +27,14 @@ boundary, so the session log always holds whole steps and replays exactly.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
-import queue
 import sys
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -46,25 +44,19 @@ import pygame  # noqa: E402
 
 from camera.controls import InputState, MotionState, step as control_step  # noqa: E402
 from camera.errors import InputError  # noqa: E402
-from camera.pose import Pose  # noqa: E402
 from explorer.hud import FrameStats, Hud, Menu, TextPanel  # noqa: E402
 from explorer.keys import InputSource, PygameInput  # noqa: E402
 from explorer.presenter import Presenter, overlay_position  # noqa: E402
-from explorer.session import SessionWriter, frame_sha1  # noqa: E402
-from world.base import FPS, FRAMES_PER_STEP, World  # noqa: E402
-from world.level import Level  # noqa: E402
+from explorer.session import SessionWriter  # noqa: E402
+from explorer.world_host import OTHER_WORLD, Job, Result, Tick, Worker, WorldFactory  # noqa: E402
+from world.base import FPS, FRAMES_PER_STEP  # noqa: E402
 from world.scene import height_at  # noqa: E402
 
-PLAY_SIZE = (256, 144)  # the reference world's frames: the generated world's largest native size
+PLAY_SIZE = (256, 144)  # the reference world's frames: twice mini's 128x72, the largest native size a config may have
 REWIND_SECONDS = 2.0
 MESSAGE_SECONDS = 3.0
-OTHER_WORLD = {"reference": "generated", "generated": "reference"}
 MENU_BUTTONS = {pygame.CONTROLLER_BUTTON_DPAD_UP: pygame.K_UP, pygame.CONTROLLER_BUTTON_DPAD_DOWN: pygame.K_DOWN,
                 pygame.CONTROLLER_BUTTON_A: pygame.K_RETURN, pygame.CONTROLLER_BUTTON_B: pygame.K_ESCAPE}
-
-# Opens a world of a kind on the calling thread: (kind, size or None) -> World. The game calls it on its worker.
-WorldFactory = Callable[[str, "tuple[int, int] | None"], World]
-
 
 @dataclass
 class GameConfig:
@@ -77,159 +69,7 @@ class GameConfig:
     seconds: float | None = None               # quit by itself after this long (from the first frame)
     sessions_dir: Path = Path("sessions")
     random_weights: str | None = None          # the generated world is an untrained model of this config: warn
-
-
-# --- the world's thread ------------------------------------------------------------------------------
-
-@dataclass
-class Tick:
-    """One integrated video frame: the input, when it was sampled, and the motion state (with the pose) after it."""
-    sampled: float  # time.perf_counter()
-    input: InputState
-    motion: MotionState
-
-
-@dataclass
-class Job:
-    ticks: list[Tick]            # the poses to step through (one tick with `reset`: the pose to start at)
-    step: int                    # the step number (0 for the reset)
-    generation: int              # results of an older generation (before a rewind or restart) are dropped
-    start: Pose                  # the pose before the first tick's (where a comparison world joins)
-    reset: Level | None = None   # start the world on this level at ticks[0]'s pose
-    restore: object = None       # a snapshot to restore before stepping
-    split: bool = False          # also step the comparison world
-
-
-@dataclass
-class Result:
-    job: Job
-    frames: np.ndarray           # (n, H, W, 3) uint8
-    sha1: list[str]              # per frame, of the native-size frame
-    step_ms: float
-    state: object                # World.state() after the job
-    side: np.ndarray | None      # the comparison world's frames
-    note: str | None             # why the comparison world is not there
-
-
-class Worker:
-    """The worlds live on this thread: created, stepped, snapshotted and closed here, because a GL context (and a
-    CUDA stream) belongs to the thread that made it. One job at a time; `poll` never blocks."""
-
-    def __init__(self, open_world: WorldFactory, kind: str, size, seed: int):
-        self.busy = False
-        self._open, self._kind, self._seed = open_world, kind, seed
-        self._jobs: queue.Queue = queue.Queue(maxsize=1)
-        self._results: queue.Queue = queue.Queue()
-        self._thread = threading.Thread(target=self._run, args=(size,), name="world", daemon=True)
-        self._thread.start()
-        opened = self._results.get()  # the only wait, at start-up: a world that cannot be opened fails here
-        if isinstance(opened, BaseException):
-            self._thread.join()
-            raise opened
-        self.size, self.device, self.checkpoint, self.checkpoint_sha256 = opened
-
-    def submit(self, job: Job) -> None:
-        assert not self.busy, "one job at a time"
-        self.busy, self.submitted = True, time.perf_counter()
-        self._jobs.put_nowait(job)
-
-    def poll(self) -> Result | None:
-        try:
-            result = self._results.get_nowait()
-        except queue.Empty:
-            return None
-        self.busy = False
-        if isinstance(result, BaseException):
-            raise result
-        return result
-
-    def close(self) -> None:
-        """Wait for the job in progress, then close the worlds."""
-        if self._thread.is_alive():
-            self._jobs.put(None)
-            self._thread.join()
-
-    # --- on the thread ---
-    def _run(self, size) -> None:
-        try:
-            self.world = self._open(self._kind, size)
-            leave_a_core(self.world)
-            # a world that loads a checkpoint says which (`checkpoint`, `checkpoint_sha256`), for the session log
-            info = (tuple(self.world.size), device_name(self.world), getattr(self.world, "checkpoint", None),
-                    getattr(self.world, "checkpoint_sha256", None))
-        except BaseException as e:  # noqa: BLE001 - handed to the main thread, which raises it
-            self._results.put(e)
-            return
-        self._results.put(info)
-        self.other, self.other_note, self.other_synced, self.level = None, None, False, None
-        try:
-            while (job := self._jobs.get()) is not None:
-                try:
-                    self._results.put(self._do(job))
-                except BaseException as e:  # noqa: BLE001
-                    self._results.put(e)
-        finally:
-            for world in (self.world, self.other):
-                if world is not None and hasattr(world, "close"):
-                    world.close()
-
-    def _do(self, job: Job) -> Result:
-        start = time.perf_counter()
-        poses = [t.motion.pose for t in job.ticks]
-        if job.reset is not None:
-            self.level = job.reset
-            frames = self.world.reset(dataclasses.replace(job.reset, start=poses[0]), self._seed)[None]
-            self.other_synced = False
-        else:
-            if job.restore is not None:
-                self.world.restore(job.restore)
-                self.other_synced = False  # it joins again at the restored pose
-            frames = self.world.step(poses)
-        step_ms = (time.perf_counter() - start) * 1000
-        state = self.world.state()
-        side = self._step_other(job, poses) if job.split else None
-        self.other_synced = side is not None
-        return Result(job, frames, [frame_sha1(f) for f in frames], step_ms, state, side, self.other_note)
-
-    def _step_other(self, job: Job, poses: list[Pose]) -> np.ndarray | None:
-        """The comparison world, stepped with the same poses; it joins (reset at job.start) after any gap."""
-        if self.other is None and self.other_note is None:
-            kind = OTHER_WORLD[self._kind]
-            try:
-                self.other = self._open(kind, tuple(self.world.size))
-            except Exception as e:  # noqa: BLE001 - shown on screen; play goes on without it
-                self.other_note = f"the {kind} world is not available: {str(e).splitlines()[0]}"
-        if self.other is None:
-            return None
-        if job.reset is not None:
-            return self.other.reset(dataclasses.replace(self.level, start=poses[0]), self._seed)[None]
-        if not self.other_synced:
-            self.other.reset(dataclasses.replace(self.level, start=job.start), self._seed)
-        return self.other.step(poses)
-
-
-def leave_a_core(world) -> None:
-    """A model on the CPU gets all cores but one for its intra-op threads, so that the UI thread (input, texture
-    upload, llvmpipe's draw) keeps a core's share. torch's thread count is process-wide; only this thread computes
-    with torch. Measured on the 2-core development machine with the presenter drawing 1280x720 at 24 fps on the
-    main thread (random `mini`): one thread, step p50 128 / p99 140 ms; two threads, p50 137 / p99 205 ms (alone,
-    two threads are faster: 71 against 102 ms in `explorer bench`, but they fight the UI for the cores).
-    """
-    device = getattr(world, "device", None)
-    if getattr(device, "type", None) == "cpu":
-        import torch  # only a model world brings torch; the reference world does not need it
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        torch.set_num_threads(max(1, cores - 1))
-
-
-def device_name(world) -> str:
-    """What computes a world's frames: the torch device of a model, the GL renderer of a rasteriser."""
-    if hasattr(world, "device"):
-        return str(world.device)
-    if hasattr(world, "ctx"):
-        with world.ctx:  # current only while in use: another context may be current on this thread
-            return world.ctx.info["GL_RENDERER"].split(" (")[0]  # 'llvmpipe (LLVM 15.0.6, 256 bits)' -> 'llvmpipe'
-    return type(world).__name__
+    world_process: bool = False                # run the worlds in a child process (open_world must be picklable)
 
 
 # --- rewind ------------------------------------------------------------------------------------------
@@ -238,7 +78,7 @@ def device_name(world) -> str:
 class Snapshot:
     frame: int            # the session frame it follows: the last frame of its step
     step: int
-    state: object         # World.state() after that step
+    state: int            # the worker's token for World.state() after that step
     motion: MotionState   # the controls' state at that frame
     image: np.ndarray     # that frame, shown at once on rewinding
 
@@ -324,7 +164,7 @@ class Shown:
     tick: Tick
     step: int
     step_ms: float
-    snapshot: object = None  # the world's state after this frame's step, on the step's last frame only
+    snapshot: int | None = None  # the token of the world's state after this frame's step, on its last frame only
 
 
 class Game:
@@ -376,7 +216,8 @@ class Game:
     def _begin(self, kind: str) -> None:
         """Open a world of `kind` on a new worker, start a session, and ask for the first frame."""
         c = self.config
-        self.worker = Worker(self.open_world, kind, c.size if kind == "reference" else None, c.seed)
+        self.worker = Worker(self.open_world, kind, c.size if kind == "reference" else None, c.seed,
+                             process=c.world_process)
         self.kind = kind
         self.session = SessionWriter(c.sessions_dir, c.level, kind, c.seed, FPS, self.worker.size, self.worker.device,
                                      self.worker.checkpoint, self.worker.checkpoint_sha256,
@@ -508,8 +349,13 @@ class Game:
             ticks, self.pending = self.pending[:FRAMES_PER_STEP], self.pending[FRAMES_PER_STEP:]
             start = self.last_sent.motion.pose
             self.worker.submit(Job(ticks, self.next_step, self.generation, start, restore=self.restore,
-                                   split=self.split))
+                                   split=self.split, keep=self._held_states()))
             self.last_sent, self.next_step, self.restore = ticks[-1], self.next_step + 1, None
+
+    def _held_states(self) -> tuple[int, ...]:
+        """The tokens of the world states the game may still rewind to: the ring's and the buffered frames'."""
+        return tuple(s.state for s in self.ring.ring) + tuple(s.snapshot for s in self.buffer
+                                                              if s.snapshot is not None)
 
     def _receive(self, result: Result) -> None:
         job = result.job

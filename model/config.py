@@ -132,15 +132,17 @@ def _tiny() -> ModelConfig:
 
 
 def _mini() -> ModelConfig:
-    # The decoder is sized for the speed budget (3.2 GMAC, about 25 ms per streaming step of 4 frames at 256x144 in
-    # bf16 on two cores): its wide layers and its temporal kernels sit at the two lowest resolutions, and the full
-    # resolution has only the upsampling and output convs. The encoder (data preparation, reset, VAE training) has
-    # 1.7x the decoder's parameters (4.3M), its temporal kernels also at the low resolutions only; its widest scale is
-    # 160 channels so that the whole model (VAE 6.9M + generator 7.5M parameters) ships in bf16 under 30 MiB.
+    # 128x72, patch 1: the same 16x9 = 144 tokens per latent frame as 256x144 at patch 2, so the generator costs the
+    # same, while the VAE, the data and the streaming decode cost a quarter (CALIBRATION.md: the size that trains well
+    # on this CPU; the presenter upscales). The decode is then about 6 ms of a ~36 ms step, which is what lets the one-
+    # step generator beat a 4-step sampler by 4x (docs/benchmarks.md). The decoder keeps its wide layers and temporal
+    # kernels at the two lowest resolutions; the encoder (data preparation, reset, VAE training) has 1.7x its
+    # parameters; its widest scale is 160 channels so that the whole model (VAE 6.9M + generator 7.5M parameters)
+    # ships in bf16 under 30 MiB.
     vae = VAEConfig(latent_channels=16, enc_channels=(32, 64, 128, 160), enc_blocks=(1, 1, 1, 2),
                     enc_time_kernels=(1, 1, 3, 3), dec_channels=(16, 32, 64, 128), dec_blocks=(0, 1, 1, 2),
                     dec_time_kernels=(1, 1, 3, 3))
-    return ModelConfig("mini", 256, 144, vae, _generator("mini", vae, 256, 144), "bfloat16")
+    return ModelConfig("mini", 128, 72, vae, _generator("mini", vae, 128, 72), "bfloat16")
 
 
 def _apt2_8b() -> ModelConfig:

@@ -69,7 +69,7 @@ class GeneratorConfig:
 # 1196 tokens per latent frame at 736x416, N = 30.
 GENERATOR_PRESETS = {
     "tiny": GeneratorConfig(latent_size=(8, 6), dim=64, depth=2, heads=2, window=3, disc_layers=(1, 2)),
-    "mini": GeneratorConfig(latent_size=(32, 18), dim=256, depth=6, heads=4, window=15),
+    "mini": GeneratorConfig(latent_size=(16, 9), patch=1, dim=256, depth=6, heads=4, window=15),
     "apt2-8b": GeneratorConfig(latent_size=(92, 52), dim=3456, depth=36, heads=27, window=30),
 }
 

@@ -215,7 +215,7 @@ def test_sha256_and_default_path(saved):
 def test_named_configs_have_the_documented_sizes():
     sizes = {name: (get_config(name).latent_size(), get_config(name).generator.tokens_per_frame())
              for name in ("tiny", "mini", "apt2-8b")}
-    assert sizes == {"tiny": ((8, 4), 32), "mini": ((32, 18), 144), "apt2-8b": ((92, 52), 1196)}
+    assert sizes == {"tiny": ((8, 4), 32), "mini": ((16, 9), 144), "apt2-8b": ((92, 52), 1196)}
     big = get_config("apt2-8b")
     assert (big.generator.depth, big.generator.window, big.generator.patch) == (36, 30, 2)
     assert big.vae.enc_channels == (128, 256, 512, 512) and big.vae.dec_channels == (64, 128, 256, 512)
@@ -235,9 +235,9 @@ def test_unknown_config_name_lists_the_known_ones():
 def test_disagreeing_sizes_are_refused_by_field():
     mini = get_config("mini")
     with pytest.raises(InputError, match="generator.latent_size"):
-        dataclasses.replace(mini, width=128)
+        dataclasses.replace(mini, width=256)
     with pytest.raises(InputError, match="generator.patch"):
-        dataclasses.replace(mini, generator=dataclasses.replace(mini.generator, patch=4))
+        dataclasses.replace(mini, generator=dataclasses.replace(mini.generator, patch=2))
     with pytest.raises(InputError, match="generator.latent_channels"):
         dataclasses.replace(mini, generator=dataclasses.replace(mini.generator, latent_channels=8))
     with pytest.raises(InputError, match="dtype"):

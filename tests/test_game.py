@@ -176,17 +176,17 @@ def test_scripted_play_logs_every_frame_rewinds_splits_and_replays(tmp_path, mon
 
 
 def test_generated_world_session_with_a_rewind_replays_exactly(tmp_path, monkeypatch, xvfb):
-    """The model's world (random weights of the tiny config): its state goes through the snapshot ring on a rewind,
-    and the replay restores the same snapshot and reproduces every frame."""
-    from world.make import make_world
+    """The model's world (random weights of the tiny config) in a child process, as `explorer play` runs it: its
+    state stays there and goes through the snapshot ring on a rewind, and the replay restores the same snapshot and
+    reproduces every frame."""
+    from world.make import WorldOpener
     if xvfb:
         monkeypatch.setenv("DISPLAY", xvfb)
         monkeypatch.setenv("SDL_VIDEODRIVER", "x11")
     inputs = [InputState({"forward"}, (4.0, 0.0))] * 200
     config = GameConfig(load_level("meadow"), "generated", window=WINDOW, seconds=3.0, sessions_dir=tmp_path,
-                        random_weights="tiny")
-    game = Game(config, lambda kind, size: make_world(kind, size=size, device="cpu", random_config="tiny"),
-                ScriptedInput(inputs, {6: [pygame.K_r]}))
+                        random_weights="tiny", world_process=True)
+    game = Game(config, WorldOpener(device="cpu", random_config="tiny"), ScriptedInput(inputs, {6: [pygame.K_r]}))
     assert game.run() == 0
     session = read_session(game.sessions[0])
     assert session.header["random_config"] == "tiny" and session.header["checkpoint"] is None

@@ -37,7 +37,7 @@ EYE_HEIGHT = 1.7
 @dataclass(frozen=True)
 class DataSpec:
     clips: int
-    size: tuple[int, int] = (256, 144)
+    size: tuple[int, int] = (128, 72)
     frames: int = 33
     seed: int = 0
     split: str = "train"

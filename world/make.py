@@ -1,6 +1,8 @@
 """Open a world by name, as the command line and the client ask for it."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from camera.errors import InputError
 
 WORLDS = ("reference", "generated")
@@ -22,3 +24,17 @@ def make_world(kind: str, size: tuple[int, int] | None = None, checkpoint=None, 
         from world.generated import GeneratedWorld
         return GeneratedWorld.open(checkpoint=checkpoint, device=device, random_config=random_config)
     raise InputError("command line", "--world", f"unknown world {kind!r} (known: {', '.join(WORLDS)})")
+
+
+@dataclass(frozen=True)
+class WorldOpener:
+    """make_world with the game's settings bound: called as (kind, size) on the game's worker. A dataclass rather
+    than a closure so that it pickles: `explorer play` opens its worlds in a child process."""
+    checkpoint: str | None = None
+    device: str = "auto"
+    level: object = None                # a world.level.Level
+    random_config: str | None = None    # for the generated world only
+
+    def __call__(self, kind: str, size: tuple[int, int] | None):
+        return make_world(kind, size=size, checkpoint=self.checkpoint, device=self.device, level=self.level,
+                          random_config=self.random_config if kind == "generated" else None)
