@@ -152,6 +152,26 @@ def cmd_bench(args) -> int:
     return bench_main(args)
 
 
+def cmd_ship(args) -> int:
+    """Writes a trained checkpoint in bf16 as the shipped default model (or to --out): half the size, same
+    metadata plus the source file's sha256. The modules load back in float32 (model/checkpoint.py)."""
+    from pathlib import Path
+
+    import torch
+
+    from model.checkpoint import (RESERVED, checkpoint_sha256, default_checkpoint_path, load_checkpoint,
+                                  save_checkpoint)
+    loaded = load_checkpoint(args.checkpoint)
+    out = Path(args.out) if args.out else default_checkpoint_path()
+    extra = {k: v for k, v in loaded.metadata.items() if k not in RESERVED}
+    extra["source_sha256"] = checkpoint_sha256(args.checkpoint)
+    save_checkpoint(out, loaded.config, loaded.vae.float(), loaded.generator.float(), loaded.camera_scaling,
+                    loaded.stage, extra=extra, storage_dtype=torch.bfloat16)
+    print(f"{out}: {loaded.config.name} ({loaded.stage}), {out.stat().st_size / 2**20:.1f} MiB, "
+          f"sha256 {checkpoint_sha256(out)}")
+    return 0
+
+
 def cmd_eval(args) -> int:
     from explorer.eval import main as eval_main
     return eval_main(args)
@@ -296,6 +316,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--segments", type=positive_int, help="long: windows per rollout (default 3)")
     p.add_argument("--overlap", type=int, help="long: latent steps shared by consecutive windows (default 2)")
     p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("ship", help="write a trained checkpoint, in bf16, as the default model of play/render/eval",
+                       description="Stores CHECKPOINT's weights in bfloat16 (half the size) at --out, by default "
+                       "model/checkpoints/mini.safetensors inside the package: the model play, render, eval and "
+                       "bench use when no --checkpoint is given.")
+    p.add_argument("checkpoint", help="a model checkpoint, e.g. runs/mini/long/model.safetensors")
+    p.add_argument("--out", default=None, help="where to write it (default: the shipped default's path)")
+    p.set_defaults(run=cmd_ship)
 
     p = sub.add_parser("eval", help="score the generated world against the reference world on held-out scenes",
                        description="Run the generated world and the reference world from the same first frame "

@@ -265,6 +265,31 @@ def test_bf16_storage_halves_the_file_and_loads_into_float32(tmp_path):
         assert torch.equal(got, t.to(torch.bfloat16).float())
 
 
+def test_ship_writes_bf16_with_the_metadata_and_the_source_digest(tmp_path, capsys):
+    import torch
+    from explorer.cli import main
+    from model.checkpoint import checkpoint_sha256, load_checkpoint, save_checkpoint
+    from model.config import get_config
+    from model.generator import Generator
+    from model.vae import VAE
+    config = get_config("tiny")
+    torch.manual_seed(0)
+    vae, gen = VAE(config.vae), Generator(config.generator)
+    source, out = tmp_path / "long.safetensors", tmp_path / "shipped.safetensors"
+    save_checkpoint(source, config, vae, gen, {"origin_std": 2.0, "direction_std": 1.0}, "long", extra={"step": "7"})
+    assert main(["ship", str(source), "--out", str(out)]) == 0
+    assert str(out) in capsys.readouterr().out
+    shipped = load_checkpoint(out)
+    assert shipped.stage == "long" and shipped.metadata["step"] == "7"
+    assert shipped.metadata["source_sha256"] == checkpoint_sha256(source)
+    assert shipped.camera_scaling == {"origin_std": 2.0, "direction_std": 1.0}
+    assert out.stat().st_size < 0.6 * source.stat().st_size
+    for name, t in vae.state_dict().items():
+        assert torch.equal(shipped.vae.state_dict()[name], t.to(torch.bfloat16).float()), name
+    assert main(["ship", str(tmp_path / "missing.safetensors"), "--out", str(out)]) == 2
+    assert "missing.safetensors" in capsys.readouterr().err and checkpoint_sha256(out)  # the earlier file stays
+
+
 def test_mini_ships_under_30_mib_in_bf16():
     import torch
     from model.config import get_config
