@@ -58,7 +58,7 @@ WINDOW_SECONDS = 5                # long-horizon windows
 FEATURE_STRIDE = FRAMES_PER_STEP  # one feature sample per latent step: its last frame
 FEATURE_STD_FLOOR = 0.01          # features are standardised by the reference's std, floored (constant features)
 CAMERA_SECONDS = 1
-YAW_DEG_PER_S = 24.0              # 1 s moves the picture's centre by f tan(24°): 55 px at 256x144, past 40 px
+YAW_DEG_PER_S = 24.0              # 1 s moves the picture's centre by f tan(24°): 27 px at 128x72 (a fifth of the width)
 FORWARD_M_PER_S = 2.0             # the game's walking speed
 MEASURABLE_PCT = 25.0             # a scene's reference yaw error above this: the scene cannot be measured
 
