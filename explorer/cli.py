@@ -239,10 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--level", required=True, help="a shipped level's name or a path to a level .toml")
     p.add_argument("--path", required=True, help="a camera path (.toml keyframes or a RealEstate10K .txt)")
     p.add_argument("--out", required=True, help="the video to write (.mp4, H.264)")
-    p.add_argument("--world", choices=["reference", "generated"], default="reference",
-                   help="the procedural reference scene, or the neural generator (default: reference)")
+    p.add_argument("--world", choices=["reference", "generated", "compare"], default="reference",
+                   help="the procedural reference scene, the neural generator, or compare: the generator (left) "
+                   "next to the reference (right) on the same poses (default: reference)")
     p.add_argument("--size", type=parse_size, default=None,
-                   help="output WIDTHxHEIGHT (default: 640x360 for reference, the model's native size for generated)")
+                   help="output WIDTHxHEIGHT, per panel with compare (default: 640x360 for reference, the model's "
+                   "native size for generated and compare)")
     p.add_argument("--checkpoint", default=None, help="generated world: a .safetensors checkpoint (default: shipped)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--seed", type=int, default=0, help="generated world: the noise seed (default 0)")

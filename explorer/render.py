@@ -9,7 +9,7 @@ from camera.paths import load_path
 from explorer.video import VideoWriter
 from world.base import stream_poses
 from world.level import load_level
-from world.make import make_world
+from world.make import WorldOpener
 
 
 def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -24,16 +24,29 @@ def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def render_path(level, path, out, world_kind: str = "reference", size=None, checkpoint=None, device: str = "auto",
                 seed: int = 0, random_config: str | None = None) -> int:
-    """Renders the path and returns the number of frames written."""
+    """Renders the path and returns the number of frames written. world_kind "compare": the generated world on the
+    left and the reference world on the right, from the same start along the same poses, each at `size`."""
     level = load_level(level)
     camera_path = load_path(path)
     poses = camera_path.poses(start=level.start)
-    world = make_world(world_kind, size=size if world_kind == "reference" else None, checkpoint=checkpoint,
-                       device=device, level=level, random_config=random_config if world_kind == "generated" else None)
-    out_size = size or world.size
-    with VideoWriter(out, out_size, fps=camera_path.fps) as writer, \
-            tqdm(total=len(poses), unit="frame", desc=f"render {level.name}") as bar:
-        for frames in stream_poses(world, level, seed, poses):
-            writer.write(resize_frames(frames, out_size))
-            bar.update(len(frames))
+    opener = WorldOpener(checkpoint, device, level, random_config)
+    worlds = []
+    try:
+        if world_kind == "reference":
+            worlds.append(opener("reference", size))
+        else:
+            worlds.append(opener("generated", None))
+            if world_kind == "compare":  # the reference at the model's size: both panels equally sharp
+                worlds.append(opener("reference", worlds[0].size))
+        panel = size or worlds[0].size
+        streams = [stream_poses(world, level, seed, poses) for world in worlds]
+        with VideoWriter(out, (panel[0] * len(worlds), panel[1]), fps=camera_path.fps) as writer, \
+                tqdm(total=len(poses), unit="frame", desc=f"render {level.name}") as bar:
+            for parts in zip(*streams):
+                writer.write(np.concatenate([resize_frames(frames, panel) for frames in parts], axis=2))
+                bar.update(len(parts[0]))
+    finally:
+        for world in worlds:
+            if hasattr(world, "close"):
+                world.close()
     return writer.frames

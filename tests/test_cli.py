@@ -47,6 +47,18 @@ def test_render_writes_one_frame_per_pose_and_is_deterministic(tmp_path):
 WALK = str(PATHS_DIR / "walk.toml")
 
 
+def test_render_compare_puts_the_generated_world_beside_the_reference(tmp_path):
+    out, ref = tmp_path / "compare.mp4", tmp_path / "reference.mp4"
+    args = ["--level", "meadow", "--path", WALK, "--size", "64x32"]
+    assert main(["render", *args, "--out", str(out), "--world", "compare", "--random-weights", "tiny"]) == 0
+    assert main(["render", *args, "--out", str(ref)]) == 0
+    both, reference = read_video(out), read_video(ref)
+    assert both.shape == (reference.shape[0], 32, 128, 3)
+    # the right panel is the reference world (rendered at the model's 64x32, like the left); H.264 is lossy
+    assert np.abs(both[:, :, 64:].astype(int) - reference.astype(int)).mean() < 3
+    assert np.abs(both[:, :, :64].astype(int) - reference.astype(int)).mean() > 10  # untrained: not the scene
+
+
 @pytest.mark.parametrize("args, words", [
     (["render", "--level", "no-such-level", "--path", WALK, "--out", "x.mp4"], ["no-such-level"]),
     (["render", "--level", "meadow", "--path", "missing.toml", "--out", "x.mp4"], ["missing.toml"]),
