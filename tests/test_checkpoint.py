@@ -299,3 +299,17 @@ def test_mini_ships_under_30_mib_in_bf16():
     with torch.device("meta"):
         params = sum(p.numel() for m in (VAE(config.vae), Generator(config.generator)) for p in m.parameters())
     assert params * 2 < 30 * 2**20
+
+
+def test_the_shipped_model_is_a_trained_mini_in_bf16_under_30_mib():
+    import torch
+    from model.checkpoint import load_checkpoint
+    path = default_checkpoint_path()
+    assert path.exists(), f"{path}: the default model must ship in the package"
+    assert path.stat().st_size <= 30 * 2**20
+    loaded = load_checkpoint(path, expect_config="mini")
+    assert loaded.stage in ("consistency", "adversarial", "long")  # a one-step generator
+    assert "source_sha256" in loaded.metadata  # written by `explorer ship`
+    head = [t for name, t in loaded.generator.state_dict().items() if name.startswith("head.linear")]
+    assert head and any(t.abs().sum() > 0 for t in head)  # the zero-initialised output layer has been trained
+    assert all(torch.isfinite(t).all() for t in loaded.generator.state_dict().values())
