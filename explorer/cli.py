@@ -309,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kl-weight", type=float, help="vae: KL weight (default 1e-4)")
     p.add_argument("--grad-weight", type=float, help="vae: image-gradient loss weight (default 1)")
     p.add_argument("--shift", type=positive_float,
-                   help="time shift s (default: the paper's 24 scaled to the latent size; 8.3 for mini)")
+                   help="time shift s (default: the paper's 24 scaled to the latent size; 4.2 for mini)")
     p.add_argument("--cd-steps", type=positive_int, help="consistency: fixed distillation steps (default 32)")
     p.add_argument("--sample-steps", type=positive_int,
                    help="pretrain, diffusion: Euler steps of the sample videos (default 8)")
