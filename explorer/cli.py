@@ -80,6 +80,7 @@ def cmd_play(args) -> int:
     from pathlib import Path
 
     from explorer.game import PLAY_SIZE, Game, GameConfig
+    from explorer.session import read_session, summary
     from world.level import load_level
     from world.make import WorldOpener
 
@@ -106,7 +107,13 @@ def cmd_play(args) -> int:
     config = GameConfig(level, args.world, size=args.size or PLAY_SIZE, seed=args.seed, window=args.window,
                         fullscreen=args.fullscreen, seconds=args.seconds, sessions_dir=Path(args.sessions_dir),
                         random_weights=args.random_weights, world_process=True)
-    return Game(config, open_world).run()
+    game = Game(config, open_world)
+    code = game.run()
+    for path, dropped in zip(game.sessions, game.dropped):  # what the HUD counted, for whoever played unseen
+        numbers = summary(read_session(path))
+        print(f"{path}: {numbers['frames']} frames in {numbers['seconds']} s ({numbers['fps']} fps), {dropped} "
+              f"dropped, latency p50 {numbers['latency_ms_p50']} ms, step p99 {numbers['step_ms_p99']} ms")
+    return code
 
 
 def cmd_replay(args) -> int:

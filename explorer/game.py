@@ -10,13 +10,15 @@ Every 1/24 s the loop does four things, in this order, and never waits for the w
             and the tick counts as dropped), with the HUD and menu over it
 
 The world lives on a worker (`explorer.world_host.Worker`: a child process for `explorer play`, a thread in some
-tests), with a queue of one job: while it computes four frames the loop
-keeps reading input and presenting at 24 fps. The poses of a step are exactly the input integrated up to the
-moment the step starts. When the world is slower than real time the poses it has not taken yet pile up to one
-step's worth, and then the loop stops integrating (time slows down for the camera instead of the camera running
-ahead of what is shown): input keeps adding up in the input source and is taken as soon as there is room. The
-same holds when more frames are on their way to the screen than it needs (`_ahead_limit`), so that latency does
-not creep up by a frame with every stall.
+tests), with a queue of one job: while it computes four frames the loop keeps reading input and presenting at
+24 fps. The poses of a step are exactly the input integrated up to the moment the step starts. The loop takes a
+tick's input only when it is needed (`Pacer`): it counts, in ticks, how long the world takes to answer a job
+(the slowest of its last few), and lets the input wait in the input source for as long as the step it would join
+still reaches the screen in time without it. That keeps latency at its floor (three ticks to fill a step plus the
+world's answer time) with no frame shown twice; when a step is slower than any recent one, its frames come late
+once, and the pipeline then carries one tick more until the slow steps have passed. When the world is slower than
+real time, the poses of a step are taken in the ticks just before the world is free for it (time slows down for
+the camera instead of the camera running ahead of what is shown).
 
 Input-to-photon latency is measured per frame: from the moment the input that produced its pose was sampled to
 the moment the frame was flipped to the screen. With four frames per step it is at least three frames (the
@@ -55,6 +57,8 @@ from world.scene import height_at  # noqa: E402
 PLAY_SIZE = (256, 144)  # the reference world's frames: twice mini's 128x72, the largest native size a config may have
 REWIND_SECONDS = 2.0
 MESSAGE_SECONDS = 3.0
+TURNAROUNDS = 24  # the world's answer time is the slowest of this many recent steps (4 s): a slow step now and
+                 # then makes the pipeline carry one tick more for a while, not show frames twice every time
 MENU_BUTTONS = {pygame.CONTROLLER_BUTTON_DPAD_UP: pygame.K_UP, pygame.CONTROLLER_BUTTON_DPAD_DOWN: pygame.K_DOWN,
                 pygame.CONTROLLER_BUTTON_A: pygame.K_RETURN, pygame.CONTROLLER_BUTTON_B: pygame.K_ESCAPE}
 
@@ -153,6 +157,46 @@ class Ticker:
             self.next = time.perf_counter()
 
 
+class Pacer:
+    """When the loop takes a tick's input, so that latency stays at its floor and no frame is shown twice.
+
+    It counts in ticks (video frames) and knows the world's turnaround: the ticks from a step's submission to the
+    poll that receives it, the slowest of the last few. The pending poses go to the world when there are four of
+    them and it is free, and come back a turnaround later; their first frame is due once the frames ahead of it
+    (the jitter buffer's, and a step's worth while the world computes one) are shown. Letting the input wait a tick
+    delays the step by a tick at most, and is worth it whenever the step is still on time then: every tick waited
+    is a tick less of input-to-photon latency. Nor is a pose taken so early that it would wait for a busy world (a
+    world slower than real time): its step then starts as soon as the world is free, with the newest input.
+    """
+
+    def __init__(self, recent: int = TURNAROUNDS):
+        self.turnarounds: deque[int] = deque(maxlen=recent)
+        self.submitted_at = 0
+
+    def submitted(self, tick: int) -> None:
+        self.submitted_at = tick
+
+    def received(self, tick: int) -> None:
+        """A step's result came in at this tick's poll."""
+        self.turnarounds.append(tick - self.submitted_at)
+
+    def take_input(self, tick: int, pending: int, buffered: int, busy: bool) -> bool:
+        """Whether to take this tick's input (before this tick's poll) with `pending` poses integrated and not yet
+        sent, `buffered` frames in the jitter buffer and the world `busy` with a step."""
+        if pending >= FRAMES_PER_STEP:
+            return False
+        turnaround = max(self.turnarounds, default=FRAMES_PER_STEP)  # before the first step: real time
+        if busy:  # a step later than expected is expected at this tick's poll at the soonest
+            turnaround = max(turnaround, tick - self.submitted_at)
+        busy_left = turnaround - (tick - self.submitted_at) if busy else 0  # 0: free by this tick's poll
+        last_pose = FRAMES_PER_STEP - 1 - pending  # ticks from now until the step has its four poses
+        if busy_left > last_pose:
+            return False
+        ahead = buffered + (FRAMES_PER_STEP if busy else 0)
+        still_on_time = max(last_pose, busy_left - 1) + turnaround <= ahead - 1
+        return not still_on_time
+
+
 # --- the game ----------------------------------------------------------------------------------------
 
 @dataclass
@@ -174,6 +218,7 @@ class Game:
         level = config.level
         self.ground = (lambda x, z: float(height_at(level.scene, x, z))) if level.scene is not None else None
         self.sessions: list[Path] = []       # the session folders written, in order
+        self.dropped: list[int] = []         # per session, the HUD's count of ticks that showed no new frame
         self.screenshots: list[Path] = []
         self.savers: list[threading.Thread] = []
         self.done = False
@@ -188,12 +233,13 @@ class Game:
         self.menu = Menu(self.menu_panel)
         self.show_hud, self.split, self.paused, self.screenshot_requested = True, False, False, False
         self.message: tuple[str, float] | None = None
-        self.worker = None
+        self.worker, self.tick = None, 0
         try:
             self._begin(self.config.world)
             self._capture(True)
             ticker = Ticker(FPS)
             while not self.done:
+                self.tick += 1
                 for event in pygame.event.get():  # events
                     self._handle(event)
                 inp = self._action()              # action
@@ -221,7 +267,8 @@ class Game:
         self.kind = kind
         self.session = SessionWriter(c.sessions_dir, c.level, kind, c.seed, FPS, self.worker.size, self.worker.device,
                                      self.worker.checkpoint, self.worker.checkpoint_sha256,
-                                     random_config=c.random_weights if kind == "generated" else None)
+                                     random_config=c.random_weights if kind == "generated" else None,
+                                     threads=self.worker.threads)
         self.sessions.append(self.session.path)
         self.hud = Hud(kind, self.worker.device, FPS)
         start = c.level.start
@@ -236,15 +283,17 @@ class Game:
         self.last_shown: Shown | None = None
         self.at_boundary = False              # the last frame shown was the last of its step
         self.filling = True                   # no frames yet since the start or a rewind: not a stall
-        self.recent_steps: deque[float] = deque(maxlen=6)  # seconds the world took for its last steps
+        self.pacer = Pacer()
         self.rewind_requested = False
         self.worker.submit(Job([Tick(time.perf_counter(), InputState(), self.motion)], 0, 0, start,
                                reset=c.level, split=self.split))
+        self.pacer.submitted(self.tick)
 
     def _end(self) -> None:
         """Show the rest of the step on screen (so the log holds whole steps), close the session and the world."""
         while self.buffer and not self.at_boundary:
             self._draw(advance=True)
+        self.dropped.append(self.hud.dropped)
         self.session.close()
         self.worker.close()
 
@@ -315,30 +364,18 @@ class Game:
 
     # --- action ---
     def _action(self) -> InputState | None:
-        """This tick's input, or None when it must wait in the input source: paused, no first frame yet, a step's
-        worth of poses the world has not taken yet, more poses on their way to the screen than it needs, or a
-        world slower than real time still busy for longer than the poses it will take next need to be sampled
-        (the poses of a step are sampled just before the step starts, not a whole slow step earlier)."""
-        if self.paused or self.t0 is None or len(self.pending) >= FRAMES_PER_STEP:
+        """This tick's input, or None when it must wait in the input source: paused, no first frame yet, or not
+        needed yet (`Pacer`)."""
+        if self.paused or self.t0 is None:
             return None
-        if len(self.pending) + len(self.buffer) >= self._ahead_limit():
-            return None
-        if self.worker.busy and self.recent_steps:
-            busy_for = self.worker.submitted + float(np.mean(self.recent_steps)) - time.perf_counter()  # expected
-            if busy_for * FPS > FRAMES_PER_STEP - len(self.pending):
-                return None
-        return self.inputs.sample()
-
-    def _ahead_limit(self) -> int:
-        """How many poses may be integrated but not yet shown (not counting the step being computed) when the
-        next one is sampled: a step's worth filling up for the worker, plus the frames shown while a step is
-        computed (the slowest recent step, in frames). More would only add latency, a frame for good with each
-        stall, so the loop lets the input wait a frame instead (and shows the last frame once more later)."""
-        return FRAMES_PER_STEP + math.ceil(max(self.recent_steps, default=0.0) * FPS)
+        take = self.pacer.take_input(self.tick, len(self.pending), len(self.buffer), self.worker.busy)
+        return self.inputs.sample() if take else None
 
     # --- step ---
     def _step(self, inp: InputState | None) -> None:
         while (result := self.worker.poll()) is not None:
+            if result.job.reset is None:  # a reset (first frame, model warm-up) is not a step
+                self.pacer.received(self.tick)
             self._receive(result)
         if inp is not None:
             self.motion, _ = control_step(self.motion, inp, ground=self.ground)
@@ -350,6 +387,7 @@ class Game:
             start = self.last_sent.motion.pose
             self.worker.submit(Job(ticks, self.next_step, self.generation, start, restore=self.restore,
                                    split=self.split, keep=self._held_states()))
+            self.pacer.submitted(self.tick)
             self.last_sent, self.next_step, self.restore = ticks[-1], self.next_step + 1, None
 
     def _held_states(self) -> tuple[int, ...]:
@@ -362,7 +400,6 @@ class Game:
         if job.generation != self.generation:
             return  # asked for before a rewind
         self.filling = False
-        self.recent_steps.append(result.step_ms / 1000)
         if job.reset is not None:
             self.last_sent = job.ticks[0]
         if job.split and result.side is None:

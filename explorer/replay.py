@@ -2,7 +2,8 @@
 
 The world is stepped exactly as during play: the first frame from `reset` at frame 0's pose, then one `step` per
 recorded step with that step's four poses, and at a rewind line a `restore` of the snapshot taken after the step
-it names. Frames are hashed at the world's native size, as the client hashed them. A step that the session shows
+it names. Frames are hashed at the world's native size, as the client hashed them. A model on a CPU computes with
+the session's thread count (a CPU's matmuls sum in an order that depends on it). A step that the session shows
 only in part (the process died before presenting all four of its frames) is not replayed: its frames depend on
 poses that were never recorded.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,22 @@ def open_session_world(session: Session, device: str = "auto"):
     return world, level
 
 
+@contextmanager
+def session_threads(session: Session, world):
+    """While in the block, torch computes with the CPU threads the session's model world computed with."""
+    threads = session.header.get("threads")
+    if threads is None or getattr(getattr(world, "device", None), "type", None) != "cpu":
+        yield
+        return
+    import torch  # only a model world brings torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def replay_frames(session: Session, world, level):
     """Yield (frame record, replayed frame (H, W, 3) uint8) in session order, for every whole step."""
     frames, rewinds = session.frames, {r.frame: r for r in session.rewinds}
@@ -74,7 +91,7 @@ def replay(session: Session, check: bool = False, out=None, device: str = "auto"
     result = ReplayResult(frames=0, total=len(session.frames))
     try:
         with VideoWriter(out, session.size, fps=session.header["fps"]) if out is not None else nullcontext() \
-                as writer:
+                as writer, session_threads(session, world):
             for record, image in replay_frames(session, world, level):
                 if check and frame_sha1(image) != record.frame_sha1:
                     result.mismatch = record.frame

@@ -3,11 +3,13 @@
     sessions/20250101-120000-meadow/
         session.json       {"format": "explorer-session/1", "level": {"name", "path"}, "world", "checkpoint",
                             "checkpoint_sha256", "random_config", "seed", "fps", "size": [w, h], "device",
-                            "started", "ended"}
+                            "threads", "started", "ended"}
         trajectory.jsonl   one line per presented video frame:
                            {"frame", "t", "step", "pose", "input", "step_ms", "latency_ms", "frame_sha1"}
                            and a line per rewind: {"event": "rewind", "frame", "to_frame", "to_step"}
 
+`threads` is the number of CPU threads a model world computed with (null for the reference world and on a GPU):
+a CPU's matmuls sum in an order that depends on it, so a replay computes with as many to reproduce the frames.
 `checkpoint` and its SHA-256 are null for the reference world; `random_config` names the config of a generated
 world with random weights (`explorer play --random-weights`), null otherwise.
 
@@ -63,7 +65,8 @@ def _write_json(path: Path, data: dict) -> None:
 
 class SessionWriter:
     def __init__(self, root, level, world: str, seed: int, fps: float, size: tuple[int, int], device: str,
-                 checkpoint=None, checkpoint_sha256: str | None = None, random_config: str | None = None):
+                 checkpoint=None, checkpoint_sha256: str | None = None, random_config: str | None = None,
+                 threads: int | None = None):
         """Create a new session folder under `root` and write its session.json (without `ended`)."""
         root = Path(root)
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -80,7 +83,8 @@ class SessionWriter:
             "format": FORMAT, "level": {"name": level.name, "path": str(Path(level.source).resolve())},
             "world": world, "checkpoint": None if checkpoint is None else str(Path(checkpoint).resolve()),
             "checkpoint_sha256": checkpoint_sha256, "random_config": random_config, "seed": int(seed),
-            "fps": float(fps), "size": [int(size[0]), int(size[1])], "device": device, "started": now_iso(),
+            "fps": float(fps), "size": [int(size[0]), int(size[1])], "device": device, "threads": threads,
+            "started": now_iso(),
         }
         _write_json(self.path / HEADER, self.header)
         self._file = open(self.path / TRAJECTORY, "w", buffering=1, encoding="utf-8")  # line-buffered: flushed per line
@@ -221,6 +225,8 @@ def _read_header(source: Path) -> dict:
     for name in ("device", "started"):
         if not isinstance(header.get(name), str):
             raise InputError(source, name, "must be a string")
+    if not (header.get("threads") is None or (_is_int(header["threads"]) and header["threads"] > 0)):
+        raise InputError(source, "threads", f"must be a positive whole number or null, got {header['threads']!r}")
     return header
 
 

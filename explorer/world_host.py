@@ -75,6 +75,7 @@ class Result:
 class Opened:
     size: tuple[int, int]
     device: str
+    threads: int | None          # the CPU threads a model world computes with (None: not a model on a CPU)
     checkpoint: str | None
     checkpoint_sha256: str | None
 
@@ -98,7 +99,7 @@ class Worker:
         if isinstance(opened, BaseException):
             self._runner.join()
             raise opened
-        self.size, self.device = opened.size, opened.device
+        self.size, self.device, self.threads = opened.size, opened.device, opened.threads
         self.checkpoint, self.checkpoint_sha256 = opened.checkpoint, opened.checkpoint_sha256
 
     def submit(self, job: Job) -> None:
@@ -184,9 +185,10 @@ class WorldHost:
     def __init__(self, open_world: WorldFactory, kind: str, size, seed: int):
         self._open, self._kind, self._seed = open_world, kind, seed
         self.world = open_world(kind, size)
-        leave_a_core(self.world)
+        threads = leave_a_core(self.world)
         # a world that loads a checkpoint says which (`checkpoint`, `checkpoint_sha256`), for the session log
-        self.opened = Opened(tuple(self.world.size), device_name(self.world), getattr(self.world, "checkpoint", None),
+        self.opened = Opened(tuple(self.world.size), device_name(self.world), threads,
+                             getattr(self.world, "checkpoint", None),
                              getattr(self.world, "checkpoint_sha256", None))
         self.other, self.other_note, self.other_synced, self.level = None, None, False, None
         self.states: dict[int, object] = {}
@@ -234,18 +236,22 @@ class WorldHost:
                 world.close()
 
 
-def leave_a_core(world) -> None:
+def leave_a_core(world) -> int | None:
     """A model on the CPU gets all cores but one for its intra-op threads, so that the UI (input, texture upload,
     llvmpipe's draw) keeps a core's share. Measured on the 2-core development machine with the presenter drawing
     1280x720 at 24 fps (random 256x144 `mini`, world on a thread): one thread, step p50 128 / p99 140 ms; two
     threads, p50 137 / p99 205 ms (alone, two threads are faster: 71 against 102 ms in `explorer bench`, but they
     fight the UI for the cores). torch's thread count is per process; on a thread, only the world computes with it.
+    Returns the thread count (for the session log: a replay must compute with as many), or None for a world that is
+    not a model on a CPU.
     """
     device = getattr(world, "device", None)
     if getattr(device, "type", None) == "cpu":
         import torch  # only a model world brings torch; the reference world does not need it
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         torch.set_num_threads(max(1, cores - 1))
+        return torch.get_num_threads()
+    return None
 
 
 def device_name(world) -> str:

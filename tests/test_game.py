@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ import pytest
 
 from camera.controls import ControlSettings, InputState, MotionState, replay as replay_controls
 from explorer.cli import main
-from explorer.game import Game, GameConfig, Snapshot, SnapshotRing
+from explorer.game import Game, GameConfig, Pacer, Snapshot, SnapshotRing
 from explorer.keys import KEY_ACTIONS, ScriptedInput, held_actions, stick_axes
 from explorer.session import read_session
 from world.level import load_level
@@ -219,6 +220,8 @@ def test_play_command_under_x_with_xdotool_then_replay_check(tmp_path, xvfb, cap
     assert "ended" in header and header["world"] == "reference" and header["size"] == list(SIZE)
     frames = trajectory(session)
     assert 105 <= len(frames) <= 125, len(frames)
+    [line] = out.strip().splitlines()  # the session's numbers, with the HUD's dropped count
+    assert line.startswith(f"{session}: {len(frames)} frames in ") and " dropped, latency p50 " in line
 
     if real_input:
         walking = [f for f in frames if "forward" in f["input"]["actions"]]
@@ -328,3 +331,46 @@ def test_snapshot_ring_goes_back_two_seconds_at_most():
     target = ring.rewind(200)
     assert target.frame == 152 and ring.ring[-1] is target  # newer snapshots are dropped
     assert ring.rewind(152).frame == ring.ring[0].frame  # nothing 2 s older left: the oldest one
+
+
+def pace(turnarounds: list[int], ticks: int) -> tuple[list[int], list[int]]:
+    """The loop's pipeline, in ticks, as Game runs it: take input (or not), poll, integrate, submit a full step to an
+    idle world that answers `turnarounds[k]` ticks later, show a frame. Returns each shown frame's latency in ticks
+    and the ticks where no frame was ready (after the first frame)."""
+    pacer, pending, buffer, in_flight = Pacer(), [], deque(), None
+    latency, dropped = [], []
+    answers = iter(turnarounds)
+    for tick in range(1, ticks + 1):
+        take = pacer.take_input(tick, len(pending), len(buffer), in_flight is not None)
+        if in_flight is not None and tick >= in_flight[0]:
+            buffer.extend(in_flight[1])
+            in_flight = None
+            pacer.received(tick)
+        if take:
+            pending.append(tick)
+        if in_flight is None and len(pending) >= 4:
+            pacer.submitted(tick)
+            in_flight, pending = (tick + next(answers), pending[:4]), pending[4:]
+        if buffer:
+            latency.append(tick - buffer.popleft())
+        elif latency:
+            dropped.append(tick)
+    return latency, dropped
+
+
+@pytest.mark.parametrize("turnaround", [1, 2, 3, 4, 6])
+def test_pacer_keeps_latency_at_its_floor_without_showing_frames_twice(turnaround):
+    latency, dropped = pace([turnaround] * 400, 480)
+    # every frame waits three ticks for its step to fill and the world's turnaround, no more
+    assert set(latency[8:]) == {3 + turnaround}
+    if turnaround <= 4:  # real time or faster: after the first steps, never a tick without a new frame
+        assert [t for t in dropped if t > 20] == []
+    else:  # slower than real time: four frames per turnaround, and the input is taken just in time
+        assert len(latency) == pytest.approx(480 * 4 / turnaround, abs=8)
+
+
+def test_pacer_absorbs_occasional_slow_steps():
+    turnarounds = [3 if k in (30, 40, 41, 50) else 2 for k in range(400)]  # within 24 steps
+    latency, dropped = pace(turnarounds, 1200)
+    assert len([t for t in dropped if t > 20]) == 1  # only the first slow step comes late; later ones are covered
+    assert latency[-40:] == [5] * 40  # and once the slow steps are old, latency is back at its floor
