@@ -11,6 +11,7 @@ import os
 import sys
 
 from camera.errors import InputError
+from model.training.options import STAGES
 
 
 class Parser(argparse.ArgumentParser):
@@ -290,9 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "render and eval load), state.safetensors (for --resume), metrics.jsonl, loss.png, samples/. "
                        "Each stage starts from the previous stage's model unless --init is given. Under torchrun "
                        "the stage runs on every process with FSDP2.", argument_default=argparse.SUPPRESS)
-    p.add_argument("stage", metavar="STAGE", choices=["vae", "pretrain", "diffusion", "consistency", "adversarial",
-                                                       "long"], help="vae, pretrain, diffusion, consistency, "
-                   "adversarial or long, in that order")
+    p.add_argument("stage", metavar="STAGE", choices=list(STAGES), help="vae, pretrain, diffusion, consistency, "
+                   "adversarial or long, in that order; decoder (the VAE's decoder against a frame discriminator, "
+                   "the latents unchanged) after vae or on a finished model (--init)")
     p.add_argument("--data", required=True, help="a dataset folder made by `explorer data` at the config's size")
     p.add_argument("--run", required=True, dest="run_dir", metavar="RUN", help="the run folder (e.g. runs/mini)")
     p.add_argument("--config", help="model config: tiny, mini, apt2-8b (default mini)")
@@ -314,14 +315,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="steps between saves, validation and sample videos (default per stage: about 30 min)")
     p.add_argument("--vae-frames", type=positive_int, help="vae: frames per training window, 1 + 4k (default 9)")
     p.add_argument("--kl-weight", type=float, help="vae: KL weight (default 1e-4)")
-    p.add_argument("--grad-weight", type=float, help="vae: image-gradient loss weight (default 1)")
+    p.add_argument("--grad-weight", type=float, help="vae, decoder: image-gradient loss weight (default 1)")
+    p.add_argument("--adv-weight", type=float, help="decoder: adversarial loss weight (default 0.1)")
     p.add_argument("--shift", type=positive_float,
                    help="time shift s (default: the paper's 24 scaled to the latent size; 4.2 for mini)")
     p.add_argument("--cd-steps", type=positive_int, help="consistency: fixed distillation steps (default 32)")
     p.add_argument("--sample-steps", type=positive_int,
                    help="pretrain, diffusion: Euler steps of the sample videos (default 8)")
-    p.add_argument("--r1-lambda", type=float, help="adversarial, long: lambda of approximated R1/R2 (default 1000)")
-    p.add_argument("--r1-sigma", type=positive_float, help="adversarial, long: sigma of R1/R2 (default 0.1)")
+    p.add_argument("--r1-lambda", type=float,
+                   help="adversarial, long, decoder: lambda of approximated R1/R2 (default 1000; decoder 100)")
+    p.add_argument("--r1-sigma", type=positive_float,
+                   help="adversarial, long, decoder: sigma of R1/R2 (default 0.1; decoder 0.01)")
     p.add_argument("--segments", type=positive_int, help="long: windows per rollout (default 3)")
     p.add_argument("--overlap", type=int, help="long: latent steps shared by consecutive windows (default 2)")
     p.set_defaults(run=cmd_train)

@@ -142,6 +142,43 @@ def test_adversarial_players_lower_their_losses(data, shared, init):
     lowers(g_loss, g_step, 3)
 
 
+def test_decoder_stage_players_lower_their_losses_and_keep_the_latents(data, shared, init, tmp_path):
+    stage = make_stage("decoder", data, shared, init, vae_frames=5, batch=1)
+    rng = lambda: SampleRNG(0, 0, range(1))  # noqa: E731 (fixed window and noise)
+    video = stage.windows(stage.indices(0), rng())
+    encoder_before = {k: v.clone() for k, v in stage.vae.encoder.state_dict().items()}
+
+    @torch.no_grad()
+    def d_loss():
+        recon = stage.decoder_loss(video, rng())[1]
+        return stage.discriminator_loss(video, recon, rng())[1]["d_loss"]
+
+    recon = stage.decoder_loss(video, rng())[1].detach()
+
+    def d_step(i):
+        stage.discriminator_loss(video, recon, rng())[0].backward()
+        stage.apply("discriminator", i)
+
+    lowers(d_loss, d_step, 3)
+
+    @torch.no_grad()
+    def g_loss():
+        return stage.decoder_loss(video, rng())[0].item()
+
+    def g_step(i):
+        stage.decoder_loss(video, rng())[0].backward()
+        stage.apply("decoder", i)
+
+    lowers(g_loss, g_step, 3)
+    # only the decoder learned: the latents (and a generator trained on them) are the source model's
+    assert all(torch.equal(v, stage.vae.encoder.state_dict()[k]) for k, v in encoder_before.items())
+    assert set(stage.validate()) == {"val_psnr", "val_l1", "val_sharpness"}
+    stage.export(tmp_path / "model.safetensors", 3)
+    source, out = load_checkpoint(init), load_checkpoint(tmp_path / "model.safetensors")
+    assert all(torch.equal(v, out.generator.state_dict()[k]) for k, v in source.generator.state_dict().items())
+    assert not torch.equal(source.vae.decoder.conv_out.weight, out.vae.decoder.conv_out.weight)
+
+
 # --- the rollout is inference ----------------------------------------------------------------------------------
 
 def test_student_forcing_rollout_is_generated_world_step(init):

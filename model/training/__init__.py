@@ -9,5 +9,6 @@
     losses.py        flow matching, consistency distillation, relativistic pairing, approximated R1/R2, VAE terms
     sampling.py      the one-step rollout (inference and student forcing) and the diffusion samplers
     stage.py         what the stages share
-    vae.py, diffusion.py (pretrain, diffusion), consistency.py, adversarial.py (adversarial, long): the stages
+    vae.py, decoder.py, diffusion.py (pretrain, diffusion), consistency.py, adversarial.py (adversarial, long):
+                     the stages
 """

@@ -10,9 +10,11 @@ from dataclasses import asdict, dataclass, fields, replace
 
 from camera.errors import InputError
 
-STAGES = ("vae", "pretrain", "diffusion", "consistency", "adversarial", "long")
-SOURCE = {"pretrain": "vae", "diffusion": "pretrain", "consistency": "diffusion", "adversarial": "consistency",
-          "long": "adversarial"}  # the stage whose model.safetensors a stage starts from when --init is not given
+STAGES = ("vae", "decoder", "pretrain", "diffusion", "consistency", "adversarial", "long")
+SOURCE = {"decoder": "vae", "pretrain": "vae", "diffusion": "pretrain", "consistency": "diffusion",
+          "adversarial": "consistency", "long": "adversarial"}  # the stage whose model.safetensors a stage starts from
+# when --init is not given. `decoder` changes only the VAE's decoder (the latents stay the same), so the generator
+# stages need not wait for it: it runs on the finished model (--init) as well as on the VAE.
 ADVERSARIAL = ("adversarial", "long")
 
 
@@ -44,9 +46,10 @@ class TrainOptions:
     shift: float | None = None      # time shift s; default: 24 scaled to the latent size (losses.default_shift)
     cd_steps: int = 32              # consistency distillation's fixed steps
     sample_steps: int = 8           # Euler steps of the diffusion stages' sample videos
-    # adversarial
-    r1_lambda: float = 1000.0       # lambda of the approximated R1 and R2 (the paper's; lower it if D stalls)
-    r1_sigma: float = 0.1
+    # adversarial (and decoder)
+    r1_lambda: float | None = None  # lambda of the approximated R1 and R2 (per stage: the paper's for video, APT's
+    r1_sigma: float | None = None   # for images in the decoder's pixel space)
+    adv_weight: float | None = None  # decoder: weight of the adversarial term against L1 and image gradients
     segments: int = 3               # long: windows judged per rollout
     overlap: int = 2                # long: latent steps shared by consecutive windows
 
@@ -69,7 +72,7 @@ class TrainOptions:
                 raise InputError(where, f"--{name.replace('_', '-')}", f"must be positive, got {value}")
         if self.shift is not None and not self.shift > 0:
             raise InputError(where, "--shift", f"must be positive, got {self.shift}")
-        for name in ("warmup", "grad_clip", "kl_weight", "grad_weight", "r1_lambda", "overlap"):
+        for name in ("warmup", "grad_clip", "kl_weight", "grad_weight", "r1_lambda", "overlap", "adv_weight"):
             value = getattr(self, name)
             if value is not None and not value >= 0:
                 raise InputError(where, f"--{name.replace('_', '-')}", f"must be 0 or more, got {value}")
@@ -94,11 +97,15 @@ class TrainOptions:
 # sized for about a day of the 2-core CPU in all (docs/training.md has the measured seconds per step).
 STAGE_DEFAULTS = {
     "vae": dict(steps=2000, batch=4, lr=2e-4, warmup=100, grad_clip=1.0, save_every=150),
+    "decoder": dict(steps=1500, batch=4, lr=5e-5, warmup=50, grad_clip=1.0, save_every=100, r1_lambda=100.0,
+                    r1_sigma=0.01, adv_weight=0.1),
     "pretrain": dict(steps=3000, batch=16, lr=3e-4, warmup=200, grad_clip=1.0, save_every=300),
     "diffusion": dict(steps=3000, batch=16, lr=1e-4, warmup=100, grad_clip=1.0, save_every=300),
     "consistency": dict(steps=1000, batch=16, lr=3e-5, warmup=50, grad_clip=1.0, save_every=150),
-    "adversarial": dict(steps=600, batch=8, lr=1e-5, warmup=0, grad_clip=0.0, save_every=60),
-    "long": dict(steps=300, batch=4, lr=1e-5, warmup=0, grad_clip=0.0, save_every=50),
+    "adversarial": dict(steps=600, batch=8, lr=1e-5, warmup=0, grad_clip=0.0, save_every=60, r1_lambda=1000.0,
+                        r1_sigma=0.1),
+    "long": dict(steps=300, batch=4, lr=1e-5, warmup=0, grad_clip=0.0, save_every=50, r1_lambda=1000.0,
+                 r1_sigma=0.1),
 }
 
 

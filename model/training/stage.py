@@ -57,6 +57,16 @@ class Stage(ABC):
     def export(self, path: Path, step: int) -> None:
         """The model checkpoint (VAE + generator) for GeneratedWorld."""
 
+    def source_checkpoint(self) -> Path:
+        """The model a stage starts from: --init, else the previous stage's (options.SOURCE)."""
+        if self.opts.init:
+            return Path(self.opts.init)
+        path = self.run.model_path(SOURCE[self.opts.stage])
+        if not path.exists():
+            raise InputError(path, None, f"the {self.opts.stage} stage starts from the {SOURCE[self.opts.stage]} "
+                             f"stage's model: train that first, or pass --init CHECKPOINT")
+        return path
+
     # --- randomness and data -----------------------------------------------------------------------------------
     def autocast(self):
         return torch.autocast(self.device.type, torch.bfloat16, enabled=self.opts.precision == "bf16")
@@ -151,15 +161,6 @@ class GeneratorStage(Stage):
                        self.dist.world)
         self.dist.barrier()
         self.latents = LatentCache(folder, len(self.clips.frames))
-
-    def source_checkpoint(self) -> Path:
-        if self.opts.init:
-            return Path(self.opts.init)
-        path = self.run.model_path(SOURCE[self.opts.stage])
-        if not path.exists():
-            raise InputError(path, None, f"the {self.opts.stage} stage starts from the {SOURCE[self.opts.stage]} "
-                             f"stage's model: train that first, or pass --init CHECKPOINT")
-        return path
 
     def diffusion_checkpoint(self) -> Path:
         """The diffusion model (consistency's teacher, the discriminator's initialisation)."""

@@ -10,6 +10,7 @@ from model.training import distributed
 from model.training.adversarial import AdversarialStage
 from model.training.consistency import ConsistencyStage
 from model.training.data import Clips
+from model.training.decoder import DecoderStage
 from model.training.distributed import Dist
 from model.training.diffusion import DiffusionStage
 from model.training.options import TrainOptions, merge_resumed
@@ -18,7 +19,7 @@ from model.training.stage import Stage
 from model.training.state import read_state
 from model.training.vae import VAEStage
 
-STAGE_CLASSES = {"vae": VAEStage, "pretrain": DiffusionStage, "diffusion": DiffusionStage,
+STAGE_CLASSES = {"vae": VAEStage, "decoder": DecoderStage, "pretrain": DiffusionStage, "diffusion": DiffusionStage,
                  "consistency": ConsistencyStage, "adversarial": AdversarialStage, "long": AdversarialStage}
 
 

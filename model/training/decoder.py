@@ -1,0 +1,108 @@
+"""Stage `decoder`: the VAE's decoder fine-tuned against a frame discriminator, the encoder frozen.
+
+A decoder trained on L1 and image gradients (stage `vae`) draws the mean of what a latent leaves open, and at 8x
+downsampling that is all the pixel-scale texture: the `mini` VAE's reconstructions keep 26 dB PSNR but about 2% of
+the reference's Laplacian variance, the sharpness that `explorer eval` measures (a 0.5 px Gaussian blur already
+takes a frame to 36%). As the latent diffusion VAEs do, a patch discriminator pays the decoder for texture of the
+right kind where the latent does not pin it down (model/frame_discriminator.py).
+
+The encoder is frozen, so the latent space is unchanged: cached latents and any generator trained on them stay
+valid. The stage can therefore run on a finished model (`--init`), and its checkpoint keeps that model's generator.
+
+Losses: the decoder minimises L1 + grad_weight * image gradients + adv_weight * the relativistic pairing loss of
+each frame's patches against the same frame's reconstruction (losses.generator_loss); the discriminator minimises the
+pairing loss with approximated R1 and R2 (as the adversarial stage, in pixel space: APT's sigma and lambda for
+images). AdamW for both; the discriminator starts from scratch, so it learns at DISCRIMINATOR_LR_SCALE x the lr.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from explorer.metrics import sharpness
+from model.checkpoint import load_checkpoint
+from model.frame_discriminator import FrameDiscriminator
+from model.training import distributed
+from model.training.data import SampleRNG
+from model.training.losses import approximate_r_penalty, discriminator_loss, generator_loss, gradient_loss, psnr
+from model.training.stage import Stage
+from model.training.vae import VAEStage
+from model.vae import ResBlock, to_uint8
+
+DISCRIMINATOR_LR_SCALE = 4.0
+
+
+class DecoderStage(VAEStage):
+    """Shares the VAE stage's windows, reconstruction and sample videos; builds its own players."""
+
+    def __init__(self, *args):
+        Stage.__init__(self, *args)  # not VAEStage's: the VAE comes from the source model, and only its decoder learns
+        loaded = load_checkpoint(self.source_checkpoint(), expect_config=self.opts.config)
+        self.generator_state = loaded.generator.state_dict()  # exported unchanged
+        vae = loaded.vae.to(self.device).train()
+        vae.encoder.requires_grad_(False)
+        units = [m for m in vae.modules() if isinstance(m, ResBlock)] + [vae.encoder, vae.decoder]
+        self.vae = distributed.shard(vae, units, self.dist, forward_methods=("encode", "decode"))
+        disc = FrameDiscriminator().to(self.device).train()
+        self.discriminator = distributed.shard(disc, [], self.dist)
+        self.modules = {"vae": self.vae, "discriminator": self.discriminator}
+        d_lr = self.opts.lr * DISCRIMINATOR_LR_SCALE
+        self.optimizers = {
+            "decoder": (self.vae, torch.optim.AdamW(self.vae.decoder.parameters(), lr=self.opts.lr, weight_decay=0.01)),
+            "discriminator": (self.discriminator, torch.optim.AdamW(self.discriminator.parameters(), lr=d_lr,
+                                                                    weight_decay=0.01))}
+
+    def judge(self, videos: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Patch logits (B, T, h, w) of each video (B, 3, T, H, W), in one discriminator pass."""
+        with self.autocast():
+            logits = self.discriminator(torch.cat(videos)).float()
+        return list(logits.chunk(len(videos)))
+
+    def decoder_loss(self, video: torch.Tensor, rng: SampleRNG) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """The decoder's loss on a window and the reconstruction it judged, (B, 3, T, H, W)."""
+        with torch.no_grad(), self.autocast():
+            mean, logvar = self.vae.encode(video)
+        latent = mean.float() + torch.exp(0.5 * logvar.float()) * rng.randn(*mean.shape[1:]).to(self.device)
+        with self.autocast():
+            recon = self.vae.decode(latent).float()
+        real, fake = self.judge([video, recon])
+        l1, structure, adv = F.l1_loss(recon, video), gradient_loss(recon, video), generator_loss(real, fake)
+        loss = l1 + self.opts.grad_weight * structure + self.opts.adv_weight * adv
+        return loss, recon, {"l1": l1.item(), "structure": structure.item(), "g_adv": adv.item()}
+
+    def discriminator_loss(self, video: torch.Tensor, recon: torch.Tensor, rng: SampleRNG) -> tuple[torch.Tensor,
+                                                                                                      dict]:
+        """The pairing loss of real frames against their reconstructions, plus lambda (R1 + R2)."""
+        sigma = self.opts.r1_sigma
+        shake_real, shake_fake = (rng.randn(*video.shape[1:]).to(self.device) * sigma for _ in range(2))
+        lr, lf, pr, pf = self.judge([video, recon, video + shake_real, recon + shake_fake])
+        d, r1, r2 = discriminator_loss(lr, lf), approximate_r_penalty(lr, pr), approximate_r_penalty(lf, pf)
+        loss = d + self.opts.r1_lambda * (r1 + r2)
+        return loss, {"d_loss": d.item(), "r1": r1.item(), "r2": r2.item(), "real_logit": lr.mean().item(),
+                      "fake_logit": lf.mean().item()}
+
+    def train_step(self, step: int) -> dict[str, float]:
+        rng = self.rng(step)
+        video = self.windows(self.indices(step), rng)
+        loss, recon, parts = self.decoder_loss(video, rng)
+        loss.backward()
+        out = {"loss": loss.item(), **parts, **self.apply("decoder", step)}
+        self.optimizers["discriminator"][1].zero_grad(set_to_none=True)  # the decoder's backward reached D too
+        d_loss, d_parts = self.discriminator_loss(video, recon.detach(), rng)
+        d_loss.backward()
+        return {**out, **d_parts, **self.apply("discriminator", step)}
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """PSNR and L1 of the reconstructions, and their sharpness over the reference's (eval's sharpness_ratio)."""
+        video = self.real_video(self.val_indices())
+        recon = self.reconstruct(video)[1]
+        frames = lambda v: to_uint8(v).reshape(-1, *v.shape[-2:], 3)  # noqa: E731 (B, 3, T, H, W) -> (B T, H, W, 3)
+        ratio = float(np.sum(sharpness(frames(recon))) / np.sum(sharpness(frames(video))))
+        return {"val_psnr": float(psnr(recon, video).mean()), "val_l1": float(F.l1_loss(recon, video)),
+                "val_sharpness": ratio}
+
+    def export(self, path, step: int) -> None:
+        state = distributed.full_state(self.vae)  # the latent scale is the source model's, folded in already
+        self.save_model(path, state, self.generator_state, step)
