@@ -307,7 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed of the initialisation, data order and noise (default 0)")
     p.add_argument("--warmup", type=int, help="learning-rate warm-up steps (default per stage)")
     p.add_argument("--grad-clip", type=float, help="max gradient norm, 0 for none (default per stage)")
-    p.add_argument("--precision", choices=["bf16", "fp32"], help="autocast dtype (default bf16)")
+    p.add_argument("--precision", choices=["bf16", "fp32"],
+                   help="autocast dtype (default bf16; vae and decoder fp32: docs/training.md says why)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
     p.add_argument("--val-clips", type=positive_int, help="hold out the scenes of the last N clips (default 32)")
     p.add_argument("--log-every", type=positive_int, help="steps between metric lines (default 10)")
