@@ -9,8 +9,9 @@ right kind where the latent does not pin it down (model/frame_discriminator.py).
 The encoder is frozen, so the latent space is unchanged: cached latents and any generator trained on them stay
 valid. The stage can therefore run on a finished model (`--init`), and its checkpoint keeps that model's generator.
 
-Losses: the decoder minimises L1 + grad_weight * image gradients + adv_weight * the relativistic pairing loss of
-each frame's patches against the same frame's reconstruction (losses.generator_loss); the discriminator minimises the
+Losses: the decoder minimises L1 + grad_weight * image gradients + w * the relativistic pairing loss of each frame's
+patches against the same frame's reconstruction (losses.generator_loss), where w makes the adversarial term's pull on
+the pixels adv_weight times the reconstruction's (`balance`); the discriminator minimises the
 pairing loss with approximated R1 and R2 (as the adversarial stage, in pixel space: APT's sigma and lambda for
 images). AdamW for both; the discriminator starts from scratch, so it learns at DISCRIMINATOR_LR_SCALE x the lr.
 """
@@ -31,6 +32,18 @@ from model.training.vae import VAEStage
 from model.vae import ResBlock, to_uint8
 
 DISCRIMINATOR_LR_SCALE = 4.0
+
+
+def balance(reconstruction: torch.Tensor, adversarial: torch.Tensor, frames: torch.Tensor) -> float:
+    """The weight that gives the adversarial term the same pull on the decoded frames as the reconstruction term:
+    the ratio of the norms of their gradients with respect to the frames (taming-transformers' adaptive weight, taken
+    at the output rather than at the last layer's weights, so that it needs no parameter and works under FSDP). The
+    two terms' scales drift apart as the discriminator learns; a fixed weight lets one of them take over."""
+    if not frames.requires_grad:  # no gradient (validation): the weight does not matter
+        return 0.0
+    g_rec, = torch.autograd.grad(reconstruction, frames, retain_graph=True)
+    g_adv, = torch.autograd.grad(adversarial, frames, retain_graph=True)
+    return float((g_rec.norm() / (g_adv.norm() + 1e-8)).clamp(max=1e4))
 
 
 class DecoderStage(VAEStage):
@@ -68,8 +81,10 @@ class DecoderStage(VAEStage):
             recon = self.vae.decode(latent).float()
         real, fake = self.judge([video, recon])
         l1, structure, adv = F.l1_loss(recon, video), gradient_loss(recon, video), generator_loss(real, fake)
-        loss = l1 + self.opts.grad_weight * structure + self.opts.adv_weight * adv
-        return loss, recon, {"l1": l1.item(), "structure": structure.item(), "g_adv": adv.item()}
+        reconstruction = l1 + self.opts.grad_weight * structure
+        scale = self.opts.adv_weight * balance(reconstruction, adv, recon)
+        loss = reconstruction + scale * adv
+        return loss, recon, {"l1": l1.item(), "structure": structure.item(), "g_adv": adv.item(), "adv_scale": scale}
 
     def discriminator_loss(self, video: torch.Tensor, recon: torch.Tensor, rng: SampleRNG) -> tuple[torch.Tensor,
                                                                                                       dict]:

@@ -49,7 +49,7 @@ class TrainOptions:
     # adversarial (and decoder)
     r1_lambda: float | None = None  # lambda of the approximated R1 and R2 (per stage: the paper's for video, APT's
     r1_sigma: float | None = None   # for images in the decoder's pixel space)
-    adv_weight: float | None = None  # decoder: weight of the adversarial term against L1 and image gradients
+    adv_weight: float | None = None  # decoder: the adversarial term's pull on the pixels over the reconstruction's
     segments: int = 3               # long: windows judged per rollout
     overlap: int = 2                # long: latent steps shared by consecutive windows
 
@@ -101,7 +101,7 @@ class TrainOptions:
 STAGE_DEFAULTS = {
     "vae": dict(steps=2000, batch=4, lr=2e-4, warmup=100, grad_clip=1.0, save_every=150, precision="fp32"),
     "decoder": dict(steps=1500, batch=4, lr=5e-5, warmup=50, grad_clip=1.0, save_every=100, precision="fp32",
-                    r1_lambda=100.0, r1_sigma=0.01, adv_weight=0.1),
+                    r1_lambda=100.0, r1_sigma=0.01, adv_weight=0.5),
     "pretrain": dict(steps=3000, batch=16, lr=3e-4, warmup=200, grad_clip=1.0, save_every=300, precision="bf16"),
     "diffusion": dict(steps=3000, batch=16, lr=1e-4, warmup=100, grad_clip=1.0, save_every=300, precision="bf16"),
     "consistency": dict(steps=1000, batch=16, lr=3e-5, warmup=50, grad_clip=1.0, save_every=150, precision="bf16"),
