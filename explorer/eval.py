@@ -9,7 +9,9 @@ follows the same poses, and each of its frames is scored against the reference w
 Worlds under test, all in the same run on the same streams:
 - generated: the checkpoint's one-step generator, exactly as the game runs it (GeneratedWorld);
 - diffusion: the baseline, the generator sampled autoregressively in --baseline-steps Euler steps (MultiStepWorld);
-- hold: the first frame repeated for ever (a model must beat it clearly at 1 s).
+- hold: the first frame repeated for ever (a model must beat it clearly at 1 s);
+- vae: the reference frames themselves through the checkpoint's VAE (`Autoencoder`), what a perfect generator on
+  this VAE would show: the ceiling that the VAE puts on every fidelity and sharpness score (`vae_bound`).
 
 Scores:
 - fidelity: PSNR and SSIM at 1, 5, 10 and 60 s, each over the frames within 0.25 s of the mark in all streams
@@ -120,6 +122,29 @@ class MultiStepWorld:
         return to_uint8(frames[0])
 
 
+class Autoencoder:
+    """The reference frames through a VAE, a step at a time: each step's frames are encoded as the second latent of
+    a clip that starts with the frame before (1 + 4 frames, 2 latents), decoded, and the step's frames kept. The
+    causal encoder sees one frame of the past instead of the whole stream, so this slightly understates the VAE."""
+
+    def __init__(self, vae: VAE):
+        self.vae = vae
+        self.dtype, self.device = next(vae.parameters()).dtype, next(vae.parameters()).device
+
+    def reset(self, first: np.ndarray) -> None:
+        self.last = first
+
+    @torch.inference_mode()
+    def __call__(self, truth: np.ndarray) -> np.ndarray:
+        """(n <= 4, H, W, 3) reference frames -> the same frames encoded and decoded."""
+        n = len(truth)
+        padded = np.concatenate([truth, np.repeat(truth[-1:], FRAMES_PER_STEP - n, axis=0)])
+        clip = from_uint8(np.concatenate([self.last[None], padded])[None]).to(self.device, self.dtype)  # (1, 3, 5, H, W)
+        decoded = self.vae.decode(self.vae.encode(clip)[0])                                             # (1, 3, 5, H, W)
+        self.last = truth[-1]
+        return to_uint8(decoded[0])[1:1 + n]
+
+
 # --- streams -----------------------------------------------------------------------------------
 
 @dataclass
@@ -227,17 +252,20 @@ def frame_features(vae: VAE, frames: np.ndarray, batch: int = 16) -> np.ndarray:
 
 
 def run_stream(stream: Stream, reference, players: dict[str, Player], vae: VAE, seed: int, bar) -> dict[str, Track]:
-    """Every player and the reference along one stream, scored frame by frame (frames are not kept, but for the
-    few sampled for features)."""
+    """Every player, the reference and the reference through the VAE along one stream, scored frame by frame
+    (frames are not kept, but for the few sampled for features)."""
     reference.set_scene(stream.scene)
     first = reference.render(stream.poses[:1])[0]
     for player in players.values():
         player.reset_from_frame(first, stream.poses[0], seed)
+    autoencoder = Autoencoder(vae)
+    autoencoder.reset(first)
     # The hold baseline's frames are all the first one: their feature distribution says nothing about drift.
-    tracks = {name: Track(featured=name != "hold") for name in [*players, "reference"]}
+    tracks = {name: Track(featured=name not in ("hold", "vae")) for name in [*players, "vae", "reference"]}
     for chunk, padded in steps(stream.poses):
         truth = reference.render(chunk)
         tracks["reference"].add(truth)
+        tracks["vae"].add(autoencoder(truth), truth)
         for name, player in players.items():
             tracks[name].add(player.step(padded)[:len(chunk)], truth)
         bar.update(1)
@@ -431,7 +459,7 @@ def run_eval(options: EvalOptions) -> dict:
     total += 2 * options.scenes * len(CHECKS)
     try:
         with tqdm(total=total, desc="eval", unit="step", file=sys.stderr) as bar:
-            tracks = {name: [] for name in [*players, "reference"]}
+            tracks = {name: [] for name in [*players, "vae", "reference"]}
             for seed, stream in enumerate(streams):
                 bar.set_postfix_str(stream.name)
                 for name, track in run_stream(stream, reference, players, world.vae, seed, bar).items():
@@ -444,8 +472,8 @@ def run_eval(options: EvalOptions) -> dict:
 
     truth = np.concatenate([t.features for t in tracks["reference"]])
     scale = truth.mean(axis=0), np.maximum(truth.std(axis=0), FEATURE_STD_FLOOR)
-    scores = {name: summarise(tracks[name], tracks["reference"], options.seconds, scale) for name in players}
-    generated, diffusion, hold = scores["generated"], scores["diffusion"], scores["hold"]
+    scores = {name: summarise(tracks[name], tracks["reference"], options.seconds, scale) for name in [*players, "vae"]}
+    generated, diffusion, hold, vae = scores["generated"], scores["diffusion"], scores["hold"], scores["vae"]
     return clean({
         "checkpoint": str(world.checkpoint), "checkpoint_sha256": world.checkpoint_sha256, "stage": world.stage,
         "config": world.config.name, "size": list(world.size), "device": str(world.device),
@@ -463,6 +491,7 @@ def run_eval(options: EvalOptions) -> dict:
                           **{k: v for k, v in diffusion.items() if k != "curve"}, **camera["diffusion"]},
             "hold": {"psnr": hold["psnr"], "ssim": hold["ssim"], "sharpness_ratio": hold["sharpness_ratio"]},
         },
+        "vae_bound": {"psnr": vae["psnr"], "ssim": vae["ssim"], "sharpness_ratio": vae["sharpness_ratio"]},
         "curves": {"t": list(range(1, math.floor(options.seconds) + 1)),
                    "psnr": {name: scores[name]["curve"]["psnr"] for name in players},
                    "ssim": {name: scores[name]["curve"]["ssim"] for name in players}},
@@ -509,7 +538,10 @@ def print_report(r: dict) -> None:
           f"{_num(r['yaw_shift_error_pct'], '.1f')}% (moves {_num(c['yaw_shift_ratio'])}x the implied shift), "
           f"forward error {_num(r['forward_error_pct'], '.1f')}%; diffusion: "
           f"{_num(diffusion['yaw_shift_error_pct'], '.1f')}% / {_num(diffusion['forward_error_pct'], '.1f')}%")
-    print(f"sharpness ratio {_num(r['sharpness_ratio'])} (diffusion {_num(diffusion['sharpness_ratio'])})")
+    bound = r["vae_bound"]
+    print(f"sharpness ratio {_num(r['sharpness_ratio'])} (diffusion {_num(diffusion['sharpness_ratio'])}; the "
+          f"reference itself through the VAE: {_num(bound['sharpness_ratio'])} at {_num(bound['psnr'][marks[0]])} dB "
+          f"PSNR, the ceiling this VAE sets)")
     for label, s in (("generated", r), ("diffusion", diffusion)):
         print(f"FD per {r['fd_window_seconds']} s window, {label}: {' '.join(_num(v) for v in s['fd_windows'])}; "
               f"drift {_num(s['drift'])}")

@@ -116,6 +116,11 @@ def test_short_eval_prints_every_field_and_is_deterministic(tiny_checkpoint, tmp
     assert diffusion["steps"] == 4 and diffusion["drift"] == 1.0
     assert diffusion["psnr"]["1s"] != r["psnr"]["1s"]  # a different sampler really ran
     assert len(r["curves"]["psnr"]["generated"]) == len(r["curves"]["t"]) == 2
+    bound = r["vae_bound"]  # the reference through the (random) VAE: measured, and not the model
+    assert set(bound["psnr"]) == {"1s", "5s", "10s", "60s"} and bound["sharpness_ratio"] >= 0
+    assert bound["psnr"]["1s"] != r["psnr"]["1s"] and 0 < bound["psnr"]["1s"] < 100
+    assert main(["eval", "--checkpoint", str(tiny_checkpoint), "--seconds", "1", "--scenes", "1"]) == 0
+    assert "the reference itself through the VAE: " in capsys.readouterr().out
 
 
 def test_a_level_with_only_a_start_image_is_refused_by_name(tmp_path, capsys):
