@@ -328,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="adversarial, long, decoder: lambda of approximated R1/R2 (default 1000; decoder 100)")
     p.add_argument("--r1-sigma", type=positive_float,
                    help="adversarial, long, decoder: sigma of R1/R2 (default 0.1; decoder 0.01)")
+    p.add_argument("--disc-lr-scale", type=positive_float, help="adversarial, long, decoder: the discriminator's "
+                   "learning rate over --lr (default 1, as the paper; decoder 4)")
     p.add_argument("--segments", type=positive_int, help="long: windows per rollout (default 3)")
     p.add_argument("--overlap", type=int, help="long: latent steps shared by consecutive windows (default 2)")
     p.set_defaults(run=cmd_train)

@@ -142,6 +142,14 @@ def test_adversarial_players_lower_their_losses(data, shared, init):
     lowers(g_loss, g_step, 3)
 
 
+def test_the_discriminator_learns_at_its_own_rate(data, shared, init):
+    stage = make_stage("adversarial", data, shared, init, disc_lr_scale=3.0)
+    for name in ("generator", "discriminator"):
+        stage.apply(name, 0)  # no gradients yet: sets the rates, moves nothing
+    rates = {name: opt.param_groups[0]["lr"] for name, (_, opt) in stage.optimizers.items()}
+    assert rates == {"generator": LR, "discriminator": 3 * LR}
+
+
 def test_decoder_stage_players_lower_their_losses_and_keep_the_latents(data, shared, init, tmp_path):
     stage = make_stage("decoder", data, shared, init, vae_frames=5, batch=1)
     rng = lambda: SampleRNG(0, 0, range(1))  # noqa: E731 (fixed window and noise)

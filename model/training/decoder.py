@@ -13,7 +13,8 @@ Losses: the decoder minimises L1 + grad_weight * image gradients + w * the relat
 patches against the same frame's reconstruction (losses.generator_loss), where w makes the adversarial term's pull on
 the pixels adv_weight times the reconstruction's (`balance`); the discriminator minimises the
 pairing loss with approximated R1 and R2 (as the adversarial stage, in pixel space: APT's sigma and lambda for
-images). AdamW for both; the discriminator starts from scratch, so it learns at DISCRIMINATOR_LR_SCALE x the lr.
+images). AdamW for both; the discriminator starts from scratch, so it learns at 4x the decoder's rate
+(--disc-lr-scale).
 """
 from __future__ import annotations
 
@@ -30,9 +31,6 @@ from model.training.losses import approximate_r_penalty, discriminator_loss, gen
 from model.training.stage import Stage
 from model.training.vae import VAEStage
 from model.vae import ResBlock, to_uint8
-
-DISCRIMINATOR_LR_SCALE = 4.0
-
 
 def balance(reconstruction: torch.Tensor, adversarial: torch.Tensor, frames: torch.Tensor) -> float:
     """The weight that gives the adversarial term the same pull on the decoded frames as the reconstruction term:
@@ -60,11 +58,9 @@ class DecoderStage(VAEStage):
         disc = FrameDiscriminator().to(self.device).train()
         self.discriminator = distributed.shard(disc, [], self.dist)
         self.modules = {"vae": self.vae, "discriminator": self.discriminator}
-        d_lr = self.opts.lr * DISCRIMINATOR_LR_SCALE
-        self.optimizers = {
+        self.optimizers = {  # learning rates: set per step by apply()
             "decoder": (self.vae, torch.optim.AdamW(self.vae.decoder.parameters(), lr=self.opts.lr, weight_decay=0.01)),
-            "discriminator": (self.discriminator, torch.optim.AdamW(self.discriminator.parameters(), lr=d_lr,
-                                                                    weight_decay=0.01))}
+            "discriminator": (self.discriminator, self.adamw(self.discriminator))}
 
     def judge(self, videos: list[torch.Tensor]) -> list[torch.Tensor]:
         """Patch logits (B, T, h, w) of each video (B, 3, T, H, W), in one discriminator pass."""

@@ -50,6 +50,7 @@ class TrainOptions:
     r1_lambda: float | None = None  # lambda of the approximated R1 and R2 (per stage: the paper's for video, APT's
     r1_sigma: float | None = None   # for images in the decoder's pixel space)
     adv_weight: float | None = None  # decoder: the adversarial term's pull on the pixels over the reconstruction's
+    disc_lr_scale: float | None = None  # the discriminator's learning rate over --lr (adversarial, long, decoder)
     segments: int = 3               # long: windows judged per rollout
     overlap: int = 2                # long: latent steps shared by consecutive windows
 
@@ -66,7 +67,7 @@ class TrainOptions:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise InputError(where, f"--{name.replace('_', '-')}", f"must be at least 1, got {value}")
-        for name in ("lr", "r1_sigma"):
+        for name in ("lr", "r1_sigma", "disc_lr_scale"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise InputError(where, f"--{name.replace('_', '-')}", f"must be positive, got {value}")
@@ -101,14 +102,14 @@ class TrainOptions:
 STAGE_DEFAULTS = {
     "vae": dict(steps=2000, batch=4, lr=2e-4, warmup=100, grad_clip=1.0, save_every=150, precision="fp32"),
     "decoder": dict(steps=1500, batch=4, lr=5e-5, warmup=50, grad_clip=1.0, save_every=100, precision="fp32",
-                    r1_lambda=100.0, r1_sigma=0.01, adv_weight=0.5),
+                    r1_lambda=100.0, r1_sigma=0.01, adv_weight=0.5, disc_lr_scale=4.0),
     "pretrain": dict(steps=3000, batch=16, lr=3e-4, warmup=200, grad_clip=1.0, save_every=300, precision="bf16"),
     "diffusion": dict(steps=3000, batch=16, lr=1e-4, warmup=100, grad_clip=1.0, save_every=300, precision="bf16"),
     "consistency": dict(steps=1000, batch=16, lr=3e-5, warmup=50, grad_clip=1.0, save_every=150, precision="bf16"),
     "adversarial": dict(steps=600, batch=8, lr=1e-5, warmup=0, grad_clip=0.0, save_every=60, precision="bf16",
-                        r1_lambda=1000.0, r1_sigma=0.1),
+                        r1_lambda=1000.0, r1_sigma=0.1, disc_lr_scale=1.0),
     "long": dict(steps=300, batch=4, lr=1e-5, warmup=0, grad_clip=0.0, save_every=50, precision="bf16",
-                 r1_lambda=1000.0, r1_sigma=0.1),
+                 r1_lambda=1000.0, r1_sigma=0.1, disc_lr_scale=1.0),
 }
 
 
@@ -120,4 +121,5 @@ def merge_resumed(stored: "TrainOptions", given: "TrainOptions", explicit: set[s
             raise InputError(source, f"options.{name}", f"this stage was started with {getattr(stored, name)!r}; "
                              f"resume with the same value or start another --run")
     steps = given.steps if "steps" in explicit else stored.steps
-    return replace(stored, steps=steps, resume=True, data=given.data, device=given.device)
+    # options added since the state was saved take the stage's defaults
+    return replace(stored, steps=steps, resume=True, data=given.data, device=given.device).with_defaults()

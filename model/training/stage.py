@@ -100,10 +100,12 @@ class Stage(ABC):
         return torch.optim.RMSprop(module.parameters(), lr=self.opts.lr, alpha=0.9)
 
     def apply(self, name: str, step: int) -> dict[str, float]:
-        """The optimiser step of `name` on the gradients accumulated so far, then clears them."""
+        """The optimiser step of `name` on the gradients accumulated so far, then clears them. A discriminator
+        learns at --disc-lr-scale times the learning rate."""
         module, optimizer = self.optimizers[name]
+        scale = self.opts.disc_lr_scale if name == "discriminator" else 1.0
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(self.opts.lr, self.opts.warmup, step)
+            group["lr"] = learning_rate(self.opts.lr * scale, self.opts.warmup, step)
         out = {}
         if self.opts.grad_clip:
             norm = torch.nn.utils.clip_grad_norm_(module.parameters(), self.opts.grad_clip)
