@@ -329,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--r1-sigma", type=positive_float,
                    help="adversarial, long, decoder: sigma of R1/R2 (default 0.1; decoder 0.01)")
     p.add_argument("--disc-lr-scale", type=positive_float, help="adversarial, long, decoder: the discriminator's "
-                   "learning rate over --lr (default 1, as the paper; decoder 4)")
+                   "learning rate over --lr (default 10; decoder 4; the paper shares one rate)")
     p.add_argument("--segments", type=positive_int, help="long: windows per rollout (default 3)")
     p.add_argument("--overlap", type=int, help="long: latent steps shared by consecutive windows (default 2)")
     p.set_defaults(run=cmd_train)

@@ -93,12 +93,14 @@ class TrainOptions:
 
 
 # Per stage: optimiser steps, clips per step, learning rate, warm-up, clipping, save interval, precision. AdamW
-# (weight decay 0.01) except the adversarial stages (RMSProp, alpha 0.9, no clipping, as APT). The VAE stages train
-# in fp32: on the CPU, oneDNN's bf16 weight gradient of a 3D convolution (torch 2.13) now and then comes back as
-# garbage of norm ~1e5 where fp32 gives ~1 (docs/training.md, "bf16 convolution gradients"); the generator's
-# matmuls are not affected. Learning rates are higher than the
-# paper's 1e-5 and 3e-6: those fine-tune an 8B model; ours start small models from scratch. Steps and batches are
-# sized for about a day of the 2-core CPU in all (docs/training.md has the measured seconds per step).
+# (weight decay 0.01) except the adversarial stages (RMSProp, alpha 0.9, no clipping, as APT). Learning rates are
+# higher than the paper's 1e-5 and 3e-6: those fine-tune an 8B model; ours start small models from scratch. Steps and
+# batches are sized for about a day of the 2-core CPU in all (docs/training.md has the measured seconds per step).
+# The VAE stages train in fp32: on the CPU, oneDNN's bf16 weight gradient of a 3D convolution (torch 2.13) now and
+# then comes back as garbage of norm ~1e5 where fp32 gives ~1 (docs/training.md, "bf16 convolution gradients"); the
+# generator's bf16 gradients were checked equal to fp32's. The discriminators learn faster than their generator: at
+# the paper's shared rate, batch 4 on this CPU, the video discriminator fell behind within 45 steps and the rollout
+# collapsed (docs/training.md, run 2); at 10x it stayed ahead and the rollout improved.
 STAGE_DEFAULTS = {
     "vae": dict(steps=2000, batch=4, lr=2e-4, warmup=100, grad_clip=1.0, save_every=150, precision="fp32"),
     "decoder": dict(steps=1500, batch=4, lr=5e-5, warmup=50, grad_clip=1.0, save_every=100, precision="fp32",
@@ -107,9 +109,9 @@ STAGE_DEFAULTS = {
     "diffusion": dict(steps=3000, batch=16, lr=1e-4, warmup=100, grad_clip=1.0, save_every=300, precision="bf16"),
     "consistency": dict(steps=1000, batch=16, lr=3e-5, warmup=50, grad_clip=1.0, save_every=150, precision="bf16"),
     "adversarial": dict(steps=600, batch=8, lr=1e-5, warmup=0, grad_clip=0.0, save_every=60, precision="bf16",
-                        r1_lambda=1000.0, r1_sigma=0.1, disc_lr_scale=1.0),
+                        r1_lambda=1000.0, r1_sigma=0.1, disc_lr_scale=10.0),
     "long": dict(steps=300, batch=4, lr=1e-5, warmup=0, grad_clip=0.0, save_every=50, precision="bf16",
-                 r1_lambda=1000.0, r1_sigma=0.1, disc_lr_scale=1.0),
+                 r1_lambda=1000.0, r1_sigma=0.1, disc_lr_scale=10.0),
 }
 
 
