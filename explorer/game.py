@@ -282,7 +282,7 @@ class Game:
         self.t0: float | None = None          # when frame 0 was shown
         self.last_shown: Shown | None = None
         self.at_boundary = False              # the last frame shown was the last of its step
-        self.filling = True                   # no frames yet since the start or a rewind: not a stall
+        self.filling = True                   # no step back yet since the start or a rewind: not a stall
         self.pacer = Pacer()
         self.rewind_requested = False
         self.worker.submit(Job([Tick(time.perf_counter(), InputState(), self.motion)], 0, 0, start,
@@ -399,7 +399,7 @@ class Game:
         job = result.job
         if job.generation != self.generation:
             return  # asked for before a rewind
-        self.filling = False
+        self.filling = job.reset is not None  # the start is not a stall until the first step is back, as in the log
         if job.reset is not None:
             self.last_sent = job.ticks[0]
         if job.split and result.side is None:
