@@ -185,10 +185,10 @@ class Pacer:
         sent, `buffered` frames in the jitter buffer and the world `busy` with a step."""
         if pending >= FRAMES_PER_STEP:
             return False
-        turnaround = max(self.turnarounds, default=FRAMES_PER_STEP)  # before the first step: real time
-        if busy:  # a step later than expected is expected at this tick's poll at the soonest
-            turnaround = max(turnaround, tick - self.submitted_at)
-        busy_left = turnaround - (tick - self.submitted_at) if busy else 0  # 0: free by this tick's poll
+        elapsed = tick - self.submitted_at if busy else 0
+        # before the first step: real time; a step later than expected is expected at this tick's poll at the soonest
+        turnaround = max(max(self.turnarounds, default=FRAMES_PER_STEP), elapsed)
+        busy_left = turnaround - elapsed if busy else 0  # 0: free by this tick's poll
         last_pose = FRAMES_PER_STEP - 1 - pending  # ticks from now until the step has its four poses
         if busy_left > last_pose:
             return False

@@ -23,6 +23,7 @@ from explorer.cli import main
 from explorer.game import Game, GameConfig, Pacer, Snapshot, SnapshotRing
 from explorer.keys import KEY_ACTIONS, ScriptedInput, held_actions, stick_axes
 from explorer.session import read_session
+from world.base import FRAMES_PER_STEP
 from world.level import load_level
 from world.reference import ReferenceWorld
 from world.scene import height_at
@@ -348,9 +349,9 @@ def pace(turnarounds: list[int], ticks: int) -> tuple[list[int], list[int]]:
             pacer.received(tick)
         if take:
             pending.append(tick)
-        if in_flight is None and len(pending) >= 4:
+        if in_flight is None and len(pending) >= FRAMES_PER_STEP:
             pacer.submitted(tick)
-            in_flight, pending = (tick + next(answers), pending[:4]), pending[4:]
+            in_flight, pending = (tick + next(answers), pending[:FRAMES_PER_STEP]), pending[FRAMES_PER_STEP:]
         if buffer:
             latency.append(tick - buffer.popleft())
         elif latency:

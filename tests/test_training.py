@@ -159,12 +159,12 @@ def test_decoder_stage_players_lower_their_losses_and_keep_the_latents(data, sha
     @torch.no_grad()
     def d_loss():
         recon = stage.decoder_loss(video, rng())[1]
-        return stage.discriminator_loss(video, recon, rng())[1]["d_loss"]
+        return stage.discriminate(video, recon, rng())[1]["d_loss"]
 
     recon = stage.decoder_loss(video, rng())[1].detach()
 
     def d_step(i):
-        stage.discriminator_loss(video, recon, rng())[0].backward()
+        stage.discriminate(video, recon, rng())[0].backward()
         stage.apply("discriminator", i)
 
     lowers(d_loss, d_step, 3)

@@ -22,7 +22,7 @@ from model.discriminator import Discriminator
 from model.generator import Block
 from model.training import distributed
 from model.training.data import SampleRNG, batch_camera
-from model.training.losses import approximate_r_penalty, discriminator_loss, generator_loss, noised
+from model.training.losses import generator_loss, noised, penalised_discriminator_loss
 from model.training.sampling import rollout
 from model.training.stage import GeneratorBatch, GeneratorStage
 from model.training.state import module_tensors, read_state
@@ -126,9 +126,9 @@ class AdversarialStage(GeneratorStage):
                 # as the paper writes it: the clean sample is perturbed, and judge() noises both alike
                 lr, lf, pr, pf = self.judge(batch, [real, window, (real[0] + shake_real, *real[1:]),
                                                     (window[0] + shake_fake, *window[1:])], rng)
-                d, r1, r2 = discriminator_loss(lr, lf), approximate_r_penalty(lr, pr), approximate_r_penalty(lf, pf)
+                loss, d, r1, r2 = penalised_discriminator_loss(lr, lf, pr, pf, lam)
                 if train:
-                    ((d + lam * (r1 + r2)) / n).backward()
+                    (loss / n).backward()
                 for key, value in (("d_loss", d), ("r1", r1), ("r2", r2), ("real_logit", lr.mean()),
                                    ("fake_logit", lf.mean())):
                     out[key] += value.item() / n

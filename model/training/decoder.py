@@ -27,7 +27,7 @@ from model.checkpoint import load_checkpoint
 from model.frame_discriminator import FrameDiscriminator
 from model.training import distributed
 from model.training.data import SampleRNG
-from model.training.losses import approximate_r_penalty, discriminator_loss, generator_loss, gradient_loss, psnr
+from model.training.losses import generator_loss, gradient_loss, penalised_discriminator_loss, psnr
 from model.training.stage import Stage
 from model.training.vae import VAEStage
 from model.vae import ResBlock, to_uint8
@@ -82,14 +82,12 @@ class DecoderStage(VAEStage):
         loss = reconstruction + scale * adv
         return loss, recon, {"l1": l1.item(), "structure": structure.item(), "g_adv": adv.item(), "adv_scale": scale}
 
-    def discriminator_loss(self, video: torch.Tensor, recon: torch.Tensor, rng: SampleRNG) -> tuple[torch.Tensor,
-                                                                                                      dict]:
+    def discriminate(self, video: torch.Tensor, recon: torch.Tensor, rng: SampleRNG) -> tuple[torch.Tensor, dict]:
         """The pairing loss of real frames against their reconstructions, plus lambda (R1 + R2)."""
         sigma = self.opts.r1_sigma
         shake_real, shake_fake = (rng.randn(*video.shape[1:]).to(self.device) * sigma for _ in range(2))
         lr, lf, pr, pf = self.judge([video, recon, video + shake_real, recon + shake_fake])
-        d, r1, r2 = discriminator_loss(lr, lf), approximate_r_penalty(lr, pr), approximate_r_penalty(lf, pf)
-        loss = d + self.opts.r1_lambda * (r1 + r2)
+        loss, d, r1, r2 = penalised_discriminator_loss(lr, lf, pr, pf, self.opts.r1_lambda)
         return loss, {"d_loss": d.item(), "r1": r1.item(), "r2": r2.item(), "real_logit": lr.mean().item(),
                       "fake_logit": lf.mean().item()}
 
@@ -100,7 +98,7 @@ class DecoderStage(VAEStage):
         loss.backward()
         out = {"loss": loss.item(), **parts, **self.apply("decoder", step)}
         self.optimizers["discriminator"][1].zero_grad(set_to_none=True)  # the decoder's backward reached D too
-        d_loss, d_parts = self.discriminator_loss(video, recon.detach(), rng)
+        d_loss, d_parts = self.discriminate(video, recon.detach(), rng)
         d_loss.backward()
         return {**out, **d_parts, **self.apply("discriminator", step)}
 

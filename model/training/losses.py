@@ -96,6 +96,15 @@ def approximate_r_penalty(logits: torch.Tensor, perturbed: torch.Tensor) -> torc
     return (logits.float() - perturbed.float()).pow(2).mean()
 
 
+def penalised_discriminator_loss(real: torch.Tensor, fake: torch.Tensor, real_shaken: torch.Tensor,
+                                 fake_shaken: torch.Tensor, lam: float) -> tuple[torch.Tensor, ...]:
+    """The discriminator's whole loss from its logits on real and generated samples and on the same perturbed:
+    pairing + lam (R1 + R2). Returns (loss, pairing, r1, r2)."""
+    d, r1, r2 = (discriminator_loss(real, fake), approximate_r_penalty(real, real_shaken),
+                 approximate_r_penalty(fake, fake_shaken))
+    return d + lam * (r1 + r2), d, r1, r2
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # VAE
 
