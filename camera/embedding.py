@@ -15,6 +15,9 @@ CameraScaling brings both groups to about unit std.
 
 Layout: one step = four video frames, frame-major channels
     [f0 ox oy oz dx dy dz, f1 ox ... , f3 ... dz]  -> (24, h, w) per step.
+
+With `flow=True` two channels follow: the rotation flow of the step (rotation_flow), which a generator with
+`warp` uses to carry the previous latent frame along with the turning camera.
 """
 from __future__ import annotations
 
@@ -75,9 +78,10 @@ def _relative_rays(poses: Sequence[Pose], grid: tuple[int, int], aspect: float) 
 
 
 def camera_embedding(poses: Sequence[Pose], grid: tuple[int, int], aspect: float,
-                     scaling: CameraScaling = CameraScaling()) -> np.ndarray:
+                     scaling: CameraScaling = CameraScaling(), flow: bool = False) -> np.ndarray:
     """Embedding (k, 24, h, w) float32 of len(poses) = 1 + 4k poses: the pose before the first step
-    (the first image's, or the last frame of the previous step when streaming), then 4 per step."""
+    (the first image's, or the last frame of the previous step when streaming), then 4 per step.
+    flow=True appends each step's rotation_flow: (k, 26, h, w)."""
     if len(poses) < 1 + FRAMES_PER_STEP or (len(poses) - 1) % FRAMES_PER_STEP:
         raise ValueError(f"need 1 + {FRAMES_PER_STEP}k poses, got {len(poses)}")
     w, h = grid
@@ -86,7 +90,39 @@ def camera_embedding(poses: Sequence[Pose], grid: tuple[int, int], aspect: float
     features = np.concatenate([np.broadcast_to(origins[:, None, None, :] / scaling.origin_std, directions.shape),
                                directions / scaling.direction_std], axis=-1)  # (4k, h, w, 6)
     features = features.reshape(k, FRAMES_PER_STEP, h, w, 6).transpose(0, 1, 4, 2, 3)  # (k, 4, 6, h, w)
-    return np.ascontiguousarray(features.reshape(k, CHANNELS, h, w), dtype=np.float32)
+    features = features.reshape(k, CHANNELS, h, w)
+    if flow:
+        features = np.concatenate([features, rotation_flow(poses, grid, aspect)], axis=1)
+    return np.ascontiguousarray(features, dtype=np.float32)
+
+
+def rotation_flow(poses: Sequence[Pose], grid: tuple[int, int], aspect: float) -> np.ndarray:
+    """(k, 2, h, w) float32 for 1 + 4k poses: for every latent pixel of step j, where the content it shows at the
+    step's last frame (pose 4j) was at the previous step's last frame (pose 4j - 4), in latent pixels (x right,
+    y down), relative to the pixel itself, counting the camera's rotation (and zoom) only.
+
+    A rotation moves the picture independently of the scene's depth (the homography K R K^-1), so this is exact
+    for turning and needs no depth; what translation adds is left to the network. A direction behind the previous
+    camera gets a displacement far outside the picture. Zero for a still or purely translating camera."""
+    if len(poses) < 1 + FRAMES_PER_STEP or (len(poses) - 1) % FRAMES_PER_STEP:
+        raise ValueError(f"need 1 + {FRAMES_PER_STEP}k poses, got {len(poses)}")
+    w, h = grid
+    ends = list(poses[::FRAMES_PER_STEP])  # the pose before each step, then each step's last
+    out = np.empty((len(ends) - 1, 2, h, w), dtype=np.float32)
+    for j, (before, after) in enumerate(zip(ends[:-1], ends[1:])):
+        rot_before = before.camera_to_world()[:3, :3]
+        rot_after = after.camera_to_world()[:3, :3]
+        rays = ray_grid(after.fov, aspect, w, h) @ (rot_before.T @ rot_after).T  # (h, w, 3) in the earlier camera
+        tan_half = np.tan(np.radians(before.fov) / 2.0)
+        depth = np.maximum(-rays[..., 2], 1e-6)
+        x_ndc = rays[..., 0] / depth / (tan_half * aspect)  # -1 .. 1 across the earlier picture, left to right
+        y_ndc = rays[..., 1] / depth / tan_half             # -1 .. 1, bottom to top
+        source_x = (x_ndc + 1.0) / 2.0 * w - 0.5           # pixel coordinates, centre of pixel 0 = 0
+        source_y = (1.0 - y_ndc) / 2.0 * h - 0.5
+        behind = rays[..., 2] >= 0
+        out[j, 0] = np.where(behind, 4.0 * w, source_x - np.arange(w)[None, :])
+        out[j, 1] = np.where(behind, 4.0 * h, source_y - np.arange(h)[:, None])
+    return out
 
 
 def measure_scaling(trajectories: Sequence[Sequence[Pose]], aspect: float, grid: tuple[int, int]) -> CameraScaling:

@@ -154,7 +154,7 @@ def measure_baseline(world: GeneratedWorld, kind: str, steps: int) -> dict:
     sink = None
     times = []
     for i in tqdm(range(cfg.window + 1 + steps), desc=f"baseline {kind}", unit="step", file=sys.stderr):
-        noise, cam = rand(1, C, 1, h, w), rand(1, cfg.camera_channels, 1, h, w)
+        noise, cam = rand(1, C, 1, h, w), rand(1, cfg.camera_inputs(), 1, h, w)
         start = world._clock()
         if kind == "no_kv_cache":
             frames = ([sink] if sink is not None else []) + list(history) + [(noise, prev, cam, i)]

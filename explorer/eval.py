@@ -111,8 +111,8 @@ class MultiStepWorld:
     def step(self, poses: Sequence[Pose]) -> np.ndarray:
         w = self.world
         cam = camera_embedding([self.pose, *poses], grid=w.latent_size, aspect=w.size[0] / w.size[1],
-                               scaling=w.camera_scaling)                       # (1, 24, h, w)
-        cam = torch.from_numpy(cam).to(w.device, w.dtype).transpose(0, 1)[None]  # (1, 24, 1, h, w)
+                               scaling=w.camera_scaling, flow=w.generator.config.warp)  # (1, 24 or 26, h, w)
+        cam = torch.from_numpy(cam).to(w.device, w.dtype).transpose(0, 1)[None]  # (1, 24 or 26, 1, h, w)
         x = step_noise(self.seed, self.index, self.prev.shape, w.device, w.dtype)
         for cache, t0, t1 in zip(self.caches, self.times[:-1], self.times[1:]):
             t = torch.full((1,), float(t0), device=w.device, dtype=w.dtype)

@@ -31,6 +31,9 @@ from model.vae import VAE
 FORMAT = "explorer-checkpoint/1"
 RESERVED = ("format", "config", "camera_scaling", "stage")
 STORAGE_DTYPES = (torch.float32, torch.bfloat16)
+# Config fields whose new value only adds zero-initialised modules (so the grown model computes what the stored one
+# did): a training stage may start from a checkpoint that predates them. {field: (stored, expected, new tensors)}
+GROWABLE = {"generator.warp": (False, True, ("generator.backbone.warped_in.",))}
 
 
 @dataclass
@@ -142,9 +145,10 @@ def load_checkpoint(path, expect_config: str | None = None, device="cpu",
                     modules: dict[str, nn.Module] | None = None) -> LoadedCheckpoint:
     """Builds the VAE and the generator from the stored config and loads every tensor, after checking them all.
 
-    expect_config: a config name ("mini"); the stored config must equal it in every field. modules: further
-    {prefix: module} to fill from the same file (training). Any problem is an InputError naming the file and the
-    metadata key or tensor at fault. The modules come back in eval mode, in float32, on `device`.
+    expect_config: a config name ("mini"); the stored config must equal it in every field except GROWABLE ones,
+    which build the expected model with the stored weights and the new modules at their (zero) initialisation.
+    modules: further {prefix: module} to fill from the same file (training). Any problem is an InputError naming the
+    file and the metadata key or tensor at fault. The modules come back in eval mode, in float32, on `device`.
     """
     path = Path(path)
     tensors, metadata = read_safetensors(path, device)
@@ -155,8 +159,12 @@ def load_checkpoint(path, expect_config: str | None = None, device="cpu",
         if key not in metadata:
             raise InputError(path, key, "missing from the metadata")
     config = ModelConfig.from_json(metadata["config"], source=str(path))
+    new_tensors: tuple[str, ...] = ()
     if expect_config is not None:
-        _check_expected(path, config, get_config(expect_config))
+        grown = _check_expected(path, config, get_config(expect_config))
+        if grown:
+            config = get_config(expect_config)
+            new_tensors = tuple(prefix for field in grown for prefix in GROWABLE[field][2])
     try:
         camera_scaling = json.loads(metadata["camera_scaling"])
     except json.JSONDecodeError as e:
@@ -165,24 +173,29 @@ def load_checkpoint(path, expect_config: str | None = None, device="cpu",
     with torch.device(device):
         vae, generator = VAE(config.vae), Generator(config.generator)
     parts = {"vae": vae, "generator": generator, **(modules or {})}
-    _check_tensors(path, tensors, parts)
+    _check_tensors(path, tensors, parts, new_tensors)
     for prefix, module in parts.items():
-        module.load_state_dict({k[len(prefix) + 1:]: t for k, t in tensors.items() if k.startswith(prefix + ".")})
+        module.load_state_dict({k[len(prefix) + 1:]: t for k, t in tensors.items() if k.startswith(prefix + ".")},
+                               strict=not new_tensors)
         module.eval()
     return LoadedCheckpoint(config, vae, generator, camera_scaling, metadata["stage"], metadata)
 
 
-def _check_expected(path: Path, found: ModelConfig, expected: ModelConfig) -> None:
-    """The stored config must be the expected one: by name, then field by field (dotted names)."""
+def _check_expected(path: Path, found: ModelConfig, expected: ModelConfig) -> list[str]:
+    """The stored config must be the expected one: by name, then field by field (dotted names). Returns the
+    GROWABLE fields in which it differs (the model to build grows from the stored one)."""
     if found.name != expected.name:
         raise InputError(path, "config.name", f"expected the {expected.name!r} config, found {found.name!r}")
     a, b = _flatten(expected.to_dict()), _flatten(found.to_dict())
     differ = [k for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
-    if differ:
-        k = differ[0]
-        more = f" ({len(differ) - 1} more fields differ: {', '.join(differ[1:])})" if len(differ) > 1 else ""
-        raise InputError(path, f"config.{k}", f"differs from the {expected.name!r} config: "
-                         f"expected {a.get(k)!r}, found {b.get(k)!r}{more}")
+    grown = [k for k in differ if k in GROWABLE and GROWABLE[k][:2] == (b.get(k), a.get(k))]
+    differ = [k for k in differ if k not in grown]
+    if not differ:
+        return grown
+    k = differ[0]
+    more = f" ({len(differ) - 1} more fields differ: {', '.join(differ[1:])})" if len(differ) > 1 else ""
+    raise InputError(path, f"config.{k}", f"differs from the {expected.name!r} config: "
+                     f"expected {a.get(k)!r}, found {b.get(k)!r}{more}")
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -195,16 +208,18 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def _check_tensors(path: Path, tensors: dict[str, torch.Tensor], parts: dict[str, nn.Module]) -> None:
-    """Every expected tensor present with its shape and dtype, and nothing else; names the first one at fault."""
+def _check_tensors(path: Path, tensors: dict[str, torch.Tensor], parts: dict[str, nn.Module],
+                   new: tuple[str, ...] = ()) -> None:
+    """Every expected tensor present with its shape and dtype, and nothing else; names the first one at fault.
+    Tensors whose names start with one of `new` may be missing (a grown model's new modules)."""
     expected = {f"{prefix}.{k}": t for prefix, m in parts.items() for k, t in m.state_dict().items()}
-    missing = sorted(expected.keys() - tensors.keys())
+    missing = sorted(k for k in expected.keys() - tensors.keys() if not k.startswith(new))
     if missing:
         raise InputError(path, missing[0], f"missing tensor{_and_more(missing)}")
     unexpected = sorted(tensors.keys() - expected.keys())
     if unexpected:
         raise InputError(path, unexpected[0], f"unexpected tensor (not in the model){_and_more(unexpected)}")
-    for name in sorted(expected):
+    for name in sorted(expected.keys() & tensors.keys()):
         want, got = expected[name], tensors[name]
         if got.shape != want.shape:
             raise InputError(path, name, f"shape {tuple(got.shape)}, expected {tuple(want.shape)}")

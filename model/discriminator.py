@@ -62,7 +62,7 @@ class Discriminator(nn.Module):
         self.logit = nn.Linear(len(self.taps) * cfg.dim, 1)
 
     def forward(self, frames, prev, cam, t) -> torch.Tensor:
-        """frames (noised at t)/prev (B, C, T, h, w), cam (B, camera_channels, T, h, w), t (B,) -> logits (B, T)."""
+        """frames (noised at t)/prev (B, C, T, h, w), cam (B, camera_inputs, T, h, w), t (B,) -> logits (B, T)."""
         T = frames.shape[2]
         _, _, kept = self.backbone(frames, prev, cam, t, "block_causal", taps=self.taps)
         features = torch.cat([head(x, T) for head, x in zip(self.heads, kept)], dim=-1)  # (B, T, taps * D)

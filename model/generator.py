@@ -39,6 +39,11 @@ class GeneratorConfig:
     rope_theta: float = 10000.0
     disc_layers: tuple[int, ...] = ()  # depths where the discriminator's query tokens cross-attend (default: evenly spaced 3)
     attention_backend: str = "auto"    # "auto" | "flash" | "sdpa", see model/attention.py
+    warp: bool = False                 # also take the recycled frame warped by the camera's rotation (see warp_latent)
+
+    def camera_inputs(self) -> int:
+        """Channels of the camera tensor the model takes: the rays, and with `warp` the rotation flow (2)."""
+        return self.camera_channels + (2 if self.warp else 0)
 
     def tokens_per_frame(self) -> int:
         w, h = self.latent_size
@@ -68,8 +73,8 @@ class GeneratorConfig:
 # and N = 30 at this width costs about 60 ms. apt2-8b: 36 blocks of dim 3456 (27 heads of 128) = 7.78B parameters,
 # 1196 tokens per latent frame at 736x416, N = 30.
 GENERATOR_PRESETS = {
-    "tiny": GeneratorConfig(latent_size=(8, 6), dim=64, depth=2, heads=2, window=3, disc_layers=(1, 2)),
-    "mini": GeneratorConfig(latent_size=(16, 9), patch=1, dim=256, depth=6, heads=4, window=15),
+    "tiny": GeneratorConfig(latent_size=(8, 6), dim=64, depth=2, heads=2, window=3, disc_layers=(1, 2), warp=True),
+    "mini": GeneratorConfig(latent_size=(16, 9), patch=1, dim=256, depth=6, heads=4, window=15, warp=True),
     "apt2-8b": GeneratorConfig(latent_size=(92, 52), dim=3456, depth=36, heads=27, window=30),
 }
 
@@ -103,6 +108,21 @@ def block_causal_mask(positions: tuple[int, ...], tokens: int, window: int, devi
     i, j = pos[:, None], pos[None, :]
     frames = (j <= i) & ((j == 0) | (i - j <= window))  # (T, T)
     return frames.repeat_interleave(tokens, 0).repeat_interleave(tokens, 1)
+
+
+def warp_latent(prev: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """prev (B, C, T, h, w) resampled at each pixel's source (B, 2, T, h, w), the flow in latent pixels (x, y)
+    from camera.embedding.rotation_flow; bilinear, the border repeated where the source lies outside the picture."""
+    B, C, T, h, w = prev.shape
+    frames = prev.transpose(1, 2).reshape(B * T, C, h, w).float()
+    ys, xs = torch.meshgrid(torch.arange(h, device=prev.device), torch.arange(w, device=prev.device), indexing="ij")
+    flow = flow.float().transpose(1, 2).reshape(B * T, 2, h, w)
+    # pixel centre i -> (2i + 1) / w - 1, the normalised coordinate of grid_sample with align_corners=False
+    gx = (2.0 * (xs + flow[:, 0]) + 1.0) / w - 1.0
+    gy = (2.0 * (ys + flow[:, 1]) + 1.0) / h - 1.0
+    out = F.grid_sample(frames, torch.stack([gx, gy], dim=-1), mode="bilinear", padding_mode="border",
+                        align_corners=False)  # (B * T, C, h, w)
+    return out.reshape(B, T, C, h, w).transpose(1, 2).to(prev.dtype)
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -257,15 +277,27 @@ class Backbone(nn.Module):
         C, p = cfg.latent_channels, cfg.patch
         self.latent_in = nn.Linear(2 * C * p * p, cfg.dim)  # noise (or frames) and the recycled previous frame
         self.camera_in = nn.Linear(cfg.camera_channels * p * p, cfg.dim)  # random init: the camera must count
+        if cfg.warp:  # the recycled frame carried along by the camera's rotation, and the flow that moved it;
+            # zero-initialised, so a model grown from one without (checkpoint.grow) starts as that model
+            self.warped_in = nn.Linear((C + 2) * p * p, cfg.dim)
+            nn.init.zeros_(self.warped_in.weight)
+            nn.init.zeros_(self.warped_in.bias)
         self.time_embed = TimestepEmbedding(cfg.dim)
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(depth or cfg.depth))
         self.grad_checkpointing = False  # recompute each block in backward (large models)
 
     def embed(self, noisy, prev, cam) -> torch.Tensor:
-        """(B, C, T, h, w) x2 and (B, camera_channels, T, h, w) -> tokens (B, T * tokens, D)."""
-        p, dtype = self.config.patch, self.latent_in.weight.dtype
-        latents = patchify(torch.cat([noisy, prev], dim=1).to(dtype), p)
-        return self.latent_in(latents) + self.camera_in(patchify(cam.to(dtype), p))
+        """(B, C, T, h, w) x2 and (B, camera_inputs, T, h, w) -> tokens (B, T * tokens, D)."""
+        cfg, dtype = self.config, self.latent_in.weight.dtype
+        if cam.shape[1] != cfg.camera_inputs():
+            raise ValueError(f"the camera has {cam.shape[1]} channels, the model takes {cfg.camera_inputs()}")
+        rays, flow = cam[:, :cfg.camera_channels], cam[:, cfg.camera_channels:]
+        x = self.latent_in(patchify(torch.cat([noisy, prev], dim=1).to(dtype), cfg.patch))
+        x = x + self.camera_in(patchify(rays.to(dtype), cfg.patch))
+        if cfg.warp:
+            warped = warp_latent(prev, flow)
+            x = x + self.warped_in(patchify(torch.cat([warped, flow.to(warped.dtype)], dim=1).to(dtype), cfg.patch))
+        return x
 
     def rope(self, frames: torch.Tensor, h: int, w: int):
         p = self.config.patch
@@ -338,7 +370,7 @@ class Generator(nn.Module):
         return unpatchify(self.head(x, c), T, (h // p, w // p), p).to(like.dtype)
 
     def forward(self, noisy, prev, cam, t, attention: str = "block_causal", positions=None) -> torch.Tensor:
-        """noisy/prev (B, C, T, h, w), cam (B, camera_channels, T, h, w), t (B,) -> v (B, C, T, h, w).
+        """noisy/prev (B, C, T, h, w), cam (B, camera_inputs, T, h, w), t (B,) -> v (B, C, T, h, w).
 
         attention: "block_causal" (sink + window) or "full" (bidirectional over the clip). positions: the absolute
         step index of each frame (default 0..T-1); the no-cache baseline recomputes a window late in a stream as
@@ -356,7 +388,7 @@ class Generator(nn.Module):
         return KVCache(k, v, cfg.tokens_per_frame(), cfg.window)
 
     def step(self, noisy, prev, cam, t, cache: KVCache, commit: bool = True) -> torch.Tensor:
-        """One latent frame: noisy/prev (B, C, 1, h, w), cam (B, camera_channels, 1, h, w), t (B,) -> v (B, C, 1, h, w).
+        """One latent frame: noisy/prev (B, C, 1, h, w), cam (B, camera_inputs, 1, h, w), t (B,) -> v (B, C, 1, h, w).
 
         commit=True stores this frame's keys/values as frame `cache.steps` and advances the cache; commit=False
         attends to the cache but leaves it untouched (multi-step samplers refresh it afterwards with a clean pass).

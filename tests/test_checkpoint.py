@@ -167,6 +167,29 @@ def test_config_other_than_expected(saved, tmp_path):
     assert load_checkpoint(path).config == changed  # without expectations it loads
 
 
+def test_a_model_without_warp_grows_into_the_expected_one_computing_the_same(tmp_path):
+    tiny = get_config("tiny")
+    assert tiny.generator.warp
+    old = dataclasses.replace(tiny, generator=dataclasses.replace(tiny.generator, warp=False))
+    path = tmp_path / "old.safetensors"
+    vae, generator = build(old)
+    save_checkpoint(path, old, vae, generator, SCALING, "consistency")
+    assert load_checkpoint(path).config == old  # without expectations it loads as stored
+    grown = load_checkpoint(path, expect_config="tiny")
+    assert grown.config == tiny and grown.generator.config.warp
+    assert not grown.generator.backbone.warped_in.weight.any()  # the new input starts at zero
+    g = torch.Generator().manual_seed(0)
+    C, (w, h) = tiny.generator.latent_channels, tiny.generator.latent_size
+    noisy, prev = torch.randn(2, C, 3, h, w, generator=g), torch.randn(2, C, 3, h, w, generator=g)
+    cam, t = torch.randn(2, 26, 3, h, w, generator=g), torch.rand(2, generator=g)
+    torch.testing.assert_close(grown.generator(noisy, prev, cam, t), generator(noisy, prev, cam[:, :24], t))
+    # the other way (dropping a module) is not growth: refused by field
+    newer = tmp_path / "new.safetensors"
+    save_checkpoint(newer, tiny, *build(tiny), SCALING, "diffusion")
+    with pytest.raises(InputError, match="config.generator.warp"):
+        ckpt._check_expected(newer, tiny, old)
+
+
 def test_unknown_expected_config(saved):
     with pytest.raises(InputError, match="known: tiny, mini, apt2-8b"):
         load_checkpoint(saved[0], expect_config="huge")

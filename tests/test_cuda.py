@@ -32,7 +32,7 @@ def test_bf16_streaming_on_cuda_matches_fp32():
     w, h = cfg.latent_size
     frames = 8
     noisy, prev = (torch.randn(1, cfg.latent_channels, frames, h, w, device="cuda") for _ in range(2))
-    cam = torch.randn(1, cfg.camera_channels, frames, h, w, device="cuda")
+    cam = torch.randn(1, cfg.camera_inputs(), frames, h, w, device="cuda")
     t = torch.ones(1, device="cuda")
 
     def stream(model, dtype):

@@ -12,7 +12,7 @@ def make_inputs(cfg, batch=2, frames=5, seed=1):
     g = torch.Generator().manual_seed(seed)
     w, h = cfg.latent_size
     latent = lambda: torch.randn(batch, cfg.latent_channels, frames, h, w, generator=g)
-    return latent(), latent(), torch.randn(batch, cfg.camera_channels, frames, h, w, generator=g), \
+    return latent(), latent(), torch.randn(batch, cfg.camera_inputs(), frames, h, w, generator=g), \
         torch.rand(batch, generator=g)
 
 

@@ -98,3 +98,51 @@ def test_scaling_serialises_and_validates():
     assert str(e.value).startswith("mini.safetensors: camera_scaling.origin_std: must be a positive number")
     with pytest.raises(InputError, match="camera_scaling: must have exactly"):
         CameraScaling.from_dict({"origin_std": 1.0})
+
+
+def test_rotation_flow_is_zero_for_a_still_or_translating_camera():
+    from camera.embedding import rotation_flow
+    still = [START] * 9
+    walk = [START.moved(position=(1.0 + 0.1 * i, 1.7, -2.0 - 0.05 * i)) for i in range(9)]
+    for poses in (still, walk):
+        np.testing.assert_allclose(rotation_flow(poses, GRID, ASPECT), 0.0, atol=1e-5)
+    assert camera_embedding(walk, GRID, ASPECT, flow=True).shape == (2, 26, 9, 16)
+    np.testing.assert_array_equal(camera_embedding(walk, GRID, ASPECT, flow=True)[:, :24],
+                                  camera_embedding(walk, GRID, ASPECT))
+
+
+def test_rotation_flow_of_a_yaw_is_the_pinhole_shift():
+    from camera.embedding import rotation_flow
+    w, h = GRID
+    level = START.moved(pitch=0.0)  # turning about the camera's own vertical axis
+    poses = [level.moved(yaw=level.yaw + 2.0 * i) for i in range(5)]  # 8 degrees to the left over the step
+    flow = rotation_flow(poses, GRID, ASPECT)[0]
+    focal = (h / 2) / np.tan(np.radians(30.0))  # latent pixels
+    # turning left, the centre now shows what was left of the centre: f tan(8 deg) pixels back
+    assert flow[0, h // 2, w // 2 - 1 : w // 2 + 1].mean() == pytest.approx(-focal * np.tan(np.radians(8.0)), rel=0.02)
+    assert abs(flow[1, h // 2]).max() < 0.05  # the middle row stays level
+    assert (flow[0] < 0).all()
+
+
+def test_warping_a_rendered_frame_by_the_rotation_flow_gives_the_turned_view():
+    """The generator's warp path (model.generator.warp_latent), at the frame's own resolution: frame 0 carried
+    along by the flow of an 8 degree turn is close to frame 4 in the reference world, wherever frame 0 saw it."""
+    import torch
+    from camera.embedding import rotation_flow
+    from model.generator import warp_latent
+    from world.reference import ReferenceWorld
+    size = (128, 72)
+    world = ReferenceWorld(size)
+    try:
+        world.reset("meadow", seed=0)
+        poses = [START.moved(position=(0.0, 1.7, 0.0), yaw=2.0 * i) for i in range(5)]
+        frames = world.render(poses).astype(np.float32)  # (5, H, W, 3)
+    finally:
+        world.close()
+    flow = torch.from_numpy(rotation_flow(poses, size, size[0] / size[1]))[:, :, None].transpose(0, 1)  # (1,2,1,H,W)
+    first = torch.from_numpy(frames[0]).permute(2, 0, 1)[None, :, None]  # (1, 3, 1, H, W)
+    warped = warp_latent(first, flow)[0, :, 0].permute(1, 2, 0).numpy()
+    seen = (flow[0, 0, 0].numpy() + np.arange(size[0])[None, :]) > 1  # columns frame 0 saw (not the new edge)
+    err_warped = np.abs(warped - frames[4])[seen].mean()
+    err_still = np.abs(frames[0] - frames[4])[seen].mean()
+    assert err_warped < 0.25 * err_still, (err_warped, err_still)

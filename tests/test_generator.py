@@ -22,7 +22,7 @@ def make_inputs(cfg: GeneratorConfig, batch: int, frames: int, seed=1):
     g = torch.Generator().manual_seed(seed)
     w, h = cfg.latent_size
     latent = lambda: torch.randn(batch, cfg.latent_channels, frames, h, w, generator=g)
-    cam = torch.randn(batch, cfg.camera_channels, frames, h, w, generator=g)
+    cam = torch.randn(batch, cfg.camera_inputs(), frames, h, w, generator=g)
     return latent(), latent(), cam, torch.rand(batch, generator=g)
 
 

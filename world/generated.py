@@ -151,8 +151,8 @@ class GeneratedWorld:
         s = self._state
         w, h = self.latent_size
         cam = camera_embedding([s.pose, *poses], grid=(w, h), aspect=self.size[0] / self.size[1],
-                               scaling=self.camera_scaling)                      # (1, 24, h, w)
-        cam = torch.from_numpy(cam).to(self.device, self.dtype).transpose(0, 1)[None]  # (1, 24, 1, h, w)
+                               scaling=self.camera_scaling, flow=self.generator.config.warp)  # (1, 24 or 26, h, w)
+        cam = torch.from_numpy(cam).to(self.device, self.dtype).transpose(0, 1)[None]  # (1, 24 or 26, 1, h, w)
         noise = step_noise(s.seed, s.step, s.prev.shape, self.device, self.dtype)
         t = torch.ones(1, device=self.device, dtype=self.dtype)
         start = self._clock()

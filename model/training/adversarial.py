@@ -59,7 +59,7 @@ class AdversarialStage(GeneratorStage):
 
     # --- data ----------------------------------------------------------------------------------------------------
     def camera(self, batch: GeneratorBatch, rng: SampleRNG) -> torch.Tensor:
-        """(B, 24, self.steps, h, w): the clip's camera, then other training clips' cameras."""
+        """(B, camera_inputs, self.steps, h, w): the clip's camera, then other training clips' cameras."""
         cams, have = [batch.cam], batch.cam.shape[2]
         while have < self.steps:
             other = self.clips.train[rng.integers(len(self.clips.train)).numpy()]

@@ -129,14 +129,15 @@ class Clips:
 
 
 def clip_camera(poses: np.ndarray, config: ModelConfig, scaling: CameraScaling) -> torch.Tensor:
-    """A clip's poses (1 + 4k, 7) -> its camera embedding (24, k, h, w), step j from video frames 4j .. 4j + 4."""
+    """A clip's poses (1 + 4k, 7) -> its camera embedding (24 or 26, k, h, w), step j from video frames 4j .. 4j + 4."""
     cam = camera_embedding([Pose.from_array(p) for p in poses], grid=config.latent_size(),
-                           aspect=config.width / config.height, scaling=scaling)  # (k, 24, h, w)
+                           aspect=config.width / config.height, scaling=scaling,
+                           flow=config.generator.warp)  # (k, 24 or 26, h, w)
     return torch.from_numpy(cam).transpose(0, 1)
 
 
 def batch_camera(clips: Clips, indices, config: ModelConfig, scaling: CameraScaling) -> torch.Tensor:
-    """(B, 24, k, h, w) for whole clips."""
+    """(B, 24 or 26, k, h, w) for whole clips."""
     return torch.stack([clip_camera(clips.poses[i], config, scaling) for i in indices])
 
 

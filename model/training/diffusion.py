@@ -26,6 +26,14 @@ def recycled(batch: GeneratorBatch, attention: str) -> torch.Tensor:
     return batch.latents[:, :, :-1]
 
 
+def camera(batch: GeneratorBatch, attention: str, rays: int) -> torch.Tensor:
+    """The camera input (B, camera_inputs, k, h, w). The bidirectional model's recycled input is the first image,
+    not the previous frame, so a warping model gets no rotation flow there (channels after the `rays`: zero)."""
+    if attention == "full" and batch.cam.shape[1] > rays:
+        return torch.cat([batch.cam[:, :rays], torch.zeros_like(batch.cam[:, rays:])], dim=1)
+    return batch.cam
+
+
 class DiffusionStage(LossStage):
     def __init__(self, *args):
         super().__init__(*args)
@@ -39,10 +47,14 @@ class DiffusionStage(LossStage):
         eps = rng.randn(*x0.shape[1:]).to(self.device)
         t = shift_time(rng.rand(), self.shift).to(self.device)
         with self.autocast():
-            v = self.generator(noised(x0, eps, t), recycled(batch, self.attention), batch.cam, t, self.attention)
+            v = self.generator(noised(x0, eps, t), recycled(batch, self.attention), self.camera(batch), t,
+                               self.attention)
         return flow_matching_loss(v, x0, eps)
 
     def sample(self, batch, rng) -> torch.Tensor:
         noise = rng.randn(*batch.x0.shape[1:]).to(self.device)
         sampler = sample_full if self.attention == "full" else sample_causal
-        return sampler(self.generator, batch.first, batch.cam, noise, self.opts.sample_steps, self.shift)
+        return sampler(self.generator, batch.first, self.camera(batch), noise, self.opts.sample_steps, self.shift)
+
+    def camera(self, batch: GeneratorBatch) -> torch.Tensor:
+        return camera(batch, self.attention, self.config.generator.camera_channels)

@@ -1,7 +1,7 @@
 """How the stages' models make latent clips: the one-step rollout (inference, student forcing) and the multi-step
 samplers of the diffusion stages (their sample videos and validation).
 
-All take the first latent (B, C, 1, h, w), the camera (B, 24, k, h, w) and the noise (B, C, k, h, w), and return
+All take the first latent (B, C, 1, h, w), the camera (B, camera_inputs, k, h, w) and the noise (B, C, k, h, w), and return
 the k generated latents (B, C, k, h, w).
 """
 from __future__ import annotations

@@ -136,7 +136,7 @@ class Stage(ABC):
 class GeneratorBatch:
     indices: np.ndarray
     latents: torch.Tensor  # (B, C, 1 + k, h, w): latent 0 is the first image
-    cam: torch.Tensor      # (B, 24, k, h, w): step j's camera, from video frames 4j .. 4j + 4
+    cam: torch.Tensor      # (B, camera_inputs, k, h, w): step j's camera, from video frames 4j .. 4j + 4
 
     @property
     def first(self) -> torch.Tensor:
