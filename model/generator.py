@@ -278,7 +278,7 @@ class Backbone(nn.Module):
         self.latent_in = nn.Linear(2 * C * p * p, cfg.dim)  # noise (or frames) and the recycled previous frame
         self.camera_in = nn.Linear(cfg.camera_channels * p * p, cfg.dim)  # random init: the camera must count
         if cfg.warp:  # the recycled frame carried along by the camera's rotation, and the flow that moved it;
-            # zero-initialised, so a model grown from one without (checkpoint.grow) starts as that model
+            # zero-initialised, so a model grown from one without (checkpoint.GROWABLE) starts as that model
             self.warped_in = nn.Linear((C + 2) * p * p, cfg.dim)
             nn.init.zeros_(self.warped_in.weight)
             nn.init.zeros_(self.warped_in.bias)
