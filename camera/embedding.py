@@ -77,13 +77,18 @@ def _relative_rays(poses: Sequence[Pose], grid: tuple[int, int], aspect: float) 
     return origins, directions
 
 
+def _check_steps(poses: Sequence[Pose]) -> None:
+    """1 + 4k poses, k >= 1: the pose before the first step, then four per step."""
+    if len(poses) < 1 + FRAMES_PER_STEP or (len(poses) - 1) % FRAMES_PER_STEP:
+        raise ValueError(f"need 1 + {FRAMES_PER_STEP}k poses, got {len(poses)}")
+
+
 def camera_embedding(poses: Sequence[Pose], grid: tuple[int, int], aspect: float,
                      scaling: CameraScaling = CameraScaling(), flow: bool = False) -> np.ndarray:
     """Embedding (k, 24, h, w) float32 of len(poses) = 1 + 4k poses: the pose before the first step
     (the first image's, or the last frame of the previous step when streaming), then 4 per step.
     flow=True appends each step's rotation_flow: (k, 26, h, w)."""
-    if len(poses) < 1 + FRAMES_PER_STEP or (len(poses) - 1) % FRAMES_PER_STEP:
-        raise ValueError(f"need 1 + {FRAMES_PER_STEP}k poses, got {len(poses)}")
+    _check_steps(poses)
     w, h = grid
     origins, directions = _relative_rays(poses, grid, aspect)
     k = len(origins) // FRAMES_PER_STEP
@@ -104,8 +109,7 @@ def rotation_flow(poses: Sequence[Pose], grid: tuple[int, int], aspect: float) -
     A rotation moves the picture independently of the scene's depth (the homography K R K^-1), so this is exact
     for turning and needs no depth; what translation adds is left to the network. A direction behind the previous
     camera gets a displacement far outside the picture. Zero for a still or purely translating camera."""
-    if len(poses) < 1 + FRAMES_PER_STEP or (len(poses) - 1) % FRAMES_PER_STEP:
-        raise ValueError(f"need 1 + {FRAMES_PER_STEP}k poses, got {len(poses)}")
+    _check_steps(poses)
     w, h = grid
     ends = list(poses[::FRAMES_PER_STEP])  # the pose before each step, then each step's last
     out = np.empty((len(ends) - 1, 2, h, w), dtype=np.float32)

@@ -26,14 +26,6 @@ def recycled(batch: GeneratorBatch, attention: str) -> torch.Tensor:
     return batch.latents[:, :, :-1]
 
 
-def camera(batch: GeneratorBatch, attention: str, rays: int) -> torch.Tensor:
-    """The camera input (B, camera_inputs, k, h, w). The bidirectional model's recycled input is the first image,
-    not the previous frame, so a warping model gets no rotation flow there (channels after the `rays`: zero)."""
-    if attention == "full" and batch.cam.shape[1] > rays:
-        return torch.cat([batch.cam[:, :rays], torch.zeros_like(batch.cam[:, rays:])], dim=1)
-    return batch.cam
-
-
 class DiffusionStage(LossStage):
     def __init__(self, *args):
         super().__init__(*args)
@@ -57,4 +49,10 @@ class DiffusionStage(LossStage):
         return sampler(self.generator, batch.first, self.camera(batch), noise, self.opts.sample_steps, self.shift)
 
     def camera(self, batch: GeneratorBatch) -> torch.Tensor:
-        return camera(batch, self.attention, self.config.generator.camera_channels)
+        """The camera input (B, camera_inputs, k, h, w). The bidirectional model's recycled input is the first
+        image, not the previous frame, so a warping model gets no rotation flow there (the flow channels zeroed)."""
+        gen = self.config.generator
+        if self.attention != "full" or not gen.warp:
+            return batch.cam
+        rays = gen.camera_channels
+        return torch.cat([batch.cam[:, :rays], torch.zeros_like(batch.cam[:, rays:])], dim=1)
