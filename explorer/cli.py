@@ -322,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shift", type=positive_float,
                    help="time shift s (default: the paper's 24 scaled to the latent size; 4.2 for mini)")
     p.add_argument("--cd-steps", type=positive_int, help="consistency: fixed distillation steps (default 32)")
+    p.add_argument("--history-noise", type=float, help="diffusion, consistency: noise the recycled latents with a "
+                   "std drawn from U(0, this) per clip, against drift at play (default 0, the paper's teacher forcing)")
     p.add_argument("--sample-steps", type=positive_int,
                    help="pretrain, diffusion: Euler steps of the sample videos (default 8)")
     p.add_argument("--r1-lambda", type=float,

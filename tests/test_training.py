@@ -109,6 +109,31 @@ def test_flow_stages_lower_their_loss(stage_name, data, shared, init):
     lowers(loss, step, 6)
 
 
+def test_history_noise_perturbs_only_the_recycled_latents(data, shared, init):
+    from model.training.diffusion import recycled
+    stage = make_stage("diffusion", data, shared, init, history_noise=0.5)
+    batch = stage.batch(0)
+    truth = recycled(batch, "block_causal")
+    assert torch.equal(truth, batch.latents[:, :, :-1])  # no noise asked: the ground truth, no draws
+    noisy = recycled(batch, "block_causal", SampleRNG(0, 0, range(2)), 0.5)
+    assert torch.equal(noisy[:, :, 0], truth[:, :, 0])  # the first image's latent is exact at play too
+    std = (noisy - truth)[:, :, 1:].flatten(1).std(dim=1)  # per clip: U(0, 0.5) drawn, so within (0, 0.5]
+    assert ((std > 0) & (std < 0.55)).all() and not torch.allclose(std[0], std[1]), std
+    assert torch.equal(noisy, recycled(batch, "block_causal", SampleRNG(0, 0, range(2)), 0.5))  # deterministic
+    assert torch.equal(recycled(batch, "full", SampleRNG(0, 0, range(2)), 0.5), batch.first.expand_as(batch.x0))
+    rng = lambda: SampleRNG(0, 0, range(2))  # noqa: E731 (fixed clips, noise, t and history noise)
+
+    @torch.no_grad()
+    def loss():
+        return stage.loss(batch, rng()).item()
+
+    def step(i):
+        stage.loss(batch, rng()).backward()
+        stage.apply("generator", i)
+
+    lowers(loss, step, 6)
+
+
 def test_adversarial_players_lower_their_losses(data, shared, init):
     """The long stage with two windows: the adversarial stage is its one-window case."""
     stage = make_stage("long", data, shared, init, segments=2, overlap=1)

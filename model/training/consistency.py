@@ -29,9 +29,10 @@ class ConsistencyStage(LossStage):
         self.optimizers = {"generator": (self.generator, self.adamw(self.generator))}
 
     def loss(self, batch: GeneratorBatch, rng: SampleRNG) -> torch.Tensor:
-        x0, prev, cam = batch.x0, recycled(batch, "block_causal"), batch.cam
+        x0, cam = batch.x0, batch.cam
         eps = rng.randn(*x0.shape[1:]).to(self.device)
         n = rng.integers(self.opts.cd_steps).to(self.device) + 1
+        prev = recycled(batch, "block_causal", rng, self.opts.history_noise)  # the teacher sees the same history
         t, t_next = self.times[n], self.times[n - 1]
         x_t = noised(x0, eps, t)
         with torch.no_grad(), self.autocast():

@@ -18,12 +18,22 @@ from model.training.sampling import sample_causal, sample_full
 from model.training.stage import GeneratorBatch, LossStage
 
 
-def recycled(batch: GeneratorBatch, attention: str) -> torch.Tensor:
+def recycled(batch: GeneratorBatch, attention: str, rng: SampleRNG | None = None, noise: float = 0.0) -> torch.Tensor:
     """The recycled-input channels (B, C, k, h, w): the previous ground-truth latents (teacher forcing), or for
-    the bidirectional model the first latent at every frame."""
+    the bidirectional model the first latent at every frame.
+
+    `noise` > 0 (--history-noise): each clip's recycled latents (but the first image's) get Gaussian noise of a std drawn from U(0, noise).
+    At play the recycled latent is the generator's own, never quite the truth; a model that has only seen the truth
+    there trusts its own errors and compounds them (GameNGen's noise augmentation of its context frames, which it
+    found essential against drift). The noise is not an input: the model must judge the history by itself."""
     if attention == "full":
         return batch.first.expand_as(batch.x0)
-    return batch.latents[:, :, :-1]
+    prev = batch.latents[:, :, :-1]
+    if noise > 0:  # not the first image's latent: at play that one is exact too
+        std = (noise * rng.rand()).to(prev.device).view(-1, 1, 1, 1, 1)  # (B, 1, 1, 1, 1)
+        later = prev[:, :, 1:]
+        prev = torch.cat([prev[:, :, :1], later + std * rng.randn(*later.shape[1:]).to(prev.device, prev.dtype)], 2)
+    return prev
 
 
 class DiffusionStage(LossStage):
@@ -38,9 +48,9 @@ class DiffusionStage(LossStage):
         x0 = batch.x0
         eps = rng.randn(*x0.shape[1:]).to(self.device)
         t = shift_time(rng.rand(), self.shift).to(self.device)
+        prev = recycled(batch, self.attention, rng, self.opts.history_noise)
         with self.autocast():
-            v = self.generator(noised(x0, eps, t), recycled(batch, self.attention), self.camera(batch), t,
-                               self.attention)
+            v = self.generator(noised(x0, eps, t), prev, self.camera(batch), t, self.attention)
         return flow_matching_loss(v, x0, eps)
 
     def sample(self, batch, rng) -> torch.Tensor:

@@ -45,6 +45,8 @@ class TrainOptions:
     # flow matching and distillation
     shift: float | None = None      # time shift s; default: 24 scaled to the latent size (losses.default_shift)
     cd_steps: int = 32              # consistency distillation's fixed steps
+    history_noise: float = 0.0      # diffusion, consistency: the recycled latents get noise of std U(0, this)
+                                    # per clip, so the model learns to take imperfect history (0: the paper's)
     sample_steps: int = 8           # Euler steps of the diffusion stages' sample videos
     # adversarial (and decoder)
     r1_lambda: float | None = None  # lambda of the approximated R1 and R2 (per stage: the paper's for video, APT's
@@ -73,7 +75,8 @@ class TrainOptions:
                 raise InputError(where, f"--{name.replace('_', '-')}", f"must be positive, got {value}")
         if self.shift is not None and not self.shift > 0:
             raise InputError(where, "--shift", f"must be positive, got {self.shift}")
-        for name in ("warmup", "grad_clip", "kl_weight", "grad_weight", "r1_lambda", "overlap", "adv_weight"):
+        for name in ("warmup", "grad_clip", "kl_weight", "grad_weight", "r1_lambda", "overlap", "adv_weight",
+                     "history_noise"):
             value = getattr(self, name)
             if value is not None and not value >= 0:
                 raise InputError(where, f"--{name.replace('_', '-')}", f"must be 0 or more, got {value}")
