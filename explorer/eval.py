@@ -24,6 +24,8 @@ Scores:
   left out of both, and the reference's own yaw error is reported as the estimator's floor;
 - sharpness: the generated frames' mean Laplacian variance over the reference frames' (a blurry average scores well
   on PSNR; this keeps it honest);
+- colour shift: the distance between a frame's mean colour and the reference frame's (RGB, 0-255), averaged over
+  the frames; with PSNR, per stream as well (`per_stream`), so that one scene drawn in the wrong palette shows;
 - long horizon: per 5 s window, the Fréchet distance between features of generated and reference frames (the
   checkpoint's VAE encoder's pooled latents plus simple image statistics, standardised by the reference frames'
   spread over the run) and a sharpness ratio; drift is the last window's distance over the first's.
@@ -224,6 +226,7 @@ class Track:
     featured: bool = True                                    # sample frames for the Fréchet distance
     mse: list[float] = field(default_factory=list)
     ssim: list[float] = field(default_factory=list)
+    colour: list[float] = field(default_factory=list)        # colour_shift against the reference frame
     sharpness: list[float] = field(default_factory=list)
     sampled: list[np.ndarray] = field(default_factory=list)  # frames FEATURE_STRIDE, 2 FEATURE_STRIDE, ...
     features: np.ndarray | None = None                       # (len(sampled), D), filled in after the stream
@@ -234,6 +237,7 @@ class Track:
         if truth is not None:
             self.mse.extend(np.atleast_1d(metrics.mse(frames, truth)))
             self.ssim.extend(np.atleast_1d(metrics.ssim(frames, truth)))
+            self.colour.extend(np.atleast_1d(metrics.colour_shift(frames, truth)))
         self.sharpness.extend(np.atleast_1d(metrics.sharpness(frames)))
         if self.featured:
             self.sampled += [f for i, f in enumerate(frames, start=first) if i % FEATURE_STRIDE == 0]
@@ -335,8 +339,18 @@ def summarise(tracks: Sequence[Track], reference: Sequence[Track], seconds: floa
         "fd_windows": fd, "drift": fd[-1] / fd[0] if fd and fd[0] > 0 else None,
         "sharpness_ratio": sharpness_ratio(tracks, reference, 1, length),
         "sharpness_windows": [sharpness_ratio(tracks, reference, a, b) for a, b in windows],
+        "colour_shift": float(frames_in(tracks, "colour", 1, length).mean()),
         "curve": {"psnr": [c[0] for c in curve], "ssim": [c[1] for c in curve]},
     }
+
+
+def per_stream(streams: Sequence[Stream], tracks: dict[str, list[Track]]) -> list[dict]:
+    """Each stream's whole-stream PSNR and colour shift for every world scored against the reference: a total over
+    all streams can hide one scene that a model (or its VAE) gets wrong throughout."""
+    return [{"name": stream.name, **{name: {"psnr": float(metrics.psnr_from_mse(np.mean(runs[i].mse))),
+                                            "colour_shift": float(np.mean(runs[i].colour))}
+                                     for name, runs in tracks.items() if name != "reference"}}
+            for i, stream in enumerate(streams)]
 
 
 # --- camera adherence --------------------------------------------------------------------------
@@ -484,6 +498,7 @@ def run_eval(options: EvalOptions) -> dict:
         "forward_error_pct": camera["generated"]["forward_error_pct"],
         "fd_windows": generated["fd_windows"], "drift": generated["drift"],
         "sharpness_ratio": generated["sharpness_ratio"], "sharpness_windows": generated["sharpness_windows"],
+        "colour_shift": generated["colour_shift"],
         "camera": {k: v for k, v in camera.items() if k not in movers} | camera["generated"],
         "baselines": {
             "diffusion": {"steps": options.baseline_steps,
@@ -491,7 +506,9 @@ def run_eval(options: EvalOptions) -> dict:
                           **{k: v for k, v in diffusion.items() if k != "curve"}, **camera["diffusion"]},
             "hold": {"psnr": hold["psnr"], "ssim": hold["ssim"], "sharpness_ratio": hold["sharpness_ratio"]},
         },
-        "vae_bound": {"psnr": vae["psnr"], "ssim": vae["ssim"], "sharpness_ratio": vae["sharpness_ratio"]},
+        "vae_bound": {"psnr": vae["psnr"], "ssim": vae["ssim"], "sharpness_ratio": vae["sharpness_ratio"],
+                      "colour_shift": vae["colour_shift"]},
+        "per_stream": per_stream(streams, tracks),
         "curves": {"t": list(range(1, math.floor(options.seconds) + 1)),
                    "psnr": {name: scores[name]["curve"]["psnr"] for name in players},
                    "ssim": {name: scores[name]["curve"]["ssim"] for name in players}},
@@ -545,6 +562,12 @@ def print_report(r: dict) -> None:
     for label, s in (("generated", r), ("diffusion", diffusion)):
         print(f"FD per {r['fd_window_seconds']} s window, {label}: {' '.join(_num(v) for v in s['fd_windows'])}; "
               f"drift {_num(s['drift'])}")
+    print(f"colour shift (mean RGB distance, 0-255): generated {_num(r['colour_shift'], '.1f')}, diffusion "
+          f"{_num(diffusion['colour_shift'], '.1f')}, the reference through the VAE {_num(bound['colour_shift'], '.1f')}")
+    print(f"{'per stream: PSNR / colour shift':<40}{'generated':>14}{'diffusion':>14}{'hold':>14}{'VAE':>14}")
+    for s in r["per_stream"]:
+        print(f"{s['name'][:39]:<40}" + "".join(f"{_num(s[k]['psnr']):>7}/{_num(s[k]['colour_shift'], '.1f'):>6}"
+                                               for k in ("generated", "diffusion", "hold", "vae")))
 
 
 def plot(r: dict, path) -> None:

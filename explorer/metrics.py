@@ -73,6 +73,12 @@ def ssim(a, b, peak: float = PEAK, sigma: float = 1.5):
     return _per_image(ssim_map.mean(axis=(-3, -2, -1)))
 
 
+def colour_shift(a, b):
+    """Distance between the mean colours (RGB, 0..255) of two images, per image: a picture can score a fair PSNR
+    with the wrong palette (grass drawn grey), and this names that error alone."""
+    return _per_image(np.linalg.norm(_float(a).mean(axis=(-3, -2)) - _float(b).mean(axis=(-3, -2)), axis=-1))
+
+
 # --- sharpness ---------------------------------------------------------------------------------
 
 LAPLACIAN = np.array([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])

@@ -119,8 +119,14 @@ def test_short_eval_prints_every_field_and_is_deterministic(tiny_checkpoint, tmp
     bound = r["vae_bound"]  # the reference through the (random) VAE: measured, and not the model
     assert set(bound["psnr"]) == {"1s", "5s", "10s", "60s"} and bound["sharpness_ratio"] >= 0
     assert bound["psnr"]["1s"] != r["psnr"]["1s"] and 0 < bound["psnr"]["1s"] < 100
+    assert [s["name"] for s in r["per_stream"]] == ["held-out scene 0", "meadow along walk.toml"]
+    for stream in r["per_stream"]:
+        assert set(stream) == {"name", "generated", "diffusion", "hold", "vae"}
+        assert all(0 < w["psnr"] < 100 and w["colour_shift"] >= 0 for k, w in stream.items() if k != "name")
+    assert r["colour_shift"] > 0 and bound["colour_shift"] > 0  # random weights draw the wrong colours
     assert main(["eval", "--checkpoint", str(tiny_checkpoint), "--seconds", "1", "--scenes", "1"]) == 0
-    assert "the reference itself through the VAE: " in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "the reference itself through the VAE: " in out and "held-out scene 0" in out and "colour shift" in out
 
 
 def test_a_level_with_only_a_start_image_is_refused_by_name(tmp_path, capsys):

@@ -78,6 +78,15 @@ def test_sharpness_is_lower_for_a_blurred_image_and_zero_for_a_flat_one():
     assert metrics.sharpness(np.stack([a, blurred])).shape == (2,)
 
 
+def test_colour_shift_is_the_distance_of_mean_colours_and_blind_to_texture():
+    a = texture((72, 128), seed=3)
+    assert metrics.colour_shift(a, a) == 0.0
+    assert metrics.colour_shift(a, a[:, ::-1]) == pytest.approx(0.0, abs=1e-9)  # same colours, other places
+    grey = np.full((8, 8, 3), 100, np.uint8)
+    assert metrics.colour_shift(grey, grey + np.uint8([3, 4, 0])) == pytest.approx(5.0)
+    assert metrics.colour_shift(np.stack([a, a]), np.stack([a, a])).shape == (2,)
+
+
 def test_frechet_distance_is_zero_for_identical_sets_and_grows_with_a_mean_shift():
     x = np.random.default_rng(0).normal(size=(400, 6))
     assert metrics.frechet_distance(x, x) == pytest.approx(0.0, abs=1e-9)
