@@ -317,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vae-frames", type=positive_int, help="vae: frames per training window, 1 + 4k (default 9)")
     p.add_argument("--kl-weight", type=float, help="vae: KL weight (default 1e-4)")
     p.add_argument("--grad-weight", type=float, help="vae, decoder: image-gradient loss weight (default 1)")
+    p.add_argument("--colour-weight", type=float, help="vae, decoder: weight of the MSE of 8x8 patch colours "
+                   "(default 0)")
     p.add_argument("--adv-weight", type=float, help="decoder: the adversarial term's pull on the decoded pixels, "
                    "relative to the reconstruction terms' (default 0.5)")
     p.add_argument("--shift", type=positive_float,

@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-from model.training.losses import (approximate_r_penalty, consistency_target, consistency_times, default_shift,
-                                   discriminator_loss, flow_matching_loss, generator_loss, gradient_loss, kl_loss,
-                                   noised, psnr, shift_time, x0_from_v)
+from model.training.losses import (approximate_r_penalty, colour_loss, consistency_target, consistency_times,
+                                   default_shift, discriminator_loss, flow_matching_loss, generator_loss,
+                                   gradient_loss, kl_loss, noised, psnr, shift_time, x0_from_v)
 
 
 def full(value, shape=(1, 1, 2, 2, 2)):
@@ -97,6 +97,11 @@ def test_vae_terms():
     # horizontal differences 0.1, then 0.2 and 0.4 after each 2x pooling; vertical ones 0
     assert gradient_loss(ramp, flat).item() == pytest.approx((0.1 + 0.2 + 0.4) / 3)
     assert gradient_loss(ramp + 0.5, ramp).item() == pytest.approx(0.0, abs=1e-6)  # an offset has no structure
+    # patch colours: the ramp's 8x8 mean is 0.35, so against flat the squared error is 0.35^2; an offset counts fully
+    assert colour_loss(ramp, flat).item() == pytest.approx(0.35 ** 2)
+    assert colour_loss(ramp + 0.5, ramp).item() == pytest.approx(0.25)
+    checker = 0.3 * (-1.0) ** (torch.arange(8.0)[:, None] + torch.arange(8.0))  # texture with a zero patch mean
+    assert colour_loss(flat + checker, flat).item() == pytest.approx(0.0, abs=1e-12)
     assert kl_loss(torch.zeros(4), torch.zeros(4)).item() == 0.0
     assert kl_loss(torch.ones(4), torch.zeros(4)).item() == pytest.approx(0.5)
     assert kl_loss(torch.zeros(4), torch.full((4,), math.log(4))).item() == pytest.approx(0.5 * (4 - 1 - math.log(4)))

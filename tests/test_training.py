@@ -76,8 +76,12 @@ def lowers(loss_on_fixed_batch, step, steps):
 
 # --- each stage learns -----------------------------------------------------------------------------------------
 
-def test_vae_stage_lowers_its_loss(data, shared, init):
-    stage = make_stage("vae", data, shared, init, vae_frames=5, batch=1)  # the VAE is slow at full resolution
+@pytest.mark.parametrize("colour_weight", [0.0, 10.0])
+def test_vae_stage_lowers_its_loss(colour_weight, data, shared, init):
+    stage = make_stage("vae", data, shared, init, vae_frames=5, batch=1,  # the VAE is slow at full resolution
+                       colour_weight=colour_weight)
+    assert ("colour" in stage.loss(stage.windows(stage.indices(0), SampleRNG(0, 0, range(1))),
+                                   SampleRNG(0, 0, range(1)))[1]) == bool(colour_weight)
     indices, rng = stage.indices(0), lambda: SampleRNG(0, 0, range(1))
     video = stage.windows(indices, rng())
 

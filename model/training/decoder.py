@@ -27,9 +27,9 @@ from model.checkpoint import load_checkpoint
 from model.frame_discriminator import FrameDiscriminator
 from model.training import distributed
 from model.training.data import SampleRNG
-from model.training.losses import generator_loss, gradient_loss, penalised_discriminator_loss, psnr
+from model.training.losses import generator_loss, penalised_discriminator_loss, psnr
 from model.training.stage import Stage
-from model.training.vae import VAEStage
+from model.training.vae import VAEStage, reconstruction_loss
 from model.vae import ResBlock, to_uint8
 
 def balance(reconstruction: torch.Tensor, adversarial: torch.Tensor, frames: torch.Tensor) -> float:
@@ -76,11 +76,11 @@ class DecoderStage(VAEStage):
         with self.autocast():
             recon = self.vae.decode(latent).float()
         real, fake = self.judge([video, recon])
-        l1, structure, adv = F.l1_loss(recon, video), gradient_loss(recon, video), generator_loss(real, fake)
-        reconstruction = l1 + self.opts.grad_weight * structure
+        reconstruction, parts = reconstruction_loss(recon, video, self.opts)
+        adv = generator_loss(real, fake)
         scale = self.opts.adv_weight * balance(reconstruction, adv, recon)
         loss = reconstruction + scale * adv
-        return loss, recon, {"l1": l1.item(), "structure": structure.item(), "g_adv": adv.item(), "adv_scale": scale}
+        return loss, recon, {**parts, "g_adv": adv.item(), "adv_scale": scale}
 
     def discriminate(self, video: torch.Tensor, recon: torch.Tensor, rng: SampleRNG) -> tuple[torch.Tensor, dict]:
         """The pairing loss of real frames against their reconstructions, plus lambda (R1 + R2)."""

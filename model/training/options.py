@@ -42,6 +42,7 @@ class TrainOptions:
     vae_frames: int = 9             # frames per training window (1 + 4k)
     kl_weight: float = 1e-4
     grad_weight: float = 1.0        # the multi-scale image-gradient (structure) term
+    colour_weight: float = 0.0      # vae, decoder: MSE of 8x8 patch colours (losses.colour_loss)
     # flow matching and distillation
     shift: float | None = None      # time shift s; default: 24 scaled to the latent size (losses.default_shift)
     cd_steps: int = 32              # consistency distillation's fixed steps
@@ -76,7 +77,7 @@ class TrainOptions:
         if self.shift is not None and not self.shift > 0:
             raise InputError(where, "--shift", f"must be positive, got {self.shift}")
         for name in ("warmup", "grad_clip", "kl_weight", "grad_weight", "r1_lambda", "overlap", "adv_weight",
-                     "history_noise"):
+                     "history_noise", "colour_weight"):
             value = getattr(self, name)
             if value is not None and not value >= 0:
                 raise InputError(where, f"--{name.replace('_', '-')}", f"must be 0 or more, got {value}")

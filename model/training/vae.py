@@ -21,7 +21,7 @@ from model.checkpoint import load_checkpoint
 from model.generator import Generator
 from model.training import distributed
 from model.training.data import SampleRNG
-from model.training.losses import gradient_loss, kl_loss, psnr
+from model.training.losses import colour_loss, gradient_loss, kl_loss, psnr
 from model.training.stage import Stage
 from model.vae import VAE, ResBlock, to_uint8
 
@@ -37,6 +37,16 @@ def fold_latent_scale(state: dict[str, torch.Tensor], channels: int, scale: floa
     state["encoder.conv_out.weight"], state["encoder.conv_out.bias"] = weight, bias
     state["decoder.conv_in.weight"] = state["decoder.conv_in.weight"] * scale
     return state
+
+
+def reconstruction_loss(recon: torch.Tensor, video: torch.Tensor, opts) -> tuple[torch.Tensor, dict[str, float]]:
+    """The VAE stages' pixel terms: L1 + grad_weight x image gradients + colour_weight x patch colours."""
+    l1, structure = F.l1_loss(recon, video), gradient_loss(recon, video)
+    loss, parts = l1 + opts.grad_weight * structure, {"l1": l1.item(), "structure": structure.item()}
+    if opts.colour_weight:
+        colour = colour_loss(recon, video)
+        loss, parts = loss + opts.colour_weight * colour, {**parts, "colour": colour.item()}
+    return loss, parts
 
 
 class VAEStage(Stage):
@@ -65,9 +75,9 @@ class VAEStage(Stage):
         latent = mean + torch.exp(0.5 * logvar) * rng.randn(*mean.shape[1:]).to(self.device)
         with self.autocast():
             recon = self.vae.decode(latent).float()
-        l1, structure, kl = F.l1_loss(recon, video), gradient_loss(recon, video), kl_loss(mean, logvar)
-        loss = l1 + self.opts.grad_weight * structure + self.opts.kl_weight * kl
-        return loss, {"l1": l1.item(), "structure": structure.item(), "kl": kl.item()}
+        reconstruction, parts = reconstruction_loss(recon, video, self.opts)
+        kl = kl_loss(mean, logvar)
+        return reconstruction + self.opts.kl_weight * kl, {**parts, "kl": kl.item()}
 
     def train_step(self, step: int) -> dict[str, float]:
         rng = self.rng(step)
