@@ -100,7 +100,12 @@ def test_vae_stage_lowers_its_loss(colour_weight, data, shared, init):
 def test_flow_stages_lower_their_loss(stage_name, data, shared, init):
     # the student starts equal to its teacher, so consistency starts nearly consistent and wants small steps
     stage = make_stage(stage_name, data, shared, init, lr=LR / 10 if stage_name == "consistency" else LR)
-    batch, rng = stage.batch(0), lambda: SampleRNG(0, 0, range(2))  # noqa: E731 (fixed clips, noise and t)
+    generator_lowers(stage)
+
+
+def generator_lowers(stage, steps=6):
+    """A few steps of a flow stage lower its loss on a fixed batch (fixed clips, noise, t, history noise)."""
+    batch, rng = stage.batch(0), lambda: SampleRNG(0, 0, range(2))  # noqa: E731
 
     @torch.no_grad()
     def loss():
@@ -110,7 +115,7 @@ def test_flow_stages_lower_their_loss(stage_name, data, shared, init):
         stage.loss(batch, rng()).backward()
         stage.apply("generator", i)
 
-    lowers(loss, step, 6)
+    lowers(loss, step, steps)
 
 
 def test_history_noise_perturbs_only_the_recycled_latents(data, shared, init):
@@ -125,17 +130,7 @@ def test_history_noise_perturbs_only_the_recycled_latents(data, shared, init):
     assert ((std > 0) & (std < 0.55)).all() and not torch.allclose(std[0], std[1]), std
     assert torch.equal(noisy, recycled(batch, "block_causal", SampleRNG(0, 0, range(2)), 0.5))  # deterministic
     assert torch.equal(recycled(batch, "full", SampleRNG(0, 0, range(2)), 0.5), batch.first.expand_as(batch.x0))
-    rng = lambda: SampleRNG(0, 0, range(2))  # noqa: E731 (fixed clips, noise, t and history noise)
-
-    @torch.no_grad()
-    def loss():
-        return stage.loss(batch, rng()).item()
-
-    def step(i):
-        stage.loss(batch, rng()).backward()
-        stage.apply("generator", i)
-
-    lowers(loss, step, 6)
+    generator_lowers(stage)
 
 
 def test_adversarial_players_lower_their_losses(data, shared, init):
