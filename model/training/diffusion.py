@@ -22,10 +22,11 @@ def recycled(batch: GeneratorBatch, attention: str, rng: SampleRNG | None = None
     """The recycled-input channels (B, C, k, h, w): the previous ground-truth latents (teacher forcing), or for
     the bidirectional model the first latent at every frame.
 
-    `noise` > 0 (--history-noise): each clip's recycled latents (but the first image's) get Gaussian noise of a std drawn from U(0, noise).
-    At play the recycled latent is the generator's own, never quite the truth; a model that has only seen the truth
-    there trusts its own errors and compounds them (GameNGen's noise augmentation of its context frames, which it
-    found essential against drift). The noise is not an input: the model must judge the history by itself."""
+    `noise` > 0 (--history-noise): each clip's recycled latents, all but the first image's, get Gaussian noise of a
+    std drawn from U(0, noise). At play the recycled latent is the generator's own, never quite the truth; a model
+    that has only seen the truth there trusts its own errors and compounds them (GameNGen's noise augmentation of its
+    context frames, which it found essential against drift). The noise is not an input: the model must judge the
+    history by itself."""
     if attention == "full":
         return batch.first.expand_as(batch.x0)
     prev = batch.latents[:, :, :-1]
