@@ -563,7 +563,8 @@ def print_report(r: dict) -> None:
         print(f"FD per {r['fd_window_seconds']} s window, {label}: {' '.join(_num(v) for v in s['fd_windows'])}; "
               f"drift {_num(s['drift'])}")
     print(f"colour shift (mean RGB distance, 0-255): generated {_num(r['colour_shift'], '.1f')}, diffusion "
-          f"{_num(diffusion['colour_shift'], '.1f')}, the reference through the VAE {_num(bound['colour_shift'], '.1f')}")
+          f"{_num(diffusion['colour_shift'], '.1f')}, the reference through the VAE "
+          f"{_num(bound['colour_shift'], '.1f')}")
     print(f"{'per stream: PSNR / colour shift':<40}{'generated':>14}{'diffusion':>14}{'hold':>14}{'VAE':>14}")
     for s in r["per_stream"]:
         print(f"{s['name'][:39]:<40}" + "".join(f"{_num(s[k]['psnr']):>7}/{_num(s[k]['colour_shift'], '.1f'):>6}"
