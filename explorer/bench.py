@@ -6,7 +6,8 @@ one streaming decode. The baselines run the same generator and decoder on the sa
 - no_kv_cache: no cache; every step recomputes the sink and the whole window with the block-causal forward;
 - ar_diffusion_4step: a 4-step sampler (four denoising passes that read the cache without writing it, then a
   cache-refresh pass on the clean frame), as Self-Forcing and CausVid do.
-Baselines are measured once their window is full, so all three are steady-state numbers.
+- no_cuda_graphs (on a GPU, where the step replays CUDA graphs: world/cuda_graphs.py): the same step run eagerly.
+Baselines are measured once their window is full, so all are steady-state numbers.
 
 Compute efficiency: `gflop_per_step` is counted with torch.utils.flop_counter.FlopCounterMode on one steady-state
 step (full cache; generator + decode: the matmuls, convolutions and attention, 2 FLOPs per multiply-add);
@@ -109,14 +110,16 @@ def _sdpa_cpu_flops(query_shape, key_shape, value_shape, *args, out_shape=None, 
 def count_step_flops(world: GeneratedWorld, poses: list[Pose]) -> int:
     """FLOPs of one world step (generator forward + streaming decode) from the world's current state, counted by
     FlopCounterMode on a real step; the state is restored afterwards, so the stream is left as it was."""
-    state, backend = world.state(), world.generator.config.attention_backend
+    state, backend, graphs = world.state(), world.generator.config.attention_backend, world.graphs
     world.generator.set_attention_backend("sdpa")  # flash_attn's kernel is invisible to the counter; same FLOPs
+    world.graphs = None  # and so is a CUDA graph's replay
     mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops}
     try:
         with flop_counter.FlopCounterMode(display=False, custom_mapping=mapping) as counter:
             world.step(poses)
     finally:
         world.generator.set_attention_backend(backend)
+        world.graphs = graphs
         world.restore(state)
     return counter.get_total_flops()
 
@@ -191,6 +194,8 @@ def run_bench(config: str = "mini", device: str = "auto", seconds: float = 60.0,
         torch.set_num_threads(threads)
     world, weights = open_world(config, device, checkpoint, window)
     steps = max(1, round(seconds * STEPS_PER_SECOND))
+    if world.graphs is not None:  # GPU: past the steps that fill the cache and capture a graph per ring slot
+        warmup = max(warmup, 2 * world.config.generator.window + 2)
     stream = measure_stream(world, steps, warmup)
     fps = FRAMES_PER_STEP * 1e3 / float(np.mean(stream["total"]))
     gflop = count_step_flops(world, trajectory(1)[1:]) / 1e9
@@ -212,6 +217,13 @@ def run_bench(config: str = "mini", device: str = "auto", seconds: float = 60.0,
         "baselines": {kind: measure_baseline(world, kind, baseline_steps)
                       for kind in ("no_kv_cache", "ar_diffusion_4step")},
     }
+    result["cuda_graphs"] = world.graphs is not None
+    if world.graphs is not None:  # the same stream stepped eagerly: what the graphs gain
+        graphs, world.graphs = world.graphs, None
+        eager = measure_stream(world, baseline_steps, warmup=world.config.generator.window + 1)["total"]
+        world.graphs = graphs
+        result["baselines"]["no_cuda_graphs"] = {"fps": FRAMES_PER_STEP * 1e3 / float(np.mean(eager)),
+                                                 "step_ms_p50": percentile(eager, 50)}
     for kind, b in result["baselines"].items():
         b["speedup"] = result["fps"] / b["fps"]
     return result

@@ -166,14 +166,31 @@ class KVCache:
     out of place with slice_scatter instead, so every step's keys stay in the graph; the size is the same.
     """
 
-    def __init__(self, k: list[torch.Tensor], v: list[torch.Tensor], tokens: int, window: int, steps: int = 0):
+    def __init__(self, k: list[torch.Tensor], v: list[torch.Tensor], tokens: int, window: int, steps: int = 0,
+                 frame: torch.Tensor | None = None):
         self.k, self.v = k, v
         self.tokens, self.window = tokens, window
         self.steps = steps  # frames committed so far = the absolute step index of the next frame
+        # the same count on the cache's device (float64, shape (1,)), advanced in place: the step's RoPE reads it
+        # there, so a CUDA graph of the step (model/cuda_graphs.py) replays with the right position every time
+        self.frame = torch.full((1,), float(steps), dtype=torch.float64, device=k[0].device) if frame is None else frame
 
     def valid_tokens(self) -> int:
         frames = 0 if self.steps == 0 else 1 + min(self.steps - 1, self.window)
         return frames * self.tokens
+
+    def full(self) -> bool:
+        """Every slot holds a frame: from here on each step reads the whole buffer (static shapes)."""
+        return self.steps > self.window
+
+    def slot(self) -> int:
+        """The slot the next frame is written to."""
+        return 0 if self.steps == 0 else 1 + (self.steps - 1) % self.window
+
+    def advance(self) -> None:
+        """Count the frame just written (both counters)."""
+        self.steps += 1
+        self.frame.add_(1)
 
     def read(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The cached keys/values of `layer` followed by this frame's k/v (B, heads, tokens, head_dim)."""
@@ -186,8 +203,7 @@ class KVCache:
 
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
         """Store this frame's k/v in its slot (evicting the frame `window` steps back, already read)."""
-        slot = 0 if self.steps == 0 else 1 + (self.steps - 1) % self.window
-        start, end = slot * self.tokens, (slot + 1) * self.tokens
+        start, end = self.slot() * self.tokens, (self.slot() + 1) * self.tokens
         for bufs, new in ((self.k, k), (self.v, v)):
             buf, new = bufs[layer], new.to(bufs[layer].dtype)
             if new.requires_grad or buf.requires_grad:
@@ -197,12 +213,23 @@ class KVCache:
 
     def clone(self) -> "KVCache":
         """A deep copy (buffers and counter), for rewind and branching."""
-        return KVCache([k.clone() for k in self.k], [v.clone() for v in self.v], self.tokens, self.window, self.steps)
+        return KVCache([k.clone() for k in self.k], [v.clone() for v in self.v], self.tokens, self.window, self.steps,
+                       self.frame.clone())
+
+    def load_(self, other: "KVCache") -> None:
+        """Become a copy of `other` (of the same shape) in place: the buffers keep their addresses, which the CUDA
+        graphs of the step are bound to (a rewind restores this way)."""
+        if [k.shape for k in other.k] != [k.shape for k in self.k]:
+            raise ValueError("load_ needs a cache of the same shape")
+        for mine, theirs in zip(self.k + self.v, other.k + other.v):
+            mine.copy_(theirs)
+        self.steps = other.steps
+        self.frame.copy_(other.frame)
 
     def detach(self) -> "KVCache":
         """The same cache cut from the autograd graph (long-video training, between segments); shares storage."""
         return KVCache([k.detach() for k in self.k], [v.detach() for v in self.v], self.tokens, self.window,
-                       self.steps)
+                       self.steps, self.frame.clone())
 
     def nbytes(self) -> int:
         return sum(t.untyped_storage().nbytes() for t in self.k + self.v)
@@ -333,11 +360,11 @@ class Backbone(nn.Module):
         if T != 1:
             raise ValueError(f"step takes one latent frame, got {T}")
         x, c = self.embed(noisy, prev, cam), self.time_embed(t)
-        rope = self.rope(torch.tensor([cache.steps], device=x.device), h, w)
+        rope = self.rope(cache.frame, h, w)
         for block in self.blocks:
             x = block(x, c, rope, cache=cache, commit=commit)
         if commit:
-            cache.steps += 1
+            cache.advance()
         return x, c
 
 

@@ -93,6 +93,26 @@ class DecoderCache:
         other.step = self.step
         return other
 
+    def keep(self, module: nn.Module, frames: torch.Tensor) -> None:
+        """Store a conv's last input frames: copied into the tensor already there, so that after the first step the
+        state lives at fixed addresses (a CUDA graph of the decode step is bound to them); a copy in any case, since
+        a view would keep all of the conv's input alive."""
+        kept = self.frames.get(module)
+        if kept is not None and kept.shape == frames.shape and not torch.is_grad_enabled():
+            kept.copy_(frames)
+        else:
+            self.frames[module] = frames.clone()
+
+    def load_(self, other: DecoderCache) -> None:
+        """Become a copy of `other` in place where the tensors match (a rewind keeps the addresses)."""
+        if self.frames.keys() == other.frames.keys() and all(
+                self.frames[m].shape == t.shape for m, t in other.frames.items()):
+            for module, t in other.frames.items():
+                self.frames[module].copy_(t)
+        else:
+            self.frames = {module: t.clone() for module, t in other.frames.items()}
+        self.step = other.step
+
     def nbytes(self) -> int:
         return sum(t.untyped_storage().nbytes() for t in self.frames.values())
 
@@ -116,7 +136,7 @@ class CausalConv3d(nn.Conv3d):
                 past = x[:, :, :1].expand(-1, -1, pad, -1, -1)
             x = torch.cat([past, x], dim=2)
             if cache is not None:
-                cache.frames[self] = x[:, :, -pad:].clone()  # a copy: a view would keep all of x alive
+                cache.keep(self, x[:, :, -pad:])
         return super().forward(x)
 
 

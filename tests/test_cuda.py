@@ -44,3 +44,38 @@ def test_bf16_streaming_on_cuda_matches_fp32():
     assert (reference - gen(noisy, prev, cam, t)).abs().max() <= 1e-3  # fp32 streaming = masked forward on CUDA
     half = stream(gen.to(torch.bfloat16), torch.bfloat16)
     assert (half - reference).abs().max() <= 0.05 * reference.abs().max()
+
+
+@torch.no_grad()
+def test_cuda_graph_steps_equal_eager_steps_through_the_ring_and_a_rewind():
+    """world/cuda_graphs.py: once the cache is full, GeneratedWorld replays one graph per ring slot and one for the
+    decode; the frames must be those of the eager step, through two turns of the ring and after a rewind."""
+    import numpy as np
+
+    from camera.trajectories import random_trajectory
+    from model.config import get_config
+    from world.generated import GeneratedWorld
+    from world.level import list_levels
+
+    level = list_levels()[0]
+    poses = random_trajectory(np.random.default_rng(2), 1 + 4 * 12, level.start)
+    chunks = [poses[1 + 4 * i: 5 + 4 * i] for i in range(12)]  # tiny's window is 3: graphs from step 4 on
+
+    def stream(graphs: bool):
+        world = GeneratedWorld.random(get_config("tiny"), torch.device("cuda"))
+        torch.nn.init.normal_(world.generator.head.linear.weight, std=0.05)  # random init outputs v = 0 exactly
+        if not graphs:
+            world.graphs = None
+        world.reset(level, 5)
+        frames = [world.step(c) for c in chunks[:8]]
+        snapshot = world.state()
+        frames += [world.step(c) for c in chunks[8:]]
+        world.restore(snapshot)
+        frames += [world.step(c) for c in chunks[8:]]
+        return world, np.stack(frames).astype(int)
+
+    graphed, with_graphs = stream(True)
+    _, eager = stream(False)
+    assert len(graphed.graphs.step_graphs) == 3 and graphed.graphs.decode_graph is not None
+    assert np.abs(with_graphs - eager).max() <= 1
+    assert np.array_equal(with_graphs[8:12], with_graphs[12:])  # the rewind replays the same frames

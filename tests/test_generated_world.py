@@ -58,6 +58,27 @@ def test_snapshot_step_restore_step_gives_the_same_frames():
     assert np.array_equal(world.step(poses[5:9]), first[0])
 
 
+def test_the_stream_state_stays_at_fixed_addresses():
+    """What the CUDA graphs of the step rely on (world/cuda_graphs.py): after the first step, stepping and
+    restoring write into the same KV-cache and decoder tensors."""
+    world, level = open_tiny(), list_levels()[0]
+    poses = walk(level, steps=4)
+    world.reset(level, 3)
+    world.step(poses[1:5])
+    snapshot = world.state()
+
+    def addresses():
+        s = world._state
+        return [t.data_ptr() for t in s.cache.k + s.cache.v + list(s.decoder.frames.values())]
+
+    before = addresses()
+    world.step(poses[5:9])
+    world.step(poses[9:13])
+    assert addresses() == before
+    world.restore(snapshot)
+    assert addresses() == before
+
+
 def test_camera_input_changes_the_frames():
     import torch
     world, level = open_tiny(), list_levels()[0]

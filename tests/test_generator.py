@@ -138,6 +138,25 @@ def test_commit_false_leaves_the_cache_unchanged():
 
 
 @torch.no_grad()
+def test_load_restores_a_snapshot_in_place_and_the_device_count_follows():
+    gen = make_generator(window=3)
+    noisy, prev, cam, t = make_inputs(gen.config, batch=1, frames=7)
+    _, cache = stream(gen, noisy[:, :, :5], prev[:, :, :5], cam[:, :, :5], t)
+    assert cache.full() and cache.frame.item() == cache.steps == 5 and cache.slot() == 1 + 4 % 3
+    snapshot = cache.clone()
+    step = lambda c, i: gen.step(noisy[:, :, i:i + 1], prev[:, :, i:i + 1], cam[:, :, i:i + 1], t, c)
+    first = step(cache, 5)
+    step(cache, 6)
+    pointers = [b.data_ptr() for b in cache.k + cache.v]
+    cache.load_(snapshot)  # a rewind: the buffers keep their addresses (CUDA graphs are bound to them)
+    assert [b.data_ptr() for b in cache.k + cache.v] == pointers
+    assert cache.steps == 5 and cache.frame.item() == 5
+    assert torch.equal(step(cache, 5), first)
+    with pytest.raises(ValueError, match="same shape"):
+        cache.load_(make_generator(window=2).new_cache(1))
+
+
+@torch.no_grad()
 def test_clone_restores_a_snapshot():
     gen = make_generator(window=3)
     noisy, prev, cam, t = make_inputs(gen.config, batch=1, frames=7)

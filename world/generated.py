@@ -22,6 +22,7 @@ from model.config import ModelConfig, get_config
 from model.generator import Generator, KVCache
 from model.vae import VAE, DecoderCache, from_uint8, to_uint8
 from world.base import FRAMES_PER_STEP
+from world.cuda_graphs import StreamGraphs
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -81,6 +82,8 @@ class GeneratedWorld:
         self.size = (config.width, config.height)
         self.latent_size = config.latent_size()
         self._state: GeneratedState | None = None
+        # on a GPU the steady-state step replays CUDA graphs (world/cuda_graphs.py); `graphs = None` runs it eagerly
+        self.graphs = StreamGraphs(self.generator, self.vae) if self.device.type == "cuda" else None
         self.last_timing = {"generator_ms": 0.0, "decode_ms": 0.0}  # of the last step, for the HUD and the bench
 
     @classmethod
@@ -156,9 +159,13 @@ class GeneratedWorld:
         noise = step_noise(s.seed, s.step, s.prev.shape, self.device, self.dtype)
         t = torch.ones(1, device=self.device, dtype=self.dtype)
         start = self._clock()
-        latent = noise - self.generator.step(noise, s.prev, cam, t, s.cache)    # x_t = z_t - v at t = 1
-        middle = self._clock()
-        frames = self.vae.decode_step(latent, s.decoder)                         # (1, 3, 4, H, W)
+        if self.graphs is not None and self.graphs.usable(s.cache, s.decoder):  # the same step, replayed
+            latent, frames, middle = self.graphs.step(noise, s.prev, cam, t, s.cache, s.decoder, self._clock)
+            latent = latent.clone()  # the graph's output buffer is overwritten by the next step
+        else:
+            latent = noise - self.generator.step(noise, s.prev, cam, t, s.cache)    # x_t = z_t - v at t = 1
+            middle = self._clock()
+            frames = self.vae.decode_step(latent, s.decoder)                         # (1, 3, 4, H, W)
         self.last_timing = {"generator_ms": (middle - start) * 1e3, "decode_ms": (self._clock() - middle) * 1e3}
         self._state = replace(s, prev=latent, step=s.step + 1, pose=poses[-1])
         return to_uint8(frames[0])
@@ -172,9 +179,17 @@ class GeneratedWorld:
         s = self._state
         return replace(s, cache=s.cache.clone(), decoder=s.decoder.clone(), prev=s.prev.clone())
 
+    @torch.inference_mode()
     def restore(self, state: GeneratedState) -> None:
-        self._state = replace(state, cache=state.cache.clone(), decoder=state.decoder.clone(),
-                              prev=state.prev.clone())
+        """Copied into the live caches where they have the same shapes, so the CUDA graphs bound to them stay valid."""
+        live = self._state
+        if live is None or live.cache.k[0].shape != state.cache.k[0].shape:
+            self._state = replace(state, cache=state.cache.clone(), decoder=state.decoder.clone(),
+                                  prev=state.prev.clone())
+            return
+        live.cache.load_(state.cache)
+        live.decoder.load_(state.decoder)
+        self._state = replace(state, cache=live.cache, decoder=live.decoder, prev=state.prev.clone())
 
     def close(self) -> None:
         self._state = None
