@@ -85,10 +85,13 @@ class StreamGraphs:
 
     def _record(self, run: Callable[[], object], cache: KVCache, decoder: DecoderCache) -> torch.cuda.CUDAGraph:
         """Capture `run` into a graph. A capture records kernels without running them, but the Python side of
-        `run` does run: the caches' Python counters are put back after it."""
+        `run` does run: the caches' Python counters are put back after it. The graphs share one memory pool although
+        they replay in another order than they were captured: nothing they allocate outlives a replay (their
+        results go to the static buffers, allocated outside the pool), and they replay one after another."""
         steps, decoded = cache.steps, decoder.step
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
+        # thread_local: the stream is stepped on the client's worker thread; other threads may use CUDA meanwhile
+        with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
             run()
         cache.steps, decoder.step = steps, decoded
         if self.pool is None:
