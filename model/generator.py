@@ -172,7 +172,7 @@ class KVCache:
         self.tokens, self.window = tokens, window
         self.steps = steps  # frames committed so far = the absolute step index of the next frame
         # the same count on the cache's device (float64, shape (1,)), advanced in place: the step's RoPE reads it
-        # there, so a CUDA graph of the step (model/cuda_graphs.py) replays with the right position every time
+        # there, so a CUDA graph of the step (world/cuda_graphs.py) replays with the right position every time
         self.frame = torch.full((1,), float(steps), dtype=torch.float64, device=k[0].device) if frame is None else frame
 
     def valid_tokens(self) -> int:
