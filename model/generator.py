@@ -203,7 +203,8 @@ class KVCache:
 
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
         """Store this frame's k/v in its slot (evicting the frame `window` steps back, already read)."""
-        start, end = self.slot() * self.tokens, (self.slot() + 1) * self.tokens
+        slot = self.slot()
+        start, end = slot * self.tokens, (slot + 1) * self.tokens
         for bufs, new in ((self.k, k), (self.v, v)):
             buf, new = bufs[layer], new.to(bufs[layer].dtype)
             if new.requires_grad or buf.requires_grad:
