@@ -284,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch intra-op threads on the CPU (default: one per core)")
     p.add_argument("--window", type=int, default=None,
                    help="override the generator's window, for timing with random weights (e.g. 30 for mini)")
+    p.add_argument("--baseline-steps", type=positive_int, default=24,
+                   help="timed steps of each baseline (default 24; fewer for a large model on a short lease)")
     p.set_defaults(run=cmd_bench)
 
     p = sub.add_parser("train", help="one stage of the APT2 training recipe (resumable; docs/training.md)",

@@ -1,11 +1,11 @@
 """`explorer bench`: the JSON fields, the compute-efficiency numbers, --threads and --window (tiny config)."""
-import argparse
 import json
 
 import pytest
 import torch
 
 from camera.errors import InputError
+from explorer.cli import build_parser
 from explorer.bench import count_step_flops, main, matmul_peak_gflops, run_bench, trajectory
 from world.generated import GeneratedWorld
 
@@ -62,16 +62,16 @@ def test_counting_leaves_the_stream_unchanged():
     assert (world.step(poses[5:9]) == expected).all()
 
 
-def test_threads_and_window_options_reach_the_run(capsys):
-    args = argparse.Namespace(config="tiny", device="cpu", seconds=0.5, checkpoint=None, threads=1, window=2,
-                              json=True)  # as explorer/cli.py parses `bench ... --threads 1 --window 2 --json`
+def test_threads_window_and_baseline_steps_options_reach_the_run(capsys):
+    args = build_parser().parse_args(["bench", "--config", "tiny", "--device", "cpu", "--seconds", "0.5",
+                                      "--threads", "1", "--window", "2", "--baseline-steps", "3", "--json"])
     threads = torch.get_num_threads()
     try:
         assert main(args) == 0
     finally:
         torch.set_num_threads(threads)
     r = json.loads(capsys.readouterr().out)
-    assert r["threads"] == 1 and r["window"] == 2
+    assert r["threads"] == 1 and r["window"] == 2 and r["baseline_steps"] == 3
 
 
 @pytest.mark.parametrize("kwargs, field", [({"threads": 0}, "--threads"), ({"window": 0}, "--window"),
@@ -91,6 +91,7 @@ def test_bench_on_cuda_reports_the_gpu_peak():
         pytest.skip("no CUDA device: the GPU bench needs one")
     r = run_bench("tiny", "cuda", seconds=1.0, baseline_steps=2, warmup=2)
     assert r["dtype"] == "bfloat16" and 0 < r["mfu"] < 1 and r["gflop_per_step"] > 0
+    assert 0 < r["gpu_mb_start"] <= r["gpu_mb_peak"] and r["gpu_mb_end"] <= r["gpu_mb_peak"]
 
 
 def _tiny_with_window(window: int):
@@ -100,3 +101,18 @@ def _tiny_with_window(window: int):
     cfg = get_config("tiny")
     cfg.generator = replace(cfg.generator, window=window)
     return cfg
+
+
+def test_a_baseline_out_of_memory_is_reported_and_the_rest_still_measured(monkeypatch):
+    import explorer.bench as bench
+    measure = bench.measure_baseline
+
+    def no_memory_for_no_cache(world, kind, steps):
+        if kind == "no_kv_cache":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB\nmore detail")
+        return measure(world, kind, steps)
+
+    monkeypatch.setattr(bench, "measure_baseline", no_memory_for_no_cache)
+    r = run_bench("tiny", "cpu", seconds=0.5, baseline_steps=2, warmup=2)
+    assert r["baselines"]["no_kv_cache"] == {"error": "out of memory: CUDA out of memory. Tried to allocate 80.00 GiB"}
+    assert r["baselines"]["ar_diffusion_4step"]["speedup"] > 0 and r["fps"] > 0
