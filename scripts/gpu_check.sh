@@ -23,7 +23,7 @@ bench() {  # NAME LIMIT_S ARGS...: one bench, its JSON in $out/NAME.json and its
 nvidia-smi -L
 python3 -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name())'
 echo "== tests"
-timeout 240 python3 -m pytest -q -rs tests/test_cuda.py tests/test_bench.py 2>&1 | tee "$out/pytest.log" | tail -n 15
-bench bench-mini-cuda 150 --config mini --device cuda --seconds 20
-bench bench-apt2-8b-cuda 330 --config apt2-8b --device cuda --seconds 20 --baseline-steps ${BASELINE_STEPS:-6}
+timeout 150 python3 -m pytest -q -rs tests/test_cuda.py tests/test_bench.py 2>&1 | tee "$out/pytest.log" | tail -n 15
+bench bench-apt2-8b-cuda 290 --config apt2-8b --device cuda --seconds 20 --baseline-steps ${BASELINE_STEPS:-6}
+bench bench-mini-cuda 100 --config mini --device cuda --seconds 20
 nvidia-smi --query-gpu=name,memory.used,memory.total,clocks.sm --format=csv
