@@ -84,6 +84,8 @@ class GeneratedWorld:
         self._state: GeneratedState | None = None
         # on a GPU the steady-state step replays CUDA graphs (world/cuda_graphs.py); `graphs = None` runs it eagerly
         self.graphs = StreamGraphs(self.generator, self.vae) if self.device.type == "cuda" else None
+        if self.device.type == "cuda":  # the decode's 3D convolutions have static shapes: let cuDNN time its choices
+            torch.backends.cudnn.benchmark = True
         self.last_timing = {"generator_ms": 0.0, "decode_ms": 0.0}  # of the last step, for the HUD and the bench
 
     @classmethod
