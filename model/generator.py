@@ -155,11 +155,16 @@ class TimestepEmbedding(nn.Module):
 
 
 class KVCache:
-    """Per layer, the keys (after RoPE) and values of the sink frame and the last `window` frames.
+    """Per layer, the keys (after RoPE) and values of the sink frame, the last `window` frames and the frame being
+    stepped.
 
-    Buffers are preallocated, (B, heads, (1 + window) * tokens, head_dim) each: slot 0 is the sink (frame 0), slots
-    1..window a ring over frames 1, 2, ... (frame f >= 1 lives in slot 1 + (f - 1) % window). Slots fill in order,
-    so the valid part is always a prefix of the buffer, and memory is constant however long the stream runs.
+    Buffers are preallocated, (B, heads, (2 + window) * tokens, head_dim) each: slot 0 is the sink (frame 0), slots
+    1..window+1 a ring over frames 1, 2, ... (frame f >= 1 lives in slot 1 + (f - 1) % (window + 1)). A step first
+    writes its frame's keys into its slot, evicting the frame window + 1 back, which it may no longer see; the buffer
+    then holds exactly what the frame attends to, and the attention reads it where it is: no copy of the cache per
+    step (on a GPU that copy cost 0.8 of the attention's time). Slots fill in order, so the valid part is always a
+    prefix of the buffer, and memory is constant however long the stream runs. A step that does not commit (a
+    sampler's trial pass) writes the slot too, but the frame is not counted: the slot is the next frame's scratch.
 
     Writes are in place when no autograd is involved (inference). When the new keys or the buffer need gradients
     (student forcing: gradients flow through the cache into earlier frames), a write builds a new buffer
@@ -176,8 +181,8 @@ class KVCache:
         self.frame = torch.full((1,), float(steps), dtype=torch.float64, device=k[0].device) if frame is None else frame
 
     def valid_tokens(self) -> int:
-        frames = 0 if self.steps == 0 else 1 + min(self.steps - 1, self.window)
-        return frames * self.tokens
+        """The tokens the next frame attends to, itself included: the sink and up to `window` frames before it."""
+        return (1 + min(self.steps, self.window + 1)) * self.tokens
 
     def full(self) -> bool:
         """Every slot holds a frame: from here on each step reads the whole buffer (static shapes)."""
@@ -185,24 +190,18 @@ class KVCache:
 
     def slot(self) -> int:
         """The slot the next frame is written to."""
-        return 0 if self.steps == 0 else 1 + (self.steps - 1) % self.window
+        return 0 if self.steps == 0 else 1 + (self.steps - 1) % (self.window + 1)
 
     def advance(self) -> None:
         """Count the frame just written (both counters)."""
         self.steps += 1
         self.frame.add_(1)
 
-    def read(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The cached keys/values of `layer` followed by this frame's k/v (B, heads, tokens, head_dim)."""
+    def write_and_read(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store this frame's k/v (B, heads, tokens, head_dim) of `layer` in its slot; return the keys and values
+        the frame attends to, itself included (views of the buffers when nothing needs gradients)."""
         if k.shape[2] != self.tokens:
             raise ValueError(f"the cache holds {self.tokens} tokens per frame, the step has {k.shape[2]}")
-        n = self.valid_tokens()
-        k_all = torch.cat([self.k[layer][:, :, :n].to(k.dtype), k], dim=2)
-        v_all = torch.cat([self.v[layer][:, :, :n].to(v.dtype), v], dim=2)
-        return k_all, v_all
-
-    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Store this frame's k/v in its slot (evicting the frame `window` steps back, already read)."""
         slot = self.slot()
         start, end = slot * self.tokens, (slot + 1) * self.tokens
         for bufs, new in ((self.k, k), (self.v, v)):
@@ -211,6 +210,8 @@ class KVCache:
                 bufs[layer] = torch.slice_scatter(buf, new, dim=2, start=start, end=end)
             else:
                 buf[:, :, start:end] = new
+        n = self.valid_tokens()
+        return self.k[layer][:, :, :n].to(k.dtype), self.v[layer][:, :, :n].to(v.dtype)
 
     def clone(self) -> "KVCache":
         """A deep copy (buffers and counter), for rewind and branching."""
@@ -249,17 +250,15 @@ class SelfAttention(nn.Module):
         self.k_norm = nn.RMSNorm(cfg.head_dim(), eps=1e-6)
         self.proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
 
-    def forward(self, x, rope, mask=None, cache: KVCache | None = None, commit: bool = True):
+    def forward(self, x, rope, mask=None, cache: KVCache | None = None):
         B, L, D = x.shape  # (B, L, D) -> (B, L, D)
         q, k, v = self.qkv(x).view(B, L, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # (B, H, L, hd)
         q = apply_rope(norm_fp32(self.q_norm, q), *rope).to(v.dtype)
         k = apply_rope(norm_fp32(self.k_norm, k), *rope).to(v.dtype)
         if cache is None:
             out = attention(q, k, v, mask, self.backend)
-        else:  # the cache holds exactly what this frame may see: no mask
-            k_all, v_all = cache.read(self.index, k, v)
-            if commit:
-                cache.write(self.index, k, v)
+        else:  # with this frame written, the cache holds exactly what the frame may see: no mask
+            k_all, v_all = cache.write_and_read(self.index, k, v)
             out = attention(q, k_all, v_all, None, self.backend)
         return self.proj(out.transpose(1, 2).reshape(B, L, D))
 
@@ -286,10 +285,10 @@ class Block(nn.Module):
         self.mlp = SwiGLU(cfg.dim, cfg.mlp_hidden())
         self.modulation = nn.Linear(cfg.dim, 6 * cfg.dim)
 
-    def forward(self, x, c, rope, mask=None, cache: KVCache | None = None, commit: bool = True):
+    def forward(self, x, c, rope, mask=None, cache: KVCache | None = None):
         # x (B, L, D), c (B, D)
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(F.silu(c))[:, None].chunk(6, dim=-1)
-        x = x + gate1 * self.attn(modulate(self.norm1(x), shift1, scale1), rope, mask, cache, commit)
+        x = x + gate1 * self.attn(modulate(self.norm1(x), shift1, scale1), rope, mask, cache)
         return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
 
 
@@ -363,7 +362,7 @@ class Backbone(nn.Module):
         x, c = self.embed(noisy, prev, cam), self.time_embed(t)
         rope = self.rope(cache.frame, h, w)
         for block in self.blocks:
-            x = block(x, c, rope, cache=cache, commit=commit)
+            x = block(x, c, rope, cache=cache)
         if commit:
             cache.advance()
         return x, c
@@ -410,7 +409,7 @@ class Generator(nn.Module):
     def new_cache(self, batch: int, device=None, dtype=None) -> KVCache:
         """An empty cache for `batch` streams; dtype is the dtype the keys are stored in (that of the compute)."""
         cfg = self.config
-        shape = (batch, cfg.heads, (1 + cfg.window) * cfg.tokens_per_frame(), cfg.head_dim())
+        shape = (batch, cfg.heads, (2 + cfg.window) * cfg.tokens_per_frame(), cfg.head_dim())
         k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.depth)]
         v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.depth)]
         return KVCache(k, v, cfg.tokens_per_frame(), cfg.window)
@@ -419,7 +418,8 @@ class Generator(nn.Module):
         """One latent frame: noisy/prev (B, C, 1, h, w), cam (B, camera_inputs, 1, h, w), t (B,) -> v (B, C, 1, h, w).
 
         commit=True stores this frame's keys/values as frame `cache.steps` and advances the cache; commit=False
-        attends to the cache but leaves it untouched (multi-step samplers refresh it afterwards with a clean pass).
+        attends to the cache but leaves its frames as they are (multi-step samplers refresh it afterwards with a clean
+        pass; the trial's keys sit in the next frame's slot, which that pass overwrites).
         """
         x, c = self.backbone.step(noisy, prev, cam, t, cache, commit)
         return self._velocity(x, c, noisy)

@@ -60,7 +60,7 @@ def test_cuda_graph_steps_equal_eager_steps_through_the_ring_and_a_rewind():
     level = list_levels()[0]
     poses = random_trajectory(np.random.default_rng(2), 1 + 4 * 12, level.start)
     first = np.random.default_rng(3).integers(0, 256, (32, 64, 3), dtype=np.uint8)  # tiny's 64x32 frame
-    chunks = [poses[1 + 4 * i: 5 + 4 * i] for i in range(12)]  # tiny's window is 3: graphs from step 4 on
+    chunks = [poses[1 + 4 * i: 5 + 4 * i] for i in range(12)]  # tiny's window is 3: 4 ring slots, graphs from step 4
 
     def stream(graphs: bool):
         world = GeneratedWorld.random(get_config("tiny"), torch.device("cuda"))
@@ -77,6 +77,6 @@ def test_cuda_graph_steps_equal_eager_steps_through_the_ring_and_a_rewind():
 
     graphed, with_graphs = stream(True)
     _, eager = stream(False)
-    assert len(graphed.graphs.step_graphs) == 3 and graphed.graphs.decode_graph is not None
+    assert len(graphed.graphs.step_graphs) == 4 and graphed.graphs.decode_graph is not None
     assert np.abs(with_graphs - eager).max() <= 1
     assert np.array_equal(with_graphs[8:12], with_graphs[12:])  # the rewind replays the same frames

@@ -66,7 +66,8 @@ def test_cache_memory_is_constant_past_the_window():
     stream(gen, *inputs, cache=cache)
     assert cache.steps == 11
     assert [b.data_ptr() for b in cache.k + cache.v] == pointers
-    assert cache.nbytes() == nbytes == 2 * 2 * (1 + 3) * gen.config.tokens_per_frame() * gen.config.dim * 4
+    # slots: the sink, the window and the frame being stepped
+    assert cache.nbytes() == nbytes == 2 * 2 * (2 + 3) * gen.config.tokens_per_frame() * gen.config.dim * 4
 
 
 @pytest.mark.parametrize("depth", [1, 2])
@@ -125,14 +126,17 @@ def test_output_starts_at_zero_and_camera_projection_does_not():
 
 
 @torch.no_grad()
-def test_commit_false_leaves_the_cache_unchanged():
+def test_commit_false_leaves_the_committed_frames_unchanged():
     gen = make_generator(window=3)
     noisy, prev, cam, t = make_inputs(gen.config, batch=1, frames=6)
     _, cache = stream(gen, noisy[:, :, :5], prev[:, :, :5], cam[:, :, :5], t)
     before = cache.clone()
     trial = gen.step(noisy[:, :, 5:], prev[:, :, 5:], cam[:, :, 5:], t, cache, commit=False)
     assert cache.steps == before.steps == 5
-    assert all(torch.equal(a, b) for a, b in zip(cache.k + cache.v, before.k + before.v))
+    scratch = slice(cache.slot() * cache.tokens, (cache.slot() + 1) * cache.tokens)  # the next frame's slot
+    kept = lambda b: torch.cat([b[:, :, :scratch.start], b[:, :, scratch.stop:]], dim=2)  # noqa: E731
+    assert all(torch.equal(kept(a), kept(b)) for a, b in zip(cache.k + cache.v, before.k + before.v))
+    assert not torch.equal(cache.k[0][:, :, scratch], before.k[0][:, :, scratch])  # frame 1, evicted for frame 5
     committed = gen.step(noisy[:, :, 5:], prev[:, :, 5:], cam[:, :, 5:], t, cache)
     assert torch.equal(trial, committed) and cache.steps == 6
 
@@ -142,7 +146,7 @@ def test_load_restores_a_snapshot_in_place_and_the_device_count_follows():
     gen = make_generator(window=3)
     noisy, prev, cam, t = make_inputs(gen.config, batch=1, frames=7)
     _, cache = stream(gen, noisy[:, :, :5], prev[:, :, :5], cam[:, :, :5], t)
-    assert cache.full() and cache.frame.item() == cache.steps == 5 and cache.slot() == 1 + 4 % 3
+    assert cache.full() and cache.frame.item() == cache.steps == 5 and cache.slot() == 1 + 4 % 4
     snapshot = cache.clone()
     step = lambda c, i: gen.step(noisy[:, :, i:i + 1], prev[:, :, i:i + 1], cam[:, :, i:i + 1], t, c)
     first = step(cache, 5)

@@ -4,8 +4,8 @@ A step of a large model launches thousands of kernels, and on a fast GPU launchi
 them; a CUDA graph launches a whole recorded step at once. A graph replays fixed kernels on fixed addresses, so the
 step must have static shapes and its state must stay put:
 - the KV cache's buffers are preallocated, and once every slot holds a frame (`KVCache.full`) each step reads all
-  of them; the slot a step writes is baked into its graph, so there is one graph per ring slot (`window` graphs),
-  each captured the first time its slot comes round;
+  of them; the slot a step writes is baked into its graph, so there is one graph per ring slot (`window + 1`
+  graphs), each captured the first time its slot comes round;
 - the position the RoPE needs lives on the device (`KVCache.frame`) and advances in place inside the graph;
 - the decoder's cached frames are updated in place (`DecoderCache.keep`): one graph serves every decode after the
   first.
@@ -60,7 +60,7 @@ class StreamGraphs:
 
     def _capture_step(self, cache: KVCache, decoder: DecoderCache) -> torch.cuda.CUDAGraph:
         x = self.inputs
-        with side_stream():  # warm-up; commit=False leaves the cache as it is
+        with side_stream():  # warm-up; commit=False leaves the cache's frames as they are
             self.generator.step(x["noise"], x["prev"], x["cam"], x["t"], cache, commit=False)
         return self._record(lambda: x["latent"].copy_(
             x["noise"] - self.generator.step(x["noise"], x["prev"], x["cam"], x["t"], cache)), cache, decoder)
