@@ -162,21 +162,26 @@ def cmd_bench(args) -> int:
 
 def cmd_ship(args) -> int:
     """Writes a trained checkpoint in bf16 as the shipped default model (or to --out): half the size, same
-    metadata plus the source file's sha256. The modules load back in float32 (model/checkpoint.py)."""
+    metadata plus the source file's sha256, the VAE in a linked file beside it (OUT-vae.safetensors) unless
+    --single-file. The modules load back in float32 (model/checkpoint.py)."""
     from pathlib import Path
 
     import torch
 
-    from model.checkpoint import (RESERVED, checkpoint_sha256, default_checkpoint_path, load_checkpoint,
+    from model.checkpoint import (LINKED, RESERVED, checkpoint_sha256, default_checkpoint_path, load_checkpoint,
                                   save_checkpoint)
     loaded = load_checkpoint(args.checkpoint)
     out = Path(args.out) if args.out else default_checkpoint_path()
-    extra = {k: v for k, v in loaded.metadata.items() if k not in RESERVED}
+    if out.suffix != ".safetensors":
+        raise InputError("command line", "--out", f"must end in .safetensors, got {out}")
+    extra = {k: v for k, v in loaded.metadata.items() if k not in RESERVED + (LINKED,)}
     extra["source_sha256"] = checkpoint_sha256(args.checkpoint)
+    linked = None if args.single_file else {"vae": out.with_name(f"{out.stem}-vae.safetensors")}
     save_checkpoint(out, loaded.config, loaded.vae.float(), loaded.generator.float(), loaded.camera_scaling,
-                    loaded.stage, extra=extra, storage_dtype=torch.bfloat16)
-    print(f"{out}: {loaded.config.name} ({loaded.stage}), {out.stat().st_size / 2**20:.1f} MiB, "
-          f"sha256 {checkpoint_sha256(out)}")
+                    loaded.stage, extra=extra, storage_dtype=torch.bfloat16, linked=linked)
+    for path in [out] + list((linked or {}).values()):
+        print(f"{path}: {path.stat().st_size / 2**20:.1f} MiB")
+    print(f"{out}: {loaded.config.name} ({loaded.stage}), sha256 {checkpoint_sha256(out)}")
     return 0
 
 
@@ -346,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "bench use when no --checkpoint is given.")
     p.add_argument("checkpoint", help="a model checkpoint, e.g. runs/mini/long/model.safetensors")
     p.add_argument("--out", default=None, help="where to write it (default: the shipped default's path)")
+    p.add_argument("--single-file", action="store_true",
+                   help="keep the VAE in the same file (default: in OUT-vae.safetensors beside it, so that a new "
+                   "generator on the same VAE adds only its own bytes to the repository)")
     p.set_defaults(run=cmd_ship)
 
     p = sub.add_parser("eval", help="score the generated world against the reference world on held-out scenes",

@@ -6,6 +6,12 @@ stores, e.g. `discriminator.`). Metadata strings: `format` (FORMAT), `config` (t
 stage that wrote it), plus any extra strings. Weights are stored in float32 (training) or bfloat16 (a shipped model:
 half the size, and inference runs in bf16 anyway); loading gives float32 modules, the inference dtype is applied
 after.
+
+A module's tensors may live in a second file beside the checkpoint, named in the optional metadata `linked`
+(JSON: {prefix: {"file": name, "sha256": hex}}). The shipped model keeps its VAE so (mini.safetensors +
+mini-vae.safetensors): a new generator trained on the same VAE then adds only the generator's bytes to the
+repository. The linked file's sha256 is checked on load, so the checkpoint file's own sha256 (what session logs
+record) still names every weight.
 """
 from __future__ import annotations
 
@@ -30,6 +36,8 @@ from model.vae import VAE
 
 FORMAT = "explorer-checkpoint/1"
 RESERVED = ("format", "config", "camera_scaling", "stage")
+LINKED = "linked"  # optional: modules whose tensors are in files beside the checkpoint (see the module docstring)
+PART_FORMAT = "explorer-checkpoint-part/1"  # the `format` of such a file
 STORAGE_DTYPES = (torch.float32, torch.bfloat16)
 # Config fields whose new value only adds zero-initialised modules (so the grown model computes what the stored one
 # did): a training stage may start from a checkpoint that predates them. {field: (stored, expected, new tensors)}
@@ -116,17 +124,18 @@ def read_safetensors(path, device="cpu") -> tuple[dict[str, torch.Tensor], dict[
 
 def save_checkpoint(path, config: ModelConfig, vae: VAE, generator: Generator, camera_scaling: dict, stage: str,
                     extra: dict[str, str] | None = None, modules: dict[str, nn.Module] | None = None,
-                    storage_dtype: torch.dtype = torch.float32) -> None:
+                    storage_dtype: torch.dtype = torch.float32, linked: dict[str, Path] | None = None) -> None:
     """Saves the VAE, the generator and any further `modules` ({prefix: module}) with the metadata, atomically.
-    The modules must be float32; storage_dtype=torch.bfloat16 halves the file (for a shipped model)."""
+    The modules must be float32; storage_dtype=torch.bfloat16 halves the file (for a shipped model).
+    linked: {prefix: file in the checkpoint's folder} to write those modules' tensors to instead (e.g. {"vae": ...})."""
     if storage_dtype not in STORAGE_DTYPES:
         raise ValueError(f"storage_dtype must be one of {STORAGE_DTYPES}, got {storage_dtype}")
     if vae.config != config.vae or generator.config != config.generator:
         raise ValueError("the modules were not built from this config (vae.config / generator.config differ)")
     extra = dict(extra or {})
     for key, value in extra.items():
-        if key in RESERVED or not isinstance(value, str):
-            raise ValueError(f"extra metadata {key!r}: must be a string under a key other than {RESERVED}")
+        if key in RESERVED + (LINKED,) or not isinstance(value, str):
+            raise ValueError(f"extra metadata {key!r}: must be a string under a key other than {RESERVED + (LINKED,)}")
     parts = {"vae": vae, "generator": generator, **(modules or {})}
     tensors = {}
     for prefix, module in parts.items():
@@ -138,6 +147,17 @@ def save_checkpoint(path, config: ModelConfig, vae: VAE, generator: Generator, c
             tensors[f"{prefix}.{name}"] = t
     metadata = {"format": FORMAT, "config": config.to_json(), "stage": stage,
                 "camera_scaling": json.dumps(camera_scaling, sort_keys=True), **extra}
+    if linked:
+        entries = {}
+        for prefix, file in sorted(linked.items()):
+            file = Path(file)
+            if prefix not in parts or file.parent.resolve() != Path(path).parent.resolve():
+                raise ValueError(f"linked {prefix!r}: must name a saved module and a file beside {path}")
+            part = {k: t for k, t in tensors.items() if k.startswith(prefix + ".")}
+            write_safetensors(file, part, {"format": PART_FORMAT, "part": prefix})
+            entries[prefix] = {"file": file.name, "sha256": checkpoint_sha256(file)}
+            tensors = {k: t for k, t in tensors.items() if k not in part}
+        metadata[LINKED] = json.dumps(entries, sort_keys=True)
     write_safetensors(path, tensors, metadata)
 
 
@@ -159,6 +179,8 @@ def load_checkpoint(path, expect_config: str | None = None, device="cpu",
         if key not in metadata:
             raise InputError(path, key, "missing from the metadata")
     config = ModelConfig.from_json(metadata["config"], source=str(path))
+    if LINKED in metadata:
+        tensors.update(_read_linked(path, metadata[LINKED], tensors, device))
     new_tensors: tuple[str, ...] = ()
     if expect_config is not None:
         grown = _check_expected(path, config, get_config(expect_config))
@@ -179,6 +201,36 @@ def load_checkpoint(path, expect_config: str | None = None, device="cpu",
                                strict=not new_tensors)
         module.eval()
     return LoadedCheckpoint(config, vae, generator, camera_scaling, metadata["stage"], metadata)
+
+
+def _read_linked(path: Path, text: str, own: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
+    """The tensors of the files the checkpoint links, each checked against its recorded sha256 and prefix."""
+    try:
+        entries = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(path, LINKED, f"not valid JSON ({e})") from None
+    if not isinstance(entries, dict):
+        raise InputError(path, LINKED, "expected an object {prefix: {\"file\": ..., \"sha256\": ...}}")
+    tensors = {}
+    for prefix, entry in entries.items():
+        field = f"{LINKED}.{prefix}"
+        if not (isinstance(entry, dict) and isinstance(entry.get("file"), str) and isinstance(entry.get("sha256"), str)
+                and Path(entry["file"]).name == entry["file"]):
+            raise InputError(path, field, "expected {\"file\": a file name beside the checkpoint, \"sha256\": hex}")
+        file = path.parent / entry["file"]
+        if not file.is_file():
+            raise InputError(path, f"{field}.file", f"the linked file {file} does not exist")
+        digest = checkpoint_sha256(file)
+        if digest != entry["sha256"]:
+            raise InputError(path, f"{field}.sha256", f"{file} has sha256 {digest}, expected {entry['sha256']} "
+                             "(the linked file was replaced or damaged)")
+        part, _ = read_safetensors(file, device)
+        for name in sorted(part):
+            if not name.startswith(prefix + ".") or name in own:
+                why = "outside its prefix" if not name.startswith(prefix + ".") else "also in the checkpoint"
+                raise InputError(file, name, f"a linked file's tensor {why} ({prefix!r})")
+        tensors.update(part)
+    return tensors
 
 
 def _check_expected(path: Path, found: ModelConfig, expected: ModelConfig) -> list[str]:

@@ -302,15 +302,55 @@ def test_ship_writes_bf16_with_the_metadata_and_the_source_digest(tmp_path, caps
     save_checkpoint(source, config, vae, gen, {"origin_std": 2.0, "direction_std": 1.0}, "long", extra={"step": "7"})
     assert main(["ship", str(source), "--out", str(out)]) == 0
     assert str(out) in capsys.readouterr().out
+    vae_file = tmp_path / "shipped-vae.safetensors"  # the VAE goes beside it, linked
+    assert not any(k.startswith("vae.") for k in read_safetensors(out)[0])
+    assert all(k.startswith("vae.") for k in read_safetensors(vae_file)[0])
     shipped = load_checkpoint(out)
     assert shipped.stage == "long" and shipped.metadata["step"] == "7"
     assert shipped.metadata["source_sha256"] == checkpoint_sha256(source)
     assert shipped.camera_scaling == {"origin_std": 2.0, "direction_std": 1.0}
-    assert out.stat().st_size < 0.6 * source.stat().st_size
+    assert out.stat().st_size + vae_file.stat().st_size < 0.6 * source.stat().st_size
     for name, t in vae.state_dict().items():
         assert torch.equal(shipped.vae.state_dict()[name], t.to(torch.bfloat16).float()), name
     assert main(["ship", str(tmp_path / "missing.safetensors"), "--out", str(out)]) == 2
     assert "missing.safetensors" in capsys.readouterr().err and checkpoint_sha256(out)  # the earlier file stays
+    single = tmp_path / "single.safetensors"
+    assert main(["ship", str(source), "--out", str(single), "--single-file"]) == 0
+    assert not (tmp_path / "single-vae.safetensors").exists() and "linked" not in load_checkpoint(single).metadata
+    assert main(["ship", str(source), "--out", str(tmp_path / "x.pt")]) == 2 and "--out" in capsys.readouterr().err
+
+
+def test_a_linked_vae_file_loads_as_one_checkpoint_and_is_checked(saved, tmp_path):
+    path, config, vae, generator = saved
+    main_file, vae_file = tmp_path / "m.safetensors", tmp_path / "m-vae.safetensors"
+    save_checkpoint(main_file, config, vae, generator, SCALING, "adversarial", linked={"vae": vae_file})
+    loaded, whole = load_checkpoint(main_file, expect_config="tiny"), load_checkpoint(path)
+    for a, b in ((loaded.vae, whole.vae), (loaded.generator, whole.generator)):
+        assert all(torch.equal(t, b.state_dict()[k]) for k, t in a.state_dict().items())
+    linked = json.loads(read_safetensors(main_file)[1]["linked"])
+    assert linked == {"vae": {"file": "m-vae.safetensors", "sha256": checkpoint_sha256(vae_file)}}
+
+    other = tmp_path / "other"  # the linked file replaced by another VAE: its sha256 no longer matches
+    other.mkdir()
+    save_checkpoint(other / "m.safetensors", config, build(config, seed=1)[0], generator, SCALING, "x",
+                    linked={"vae": other / "m-vae.safetensors"})
+    vae_file.write_bytes((other / "m-vae.safetensors").read_bytes())
+    assert "linked.vae.sha256" in refused(main_file)
+    vae_file.unlink()
+    assert "linked.vae.file" in refused(main_file)
+    bad = rewrite(other / "m.safetensors", tmp_path / "bad.safetensors",
+                  edit_metadata=lambda m: m.update(linked="{not json"))
+    assert "linked" in refused(bad)
+    escape = rewrite(other / "m.safetensors", tmp_path / "escape.safetensors",
+                     edit_metadata=lambda m: m.update(linked=json.dumps({"vae": {"file": "../m-vae.safetensors",
+                                                                                 "sha256": "0"}})))
+    assert "linked.vae" in refused(escape)
+    stray = tmp_path / "stray-vae.safetensors"  # a linked file holding a generator tensor
+    write_safetensors(stray, {"generator.head.linear.bias": torch.zeros(3)}, {})
+    wrong = rewrite(other / "m.safetensors", tmp_path / "stray.safetensors", edit_metadata=lambda m: m.update(
+        linked=json.dumps({"vae": {"file": stray.name, "sha256": checkpoint_sha256(stray)}})))
+    with pytest.raises(InputError, match="generator.head.linear.bias"):
+        load_checkpoint(wrong)
 
 
 def test_mini_ships_under_30_mib_in_bf16():
@@ -329,8 +369,9 @@ def test_the_shipped_model_is_a_trained_mini_in_bf16_under_30_mib():
     from model.checkpoint import load_checkpoint
     path = default_checkpoint_path()
     assert path.exists(), f"{path}: the default model must ship in the package"
-    assert path.stat().st_size <= 30 * 2**20
     loaded = load_checkpoint(path, expect_config="mini")
+    files = [path] + [path.parent / e["file"] for e in json.loads(loaded.metadata.get("linked", "{}")).values()]
+    assert sum(f.stat().st_size for f in files) <= 30 * 2**20
     assert loaded.stage in ("consistency", "adversarial", "long")  # a one-step generator
     assert "source_sha256" in loaded.metadata  # written by `explorer ship`
     head = [t for name, t in loaded.generator.state_dict().items() if name.startswith("head.linear")]
