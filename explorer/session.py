@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from camera.controls import InputState
-from camera.errors import InputError
+from camera.errors import InputError, parse_json
 from camera.pose import Pose
 from world.base import FRAMES_PER_STEP
 from world.make import WORLDS
@@ -180,10 +180,7 @@ def read_session(path) -> Session:
     rewinds: list[Rewind] = []
     for number, line in enumerate(lines, start=1):
         where = f"{source}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(where, None, f"not valid JSON ({e.msg})") from None
+        record = parse_json(line, where, None)
         if not isinstance(record, dict):
             raise InputError(where, None, "must be a JSON object")
         if "event" in record:

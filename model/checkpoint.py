@@ -29,7 +29,7 @@ import torch.nn as nn
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from camera.errors import InputError
+from camera.errors import InputError, parse_json
 from model.config import ModelConfig, get_config
 from model.generator import Generator
 from model.vae import VAE
@@ -187,10 +187,7 @@ def load_checkpoint(path, expect_config: str | None = None, device="cpu",
         if grown:
             config = get_config(expect_config)
             new_tensors = tuple(prefix for field in grown for prefix in GROWABLE[field][2])
-    try:
-        camera_scaling = json.loads(metadata["camera_scaling"])
-    except json.JSONDecodeError as e:
-        raise InputError(path, "camera_scaling", f"not valid JSON ({e})") from None
+    camera_scaling = parse_json(metadata["camera_scaling"], path, "camera_scaling")
 
     with torch.device(device):
         vae, generator = VAE(config.vae), Generator(config.generator)
@@ -205,10 +202,7 @@ def load_checkpoint(path, expect_config: str | None = None, device="cpu",
 
 def _read_linked(path: Path, text: str, own: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
     """The tensors of the files the checkpoint links, each checked against its recorded sha256 and prefix."""
-    try:
-        entries = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputError(path, LINKED, f"not valid JSON ({e})") from None
+    entries = parse_json(text, path, LINKED)
     if not isinstance(entries, dict):
         raise InputError(path, LINKED, "expected an object {prefix: {\"file\": ..., \"sha256\": ...}}")
     tensors = {}

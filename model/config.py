@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from camera.errors import InputError
+from camera.errors import InputError, parse_json
 from model.generator import GENERATOR_PRESETS, GeneratorConfig
 from model.vae import VAEConfig
 
@@ -88,11 +88,7 @@ class ModelConfig:
 
     @staticmethod
     def from_json(text: str, source: str = "model config") -> ModelConfig:
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise InputError(source, "config", f"not valid JSON ({e})") from None
-        return ModelConfig.from_dict(d, source)
+        return ModelConfig.from_dict(parse_json(text, source, "config"), source)
 
 
 def _expect_fields(d, cls, field: str, source: str) -> None:
