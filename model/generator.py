@@ -162,9 +162,10 @@ class KVCache:
     1..window+1 a ring over frames 1, 2, ... (frame f >= 1 lives in slot 1 + (f - 1) % (window + 1)). A step first
     writes its frame's keys into its slot, evicting the frame window + 1 back, which it may no longer see; the buffer
     then holds exactly what the frame attends to, and the attention reads it where it is: no copy of the cache per
-    step (on a GPU that copy cost 0.8 of the attention's time). Slots fill in order, so the valid part is always a
-    prefix of the buffer, and memory is constant however long the stream runs. A step that does not commit (a
-    sampler's trial pass) writes the slot too, but the frame is not counted: the slot is the next frame's scratch.
+    step (for apt2-8b on a GPU that copy took three quarters of the attention's time, docs/benchmarks.md). Slots
+    fill in order, so the valid part is always a prefix of the buffer, and memory is constant however long the
+    stream runs. A step that does not commit (a sampler's trial pass) writes the slot too, but the frame is not
+    counted: the slot is the next frame's scratch.
 
     Writes are in place when no autograd is involved (inference). When the new keys or the buffer need gradients
     (student forcing: gradients flow through the cache into earlier frames), a write builds a new buffer
@@ -185,7 +186,7 @@ class KVCache:
         return (1 + min(self.steps, self.window + 1)) * self.tokens
 
     def full(self) -> bool:
-        """Every slot holds a frame: from here on each step reads the whole buffer (static shapes)."""
+        """From here on each step reads the whole buffer (static shapes): it fills the last empty slot or evicts."""
         return self.steps > self.window
 
     def slot(self) -> int:
