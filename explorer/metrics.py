@@ -162,6 +162,16 @@ def estimate_shift(a, b, max_shift: tuple[int, int]) -> tuple[float, float]:
     return float(mx - j), float(my - i)  # template found at window (i, j): b's content sits (mx - j, my - i) from where it was in a
 
 
+def vertical_edges(image, sigma: float) -> np.ndarray:
+    """(H, W, 3) or (H, W) -> (H, W): the horizontal derivative of the luminance smoothed by a Gaussian of `sigma`
+    pixels. What a horizontal shift moves and nothing else: flat fields of colour (sky, ground), whose brightness a
+    decoder shifts, drop out, and so does pixel-scale texture (the reference's aliasing), which a VAE does not carry.
+    Matching two pictures of unlike sharpness by `estimate_shift` on this instead of on their luminance keeps the
+    search on the edges both share."""
+    lum = luminance(image) if np.ndim(image) == 3 else _float(image)
+    return ndimage.gaussian_filter(lum, sigma, order=(0, 1))
+
+
 def zoom_grid(smallest: float = 0.8, largest: float = 2.5, step: float = 0.01) -> np.ndarray:
     """Zoom factors evenly spaced in log(zoom), `step` apart."""
     return np.exp(np.arange(np.log(smallest), np.log(largest) + step / 2, step))
