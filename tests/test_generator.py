@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from model.attention import attention
-from model.generator import GENERATOR_PRESETS, Generator, GeneratorConfig, block_causal_mask
+from model.generator import GENERATOR_PRESETS, Generator, GeneratorConfig, block_causal_mask, warp_latent
 
 
 def make_generator(depth=2, window=3, seed=0) -> Generator:
@@ -15,6 +15,7 @@ def make_generator(depth=2, window=3, seed=0) -> Generator:
     cfg = dataclasses.replace(GENERATOR_PRESETS["tiny"], depth=depth, window=window, disc_layers=())
     gen = Generator(cfg).eval()
     torch.nn.init.normal_(gen.head.linear.weight, std=0.2)
+    torch.nn.init.normal_(gen.gate.weight, std=0.2)
     return gen
 
 
@@ -123,6 +124,26 @@ def test_output_starts_at_zero_and_camera_projection_does_not():
     assert not gen.head.linear.weight.any() and not gen.head.linear.bias.any()
     assert gen.backbone.camera_in.weight.std() > 0
     assert not gen(*make_inputs(gen.config, batch=1, frames=2)).any()
+
+
+@torch.no_grad()
+def test_warp_gate_mixes_the_models_frame_with_the_warped_one_in_proportion_to_t():
+    gen = make_generator()
+    noisy, prev, cam, t = make_inputs(gen.config, batch=2, frames=3)
+    warped = warp_latent(prev, cam[:, gen.config.camera_channels:])
+    torch.nn.init.zeros_(gen.gate.weight)
+    torch.nn.init.zeros_(gen.gate.bias)
+    ungated = gen(noisy, prev, cam, t)                      # a = 0: the model's own v
+    x0 = noisy - t.view(-1, 1, 1, 1, 1) * ungated
+    assert ungated.abs().mean() > 0.1
+    torch.nn.init.constant_(gen.gate.bias, 1.0)              # a = 1
+    one = torch.ones(2)
+    assert torch.allclose(noisy - gen(noisy, prev, cam, one), warped, atol=1e-5)  # t = 1: the warped frame itself
+    mixed = noisy - t.view(-1, 1, 1, 1, 1) * gen(noisy, prev, cam, t)
+    expected = x0 + t.view(-1, 1, 1, 1, 1) * (warped - x0)
+    assert torch.allclose(mixed, expected, atol=1e-5)
+    with pytest.raises(ValueError, match="warp_gate needs warp"):
+        dataclasses.replace(gen.config, warp=False)
 
 
 @torch.no_grad()

@@ -95,7 +95,7 @@ def test_vae_stage_lowers_its_loss(colour_weight, data, shared, init):
     lowers(loss, step, 3)
 
 
-@pytest.mark.parametrize("stage_name", ["pretrain", "diffusion", "consistency"])
+@pytest.mark.parametrize("stage_name", ["pretrain", "diffusion", "consistency", "gate"])
 def test_flow_stages_lower_their_loss(stage_name, data, shared, init):
     # the student starts equal to its teacher, so consistency starts nearly consistent and wants small steps
     stage = make_stage(stage_name, data, shared, init, lr=LR / 10 if stage_name == "consistency" else LR)
@@ -115,6 +115,15 @@ def generator_lowers(stage):
         stage.apply("generator", i)
 
     lowers(loss, step, 6)
+
+
+def test_gate_stage_moves_the_gate_and_nothing_else(data, shared, init):
+    stage = make_stage("gate", data, shared, init)
+    before = {k: v.clone() for k, v in stage.generator.state_dict().items()}
+    stage.loss(stage.batch(0), SampleRNG(0, 0, range(2))).backward()
+    stage.apply("generator", 0)
+    moved = {k for k, v in stage.generator.state_dict().items() if not torch.equal(v, before[k])}
+    assert moved == {"gate.weight", "gate.bias"}
 
 
 def test_history_noise_perturbs_only_the_recycled_latents(data, shared, init):

@@ -10,10 +10,10 @@ from dataclasses import asdict, dataclass, fields, replace
 
 from camera.errors import InputError
 
-STAGES = ("vae", "decoder", "pretrain", "diffusion", "consistency", "adversarial", "long")
+STAGES = ("vae", "decoder", "pretrain", "diffusion", "consistency", "adversarial", "long", "gate")
 SOURCE = {"decoder": "vae", "pretrain": "vae", "diffusion": "pretrain", "consistency": "diffusion",
-          "adversarial": "consistency", "long": "adversarial"}  # the stage whose model.safetensors a stage starts from
-# when --init is not given. `decoder` changes only the VAE's decoder (the latents stay the same), so the generator
+          "adversarial": "consistency", "long": "adversarial", "gate": "adversarial"}
+# The stage whose model.safetensors a stage starts from when --init is not given. `decoder` changes only the VAE's decoder (the latents stay the same), so the generator
 # stages need not wait for it: it runs on the finished model (--init) as well as on the VAE.
 ADVERSARIAL = ("adversarial", "long")
 
@@ -116,6 +116,8 @@ STAGE_DEFAULTS = {
                         r1_lambda=1000.0, r1_sigma=0.1, disc_lr_scale=10.0),
     "long": dict(steps=300, batch=4, lr=1e-5, warmup=0, grad_clip=0.0, save_every=50, precision="bf16",
                  r1_lambda=1000.0, r1_sigma=0.1, disc_lr_scale=10.0),
+    # gate: one linear layer on a frozen model, hence the high rate
+    "gate": dict(steps=300, batch=8, lr=1e-3, warmup=10, grad_clip=1.0, save_every=50, precision="bf16"),
 }
 
 

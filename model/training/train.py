@@ -13,6 +13,7 @@ from model.training.data import Clips
 from model.training.decoder import DecoderStage
 from model.training.distributed import Dist
 from model.training.diffusion import DiffusionStage
+from model.training.gate import GateStage
 from model.training.options import TrainOptions, merge_resumed
 from model.training.run import RunFolder, fit
 from model.training.stage import Stage
@@ -20,7 +21,8 @@ from model.training.state import read_state
 from model.training.vae import VAEStage
 
 STAGE_CLASSES = {"vae": VAEStage, "decoder": DecoderStage, "pretrain": DiffusionStage, "diffusion": DiffusionStage,
-                 "consistency": ConsistencyStage, "adversarial": AdversarialStage, "long": AdversarialStage}
+                 "consistency": ConsistencyStage, "adversarial": AdversarialStage, "long": AdversarialStage,
+                 "gate": GateStage}
 
 
 def resolve(opts: TrainOptions, explicit: set[str], run: RunFolder) -> TrainOptions:

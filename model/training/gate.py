@@ -1,0 +1,41 @@
+"""Stage `gate`: teach a finished one-step generator's warp gate (GeneratorConfig.warp_gate) how far to lean on
+the recycled frame carried along by the camera's rotation, everything else frozen.
+
+The generator rolls out on its own outputs with the KV cache from the first real latent, exactly as at inference
+(sampling.rollout, student forcing), and each step's latent is scored against the clip's real one (MSE). Only the
+gate learns: a linear map from the last hidden state to a mix per latent pixel and channel, so a few hundred steps
+settle it, and the shipped file changes in a few kilobytes (its other tensors stay byte for byte). The gate only
+chooses between two pictures the model already makes (its own and the warped previous one), so the regression
+cannot blur past the sharper of the two.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from camera.errors import InputError
+from model.training.data import SampleRNG
+from model.training.sampling import rollout
+from model.training.stage import GeneratorBatch, LossStage
+
+
+class GateStage(LossStage):
+    def __init__(self, *args):
+        super().__init__(*args)
+        if not self.config.generator.warp_gate:
+            raise InputError("command line", "--config", f"{self.config.name!r} has no warp gate to train")
+        self.generator.requires_grad_(False)
+        self.generator.gate.requires_grad_(True)
+        self.modules = {"vae": self.vae, "generator": self.generator}
+        self.optimizers = {"generator": (self.generator, torch.optim.AdamW(self.generator.gate.parameters(),
+                                                                           lr=self.opts.lr, weight_decay=0.0))}
+
+    def loss(self, batch: GeneratorBatch, rng: SampleRNG) -> torch.Tensor:
+        noise = rng.randn(*batch.x0.shape[1:]).to(self.device)
+        with self.autocast():
+            latents, _ = rollout(self.generator, batch.first, batch.cam, noise, cache_dtype=self.cache_dtype())
+        return F.mse_loss(latents.float(), batch.x0.float())
+
+    def sample(self, batch, rng) -> torch.Tensor:
+        noise = rng.randn(*batch.x0.shape[1:]).to(self.device)
+        return rollout(self.generator, batch.first, batch.cam, noise, cache_dtype=self.cache_dtype())[0]
