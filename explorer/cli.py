@@ -300,7 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "the stage runs on every process with FSDP2.", argument_default=argparse.SUPPRESS)
     p.add_argument("stage", metavar="STAGE", choices=list(STAGES), help="vae, pretrain, diffusion, consistency, "
                    "adversarial or long, in that order; decoder (the VAE's decoder against a frame discriminator, "
-                   "the latents unchanged) after vae or on a finished model (--init)")
+                   "the latents unchanged) after vae or on a finished model (--init); gate (the warp gate alone, "
+                   "on a finished model)")
     p.add_argument("--data", required=True, help="a dataset folder made by `explorer data` at the config's size")
     p.add_argument("--run", required=True, dest="run_dir", metavar="RUN", help="the run folder (e.g. runs/mini)")
     p.add_argument("--config", help="model config: tiny, mini, apt2-8b (default mini)")

@@ -415,7 +415,7 @@ class Generator(nn.Module):
         p, grid = self.config.patch, (h // self.config.patch, w // self.config.patch)
         v = unpatchify(self.head(x, c), T, grid, p)
         if self.config.warp_gate:
-            a = unpatchify(self.gate(x), T, grid, p).float()
+            a = unpatchify(self.gate(self.head.norm(x)), T, grid, p).float()  # from unit-scale features
             warped = warp_latent(prev, cam[:, self.config.camera_channels:]).float()
             x0 = noisy.float() - t.float().view(-1, 1, 1, 1, 1) * v.float()
             v = v.float() - a * (warped - x0)

@@ -4,9 +4,9 @@ the recycled frame carried along by the camera's rotation, everything else froze
 The generator rolls out on its own outputs with the KV cache from the first real latent, exactly as at inference
 (sampling.rollout, student forcing), and each step's latent is scored against the clip's real one (MSE). Only the
 gate learns: a linear map from the last hidden state to a mix per latent pixel and channel, so a few hundred steps
-settle it, and the shipped file changes in a few kilobytes (its other tensors stay byte for byte). The gate only
-chooses between two pictures the model already makes (its own and the warped previous one), so the regression
-cannot blur past the sharper of the two.
+settle it, and the shipped file changes in a few kilobytes (its other tensors stay byte for byte). The blocks stay
+as the adversarial stage left them: the regression only chooses how much of the model's own frame and of the warped
+previous one to take where (a mix of two misaligned frames is itself a blur: eval's sharpness ratio shows it).
 """
 from __future__ import annotations
 
