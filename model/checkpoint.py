@@ -41,8 +41,7 @@ PART_FORMAT = "explorer-checkpoint-part/1"  # the `format` of such a file
 STORAGE_DTYPES = (torch.float32, torch.bfloat16)
 # Config fields whose new value only adds zero-initialised modules (so the grown model computes what the stored one
 # did): a training stage may start from a checkpoint that predates them. {field: (stored, expected, new tensors)}
-GROWABLE = {"generator.warp": (False, True, ("generator.backbone.warped_in.",)),
-            "generator.warp_gate": (False, True, ("generator.gate.",))}
+GROWABLE = {"generator.warp": (False, True, ("generator.backbone.warped_in.",))}
 
 
 @dataclass

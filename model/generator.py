@@ -40,7 +40,8 @@ class GeneratorConfig:
     disc_layers: tuple[int, ...] = ()  # depths where the discriminator's query tokens cross-attend (default: evenly spaced 3)
     attention_backend: str = "auto"    # "auto" | "flash" | "sdpa", see model/attention.py
     warp: bool = False                 # also take the recycled frame warped by the camera's rotation (see warp_latent)
-    warp_gate: bool = False            # and let the output lean on it by a learnt gate (Generator._velocity); needs warp
+    warp_gate: bool = False            # and let the output lean on it by a learnt gate (Generator._velocity); needs
+                                       # warp. Off in the presets: only the `gate` stage adds it (docs/training.md run 9)
 
     def __post_init__(self):
         if self.warp_gate and not self.warp:
@@ -78,10 +79,8 @@ class GeneratorConfig:
 # and N = 30 at this width costs about 60 ms. apt2-8b: 36 blocks of dim 3456 (27 heads of 128) = 7.78B parameters,
 # 1196 tokens per latent frame at 736x416, N = 30.
 GENERATOR_PRESETS = {
-    "tiny": GeneratorConfig(latent_size=(8, 6), dim=64, depth=2, heads=2, window=3, disc_layers=(1, 2), warp=True,
-                            warp_gate=True),
-    "mini": GeneratorConfig(latent_size=(16, 9), patch=1, dim=256, depth=6, heads=4, window=15, warp=True,
-                            warp_gate=True),
+    "tiny": GeneratorConfig(latent_size=(8, 6), dim=64, depth=2, heads=2, window=3, disc_layers=(1, 2), warp=True),
+    "mini": GeneratorConfig(latent_size=(16, 9), patch=1, dim=256, depth=6, heads=4, window=15, warp=True),
     "apt2-8b": GeneratorConfig(latent_size=(92, 52), dim=3456, depth=36, heads=27, window=30),
 }
 
@@ -398,7 +397,7 @@ class Generator(nn.Module):
         self.config = cfg
         self.backbone = Backbone(cfg)
         self.head = FinalLayer(cfg)
-        if cfg.warp_gate:  # zero-initialised: a model grown from one without (checkpoint.GROWABLE) computes as it did
+        if cfg.warp_gate:  # zero-initialised: a model grown from one without computes what it did
             self.gate = nn.Linear(cfg.dim, cfg.latent_channels * cfg.patch ** 2)
             nn.init.zeros_(self.gate.weight)
             nn.init.zeros_(self.gate.bias)
@@ -407,7 +406,7 @@ class Generator(nn.Module):
         """The last hidden state (B, L, D) -> v (B, C, T, h, w).
 
         With warp_gate, the clean frame the head implies, x0 = noisy - t v, is pulled towards the recycled frame
-        carried along by the camera's rotation by a learnt gate a (per latent pixel and channel), in proportion to t
+        carried along by the camera's rotation by a learnt gate a in [0, 1] (per latent pixel and channel), in proportion to t
         so that v stays finite as t -> 0: x0' = x0 + t a (warped - x0), that is v' = v - a (warped - x0). Where the
         camera turns, the warped frame is most of the answer; the gate passes it through instead of the blocks
         having to redraw it (a pure warp beats the trained blocks by 2.4 dB at 1 s, docs/training.md run 9)."""
@@ -415,7 +414,9 @@ class Generator(nn.Module):
         p, grid = self.config.patch, (h // self.config.patch, w // self.config.patch)
         v = unpatchify(self.head(x, c), T, grid, p)
         if self.config.warp_gate:
-            a = unpatchify(self.gate(self.head.norm(x)), T, grid, p).float()  # from unit-scale features
+            # from unit-scale features; clamped so that x0' lies between the two frames: an unclamped gate learnt on
+            # 1.3 s rollouts extrapolated past them and the picture blew up within a minute (docs/training.md run 9)
+            a = unpatchify(self.gate(self.head.norm(x)), T, grid, p).float().clamp(0.0, 1.0)
             warped = warp_latent(prev, cam[:, self.config.camera_channels:]).float()
             x0 = noisy.float() - t.float().view(-1, 1, 1, 1, 1) * v.float()
             v = v.float() - a * (warped - x0)

@@ -169,8 +169,8 @@ def test_config_other_than_expected(saved, tmp_path):
 
 def test_a_model_without_warp_grows_into_the_expected_one_computing_the_same(tmp_path):
     tiny = get_config("tiny")
-    assert tiny.generator.warp and tiny.generator.warp_gate
-    old = dataclasses.replace(tiny, generator=dataclasses.replace(tiny.generator, warp=False, warp_gate=False))
+    assert tiny.generator.warp
+    old = dataclasses.replace(tiny, generator=dataclasses.replace(tiny.generator, warp=False))
     path = tmp_path / "old.safetensors"
     vae, generator = build(old)
     save_checkpoint(path, old, vae, generator, SCALING, "consistency")
@@ -178,7 +178,6 @@ def test_a_model_without_warp_grows_into_the_expected_one_computing_the_same(tmp
     grown = load_checkpoint(path, expect_config="tiny")
     assert grown.config == tiny and grown.generator.config.warp
     assert not grown.generator.backbone.warped_in.weight.any()  # the new input starts at zero
-    assert not grown.generator.gate.weight.any() and not grown.generator.gate.bias.any()  # and so does the gate
     g = torch.Generator().manual_seed(0)
     C, (w, h) = tiny.generator.latent_channels, tiny.generator.latent_size
     noisy, prev = torch.randn(2, C, 3, h, w, generator=g), torch.randn(2, C, 3, h, w, generator=g)

@@ -12,7 +12,7 @@ from model.generator import GENERATOR_PRESETS, Generator, GeneratorConfig, block
 def make_generator(depth=2, window=3, seed=0) -> Generator:
     """A tiny fp32 generator whose output layer is random (it starts at zero, which would hide every difference)."""
     torch.manual_seed(seed)
-    cfg = dataclasses.replace(GENERATOR_PRESETS["tiny"], depth=depth, window=window, disc_layers=())
+    cfg = dataclasses.replace(GENERATOR_PRESETS["tiny"], depth=depth, window=window, disc_layers=(), warp_gate=True)
     gen = Generator(cfg).eval()
     torch.nn.init.normal_(gen.head.linear.weight, std=0.2)
     torch.nn.init.normal_(gen.gate.weight, std=0.2)
@@ -142,6 +142,10 @@ def test_warp_gate_mixes_the_models_frame_with_the_warped_one_in_proportion_to_t
     mixed = noisy - t.view(-1, 1, 1, 1, 1) * gen(noisy, prev, cam, t)
     expected = x0 + t.view(-1, 1, 1, 1, 1) * (warped - x0)
     assert torch.allclose(mixed, expected, atol=1e-5)
+    torch.nn.init.constant_(gen.gate.bias, 3.0)              # clamped to 1: never past the warped frame
+    assert torch.allclose(noisy - gen(noisy, prev, cam, one), warped, atol=1e-5)
+    torch.nn.init.constant_(gen.gate.bias, -3.0)             # clamped to 0: never away from it
+    assert torch.allclose(gen(noisy, prev, cam, t), ungated, atol=1e-6)
     with pytest.raises(ValueError, match="warp_gate needs warp"):
         dataclasses.replace(gen.config, warp=False)
 

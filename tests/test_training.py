@@ -117,13 +117,19 @@ def generator_lowers(stage):
     lowers(loss, step, 6)
 
 
-def test_gate_stage_moves_the_gate_and_nothing_else(data, shared, init):
+def test_gate_stage_grows_the_gate_moves_it_alone_and_exports_it(data, shared, init, tmp_path):
+    assert not get_config("tiny").generator.warp_gate  # the stage adds it, at zero
     stage = make_stage("gate", data, shared, init)
     before = {k: v.clone() for k, v in stage.generator.state_dict().items()}
+    assert not before["gate.weight"].any() and not before["gate.bias"].any()
     stage.loss(stage.batch(0), SampleRNG(0, 0, range(2))).backward()
     stage.apply("generator", 0)
     moved = {k for k, v in stage.generator.state_dict().items() if not torch.equal(v, before[k])}
     assert moved == {"gate.weight", "gate.bias"}
+    stage.export(tmp_path / "gated.safetensors", 1)
+    loaded = load_checkpoint(tmp_path / "gated.safetensors")
+    assert loaded.config.generator.warp_gate
+    assert torch.equal(loaded.generator.gate.weight, stage.generator.gate.weight.detach())
 
 
 def test_history_noise_perturbs_only_the_recycled_latents(data, shared, init):

@@ -1,5 +1,5 @@
-"""Stage `gate`: teach a finished one-step generator's warp gate (GeneratorConfig.warp_gate) how far to lean on
-the recycled frame carried along by the camera's rotation, everything else frozen.
+"""Stage `gate`: give a finished one-step generator a warp gate (GeneratorConfig.warp_gate, zero-initialised) and
+teach it how far to lean on the recycled frame carried along by the camera's rotation, everything else frozen.
 
 The generator rolls out on its own outputs with the KV cache from the first real latent, exactly as at inference
 (sampling.rollout, student forcing), and each step's latent is scored against the clip's real one (MSE). Only the
@@ -10,10 +10,13 @@ previous one to take where (a mix of two misaligned frames is itself a blur: eva
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 
 from camera.errors import InputError
+from model.generator import Generator
 from model.training.data import SampleRNG
 from model.training.sampling import rollout
 from model.training.stage import GeneratorBatch, LossStage
@@ -22,8 +25,14 @@ from model.training.stage import GeneratorBatch, LossStage
 class GateStage(LossStage):
     def __init__(self, *args):
         super().__init__(*args)
-        if not self.config.generator.warp_gate:
-            raise InputError("command line", "--config", f"{self.config.name!r} has no warp gate to train")
+        if not self.config.generator.warp:
+            raise InputError("command line", "--config", f"{self.config.name!r} has no warp input for a gate to use")
+        if not self.config.generator.warp_gate:  # the model grows a gate at zero: it starts computing what it did
+            self.config = replace(self.config, generator=replace(self.config.generator, warp_gate=True))
+            grown = Generator(self.config.generator).to(self.device)
+            missing, unexpected = grown.load_state_dict(self.generator.state_dict(), strict=False)
+            assert not unexpected and all(k.startswith("gate.") for k in missing), (missing, unexpected)
+            self.generator = grown.train()
         self.generator.requires_grad_(False)
         self.generator.gate.requires_grad_(True)
         self.modules = {"vae": self.vae, "generator": self.generator}
