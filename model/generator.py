@@ -131,6 +131,19 @@ def warp_latent(prev: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     return out.reshape(B, T, C, h, w).transpose(1, 2).to(prev.dtype)
 
 
+GATE_FULL_TURN = 0.035  # of the picture's width per step: 4 degrees per step (24 deg/s) at mini's field of view
+
+
+def turning(flow: torch.Tensor) -> torch.Tensor:
+    """(B, 2, T, h, w) rotation flow -> (B, 1, T, 1, 1) in [0, 1]: how much the camera turns over the step, the
+    picture's median horizontal displacement over GATE_FULL_TURN of its width. The warp gate is scaled by it: the
+    warped frame only knows more than the recycled one while the camera turns, and a gate left open on a still or
+    walking camera holds the picture where it was, step after step, until it fades (docs/training.md run 9)."""
+    B, _, T, h, w = flow.shape
+    shift = flow[:, 0].abs().flatten(2).clamp(max=w).median(dim=-1).values  # (B, T): behind-the-camera sources clamped
+    return (shift / (GATE_FULL_TURN * w)).clamp(0.0, 1.0).view(B, 1, T, 1, 1)
+
+
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return x * (1 + scale) + shift
 
@@ -417,7 +430,9 @@ class Generator(nn.Module):
             # from unit-scale features; clamped so that x0' lies between the two frames: an unclamped gate learnt on
             # 1.3 s rollouts extrapolated past them and the picture blew up within a minute (docs/training.md run 9)
             a = unpatchify(self.gate(self.head.norm(x)), T, grid, p).float().clamp(0.0, 1.0)
-            warped = warp_latent(prev, cam[:, self.config.camera_channels:]).float()
+            flow = cam[:, self.config.camera_channels:].float()   # (B, 2, T, h, w) latent pixels
+            a = a * turning(flow)
+            warped = warp_latent(prev, flow).float()
             x0 = noisy.float() - t.float().view(-1, 1, 1, 1, 1) * v.float()
             v = v.float() - a * (warped - x0)
         return v.to(noisy.dtype)

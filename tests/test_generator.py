@@ -146,6 +146,13 @@ def test_warp_gate_mixes_the_models_frame_with_the_warped_one_in_proportion_to_t
     assert torch.allclose(noisy - gen(noisy, prev, cam, one), warped, atol=1e-5)
     torch.nn.init.constant_(gen.gate.bias, -3.0)             # clamped to 0: never away from it
     assert torch.allclose(gen(noisy, prev, cam, t), ungated, atol=1e-6)
+    torch.nn.init.constant_(gen.gate.bias, 1.0)              # a camera that does not turn: the gate stays shut
+    still = cam.clone()
+    still[:, gen.config.camera_channels:] = 0
+    torch.nn.init.zeros_(gen.gate.bias)
+    shut = gen(noisy, prev, still, t)
+    torch.nn.init.constant_(gen.gate.bias, 1.0)
+    assert torch.allclose(gen(noisy, prev, still, t), shut, atol=1e-6)
     with pytest.raises(ValueError, match="warp_gate needs warp"):
         dataclasses.replace(gen.config, warp=False)
 
