@@ -419,16 +419,16 @@ class Generator(nn.Module):
         """The last hidden state (B, L, D) -> v (B, C, T, h, w).
 
         With warp_gate, the clean frame the head implies, x0 = noisy - t v, is pulled towards the recycled frame
-        carried along by the camera's rotation by a learnt gate a in [0, 1] (per latent pixel and channel), in proportion to t
-        so that v stays finite as t -> 0: x0' = x0 + t a (warped - x0), that is v' = v - a (warped - x0). Where the
-        camera turns, the warped frame is most of the answer; the gate passes it through instead of the blocks
-        having to redraw it (a pure warp beats the trained blocks by 2.4 dB at 1 s, docs/training.md run 9)."""
+        carried along by the camera's rotation by a learnt gate a in [0, 1] (per latent pixel and channel, scaled by
+        `turning`), in proportion to t so that v stays finite as t -> 0: x0' = x0 + t a (warped - x0), that is
+        v' = v - a (warped - x0). Where the camera turns, the warped frame is most of the answer; the gate passes it
+        through instead of the blocks having to redraw it (a pure warp beats the shipped model's blocks by 2.4 dB at
+        1 s, docs/training.md run 9)."""
         _, _, T, h, w = noisy.shape
         p, grid = self.config.patch, (h // self.config.patch, w // self.config.patch)
         v = unpatchify(self.head(x, c), T, grid, p)
         if self.config.warp_gate:
-            # from unit-scale features; clamped so that x0' lies between the two frames: an unclamped gate learnt on
-            # 1.3 s rollouts extrapolated past them and the picture blew up within a minute (docs/training.md run 9)
+            # from unit-scale features; clamped so that x0' lies between the two frames, never beyond either
             a = unpatchify(self.gate(self.head.norm(x)), T, grid, p).float().clamp(0.0, 1.0)
             flow = cam[:, self.config.camera_channels:].float()   # (B, 2, T, h, w) latent pixels
             a = a * turning(flow)

@@ -40,9 +40,8 @@ class GateStage(LossStage):
                                                                            lr=self.opts.lr, weight_decay=0.0))}
 
     def loss(self, batch: GeneratorBatch, rng: SampleRNG) -> torch.Tensor:
-        noise = rng.randn(*batch.x0.shape[1:]).to(self.device)
         with self.autocast():
-            latents, _ = rollout(self.generator, batch.first, batch.cam, noise, cache_dtype=self.cache_dtype())
+            latents = self.sample(batch, rng)
         return F.mse_loss(latents.float(), batch.x0.float())
 
     def sample(self, batch, rng) -> torch.Tensor:
