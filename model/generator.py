@@ -144,6 +144,16 @@ def turning(flow: torch.Tensor) -> torch.Tensor:
     return (shift / (GATE_FULL_TURN * w)).clamp(0.0, 1.0).view(B, 1, T, 1, 1)
 
 
+def seen_before(flow: torch.Tensor) -> torch.Tensor:
+    """(B, 2, T, h, w) rotation flow -> (B, 1, T, h, w): 1 where the content's source lies inside the previous picture,
+    0 in the strip a turn reveals (where warp_latent can only repeat the border, and the gate stays shut)."""
+    _, _, _, h, w = flow.shape
+    ys, xs = torch.meshgrid(torch.arange(h, device=flow.device), torch.arange(w, device=flow.device), indexing="ij")
+    x, y = xs + flow[:, 0], ys + flow[:, 1]
+    inside = (x >= -0.5) & (x <= w - 0.5) & (y >= -0.5) & (y <= h - 0.5)
+    return inside.unsqueeze(1).to(flow.dtype)
+
+
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return x * (1 + scale) + shift
 
@@ -431,7 +441,7 @@ class Generator(nn.Module):
             # from unit-scale features; clamped so that x0' lies between the two frames, never beyond either
             a = unpatchify(self.gate(self.head.norm(x)), T, grid, p).float().clamp(0.0, 1.0)
             flow = cam[:, self.config.camera_channels:].float()   # (B, 2, T, h, w) latent pixels
-            a = a * turning(flow)
+            a = a * turning(flow) * seen_before(flow)
             warped = warp_latent(prev, flow).float()
             x0 = noisy.float() - t.float().view(-1, 1, 1, 1, 1) * v.float()
             v = v.float() - a * (warped - x0)

@@ -130,7 +130,9 @@ def test_output_starts_at_zero_and_camera_projection_does_not():
 def test_warp_gate_mixes_the_models_frame_with_the_warped_one_in_proportion_to_t():
     gen = make_generator()
     noisy, prev, cam, t = make_inputs(gen.config, batch=2, frames=3)
-    warped = warp_latent(prev, cam[:, gen.config.camera_channels:])
+    rays = gen.config.camera_channels
+    cam[:, rays], cam[:, rays + 1] = 0.4, 0.0  # a turn: everything moves 0.4 latent pixels, every source inside
+    warped = warp_latent(prev, cam[:, rays:])
     torch.nn.init.zeros_(gen.gate.weight)
     torch.nn.init.zeros_(gen.gate.bias)
     ungated = gen(noisy, prev, cam, t)                      # a = 0: the model's own v
@@ -146,7 +148,14 @@ def test_warp_gate_mixes_the_models_frame_with_the_warped_one_in_proportion_to_t
     assert torch.allclose(noisy - gen(noisy, prev, cam, one), warped, atol=1e-5)
     torch.nn.init.constant_(gen.gate.bias, -3.0)             # clamped to 0: never away from it
     assert torch.allclose(gen(noisy, prev, cam, t), ungated, atol=1e-6)
-    torch.nn.init.constant_(gen.gate.bias, 1.0)              # a camera that does not turn: the gate stays shut
+    torch.nn.init.constant_(gen.gate.bias, 1.0)              # where the warp's source is outside: shut
+    outside = cam.clone()
+    outside[:, gen.config.camera_channels] = 100.0
+    torch.nn.init.zeros_(gen.gate.bias)
+    shut = gen(noisy, prev, outside, t)
+    torch.nn.init.constant_(gen.gate.bias, 1.0)
+    assert torch.allclose(gen(noisy, prev, outside, t), shut, atol=1e-6)
+    # a camera that does not turn: the gate stays shut
     still = cam.clone()
     still[:, gen.config.camera_channels:] = 0
     torch.nn.init.zeros_(gen.gate.bias)
