@@ -134,34 +134,23 @@ def test_warp_gate_mixes_the_models_frame_with_the_warped_one_in_proportion_to_t
     cam[:, rays], cam[:, rays + 1] = 0.4, 0.0  # a turn: everything moves 0.4 latent pixels, every source inside
     warped = warp_latent(prev, cam[:, rays:])
     torch.nn.init.zeros_(gen.gate.weight)
-    torch.nn.init.zeros_(gen.gate.bias)
-    ungated = gen(noisy, prev, cam, t)                      # a = 0: the model's own v
-    x0 = noisy - t.view(-1, 1, 1, 1, 1) * ungated
-    assert ungated.abs().mean() > 0.1
-    torch.nn.init.constant_(gen.gate.bias, 1.0)              # a = 1
-    one = torch.ones(2)
-    assert torch.allclose(noisy - gen(noisy, prev, cam, one), warped, atol=1e-5)  # t = 1: the warped frame itself
-    mixed = noisy - t.view(-1, 1, 1, 1, 1) * gen(noisy, prev, cam, t)
-    expected = x0 + t.view(-1, 1, 1, 1, 1) * (warped - x0)
-    assert torch.allclose(mixed, expected, atol=1e-5)
-    torch.nn.init.constant_(gen.gate.bias, 3.0)              # clamped to 1: never past the warped frame
-    assert torch.allclose(noisy - gen(noisy, prev, cam, one), warped, atol=1e-5)
-    torch.nn.init.constant_(gen.gate.bias, -3.0)             # clamped to 0: never away from it
-    assert torch.allclose(gen(noisy, prev, cam, t), ungated, atol=1e-6)
-    torch.nn.init.constant_(gen.gate.bias, 1.0)              # where the warp's source is outside: shut
-    outside = cam.clone()
-    outside[:, gen.config.camera_channels] = 100.0
-    torch.nn.init.zeros_(gen.gate.bias)
-    shut = gen(noisy, prev, outside, t)
-    torch.nn.init.constant_(gen.gate.bias, 1.0)
-    assert torch.allclose(gen(noisy, prev, outside, t), shut, atol=1e-6)
-    # a camera that does not turn: the gate stays shut
-    still = cam.clone()
-    still[:, gen.config.camera_channels:] = 0
-    torch.nn.init.zeros_(gen.gate.bias)
-    shut = gen(noisy, prev, still, t)
-    torch.nn.init.constant_(gen.gate.bias, 1.0)
-    assert torch.allclose(gen(noisy, prev, still, t), shut, atol=1e-6)
+
+    def x0(gate: float, camera=cam, time=t):
+        """The clean frame the model implies with the gate's output fixed at `gate` (before its clamp)."""
+        torch.nn.init.constant_(gen.gate.bias, gate)
+        return noisy - time.view(-1, 1, 1, 1, 1) * gen(noisy, prev, camera, time)
+
+    own, one = x0(0.0), torch.ones(2)
+    assert (own - noisy).abs().mean() > 0.1
+    assert torch.allclose(x0(1.0, time=one), warped, atol=1e-5)  # t = 1, a = 1: the warped frame itself
+    assert torch.allclose(x0(1.0), own + t.view(-1, 1, 1, 1, 1) * (warped - own), atol=1e-5)
+    assert torch.allclose(x0(3.0, time=one), warped, atol=1e-5)  # clamped to 1: never past the warped frame
+    assert torch.allclose(x0(-3.0), own, atol=1e-5)             # clamped to 0: never away from it
+    revealed, still = cam.clone(), cam.clone()
+    revealed[:, rays] = 100.0  # every source outside the previous picture
+    still[:, rays:] = 0.0      # a camera that does not turn
+    for shut in (revealed, still):
+        assert torch.allclose(x0(1.0, shut), x0(0.0, shut), atol=1e-6)
     with pytest.raises(ValueError, match="warp_gate needs warp"):
         dataclasses.replace(gen.config, warp=False)
 
