@@ -15,6 +15,7 @@ record) still names every weight.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -41,7 +42,8 @@ PART_FORMAT = "explorer-checkpoint-part/1"  # the `format` of such a file
 STORAGE_DTYPES = (torch.float32, torch.bfloat16)
 # Config fields whose new value only adds zero-initialised modules (so the grown model computes what the stored one
 # did): a training stage may start from a checkpoint that predates them. {field: (stored, expected, new tensors)}
-GROWABLE = {"generator.warp": (False, True, ("generator.backbone.warped_in.",))}
+GROWABLE = {"generator.warp": (False, True, ("generator.backbone.warped_in.",)),
+            "generator.warp_gate": (False, True, ("generator.gate.",))}
 
 
 @dataclass
@@ -161,11 +163,11 @@ def save_checkpoint(path, config: ModelConfig, vae: VAE, generator: Generator, c
     write_safetensors(path, tensors, metadata)
 
 
-def load_checkpoint(path, expect_config: str | None = None, device="cpu",
+def load_checkpoint(path, expect_config: str | ModelConfig | None = None, device="cpu",
                     modules: dict[str, nn.Module] | None = None) -> LoadedCheckpoint:
     """Builds the VAE and the generator from the stored config and loads every tensor, after checking them all.
 
-    expect_config: a config name ("mini"); the stored config must equal it in every field except GROWABLE ones,
+    expect_config: a config or its name ("mini"); the stored config must equal it in every field except GROWABLE ones,
     which build the expected model with the stored weights and the new modules at their (zero) initialisation.
     modules: further {prefix: module} to fill from the same file (training). Any problem is an InputError naming the
     file and the metadata key or tensor at fault. The modules come back in eval mode, in float32, on `device`.
@@ -183,9 +185,10 @@ def load_checkpoint(path, expect_config: str | None = None, device="cpu",
         tensors.update(_read_linked(path, metadata[LINKED], tensors, device))
     new_tensors: tuple[str, ...] = ()
     if expect_config is not None:
-        grown = _check_expected(path, config, get_config(expect_config))
+        expected = get_config(expect_config) if isinstance(expect_config, str) else copy.deepcopy(expect_config)
+        grown = _check_expected(path, config, expected)
         if grown:
-            config = get_config(expect_config)
+            config = expected
             new_tensors = tuple(prefix for field in grown for prefix in GROWABLE[field][2])
     camera_scaling = parse_json(metadata["camera_scaling"], path, "camera_scaling")
 

@@ -130,6 +130,8 @@ def test_gate_stage_grows_the_gate_moves_it_alone_and_exports_it(data, shared, i
     loaded = load_checkpoint(tmp_path / "gated.safetensors")
     assert loaded.config.generator.warp_gate
     assert torch.equal(loaded.generator.gate.weight, stage.generator.gate.weight.detach())
+    again = make_stage("gate", data, tmp_path / "again", tmp_path / "gated.safetensors")  # goes on from a gated model
+    assert torch.equal(again.generator.gate.weight, loaded.generator.gate.weight)
 
 
 def test_history_noise_perturbs_only_the_recycled_latents(data, shared, init):

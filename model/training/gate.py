@@ -16,23 +16,19 @@ import torch
 import torch.nn.functional as F
 
 from camera.errors import InputError
-from model.generator import Generator
 from model.training.data import SampleRNG
 from model.training.sampling import rollout
 from model.training.stage import GeneratorBatch, LossStage
 
 
 class GateStage(LossStage):
-    def __init__(self, *args):
-        super().__init__(*args)
-        if not self.config.generator.warp:
-            raise InputError("command line", "--config", f"{self.config.name!r} has no warp input for a gate to use")
-        if not self.config.generator.warp_gate:  # the model grows a gate at zero: it starts computing what it did
-            self.config = replace(self.config, generator=replace(self.config.generator, warp_gate=True))
-            grown = Generator(self.config.generator).to(self.device)
-            missing, unexpected = grown.load_state_dict(self.generator.state_dict(), strict=False)
-            assert not unexpected and all(k.startswith("gate.") for k in missing), (missing, unexpected)
-            self.generator = grown.train()
+    def __init__(self, opts, d, run, config, clips, scaling):
+        if not config.generator.warp:
+            raise InputError("command line", "--config", f"{config.name!r} has no warp input for a gate to use")
+        # the config with the gate: a model without one grows it at zero (checkpoint.GROWABLE) and starts computing
+        # what it did; one with a gate goes on from it
+        gated = replace(config, generator=replace(config.generator, warp_gate=True))
+        super().__init__(opts, d, run, gated, clips, scaling)
         self.generator.requires_grad_(False)
         self.generator.gate.requires_grad_(True)
         self.modules = {"vae": self.vae, "generator": self.generator}

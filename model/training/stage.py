@@ -154,7 +154,7 @@ class GeneratorStage(Stage):
     def __init__(self, *args):
         super().__init__(*args)
         source = self.source_checkpoint()
-        loaded = load_checkpoint(source, expect_config=self.opts.config)
+        loaded = load_checkpoint(source, expect_config=self.config)
         self.vae = loaded.vae.to(self.device).requires_grad_(False)
         self.generator = loaded.generator.to(self.device).train()
         self.shift = self.opts.shift or default_shift(self.config.latent_size())
