@@ -383,7 +383,7 @@ def measured_shifts(video: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     vertical edges (metrics.vertical_edges), not their luminance: frame 0 is the reference's sharp, aliased picture
     and the later frames a decoder's, and on luminance the reference's own frames through the VAE, which follow the
     camera exactly, measured 56% off on 16 held-out scenes (the search ran to its bounds on flat skies and fields)
-    against 11% on edges (docs/training.md, "The yaw estimator")."""
+    against 11% on edges (docs/training.md, run 9)."""
     W, H = size
     edges = [metrics.vertical_edges(frame, EDGE_SIGMA_PX) for frame in video]
     return np.array([metrics.estimate_shift(edges[0], edges[k], (3 * W // 8, H // 8))[0] for k in CHECKS])
