@@ -342,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="adversarial, long, decoder: sigma of R1/R2 (default 0.1; decoder 0.01)")
     p.add_argument("--disc-lr-scale", type=positive_float, help="adversarial, long, decoder: the discriminator's "
                    "learning rate over --lr (default 10; decoder 4; the paper shares one rate)")
+    p.add_argument("--warp-gate", action="store_true", help="generator stages: give the generator a warp gate "
+                   "(grown at zero from a model without one; docs/design.md); the gate stage always has one")
     p.add_argument("--segments", type=positive_int, help="long: windows per rollout (default 3)")
     p.add_argument("--overlap", type=int, help="long: latent steps shared by consecutive windows (default 2)")
     p.set_defaults(run=cmd_train)

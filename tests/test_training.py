@@ -134,6 +134,14 @@ def test_gate_stage_grows_the_gate_moves_it_alone_and_exports_it(data, shared, i
     assert torch.equal(again.generator.gate.weight, loaded.generator.gate.weight)
 
 
+def test_warp_gate_option_grows_the_gate_in_the_adversarial_stage_and_trains_it(data, shared, init):
+    stage = make_stage("adversarial", data, shared, init, warp_gate=True)
+    assert stage.generator.config.warp_gate and not stage.generator.gate.weight.any()
+    stage.generate(stage.batch(0), SampleRNG(0, 1, range(2)), train=True)
+    stage.apply("generator", 0)
+    assert stage.generator.gate.weight.any()  # the student-forced rollout's loss reaches the gate
+
+
 def test_history_noise_perturbs_only_the_recycled_latents(data, shared, init):
     from model.training.diffusion import recycled
     stage = make_stage("diffusion", data, shared, init, history_noise=0.5)

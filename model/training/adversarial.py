@@ -55,7 +55,7 @@ class AdversarialStage(GeneratorStage):
             disc.load_state_dict(module_tensors(read_state(previous)[0], "discriminator"))
             return disc
         return Discriminator.from_generator(
-            load_checkpoint(self.diffusion_checkpoint(), expect_config=self.opts.config).generator)
+            load_checkpoint(self.diffusion_checkpoint(), expect_config=self.config).generator)
 
     # --- data ----------------------------------------------------------------------------------------------------
     def camera(self, batch: GeneratorBatch, rng: SampleRNG) -> torch.Tensor:

@@ -21,7 +21,7 @@ from model.training.stage import GeneratorBatch, LossStage
 class ConsistencyStage(LossStage):
     def __init__(self, *args):
         super().__init__(*args)
-        teacher = load_checkpoint(self.diffusion_checkpoint(), expect_config=self.opts.config).generator
+        teacher = load_checkpoint(self.diffusion_checkpoint(), expect_config=self.config).generator
         self.teacher = self.shard_generator(teacher.to(self.device).eval().requires_grad_(False))
         self.generator = self.shard_generator(self.generator)
         self.times = consistency_times(self.opts.cd_steps, self.shift).to(self.device)

@@ -49,7 +49,7 @@ class DecoderStage(VAEStage):
 
     def __init__(self, *args):
         Stage.__init__(self, *args)  # not VAEStage's: the VAE comes from the source model, and only its decoder learns
-        loaded = load_checkpoint(self.source_checkpoint(), expect_config=self.opts.config)
+        loaded = load_checkpoint(self.source_checkpoint(), expect_config=self.config)
         self.generator_state = loaded.generator.state_dict()  # exported unchanged
         vae = loaded.vae.to(self.device).train()
         vae.encoder.requires_grad_(False)

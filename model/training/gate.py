@@ -10,25 +10,20 @@ previous one to take where (a mix of two misaligned frames is itself a blur: eva
 """
 from __future__ import annotations
 
-from dataclasses import replace
-
 import torch
 import torch.nn.functional as F
 
-from camera.errors import InputError
 from model.training.data import SampleRNG
 from model.training.sampling import rollout
 from model.training.stage import GeneratorBatch, LossStage
 
 
 class GateStage(LossStage):
-    def __init__(self, opts, d, run, config, clips, scaling):
-        if not config.generator.warp:
-            raise InputError("command line", "--config", f"{config.name!r} has no warp input for a gate to use")
-        # the config with the gate: a model without one grows it at zero (checkpoint.GROWABLE) and starts computing
-        # what it did; one with a gate goes on from it
-        gated = replace(config, generator=replace(config.generator, warp_gate=True))
-        super().__init__(opts, d, run, gated, clips, scaling)
+    """Built with the gated config (train.with_warp_gate): a model without a gate grows one at zero and starts
+    computing what it did; a model with one goes on from it."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
         self.generator.requires_grad_(False)
         self.generator.gate.requires_grad_(True)
         self.modules = {"vae": self.vae, "generator": self.generator}

@@ -56,6 +56,8 @@ class TrainOptions:
     disc_lr_scale: float | None = None  # the discriminator's learning rate over --lr (adversarial, long, decoder)
     segments: int = 3               # long: windows judged per rollout
     overlap: int = 2                # long: latent steps shared by consecutive windows
+    warp_gate: bool = False         # generator stages: the generator with a warp gate (GeneratorConfig.warp_gate),
+                                    # grown at zero from a model without one; the gate stage always has it
 
     def check(self) -> None:
         where = "command line"

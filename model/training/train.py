@@ -4,8 +4,10 @@ The same entry serves one process and a torchrun launch (model/training/distribu
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from camera.errors import InputError
-from model.config import get_config
+from model.config import ModelConfig, get_config
 from model.training import distributed
 from model.training.adversarial import AdversarialStage
 from model.training.consistency import ConsistencyStage
@@ -41,11 +43,20 @@ def resolve(opts: TrainOptions, explicit: set[str], run: RunFolder) -> TrainOpti
     return opts.with_defaults()
 
 
+def with_warp_gate(config: ModelConfig) -> ModelConfig:
+    """The config with the generator's warp gate: a model without one grows it at zero (checkpoint.GROWABLE)."""
+    if not config.generator.warp:
+        raise InputError("command line", "--warp-gate", f"the {config.name!r} generator has no warp input to gate")
+    return replace(config, generator=replace(config.generator, warp_gate=True))
+
+
 def build_stage(opts: TrainOptions, run: RunFolder, d: Dist) -> Stage:
     """The stage's modules, optimisers and data, from resolved options (before any resume)."""
     if opts.batch % d.world:
         raise InputError("command line", "--batch", f"{opts.batch} clips do not split over {d.world} processes")
     config = get_config(opts.config, source="command line --config")
+    if opts.warp_gate or opts.stage == "gate":
+        config = with_warp_gate(config)
     clips = Clips.open(opts.data, config, opts.val_clips)
     scaling = run.open(config, clips, d)
     return STAGE_CLASSES[opts.stage](opts, d, run, config, clips, scaling)
