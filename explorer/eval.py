@@ -69,7 +69,7 @@ FORWARD_M_PER_S = 2.0             # the game's walking speed
 MEASURABLE_PCT = 25.0             # a scene's reference yaw error above this: the scene cannot be measured
 EDGE_SIGMA_PX = 2.5               # the smoothing of the edges the yaw estimator matches, in pixels: below the VAE's
                                   # 8-pixel latent cell at every frame size (on 8 held-out scenes the reference's own
-                                  # error stays under 6.5% per scene at 128x72 and 256x144, 2-6 px)
+                                  # error stays under 6.5% per scene at 128x72 and 256x144 for 1.5-4 px)
 
 
 class Player(Protocol):

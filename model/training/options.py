@@ -13,8 +13,9 @@ from camera.errors import InputError
 STAGES = ("vae", "decoder", "pretrain", "diffusion", "consistency", "adversarial", "long", "gate")
 SOURCE = {"decoder": "vae", "pretrain": "vae", "diffusion": "pretrain", "consistency": "diffusion",
           "adversarial": "consistency", "long": "adversarial", "gate": "adversarial"}
-# The stage whose model.safetensors a stage starts from when --init is not given. `decoder` changes only the VAE's decoder (the latents stay the same), so the generator
-# stages need not wait for it: it runs on the finished model (--init) as well as on the VAE.
+# The stage whose model.safetensors a stage starts from when --init is not given. `decoder` changes only the VAE's
+# decoder (the latents stay the same), so the generator stages need not wait for it: it runs on the finished model
+# (--init) as well as on the VAE.
 ADVERSARIAL = ("adversarial", "long")
 
 
