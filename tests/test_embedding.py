@@ -139,7 +139,7 @@ def test_warping_a_rendered_frame_by_the_rotation_flow_gives_the_turned_view():
         frames = world.render(poses).astype(np.float32)  # (5, H, W, 3)
     finally:
         world.close()
-    flow = torch.from_numpy(rotation_flow(poses, size, size[0] / size[1]))[:, :, None].transpose(0, 1)  # (1,2,1,H,W)
+    flow = torch.from_numpy(rotation_flow(poses, size, size[0] / size[1])).transpose(0, 1)[None]  # (1, 2, 1, H, W)
     first = torch.from_numpy(frames[0]).permute(2, 0, 1)[None, :, None]  # (1, 3, 1, H, W)
     warped = warp_latent(first, flow)[0, :, 0].permute(1, 2, 0).numpy()
     seen = (flow[0, 0, 0].numpy() + np.arange(size[0])[None, :]) > 1  # columns frame 0 saw (not the new edge)
