@@ -344,6 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "learning rate over --lr (default 10; decoder 4; the paper shares one rate)")
     p.add_argument("--warp-gate", action="store_true", help="generator stages: give the generator a warp gate "
                    "(grown at zero from a model without one; docs/design.md); the gate stage always has one")
+    p.add_argument("--gate-only", action="store_true", help="adversarial, long: train the warp gate alone "
+                   "against the discriminator, the rest of the generator frozen (implies --warp-gate)")
     p.add_argument("--segments", type=positive_int, help="long: windows per rollout (default 3)")
     p.add_argument("--overlap", type=int, help="long: latent steps shared by consecutive windows (default 2)")
     p.set_defaults(run=cmd_train)

@@ -142,6 +142,22 @@ def test_warp_gate_option_grows_the_gate_in_the_adversarial_stage_and_trains_it(
     assert stage.generator.gate.weight.any()  # the student-forced rollout's loss reaches the gate
 
 
+def test_gate_only_adversarial_moves_the_gate_alone_and_the_discriminator_still_learns(data, shared, init):
+    stage = make_stage("adversarial", data, shared, init, gate_only=True)
+    assert stage.generator.config.warp_gate  # implies --warp-gate
+    before = {k: v.clone() for k, v in stage.generator.state_dict().items()}
+    judge = {k: v.clone() for k, v in stage.discriminator.state_dict().items()}
+    stage.train_step(0)
+    moved = {k for k, v in stage.generator.state_dict().items() if not torch.equal(v, before[k])}
+    assert moved == {"gate.weight", "gate.bias"}
+    assert any(not torch.equal(v, judge[k]) for k, v in stage.discriminator.state_dict().items())
+
+
+def test_gate_only_is_refused_outside_the_adversarial_stages(data, shared, init):
+    with pytest.raises(InputError, match="--gate-only"):
+        make_stage("diffusion", data, shared, init, gate_only=True)
+
+
 def test_history_noise_perturbs_only_the_recycled_latents(data, shared, init):
     from model.training.diffusion import recycled
     stage = make_stage("diffusion", data, shared, init, history_noise=0.5)

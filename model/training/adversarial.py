@@ -39,6 +39,9 @@ class AdversarialStage(GeneratorStage):
         if not 0 <= self.overlap < k:
             raise InputError("command line", "--overlap", f"must be 0 .. {k - 1} (the clips have {k} latent steps)")
         self.steps = k + (self.segments - 1) * (k - self.overlap)  # latent steps of one rollout
+        if self.opts.gate_only:  # the blocks stay as they are; the gate learns what the discriminator takes as real
+            self.generator.requires_grad_(False)
+            self.generator.gate.requires_grad_(True)
         disc = self.initial_discriminator().to(self.device).train()
         self.discriminator = distributed.shard(disc, [m for m in disc.modules() if isinstance(m, Block)], self.dist)
         self.generator = self.shard_generator(self.generator, zero2=True)

@@ -59,6 +59,8 @@ class TrainOptions:
     overlap: int = 2                # long: latent steps shared by consecutive windows
     warp_gate: bool = False         # generator stages: the generator with a warp gate (GeneratorConfig.warp_gate),
                                     # grown at zero from a model without one; the gate stage always has it
+    gate_only: bool = False         # adversarial, long: only the warp gate learns (implies warp_gate); the gate
+                                    # stage's regression replaced by the discriminator's judgement
 
     def check(self) -> None:
         where = "command line"
@@ -77,6 +79,9 @@ class TrainOptions:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise InputError(where, f"--{name.replace('_', '-')}", f"must be positive, got {value}")
+        if self.gate_only and self.stage not in ADVERSARIAL:
+            raise InputError(where, "--gate-only", f"is for the {' and '.join(ADVERSARIAL)} stages (the gate stage "
+                             f"trains the gate alone already), not {self.stage}")
         if self.shift is not None and not self.shift > 0:
             raise InputError(where, "--shift", f"must be positive, got {self.shift}")
         for name in ("warmup", "grad_clip", "kl_weight", "grad_weight", "r1_lambda", "overlap", "adv_weight",
