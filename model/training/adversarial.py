@@ -22,6 +22,7 @@ from model.discriminator import Discriminator
 from model.generator import Block
 from model.training import distributed
 from model.training.data import SampleRNG, batch_camera
+from model.training.gate import train_gate_alone
 from model.training.losses import generator_loss, noised, penalised_discriminator_loss
 from model.training.sampling import rollout
 from model.training.stage import GeneratorBatch, GeneratorStage
@@ -40,8 +41,7 @@ class AdversarialStage(GeneratorStage):
             raise InputError("command line", "--overlap", f"must be 0 .. {k - 1} (the clips have {k} latent steps)")
         self.steps = k + (self.segments - 1) * (k - self.overlap)  # latent steps of one rollout
         if self.opts.gate_only:  # the blocks stay as they are; the gate learns what the discriminator takes as real
-            self.generator.requires_grad_(False)
-            self.generator.gate.requires_grad_(True)
+            train_gate_alone(self.generator)
         disc = self.initial_discriminator().to(self.device).train()
         self.discriminator = distributed.shard(disc, [m for m in disc.modules() if isinstance(m, Block)], self.dist)
         self.generator = self.shard_generator(self.generator, zero2=True)

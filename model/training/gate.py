@@ -18,14 +18,19 @@ from model.training.sampling import rollout
 from model.training.stage import GeneratorBatch, LossStage
 
 
+def train_gate_alone(generator) -> None:
+    """Freezes the generator but for its warp gate (the gate stage, and --gate-only in the adversarial ones)."""
+    generator.requires_grad_(False)
+    generator.gate.requires_grad_(True)
+
+
 class GateStage(LossStage):
     """Built with the gated config (train.with_warp_gate): a model without a gate grows one at zero and starts
     computing what it did; a model with one goes on from it."""
 
     def __init__(self, *args):
         super().__init__(*args)
-        self.generator.requires_grad_(False)
-        self.generator.gate.requires_grad_(True)
+        train_gate_alone(self.generator)
         self.modules = {"vae": self.vae, "generator": self.generator}
         self.optimizers = {"generator": (self.generator, torch.optim.AdamW(self.generator.gate.parameters(),
                                                                            lr=self.opts.lr, weight_decay=0.0))}
