@@ -70,6 +70,18 @@ def test_zoom_estimator_finds_a_known_expansion_about_the_centre(zoom):
     assert metrics.estimate_zoom(a, b) == pytest.approx(zoom, rel=0.01)
 
 
+def test_band_pass_drops_flat_shading_and_pixel_noise_and_keeps_blobs_between_its_scales():
+    assert np.allclose(metrics.band_pass(np.full((72, 128), 90.0), 2, 8), 0)
+    rows, cols = np.mgrid[0:72, 0:128]
+    blob = 100.0 * np.exp(-((rows - 36) ** 2 + (cols - 64) ** 2) / (2 * 4.0 ** 2))  # a 4 px blob
+    noise = np.random.default_rng(0).normal(0, 20, (72, 128))                      # pixel-scale texture
+    band = metrics.band_pass(blob, 2, 8)
+    assert band[36, 64] > 30 and np.allclose(metrics.band_pass(blob + 50.0, 2, 8), band)  # brightness drops out
+    assert metrics.band_pass(noise, 2, 8).std() < 0.15 * noise.std()
+    a = np.stack([blob] * 3, axis=-1).astype(np.uint8)
+    assert np.allclose(metrics.band_pass(a, 2, 8), metrics.band_pass(metrics.luminance(a), 2, 8))
+
+
 def test_sharpness_is_lower_for_a_blurred_image_and_zero_for_a_flat_one():
     a = texture((72, 128), seed=3)
     blurred = ndimage.gaussian_filter(a, sigma=(1.5, 1.5, 0))
