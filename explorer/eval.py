@@ -388,8 +388,9 @@ def measured_shifts(video: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     camera exactly, measured 56% off on 16 held-out scenes (the search ran to its bounds on flat skies and fields)
     against 11% on edges (docs/training.md, run 9)."""
     W, H = size
-    edges = [metrics.vertical_edges(frame, EDGE_SIGMA_PX) for frame in video]
-    return np.array([metrics.estimate_shift(edges[0], edges[k], (3 * W // 8, H // 8))[0] for k in CHECKS])
+    first = metrics.vertical_edges(video[0], EDGE_SIGMA_PX)
+    return np.array([metrics.estimate_shift(first, metrics.vertical_edges(video[k], EDGE_SIGMA_PX),
+                                            (3 * W // 8, H // 8))[0] for k in CHECKS])
 
 
 def measured_log_zooms(video: np.ndarray) -> np.ndarray:
@@ -397,8 +398,8 @@ def measured_log_zooms(video: np.ndarray) -> np.ndarray:
     band (metrics.band_pass), not their luminance, for the reason `measured_shifts` matches edges: the reference's
     frames through the VAE, which follow the camera exactly, measured 59% off the reference's own zoom on luminance
     (16 held-out scenes) and 21% on the band (docs/training.md, run 11)."""
-    band = [metrics.band_pass(frame, *ZOOM_BAND_PX) for frame in video]
-    return np.log([metrics.estimate_zoom(band[0], band[k]) for k in CHECKS])
+    first = metrics.band_pass(video[0], *ZOOM_BAND_PX)
+    return np.log([metrics.estimate_zoom(first, metrics.band_pass(video[k], *ZOOM_BAND_PX)) for k in CHECKS])
 
 
 def camera_adherence(scenes: int, reference, players: dict[str, Player], vae: VAE, size: tuple[int, int],
