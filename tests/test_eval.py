@@ -163,7 +163,10 @@ def test_short_eval_prints_every_field_and_is_deterministic(tiny_checkpoint, tmp
     assert [s["name"] for s in r["per_stream"]] == ["held-out scene 0", "meadow along walk.toml"]
     for stream in r["per_stream"]:
         assert set(stream) == {"name", "generated", "diffusion", "hold", "vae"}
-        assert all(0 < w["psnr"] < 100 and w["colour_shift"] >= 0 for k, w in stream.items() if k != "name")
+        assert all(0 < w["psnr"] < 100 and 0 < w["psnr_1s"] < 100 and w["colour_shift"] >= 0
+                   for k, w in stream.items() if k != "name")
+    at_1s = [s["generated"]["psnr_1s"] for s in r["per_stream"]]  # the total at 1 s pools the streams' errors
+    assert min(at_1s) <= r["psnr"]["1s"] <= max(at_1s) and at_1s[0] != at_1s[1]
     assert r["colour_shift"] > 0 and bound["colour_shift"] > 0  # random weights draw the wrong colours
     assert main(["eval", "--checkpoint", str(tiny_checkpoint), "--seconds", "1", "--scenes", "1"]) == 0
     out = capsys.readouterr().out
