@@ -20,9 +20,9 @@ Scores:
   the picture's shift between frame 0 and the last frame of each step, measured by normalised cross-correlation
   of the frames' vertical edges (explorer.metrics.estimate_shift on metrics.vertical_edges), against the f tan(yaw
   change) the camera implies. Forward: the picture's expansion about the centre (explorer.metrics.estimate_zoom
-  on the frames' 2-8 px band, metrics.band_pass) against the reference world's own frames for the same poses. A scene where the estimator cannot follow the
-  reference world's own yaw (too dark or bare to measure) is left out of both, and the reference's own yaw error is
-  reported as the estimator's floor; the reference's frames through the VAE, which follow the camera exactly, give
+  on the frames' 2-8 px band, metrics.band_pass) against the reference world's own frames for the same poses. A
+  scene where the estimator cannot follow the reference world's own yaw (too dark or bare to measure) is left out
+  of both, and the reference's own yaw error is reported as the estimator's floor; the reference's frames through the VAE, which follow the camera exactly, give
   the floor for a picture as soft as this VAE draws (`vae_bound`);
 - sharpness: the generated frames' mean Laplacian variance over the reference frames' (a blurry average scores well
   on PSNR; this keeps it honest);
@@ -70,7 +70,7 @@ MEASURABLE_PCT = 25.0             # a scene's reference yaw error above this: th
 EDGE_SIGMA_PX = 2.5               # the smoothing of the edges the yaw estimator matches, in pixels: below the VAE's
                                   # 8-pixel latent cell at every frame size (on 8 held-out scenes the reference's own
                                   # error stays under 6.5% per scene at 128x72 and 256x144 for 1.5-4 px)
-ZOOM_BAND_PX = (2.0, 8.0)          # the band (fine, coarse Gaussian sigmas) the forward estimator matches: on 16
+ZOOM_BAND_PX = (2.0, 8.0)         # the band (fine, coarse Gaussian sigmas) the forward estimator matches: on 16
                                   # held-out scenes the reference's VAE reconstructions agree with the reference's own
                                   # zoom within 21% (on luminance: 59%), a 4x supersampled render within 5% (12%)
 

@@ -32,6 +32,11 @@ def luminance(frames) -> np.ndarray:
     return _float(frames) @ LUMA
 
 
+def _plane(image) -> np.ndarray:
+    """An (H, W, 3) picture's luminance, or an (H, W) plane as it is: what the motion estimators search."""
+    return luminance(image) if np.ndim(image) == 3 else _float(image)
+
+
 # --- fidelity ----------------------------------------------------------------------------------
 
 def mse(a, b):
@@ -150,7 +155,7 @@ def estimate_shift(a, b, max_shift: tuple[int, int]) -> tuple[float, float]:
     answer the motion at the image centre, where a camera yaw of d moves the picture by exactly f tan(d) (towards a
     wide view's edges the same yaw moves it up to sec^2 as much). A flat template (nothing to match) gives (0, 0).
     """
-    a, b = (luminance(x) if np.ndim(x) == 3 else _float(x) for x in (a, b))
+    a, b = _plane(a), _plane(b)
     mx, my = (int(v) for v in max_shift)
     H, W = a.shape
     if not (0 <= mx < W / 2 and 0 <= my < H / 2):
@@ -168,7 +173,7 @@ def vertical_edges(image, sigma: float) -> np.ndarray:
     decoder shifts, drop out, and so does pixel-scale texture (the reference's aliasing), which a VAE does not carry.
     Matching two pictures of unlike sharpness by `estimate_shift` on this instead of on their luminance keeps the
     search on the edges both share."""
-    lum = luminance(image) if np.ndim(image) == 3 else _float(image)
+    lum = _plane(image)
     return ndimage.gaussian_filter(lum, sigma, order=(0, 1))
 
 
@@ -177,7 +182,7 @@ def band_pass(image, fine: float, coarse: float) -> np.ndarray:
     by one of `coarse` pixels. Keeps the blobs and edges between the two scales, in every direction (what an
     expansion moves), and drops both pixel-scale texture, which a VAE does not carry, and the broad shading, whose
     brightness a decoder shifts; `estimate_zoom` on this matches pictures of unlike sharpness."""
-    lum = luminance(image) if np.ndim(image) == 3 else _float(image)
+    lum = _plane(image)
     return ndimage.gaussian_filter(lum, fine) - ndimage.gaussian_filter(lum, coarse)
 
 
@@ -196,7 +201,7 @@ def estimate_zoom(a, b, zooms: np.ndarray | None = None, inset: float = 0.125) -
     reference world's for the same poses, measured by this same function.
     """
     zooms = zoom_grid() if zooms is None else np.asarray(zooms, dtype=np.float64)
-    a, b = (luminance(x) if np.ndim(x) == 3 else _float(x) for x in (a, b))
+    a, b = _plane(a), _plane(b)
     H, W = a.shape
     if zooms.min() < 1.0 - 2.0 * inset:
         raise ValueError(f"zooms below {1 - 2 * inset} would sample outside the image")
