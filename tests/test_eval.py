@@ -54,7 +54,7 @@ def test_yaw_shift_estimator_follows_the_reference_world_within_10_percent(size)
             poses = yaw_trajectory(start, 1 + CHECKS[-1], YAW_DEG_PER_S if i % 2 == 0 else -YAW_DEG_PER_S)
             implied = implied_shifts(poses, size)
             measured = measured_shifts(reference.render(poses), size)
-            error = 100 * np.abs(measured - implied).sum() / np.abs(implied).sum()
+            error = _relative_error([measured], [implied], [True])
             assert error < 10, f"scene {seed}: measured {measured.round(1)}, implied {implied.round(1)}"
     finally:
         reference.close()
@@ -78,8 +78,8 @@ def test_yaw_shift_estimator_follows_the_reference_world_through_the_shipped_vae
             measured.append(measured_shifts(Autoencoder(world.vae).video(reference.render(poses)), world.size))
     finally:
         reference.close()
+    error = _relative_error(measured, implied, [True] * len(implied))
     measured, implied = np.concatenate(measured), np.concatenate(implied)
-    error = 100 * np.abs(measured - implied).sum() / np.abs(implied).sum()
     assert error < 20, f"measured {measured.round(1)}, implied {implied.round(1)}: {error:.1f}%"
 
 
