@@ -88,6 +88,11 @@ def test_a_good_file_loads(tmp_path):
     (("position = [0.0, 1.7, 0.0]", "position = [0.0, -1.0, 0.0]"), "start.position", "below the ground"),
     (('title = "A test level"', 'title = "A test level"\nauthor = "me"'), "level.author", "unknown key"),
     (('name = "test"', "name = 7"), "level.name", "must be a string"),
+    # The name is part of a session folder's name: no path separators, "..", newlines or empty names.
+    (('name = "test"', 'name = "../../escape"'), "level.name", "letters, digits"),
+    (('name = "test"', 'name = "a/b"'), "level.name", "letters, digits"),
+    (('name = "test"', 'name = "two\\nlines"'), "level.name", "letters, digits"),
+    (('name = "test"', 'name = ""'), "level.name", "letters, digits"),
 ])
 def test_bad_values_name_the_file_and_the_field(tmp_path, change, field, words):
     path = write(tmp_path, GOOD.replace(*change, 1))

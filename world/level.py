@@ -22,6 +22,7 @@ Every problem is reported as an InputError naming the file and the dotted field.
 """
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,8 @@ from camera.errors import InputError
 from camera.pose import PITCH_LIMIT, Pose
 from levels import LEVELS_DIR
 from world.scene import SceneParams, height_at, parse_table, spec
+
+LEVEL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 @dataclass
@@ -67,8 +70,9 @@ def level_from_dict(d: dict, source: Path) -> Level:
         if key not in d:
             raise InputError(source, key, "missing table")
     header = parse_table(LevelHeader, d["level"], source, "level")
-    if not header.name.strip():
-        raise InputError(source, "level.name", "must not be empty")
+    if not LEVEL_NAME.fullmatch(header.name):
+        # The name becomes part of a session folder's name, so it must not hold "/", ".." or a newline.
+        raise InputError(source, "level.name", f"must be letters, digits, '-' or '_' (got {header.name!r})")
     start = parse_table(Start, d["start"], source, "start")
     scene = SceneParams.from_dict(d["scene"], source) if "scene" in d else None
     image = None
