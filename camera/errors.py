@@ -25,3 +25,21 @@ def parse_json(text: str, source, field: str | None):
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise InputError(source, field, f"not valid JSON ({e})") from None
+
+
+def read_text(file, missing: str = "no such file") -> str:
+    """A user's text file as a string, where every way of not being readable UTF-8 text (missing, a
+    folder, no permission, other bytes) is an InputError naming the file. A leading byte-order mark,
+    which some editors write, is dropped."""
+    try:
+        data = open(file, "rb").read()
+    except FileNotFoundError:
+        raise InputError(file, None, missing) from None
+    except IsADirectoryError:
+        raise InputError(file, None, "is a folder, not a file") from None
+    except OSError as e:
+        raise InputError(file, None, f"cannot read: {e.strerror or e}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise InputError(file, None, f"not UTF-8 text (byte {e.start})") from None

@@ -40,12 +40,16 @@ try:
 except ImportError:  # Python 3.10
     import tomli as tomllib
 
-from camera.errors import InputError
+from camera.errors import InputError, read_text
 from camera.pose import PITCH_LIMIT, Pose
 
 INTERPOLATIONS = ("catmull-rom", "linear")
 DEFAULT_FOV = 60.0
 MAX_SEGMENT_TURN = 30.0  # degrees of |d yaw| + |d pitch| + |d roll| between rotation keys (must be < 180)
+FPS_RANGE = (1.0, 240.0)
+POSITION_LIMIT = 1e5     # metres from the origin, as for a level's start
+ANGLE_LIMIT = 1e6        # degrees of yaw or roll (wound past +-180): far beyond any session, finite work
+MAX_FRAMES = 1_000_000   # frames a path may sample (11.5 hours at 24 fps): a bound on memory and time
 _PATH_FIELDS = ("fps", "interpolation", "relative", "key")
 _KEY_FIELDS = ("t", "position", "yaw", "pitch", "roll", "fov")
 
@@ -222,10 +226,7 @@ def load_path(file) -> CameraPath:
     if file.suffix != ".toml":
         raise InputError(file, None, "unknown camera path type (expected .toml or a RealEstate10K .txt)")
     try:
-        with open(file, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        raise InputError(file, None, "no such file") from None
+        data = tomllib.loads(read_text(file))
     except tomllib.TOMLDecodeError as e:
         raise InputError(file, None, f"not valid TOML: {e}") from None
     return parse_path(data, file)
@@ -239,8 +240,6 @@ def parse_path(data: dict, source) -> CameraPath:
         raise InputError(source, "path", "missing [path] table")
     _known(p, _PATH_FIELDS, source, "path.")
     fps = _number(p.get("fps", 24.0), source, "path.fps")
-    if fps <= 0:
-        raise InputError(source, "path.fps", f"must be positive, got {fps}")
     interpolation = p.get("interpolation", "catmull-rom")
     if interpolation not in INTERPOLATIONS:
         raise InputError(source, "path.interpolation",
@@ -256,7 +255,35 @@ def parse_path(data: dict, source) -> CameraPath:
         keys.append(_parse_key(k, keys[-1] if keys else None, source, f"path.key[{i}]"))
     if not relative:  # a relative path's missing first fovs stay None: the start pose's fov
         keys = [replace(k, fov=DEFAULT_FOV if k.fov is None else k.fov) for k in keys]
-    return CameraPath(fps, interpolation, relative, keys)
+    return check_path(CameraPath(fps, interpolation, relative, keys), source, "path.key")
+
+
+def check_path(path: CameraPath, source, keys_field: str, fps_field: str = "path.fps") -> CameraPath:
+    """The limits that keep sampling a path finite in time and memory, for every kind of path file:
+    fps, the number of frames, positions, and how far yaw and roll wind (each MAX_SEGMENT_TURN
+    degrees of turn is a rotation key)."""
+    lo, hi = FPS_RANGE
+    if not lo <= path.fps <= hi:
+        raise InputError(source, fps_field, f"must be between {lo:g} and {hi:g} frames per second, got {path.fps:g}")
+    frames = path.duration * path.fps
+    if frames > MAX_FRAMES:
+        raise InputError(source, keys_field, f"the path lasts {path.duration:g} s, {frames:.3g} frames at "
+                         f"{path.fps:g} fps; at most {MAX_FRAMES} are allowed")
+    for i, k in enumerate(path.keys):
+        field = f"{keys_field}[{i}]"
+        if max(abs(v) for v in k.position) > POSITION_LIMIT:
+            raise InputError(source, f"{field}.position", f"must be within {POSITION_LIMIT:g} m of the origin, "
+                             f"got {list(k.position)}")
+        for name in ("yaw", "roll"):
+            if abs(getattr(k, name)) > ANGLE_LIMIT:
+                raise InputError(source, f"{field}.{name}", f"must be within {ANGLE_LIMIT:g} degrees, "
+                                 f"got {getattr(k, name):g}")
+    turn = sum(abs(b.yaw - a.yaw) + abs(b.pitch - a.pitch) + abs(b.roll - a.roll)
+               for a, b in zip(path.keys[:-1], path.keys[1:]))
+    if turn / MAX_SEGMENT_TURN > MAX_FRAMES:
+        raise InputError(source, keys_field, f"the keys turn {turn:.3g} degrees in all; at most "
+                         f"{MAX_FRAMES * MAX_SEGMENT_TURN:g} are allowed")
+    return path
 
 
 def _parse_key(k, prev: Keyframe | None, source, field: str) -> Keyframe:

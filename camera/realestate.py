@@ -19,8 +19,8 @@ from typing import Sequence
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from camera.errors import InputError
-from camera.paths import CameraPath, keys_from_poses
+from camera.errors import InputError, read_text
+from camera.paths import CameraPath, check_path, keys_from_poses
 from camera.pose import Pose
 
 _FLIP = np.diag([1.0, -1.0, -1.0, 1.0])  # OpenCV <-> OpenGL axes, for cameras and for the world
@@ -34,10 +34,7 @@ def load_realestate(file, aspect: float = 16 / 9) -> CameraPath:
     fx * aspect (equal for square pixels; the mean halves the rounding noise of either), and the
     vertical fov follows from it."""
     file = Path(file)
-    try:
-        lines = file.read_text().splitlines()
-    except FileNotFoundError:
-        raise InputError(file, None, "no such file") from None
+    lines = read_text(file).splitlines()
     rows = [(n, line) for n, line in enumerate(lines[1:], start=2) if line.strip()]
     if len(rows) < 2:
         raise InputError(file, None, "needs a URL line and at least two camera lines")
@@ -51,7 +48,7 @@ def load_realestate(file, aspect: float = 16 / 9) -> CameraPath:
     timestamps = np.array(timestamps)
     fps = 1e6 / float(np.median(np.diff(timestamps)))
     keys = keys_from_poses((timestamps - timestamps[0]) / 1e6, poses)
-    return CameraPath(fps, "linear", False, keys)
+    return check_path(CameraPath(fps, "linear", False, keys), file, "lines", fps_field="timestamps")
 
 
 def _parse_line(line: str, file, n: int) -> np.ndarray:

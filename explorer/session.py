@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from camera.controls import InputState
-from camera.errors import InputError, parse_json
+from camera.errors import InputError, parse_json, read_text
 from camera.pose import Pose
 from world.base import FRAMES_PER_STEP
 from world.make import WORLDS
@@ -160,12 +160,7 @@ def read_session(path) -> Session:
         raise InputError(path, None, "no such session folder")
     header = _read_header(path / HEADER)
     source = path / TRAJECTORY
-    try:
-        text = source.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(source, None, "missing") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(source, None, f"cannot read: {e}") from None
+    text = read_text(source, missing="missing")
     lines = text.split("\n")
     torn = False
     if lines[-1] == "":
@@ -194,12 +189,7 @@ def read_session(path) -> Session:
 
 
 def _read_header(source: Path) -> dict:
-    try:
-        header = json.loads(source.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(source, None, "missing (is this a session folder?)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(source, None, f"cannot read: {e}") from None
+    header = parse_json(read_text(source, missing="missing (is this a session folder?)"), source, None)
     if not isinstance(header, dict):
         raise InputError(source, None, "must be a JSON object")
     if header.get("format") != FORMAT:

@@ -135,7 +135,16 @@ def key(t, extra=""):
      "walk.toml: path.key[1].position: must be a list"),
     (HEADER + key(0.0) + "\n[[path.key]]\nposition = [1, 2, 3]\n", "walk.toml: path.key[1].t: missing"),
     ('[path]\ninterpolation = "cubic"\n' + key(0.0) + key(1.0), "walk.toml: path.interpolation: must be one of"),
-    ("[path]\nfps = -5\n" + key(0.0) + key(1.0), "walk.toml: path.fps: must be positive"),
+    ("[path]\nfps = -5\n" + key(0.0) + key(1.0), "walk.toml: path.fps: must be between 1 and 240"),
+    ("[path]\nfps = 1e-9\n" + key(0.0) + key(1.0), "walk.toml: path.fps: must be between 1 and 240"),
+    ("[path]\nfps = 1e9\n" + key(0.0) + key(1.0), "walk.toml: path.fps: must be between 1 and 240"),
+    # Limits that keep sampling finite: each of these once took minutes or hundreds of GiB.
+    (HEADER + key(0.0) + key(1e9), "walk.toml: path.key: the path lasts 1e+09 s"),
+    (HEADER + key(0.0) + key(1.0, "yaw = 1e12\n"), "walk.toml: path.key[1].yaw: must be within 1e+06 degrees"),
+    (HEADER + key(0.0) + "\n[[path.key]]\nt = 1.0\nposition = [1e300, 0, 0]\n",
+     "walk.toml: path.key[1].position: must be within 100000 m"),
+    (HEADER + "".join(key(float(i), f"yaw = {(-1) ** i * 900000}\n") for i in range(40)),
+     "walk.toml: path.key: the keys turn"),
     ("[path]\nrelative = 1\n" + key(0.0) + key(1.0), "walk.toml: path.relative: must be true or false"),
     ("[camera]\n", "walk.toml: camera: unknown field"),
     ("[path\n", "walk.toml: not valid TOML"),
@@ -152,13 +161,22 @@ def test_validation_messages(tmp_path, monkeypatch, text, message):
 def test_missing_and_unknown_files(tmp_path):
     with pytest.raises(InputError, match="no such file"):
         load_path(tmp_path / "nope.toml")
+    (tmp_path / "folder.toml").mkdir()
+    with pytest.raises(InputError, match="folder.toml: is a folder"):
+        load_path(tmp_path / "folder.toml")
+    (tmp_path / "latin1.toml").write_bytes("# caf\xe9\n".encode("latin-1"))
+    with pytest.raises(InputError, match="latin1.toml: not UTF-8 text"):
+        load_path(tmp_path / "latin1.toml")
+    (tmp_path / "cams.txt").write_bytes(b"\xff\xfe")
+    with pytest.raises(InputError, match="cams.txt: not UTF-8 text"):
+        load_path(tmp_path / "cams.txt")
     with pytest.raises(InputError, match="unknown camera path type"):
         load_path(tmp_path / "path.json")
 
 
 def test_defaults_come_from_the_previous_key(tmp_path):
     f = tmp_path / "p.toml"
-    f.write_text(HEADER + key(0.0) + key(1.0, "yaw = 30\nfov = 50\n") + key(2.0))
+    f.write_text("\ufeff" + HEADER + key(0.0) + key(1.0, "yaw = 30\nfov = 50\n") + key(2.0))  # a BOM is allowed
     keys = load_path(f).keys
     assert (keys[0].yaw, keys[0].fov) == (0.0, 60.0)
     assert (keys[2].yaw, keys[2].fov) == (30.0, 50.0)
@@ -237,6 +255,8 @@ def test_realestate_hand_made_file(tmp_path):
     ("5 0.5 0.9 0.5 0.5 0 0 2 0 0 0 0 1 0 0 0 0 1 0", "cams.txt: line 3: the 3x3 part of the matrix is not a rotation"),
     ("5 0.5 0 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 0", "cams.txt: line 3: focal lengths must be positive"),
     ("5 0.5 0.9 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 inf", "cams.txt: line 3: numbers must be finite"),
+    ("5 0.5 0.9 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 0", "cams.txt: timestamps: must be between 1 and 240"),
+    ("9999999999999 0.5 0.9 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 0", "cams.txt: timestamps: must be between 1 and 240"),
 ])
 def test_realestate_validation(tmp_path, monkeypatch, line, message):
     monkeypatch.chdir(tmp_path)

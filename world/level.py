@@ -27,7 +27,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from camera.errors import InputError
+from camera.errors import InputError, read_text
 from camera.pose import PITCH_LIMIT, Pose
 from levels import LEVELS_DIR
 from world.scene import SceneParams, height_at, parse_table, spec
@@ -104,11 +104,9 @@ def load_level(name_or_path) -> Level:
         problem = "no such level" if by_name else "no such level file"
         raise InputError(text, None, f"{problem} (available levels: {available})")
     try:
-        d = tomllib.loads(path.read_text(encoding="utf-8"))
+        d = tomllib.loads(read_text(path))
     except tomllib.TOMLDecodeError as e:
         raise InputError(path, None, f"invalid TOML: {e}") from None
-    except UnicodeDecodeError as e:
-        raise InputError(path, None, f"not UTF-8 text: {e}") from None
     return level_from_dict(d, path)
 
 
