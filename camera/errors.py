@@ -5,6 +5,7 @@ Its message is a single line that names the file and the field, e.g.
 The command line prints it as it is and exits with code 2.
 """
 import json
+from pathlib import Path
 
 
 class InputError(ValueError):
@@ -43,3 +44,18 @@ def read_text(file, missing: str = "no such file") -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise InputError(file, None, f"not UTF-8 text (byte {e.start})") from None
+
+
+def check_output_path(path, suffixes: tuple[str, ...], field: str = "--out") -> Path:
+    """A file the command will write, refused before any work is done if it could not be: it must
+    end in one of `suffixes` (the formats written), must not be a folder and must not lie under a file
+    (missing folders are made when it is written)."""
+    path = Path(path)
+    if path.suffix.lower() not in suffixes:
+        raise InputError(path, field, f"must be a file name ending in {' or '.join(suffixes)}")
+    if path.is_dir():
+        raise InputError(path, field, "is a folder; give a file name")
+    parent = next((p for p in path.parents if p.exists()), Path("."))
+    if not parent.is_dir():
+        raise InputError(path, field, f"{parent} is a file, not a folder")
+    return path

@@ -27,6 +27,7 @@ and yaw/pitch/roll are added to the start's, so one path works on every level.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
@@ -341,4 +342,8 @@ def save_path(path: CameraPath, file) -> None:
                   f"yaw = {float(k.yaw)!r}", f"pitch = {float(k.pitch)!r}", f"roll = {float(k.roll)!r}"]
         if k.fov is not None:
             lines.append(f"fov = {float(k.fov)!r}")
-    Path(file).write_text("\n".join(lines) + "\n")
+    file = Path(file)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    partial = file.with_name(file.name + ".partial")  # written whole, then renamed: an older file is never half replaced
+    partial.write_text("\n".join(lines) + "\n")
+    os.replace(partial, file)

@@ -70,6 +70,8 @@ def cmd_levels(args) -> int:
 
 def cmd_render(args) -> int:
     from explorer.render import render_path
+    from explorer.video import check_video_path
+    check_video_path(args.out)
     if args.random_weights and args.checkpoint:
         raise InputError("command line", "--random-weights", "random weights or a checkpoint, not both")
     render_path(level=args.level, path=args.path, out=args.out, world_kind=args.world, size=args.size,
@@ -119,14 +121,21 @@ def cmd_play(args) -> int:
 
 def cmd_replay(args) -> int:
     from explorer.replay import run_replay
+    from explorer.video import check_video_path
+    if args.out is not None:
+        check_video_path(args.out)
     return run_replay(args.session, check=args.check, out=args.out, device=args.device)
 
 
 def cmd_path_from_session(args) -> int:
+    from camera.errors import check_output_path
     from camera.paths import path_from_poses, save_path
     from explorer.session import read_session
 
+    out = check_output_path(args.out, (".toml",))
     session = read_session(args.session)
+    if out.resolve().parent == session.path.resolve():
+        raise InputError(out, "--out", "is inside the session folder; write the path somewhere else")
     poses = [record.pose for record in session.frames]
     if len(poses) < 2:
         raise InputError(args.session, None, "a camera path needs at least two frames; this session has one")

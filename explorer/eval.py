@@ -46,7 +46,7 @@ import torch
 from tqdm import tqdm
 
 from camera.embedding import camera_embedding
-from camera.errors import InputError
+from camera.errors import InputError, check_output_path
 from camera.paths import load_path
 from camera.pose import Pose
 from camera.trajectories import forward_trajectory, random_trajectory, yaw_trajectory
@@ -629,12 +629,13 @@ def plot(r: dict, path) -> None:
     axes[2].set(xlabel="time (s)", ylabel="Fréchet distance", title=f"features per {width} s window")
     axes[2].legend()
     fig.suptitle(f"{Path(r['checkpoint']).name}: {r['streams']} streams")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
 
 
 def main(args) -> int:
-    if args.plot is not None and not Path(args.plot).resolve().parent.is_dir():
-        raise InputError("command line", "--plot", f"no such folder: {Path(args.plot).resolve().parent}")
+    if args.plot is not None:  # refused now, not after the evaluation's minutes
+        check_output_path(args.plot, (".png",), field="--plot")
     options = EvalOptions(checkpoint=args.checkpoint, levels=list(args.levels), paths=list(args.paths),
                           seconds=args.seconds, scenes=args.scenes, device=args.device,
                           baseline_steps=args.baseline_steps, baseline_checkpoint=args.baseline_checkpoint)

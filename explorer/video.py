@@ -7,7 +7,12 @@ from pathlib import Path
 import imageio_ffmpeg
 import numpy as np
 
-from camera.errors import InputError
+from camera.errors import InputError, check_output_path
+
+
+def check_video_path(path) -> Path:
+    """Refuses, before any work, a video path that could not be written (H.264 goes in .mp4 only)."""
+    return check_output_path(path, (".mp4",))
 
 
 class VideoWriter:
@@ -15,7 +20,7 @@ class VideoWriter:
     so an interrupted render never leaves a truncated file where a good one was."""
 
     def __init__(self, path, size: tuple[int, int], fps: float = 24.0, quality: float = 8):
-        self.path = Path(path)
+        self.path = check_video_path(path)
         self.size = tuple(size)
         if self.size[0] % 2 or self.size[1] % 2:
             raise InputError(self.path, "size", f"H.264 needs even width and height, got {self.size[0]}x{self.size[1]}")
@@ -26,6 +31,9 @@ class VideoWriter:
             str(self._tmp), self.size, fps=fps, quality=quality, codec="libx264", macro_block_size=1,
             output_params=["-threads", "1"], ffmpeg_log_level="error")
         self._gen.send(None)
+        # imageio-ffmpeg keeps ffmpeg's process to itself; its exit status is the only sign that a
+        # file it wrote is whole (an unwritable or full disk otherwise passes silently).
+        self._ffmpeg = self._gen.gi_frame.f_locals.get("p")
         self.frames = 0
 
     def write(self, frames: np.ndarray) -> None:
@@ -34,18 +42,31 @@ class VideoWriter:
         for frame in frames.reshape(-1, *frames.shape[-3:]):
             if frame.shape[1::-1] != self.size:
                 raise ValueError(f"frame of size {frame.shape[1]}x{frame.shape[0]} for a {self.size} video")
-            self._gen.send(np.ascontiguousarray(frame, dtype=np.uint8))
+            try:
+                self._gen.send(np.ascontiguousarray(frame, dtype=np.uint8))
+            except OSError as e:  # ffmpeg quit: its own message is on stderr above
+                raise InputError(self.path, None, f"ffmpeg stopped writing the video ({str(e).splitlines()[0]})") from None
             self.frames += 1
 
     def close(self) -> None:
+        """Finish the file and put it in place; if ffmpeg failed, raise and leave an older file as it was."""
         self._gen.close()
+        status = getattr(self._ffmpeg, "returncode", 0)
+        if status != 0 or not self._tmp.is_file() or self._tmp.stat().st_size == 0:
+            self._remove_partial()
+            kept = "; the file there before is unchanged" if self.path.exists() else ""
+            raise InputError(self.path, None, f"ffmpeg failed (exit status {status}){kept}")
         os.replace(self._tmp, self.path)
 
     def abort(self) -> None:
         try:
             self._gen.close()
         finally:
-            self._tmp.unlink(missing_ok=True)
+            self._remove_partial()
+
+    def _remove_partial(self) -> None:
+        if self._tmp.is_file():
+            self._tmp.unlink()
 
     def __enter__(self):
         return self

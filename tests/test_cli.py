@@ -64,9 +64,19 @@ def test_render_compare_puts_the_generated_world_beside_the_reference(tmp_path):
     (["render", "--level", "meadow", "--path", "missing.toml", "--out", "x.mp4"], ["missing.toml"]),
     (["render", "--level", "meadow", "--path", WALK, "--out", "x.mp4", "--size", "big"], ["--size"]),
     (["data", "--out", "d", "--clips", "2", "--frames", "10"], ["--frames"]),
+    # Output files that could not be written are refused before any work
+    (["render", "--level", "meadow", "--path", WALK, "--out", "x.gif"], ["x.gif", "--out", ".mp4"]),
+    (["render", "--level", "meadow", "--path", WALK, "--out", ""], ["--out", ".mp4"]),
+    (["render", "--level", "meadow", "--path", WALK, "--out", "walk.toml/x.mp4"], ["walk.toml is a file"]),
+    (["replay", "nowhere", "--out", "x.txt"], ["x.txt", "--out", ".mp4"]),
+    (["eval", "--plot", "x.txt"], ["x.txt", "--plot", ".png"]),
+    (["render", "--level", "meadow", "--path", ".", "--out", "x.mp4"], ["unknown camera path type"]),
+    (["render", "--level", "meadow", "--path", "folder.toml", "--out", "x.mp4"], ["folder.toml: is a folder"]),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, args, words):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "walk.toml").write_text("")
+    (tmp_path / "folder.toml").mkdir()
     code, out, err = run_cli(*args)
     assert code == 2, err
     assert len(err.strip().splitlines()) == 1, err
@@ -83,6 +93,19 @@ def test_render_does_not_replace_a_good_video_on_error(tmp_path):
     bad_path.write_text("[path]\nfps = 24\nspeed = 3\n")
     code, _, err = run_cli("render", "--level", list_levels()[0].name, "--path", str(bad_path), "--out", str(out))
     assert code == 2 and "bad.toml" in err
+    assert out.read_bytes() == b"precious"
+
+
+def test_a_failing_ffmpeg_leaves_the_older_video_and_says_so(tmp_path):
+    from camera.errors import InputError
+    from explorer.video import VideoWriter
+
+    out = tmp_path / "keep.mp4"
+    out.write_bytes(b"precious")
+    (tmp_path / ".keep.partial.mp4").mkdir()  # where ffmpeg writes first: it cannot open it and quits
+    with pytest.raises(InputError, match="keep.mp4: .*ffmpeg"):
+        with VideoWriter(out, (32, 16)) as writer:
+            writer.write(np.zeros((4, 16, 32, 3), np.uint8))
     assert out.read_bytes() == b"precious"
 
 

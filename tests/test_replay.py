@@ -147,7 +147,8 @@ def test_path_from_session_is_within_the_stated_tolerance(tmp_path, history_worl
 
 @pytest.mark.parametrize("break_it, words", [
     (lambda s: (s / "session.json").unlink(), ["session.json", "missing"]),
-    (lambda s: (s / "session.json").write_text("{"), ["session.json", "cannot read"]),
+    (lambda s: (s / "session.json").write_text("{"), ["session.json", "not valid JSON"]),
+    (lambda s: (s / "session.json").write_bytes(b"\xff{}"), ["session.json", "not UTF-8"]),
     (lambda s: (s / "trajectory.jsonl").write_text("{}\n"), ["trajectory.jsonl:1", "frame", "missing"]),
     (lambda s: (s / "trajectory.jsonl").write_text('{"frame": 0}\nnot json\n{"frame": 2}\n'),
      ["trajectory.jsonl:1"]),
@@ -163,6 +164,22 @@ def test_corrupt_sessions_are_one_line_and_exit_2(tmp_path, history_world, capsy
         for word in words:
             assert word in err
     assert not (tmp_path / "p.toml").exists()
+
+
+def test_path_from_session_out_must_be_a_toml_file_outside_the_session(tmp_path, history_world, capsys):
+    session = play_session(tmp_path, history_world, "generated", steps=2)
+    recorded = (session / "trajectory.jsonl").read_bytes()
+    for out, words in ((session / "trajectory.jsonl", ["--out", ".toml"]),
+                       (session / "path.toml", ["--out", "inside the session folder"]),
+                       (tmp_path / "p.txt", ["--out", ".toml"]),
+                       (tmp_path, ["--out", ".toml"])):
+        assert main(["path", "from-session", str(session), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and all(w in err for w in words), err
+    assert (session / "trajectory.jsonl").read_bytes() == recorded and not (session / "path.toml").exists()
+    nested = tmp_path / "new" / "folder" / "p.toml"  # missing folders are made
+    assert main(["path", "from-session", str(session), "--out", str(nested)]) == 0
+    assert len(load_path(nested).keys) >= 2
 
 
 def test_a_missing_session_folder_is_one_line_and_exit_2(tmp_path, capsys):
