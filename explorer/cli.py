@@ -53,6 +53,29 @@ def positive_float(text: str) -> float:
     return value
 
 
+def number_in(lo, hi, kind=float):
+    """An argparse type: a number of `kind` from lo to hi (a bound that keeps the work finite)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {'whole ' if kind is int else ''}number, got {text!r}") from None
+        if not lo <= value <= hi:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"must be between {lo:g} and {hi:g}, got {text}")
+        return value
+    return parse
+
+
+seed_int = number_in(0, 2**63 - 1, int)  # a seed is a whole number >= 0 (numpy's generators refuse negative ones)
+
+
+def folder(text: str) -> str:
+    """A folder the command writes into: it may be missing (it is made), but must not be a file."""
+    if os.path.exists(text) and not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a folder")
+    return text
+
+
 # --- handlers ------------------------------------------------------------------------------------
 
 def cmd_levels(args) -> int:
@@ -223,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the generated world (played, in split view or switched to) is an untrained model of this "
                    "config (mini, tiny, ...) instead of a checkpoint: for tests and benchmarks; the screen says so")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--seed", type=int, default=0, help="generated world: the noise seed (default 0)")
+    p.add_argument("--seed", type=seed_int, default=0, help="generated world: the noise seed (default 0)")
     p.add_argument("--size", type=parse_size, default=None,
                    help="reference world: the frames' WIDTHxHEIGHT (default 256x144, the generated world's largest "
                    "size); they are upscaled to the window")
@@ -231,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fullscreen", action="store_true", help="start in fullscreen (F11 toggles)")
     p.add_argument("--seconds", type=positive_float, default=None,
                    help="quit by itself after this many seconds (demos, tests)")
-    p.add_argument("--sessions-dir", default="sessions",
+    p.add_argument("--sessions-dir", type=folder, default="sessions",
                    help="where session logs go, one folder per session (default: ./sessions)")
     p.set_defaults(run=cmd_play)
 
@@ -252,8 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "within --tolerance-deg degrees of every recorded orientation and fov.")
     q.add_argument("session", help="a session folder")
     q.add_argument("--out", required=True, help="the camera path to write (.toml)")
-    q.add_argument("--tolerance-m", type=positive_float, default=0.05, help="position tolerance (default 0.05 m)")
-    q.add_argument("--tolerance-deg", type=positive_float, default=0.5,
+    q.add_argument("--tolerance-m", type=number_in(1e-6, 1e3), default=0.05, help="position tolerance (default 0.05 m)")
+    q.add_argument("--tolerance-deg", type=number_in(1e-6, 180.0), default=0.5,
                    help="orientation and fov tolerance (default 0.5 degrees)")
     q.set_defaults(run=cmd_path_from_session)
 
@@ -269,19 +292,19 @@ def build_parser() -> argparse.ArgumentParser:
                    "native size for generated and compare)")
     p.add_argument("--checkpoint", default=None, help="generated world: a .safetensors checkpoint (default: shipped)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--seed", type=int, default=0, help="generated world: the noise seed (default 0)")
+    p.add_argument("--seed", type=seed_int, default=0, help="generated world: the noise seed (default 0)")
     p.add_argument("--random-weights", metavar="CONFIG", default=None,
                    help="generated world: an untrained model of this config (tiny, mini, apt2-8b) instead of a "
                    "checkpoint, to try the machinery")
     p.set_defaults(run=cmd_render)
 
     p = sub.add_parser("data", help="render training clips from random procedural scenes into shards")
-    p.add_argument("--out", required=True, help="the dataset folder (resumes if it already holds part of this dataset)")
+    p.add_argument("--out", type=folder, required=True, help="the dataset folder (resumes if it already holds part of this dataset)")
     p.add_argument("--clips", type=positive_int, required=True, help="how many clips in total")
     p.add_argument("--size", type=parse_size, default=(128, 72), help="WIDTHxHEIGHT (default 128x72, mini's native size)")
     p.add_argument("--frames", type=positive_int, default=33,
                    help="frames per clip, 1 + 4k (default 33: the first frame and 8 latent steps)")
-    p.add_argument("--seed", type=int, default=0, help="the dataset's seed (default 0)")
+    p.add_argument("--seed", type=seed_int, default=0, help="the dataset's seed (default 0)")
     p.add_argument("--split", choices=["train", "heldout"], default="train",
                    help="train scenes, or the held-out scene seeds kept for evaluation (default train)")
     p.add_argument("--clips-per-scene", type=positive_int, default=8)
@@ -290,13 +313,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="steady-state speed of the generated world, with baselines in the same run")
     p.add_argument("--config", default="mini", help="model config: tiny, mini, apt2-8b (default mini)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--seconds", type=float, default=60.0, help="seconds of video to stream (default 60)")
+    p.add_argument("--seconds", type=number_in(0.1, 86400.0), default=60.0,
+                   help="seconds of video to stream (default 60)")
     p.add_argument("--checkpoint", default=None,
                    help="weights to time (default: the shipped checkpoint if it is of --config, else random weights)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="torch intra-op threads on the CPU (default: one per core)")
-    p.add_argument("--window", type=int, default=None,
+    p.add_argument("--window", type=number_in(1, 1024, int), default=None,
                    help="override the generator's window, for timing with random weights (e.g. 30 for mini)")
     p.add_argument("--baseline-steps", type=positive_int, default=24,
                    help="timed steps of each baseline (default 24; fewer for a large model on a short lease)")
@@ -312,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "the latents unchanged) after vae or on a finished model (--init); gate (the warp gate alone, "
                    "on a finished model)")
     p.add_argument("--data", required=True, help="a dataset folder made by `explorer data` at the config's size")
-    p.add_argument("--run", required=True, dest="run_dir", metavar="RUN", help="the run folder (e.g. runs/mini)")
+    p.add_argument("--run", type=folder, required=True, dest="run_dir", metavar="RUN", help="the run folder (e.g. runs/mini)")
     p.add_argument("--config", help="model config: tiny, mini, apt2-8b (default mini)")
     p.add_argument("--steps", type=positive_int, help="the stage's total optimiser steps (default per stage)")
     p.add_argument("--batch", type=positive_int, help="clips per step over all processes (default per stage)")
@@ -321,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", help="start from this checkpoint instead of the previous stage's model")
     p.add_argument("--diffusion", help="consistency, adversarial: the diffusion model (teacher, discriminator "
                    "init); default: the run's diffusion stage")
-    p.add_argument("--seed", type=int, help="seed of the initialisation, data order and noise (default 0)")
+    p.add_argument("--seed", type=seed_int, help="seed of the initialisation, data order and noise (default 0)")
     p.add_argument("--warmup", type=int, help="learning-rate warm-up steps (default per stage)")
     p.add_argument("--grad-clip", type=float, help="max gradient norm, 0 for none (default per stage)")
     p.add_argument("--precision", choices=["bf16", "fp32"],

@@ -86,6 +86,30 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, args, words):
     assert not (tmp_path / "x.mp4").exists()
 
 
+@pytest.mark.parametrize("args, words", [
+    (["bench", "--seconds", "nan"], ["--seconds", "between"]),
+    (["bench", "--seconds", "inf"], ["--seconds", "between"]),
+    (["bench", "--seconds", "0"], ["--seconds", "between"]),
+    (["bench", "--window", "100000"], ["--window", "between 1 and 1024"]),
+    (["bench", "--threads", "0"], ["--threads"]),
+    (["data", "--out", "afile", "--clips", "1"], ["--out", "afile is a file"]),
+    (["data", "--out", "d", "--clips", "1", "--seed", "-1"], ["--seed", "between 0"]),
+    (["train", "vae", "--data", "d", "--run", "afile"], ["--run", "afile is a file"]),
+    (["play", "--sessions-dir", "afile"], ["--sessions-dir", "afile is a file"]),
+    (["render", "--level", "meadow", "--path", WALK, "--out", "x.mp4", "--seed", "x"], ["--seed", "whole number"]),
+    (["path", "from-session", "s", "--out", "p.toml", "--tolerance-deg", "1e-300"], ["--tolerance-deg"]),
+])
+def test_bad_arguments_are_refused_by_the_parser(tmp_path, monkeypatch, capsys, args, words):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("keep")
+    with pytest.raises(SystemExit) as exit:
+        main(args)
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert all(word in err for word in words), err
+    assert (tmp_path / "afile").read_text() == "keep" and not (tmp_path / "d").exists()
+
+
 def test_render_does_not_replace_a_good_video_on_error(tmp_path):
     out = tmp_path / "keep.mp4"
     out.write_bytes(b"precious")
