@@ -161,3 +161,12 @@ def test_data_writes_resumable_shards(tmp_path):
     code, _, err = run_cli(*args[:-6], "--size", "32x18", "--frames", "9")
     assert code == 2 and "spec.size" in err
     assert json.loads((out / "manifest.json").read_text())["clips"] == 3
+
+    # A shard file emptied or cut short (a full disk, a copy stopped half way) names itself.
+    from camera.errors import InputError
+    (out / "shard_00000" / "frames.npy").write_bytes(b"")
+    with pytest.raises(InputError, match=r"shard_00000/frames\.npy: not a readable array"):
+        open_dataset(out)
+    np.save(out / "shard_00000" / "frames.npy", first[:1])
+    with pytest.raises(InputError, match=r"shard_00000: holds 1 clips, the manifest says 2"):
+        open_dataset(out)

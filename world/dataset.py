@@ -171,6 +171,21 @@ def open_dataset(folder) -> tuple[dict, list[dict[str, np.ndarray]]]:
     shards = []
     for s in manifest["shards"]:
         d = folder / s["name"]
-        shards.append({"frames": np.load(d / "frames.npy", mmap_mode="r"), "poses": np.load(d / "poses.npy"),
-                       "intrinsics": np.load(d / "intrinsics.npy"), "scene_seeds": np.load(d / "scene_seeds.npy")})
+        shard = {name: _load_array(d / f"{name}.npy", mmap=name == "frames")
+                 for name in ("frames", "poses", "intrinsics", "scene_seeds")}
+        if not all(len(a) == s["clips"] for a in shard.values()):
+            raise InputError(d, None, f"holds {len(shard['frames'])} clips, the manifest says {s['clips']} "
+                             f"(delete the folder and run `explorer data` again to render it)")
+        shards.append(shard)
     return manifest, shards
+
+
+def _load_array(path: Path, mmap: bool) -> np.ndarray:
+    """One shard array; a missing, cut or foreign file names itself (it can be rendered again)."""
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except FileNotFoundError:
+        raise InputError(path, None, "missing (delete its shard folder and run `explorer data` again)") from None
+    except (OSError, ValueError, EOFError) as e:
+        raise InputError(path, None, f"not a readable array ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                         f"delete its shard folder and run `explorer data` again") from None
