@@ -42,14 +42,12 @@ except ImportError:  # Python 3.10
     import tomli as tomllib
 
 from camera.errors import InputError, read_text
-from camera.pose import PITCH_LIMIT, Pose
+from camera.pose import ANGLE_LIMIT, PITCH_LIMIT, POSITION_LIMIT, Pose
 
 INTERPOLATIONS = ("catmull-rom", "linear")
 DEFAULT_FOV = 60.0
 MAX_SEGMENT_TURN = 30.0  # degrees of |d yaw| + |d pitch| + |d roll| between rotation keys (must be < 180)
 FPS_RANGE = (1.0, 240.0)
-POSITION_LIMIT = 1e5     # metres from the origin, as for a level's start
-ANGLE_LIMIT = 1e6        # degrees of yaw or roll (wound past +-180): far beyond any session, finite work
 MAX_FRAMES = 1_000_000   # frames a path may sample (11.5 hours at 24 fps): a bound on memory and time
 _PATH_FIELDS = ("fps", "interpolation", "relative", "key")
 _KEY_FIELDS = ("t", "position", "yaw", "pitch", "roll", "fov")

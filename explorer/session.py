@@ -37,7 +37,8 @@ import numpy as np
 
 from camera.controls import InputState
 from camera.errors import InputError, parse_json, read_text
-from camera.pose import Pose
+from camera.paths import FPS_RANGE
+from camera.pose import ANGLE_LIMIT, PITCH_LIMIT, POSITION_LIMIT, Pose
 from world.base import FRAMES_PER_STEP
 from world.make import WORLDS
 
@@ -174,6 +175,8 @@ def read_session(path) -> Session:
     frames: list[FrameRecord] = []
     rewinds: list[Rewind] = []
     for number, line in enumerate(lines, start=1):
+        if not line.strip():  # a blank line (an editor's) says nothing
+            continue
         where = f"{source}:{number}"
         record = parse_json(line, where, None)
         if not isinstance(record, dict):
@@ -200,12 +203,13 @@ def _read_header(source: Path) -> dict:
     if header.get("world") not in WORLDS:
         raise InputError(source, "world", f"must be one of {', '.join(WORLDS)}, got {header.get('world')!r}")
     size = header.get("size")
-    if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) and v > 0 for v in size)):
-        raise InputError(source, "size", f"must be [width, height], got {size!r}")
+    if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) and 1 <= v <= 8192 for v in size)):
+        raise InputError(source, "size", f"must be [width, height], each from 1 to 8192, got {size!r}")
     if not _is_int(header.get("seed")):
         raise InputError(source, "seed", f"must be a whole number, got {header.get('seed')!r}")
-    if not (_is_number(header.get("fps")) and header["fps"] > 0):
-        raise InputError(source, "fps", f"must be a positive number, got {header.get('fps')!r}")
+    if not (_is_number(header.get("fps")) and FPS_RANGE[0] <= header["fps"] <= FPS_RANGE[1]):
+        raise InputError(source, "fps", f"must be a number from {FPS_RANGE[0]:g} to {FPS_RANGE[1]:g}, "
+                         f"got {header.get('fps')!r}")
     for name in ("checkpoint", "checkpoint_sha256", "random_config"):
         if not (header.get(name) is None or isinstance(header.get(name), str)):
             raise InputError(source, name, "must be a string or null")
@@ -244,9 +248,13 @@ def _parse_pose(d, where: str) -> Pose:
     position = d.get("position")
     if not (isinstance(position, list) and len(position) == 3 and all(_is_number(v) for v in position)):
         raise InputError(where, "pose.position", f"must be [x, y, z], got {position!r}")
-    for name in ("yaw", "pitch", "roll", "fov"):
-        if not _is_number(d.get(name)):
-            raise InputError(where, f"pose.{name}", f"must be a number, got {d.get(name)!r}")
+    if max(abs(v) for v in position) > POSITION_LIMIT:
+        raise InputError(where, "pose.position", f"must be within {POSITION_LIMIT:g} m of the origin, got {position}")
+    for name, limit in (("yaw", ANGLE_LIMIT), ("pitch", PITCH_LIMIT), ("roll", ANGLE_LIMIT), ("fov", 179.0)):
+        if not (_is_number(d.get(name)) and abs(d[name]) <= limit):
+            raise InputError(where, f"pose.{name}", f"must be a number within {limit:g} degrees, got {d.get(name)!r}")
+    if d["fov"] < 1.0:
+        raise InputError(where, "pose.fov", f"must be between 1 and 179 degrees, got {d['fov']!r}")
     return Pose.from_dict(d)
 
 
@@ -317,4 +325,11 @@ def _percentile(values: list[float], q: float) -> float | None:
 if __name__ == "__main__":
     # python -m explorer.session SESSION: one JSON line of numbers about a played session
     import sys
-    print(json.dumps(summary(read_session(sys.argv[1]))))
+    if len(sys.argv) != 2:
+        print("usage: python -m explorer.session SESSION_FOLDER", file=sys.stderr)
+        sys.exit(2)
+    try:
+        print(json.dumps(summary(read_session(sys.argv[1]))))
+    except InputError as error:
+        print(f"explorer.session: error: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -100,9 +100,16 @@ def set_field(field, value):
 
 @pytest.mark.parametrize("number, change, where, field", [
     (3, lambda line: line[:20], "trajectory.jsonl:3", None),                   # cut in the middle of the file
+    (3, lambda line: "\n" + line[:20], "trajectory.jsonl:4", None),            # blank lines are skipped, counted
     (3, set_field("frame", 7), "trajectory.jsonl:3", "frame"),
     (3, set_field("pose", {"position": [0, 0], "yaw": 0, "pitch": 0, "roll": 0, "fov": 60}), "trajectory.jsonl:3",
      "pose.position"),
+    (3, set_field("pose", {"position": [1e300, 0, 0], "yaw": 0, "pitch": 0, "roll": 0, "fov": 60}),
+     "trajectory.jsonl:3", "pose.position"),
+    (3, set_field("pose", {"position": [0, 0, 0], "yaw": 0, "pitch": 1000, "roll": 0, "fov": 60}),
+     "trajectory.jsonl:3", "pose.pitch"),
+    (3, set_field("pose", {"position": [0, 0, 0], "yaw": 0, "pitch": 0, "roll": 0, "fov": 0}),
+     "trajectory.jsonl:3", "pose.fov"),
     (3, set_field("input", {"actions": ["jump"]}), "trajectory.jsonl:3", "input.actions"),
     (3, set_field("frame_sha1", "abc"), "trajectory.jsonl:3", "frame_sha1"),
     (4, set_field("step", 2), "trajectory.jsonl:2", "step"),                   # step 1 (from line 2) is short
@@ -122,7 +129,8 @@ def test_corrupt_lines_are_named(tmp_path, number, change, where, field):
 
 
 @pytest.mark.parametrize("field, value", [("format", "explorer-session/0"), ("size", [16]), ("world", "dream"),
-                                          ("seed", "zero"), ("fps", 0), ("level", "meadow"), ("threads", 0),
+                                          ("seed", "zero"), ("fps", 0), ("fps", 1e9), ("level", "meadow"), ("threads", 0),
+                                          ("size", [100000, 100000]),
                                           ("threads", 1.5)])
 def test_corrupt_headers_are_named(tmp_path, field, value):
     writer, _ = write_session(tmp_path)
@@ -144,6 +152,14 @@ def test_missing_pieces_are_named(tmp_path):
     os.remove(writer.path / "trajectory.jsonl")
     with pytest.raises(InputError, match="trajectory.jsonl: missing"):
         read_session(writer.path)
+
+
+def test_the_summary_module_prints_one_line_errors(tmp_path):
+    import subprocess
+    import sys
+    for args in ([], [str(tmp_path / "nowhere")]):
+        proc = subprocess.run([sys.executable, "-m", "explorer.session", *args], capture_output=True, text=True)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
 def test_summary_counts_dropped_frames_and_latency(tmp_path):

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from camera.errors import InputError, read_text
-from camera.pose import PITCH_LIMIT, Pose
+from camera.pose import PITCH_LIMIT, POSITION_LIMIT, Pose
 from levels import LEVELS_DIR
 from world.scene import SceneParams, height_at, parse_table, spec
 
@@ -44,7 +44,7 @@ class LevelHeader:
 
 @dataclass
 class Start:
-    position: tuple[float, float, float] = spec(range=(-1e5, 1e5))
+    position: tuple[float, float, float] = spec(range=(-POSITION_LIMIT, POSITION_LIMIT))
     yaw: float = spec(0.0, range=(-360, 360))
     pitch: float = spec(0.0, range=(-PITCH_LIMIT, PITCH_LIMIT))
     roll: float = spec(0.0, range=(-180, 180))
