@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 from camera.errors import InputError
@@ -418,8 +419,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminated(signum, frame):
+    # SIGTERM (kill, a closed terminal's job control, a CI timeout) unwinds like Ctrl-C: a half-written video is
+    # removed, a session is closed, worker processes are stopped. By default Python would just die.
+    raise SystemExit(128 + signum)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         return args.run(args)
     except InputError as error:
@@ -430,6 +438,8 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("explorer: interrupted", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

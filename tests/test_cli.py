@@ -133,6 +133,21 @@ def test_a_failing_ffmpeg_leaves_the_older_video_and_says_so(tmp_path):
     assert out.read_bytes() == b"precious"
 
 
+def test_a_terminated_render_leaves_no_partial_file(tmp_path):
+    import signal
+    import time
+    out = tmp_path / "walk.mp4"
+    proc = subprocess.Popen([sys.executable, "-m", "explorer.cli", "render", "--level", "meadow", "--path", WALK,
+                             "--out", str(out), "--size", "640x360"], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".*partial*")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # until the video is being written
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_data_writes_resumable_shards(tmp_path):
     out = tmp_path / "data"
     args = ["data", "--out", str(out), "--clips", "3", "--size", "64x36", "--frames", "9", "--clips-per-scene", "2",
