@@ -117,13 +117,19 @@ class Worker:
         return result
 
     def close(self) -> None:
-        """Wait for the job in progress, then close the worlds."""
+        """Wait for the job in progress, then close the worlds. Results that still come are read and dropped:
+        a child process cannot end while its last result is unread in the pipe (it waited CLOSE_SECONDS)."""
         if self._runner.is_alive():
             self._jobs.put(None)
-            self._runner.join(CLOSE_SECONDS if self.process else None)
+            deadline = time.monotonic() + CLOSE_SECONDS
+            while self._runner.is_alive() and (not self.process or time.monotonic() < deadline):
+                try:
+                    self._results.get(timeout=0.05)
+                except queue.Empty:
+                    pass
         if self.process and self._runner.is_alive():
             self._runner.kill()
-            self._runner.join()
+        self._runner.join()
 
     def _get(self, block: bool):
         while True:

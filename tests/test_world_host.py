@@ -76,3 +76,15 @@ def test_a_world_that_cannot_be_opened_in_the_child_process_raises_its_input_err
     with pytest.raises(InputError) as raised:
         Worker(WorldOpener(checkpoint=str(missing), device="cpu"), "generated", None, 0, process=True)
     assert str(missing) in str(raised.value)  # the same one-line error as on the main thread
+
+
+def test_closing_mid_step_ends_the_child_process_by_itself():
+    # A result bigger than the pipe's buffer (4 frames of 256x144) still on its way when the game quits: the child
+    # can only end once it is read. Unread, the child hung until it was killed after CLOSE_SECONDS (exit code -9).
+    level = load_level("meadow")
+    worker = Worker(WorldOpener(device="cpu", level=level), "reference", (256, 144), 0, process=True)
+    worker.submit(Job(ticks(1), 0, 0, level.start, reset=level))
+    wait(worker)
+    worker.submit(Job(ticks(4), 1, 0, level.start))
+    worker.close()
+    assert worker._runner.exitcode == 0
