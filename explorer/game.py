@@ -20,8 +20,9 @@ once, and the pipeline then carries one tick more until the slow steps have pass
 real time, the poses of a step are taken in the ticks just before the world is free for it (time slows down for
 the camera instead of the camera running ahead of what is shown).
 
-Input-to-photon latency is measured per frame: from the moment the input that produced its pose was sampled to
-the moment the frame was flipped to the screen. With four frames per step it is at least three frames (the
+Time is measured on a play clock (`_clock`) that stands still while the menu is open, so a pause is neither
+dropped frames nor latency in the HUD and the session log. Input-to-photon latency is measured per frame: from the
+moment the input that produced its pose was sampled to the moment the frame was flipped to the screen. With four frames per step it is at least three frames (the
 first pose of a step waits for the fourth) plus the step time plus the frames queued before it.
 
 Rewind (R) restores a snapshot from a ring that covers ~2 s and continues from there; it happens at the next step
@@ -232,6 +233,7 @@ class Game:
         self.warning_panel = TextPanel(size=24, color=(255, 110, 90))
         self.menu = Menu(self.menu_panel)
         self.show_hud, self.split, self.paused, self.screenshot_requested = True, False, False, False
+        self.paused_seconds, self.paused_since = 0.0, 0.0  # time in the menu, kept off the play clock
         self.message: tuple[str, float] | None = None
         self.worker, self.tick = None, 0
         try:
@@ -246,7 +248,7 @@ class Game:
                 self._step(inp)                   # step
                 self._draw(advance=not self.paused)  # draw
                 if self.config.seconds is not None and self.t0 is not None \
-                        and time.perf_counter() - self.t0 >= self.config.seconds:
+                        and self._clock() - self.t0 >= self.config.seconds:
                     self.done = True
                 ticker.wait()
             self._end()
@@ -285,7 +287,7 @@ class Game:
         self.filling = True                   # no step back yet since the start or a rewind: not a stall
         self.pacer = Pacer()
         self.rewind_requested = False
-        self.worker.submit(Job([Tick(time.perf_counter(), InputState(), self.motion)], 0, 0, start,
+        self.worker.submit(Job([Tick(self._clock(), InputState(), self.motion)], 0, 0, start,
                                reset=c.level, split=self.split))
         self.pacer.submitted(self.tick)
 
@@ -296,6 +298,11 @@ class Game:
         self.dropped.append(self.hud.dropped)
         self.session.close()
         self.worker.close()
+
+    def _clock(self) -> float:
+        """Seconds of play: time.perf_counter() less the time spent paused (standing still while paused)."""
+        now = time.perf_counter()
+        return now - self.paused_seconds - (now - self.paused_since if self.paused else 0.0)
 
     # --- events ---
     def _handle(self, event) -> None:
@@ -336,6 +343,11 @@ class Game:
             self._restart(OTHER_WORLD[self.kind] if item == "Switch world" else self.kind)
 
     def _pause(self, on: bool) -> None:
+        now = time.perf_counter()
+        if on and not self.paused:
+            self.paused_since = now
+        elif self.paused and not on:
+            self.paused_seconds += now - self.paused_since
         self.paused = on
         self.menu.selected = 0
         self._capture(not on)
@@ -379,7 +391,7 @@ class Game:
             self._receive(result)
         if inp is not None:
             self.motion, _ = control_step(self.motion, inp, ground=self.ground)
-            self.pending.append(Tick(time.perf_counter(), inp, self.motion))
+            self.pending.append(Tick(self._clock(), inp, self.motion))
         if self.rewind_requested and self.at_boundary:
             self._rewind()
         if not self.worker.busy and len(self.pending) >= FRAMES_PER_STEP:
@@ -420,7 +432,7 @@ class Game:
         self.generation += 1
         self.pending, self.buffer = [], deque()
         self.restore, self.motion = target.state, target.motion
-        self.last_sent = Tick(time.perf_counter(), InputState(), target.motion)
+        self.last_sent = Tick(self._clock(), InputState(), target.motion)
         self.filling = True
         self.presenter.show([target.image])
         back = (self.session.frames - 1 - target.frame) / FPS
@@ -442,7 +454,7 @@ class Game:
             self._screenshot(size, self.session.frames - (shown is None))  # the frame on screen, logged or not
         pygame.display.flip()
         if shown is not None:
-            self._log(shown, time.perf_counter())
+            self._log(shown, self._clock())
 
     def _log(self, shown: Shown, now: float) -> None:
         if self.t0 is None:
@@ -458,12 +470,12 @@ class Game:
             self.ring.push(Snapshot(frame, shown.step, shown.snapshot, shown.tick.motion, shown.frame))
 
     def _overlays(self) -> None:
-        now = time.perf_counter()
-        if self.message is not None and now > self.message[1]:
+        if self.message is not None and time.perf_counter() > self.message[1]:
             self.message = None
         split = f"{self.kind} | {OTHER_WORLD[self.kind]}" if self.split else None
         pose = (self.last_shown.tick.motion if self.last_shown else self.motion).pose
-        panels = (("hud", self.hud_panel, self.hud.lines(now, pose, split) if self.show_hud else [], "top-left"),
+        panels = (("hud", self.hud_panel, self.hud.lines(self._clock(), pose, split) if self.show_hud else [],
+                   "top-left"),
                   ("menu", self.menu_panel, self.menu.lines() if self.paused else [], "center"),
                   ("message", self.message_panel, [self.message[0]] if self.message else [], "bottom"),
                   ("warning", self.warning_panel, self._warning(), "top-right"))

@@ -43,7 +43,7 @@ WorldFactory = Callable[[str, "tuple[int, int] | None"], World]
 @dataclass
 class Tick:
     """One integrated video frame: the input, when it was sampled, and the motion state (with the pose) after it."""
-    sampled: float  # time.perf_counter()
+    sampled: float  # the game's play clock (time.perf_counter() less the time paused)
     input: InputState
     motion: MotionState
 

@@ -177,6 +177,37 @@ def test_scripted_play_logs_every_frame_rewinds_splits_and_replays(tmp_path, mon
     assert main(["replay", str(game.sessions[0]), "--check"]) == 0
 
 
+def test_time_in_the_pause_menu_is_not_play_time(tmp_path, monkeypatch, xvfb):
+    """Esc opens the menu for ~1.5 s mid-walk: the log's clock and latencies leave the pause out, so the session
+    shows no gap and no dropped frames (it used to count the whole pause as both)."""
+    import threading
+    from explorer.session import summary
+    if xvfb:
+        monkeypatch.setenv("DISPLAY", xvfb)
+        monkeypatch.setenv("SDL_VIDEODRIVER", "x11")
+
+    def escape():
+        pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_ESCAPE, mod=0, unicode="", scancode=0))
+
+    class PauseOnce(ScriptedInput):
+        def sample(self):
+            if self.taken == 24:  # open the menu; a second Esc closes it 1.5 s later
+                escape()
+                threading.Timer(1.5, escape).start()
+            return super().sample()
+
+    config = GameConfig(load_level("meadow"), "reference", SIZE, window=WINDOW, seconds=3.0, sessions_dir=tmp_path)
+    game = Game(config, lambda kind, size: ReferenceWorld(size), PauseOnce([InputState({"forward"})] * 200))
+    start = time.perf_counter()
+    assert game.run() == 0
+    assert time.perf_counter() - start > 4.4  # 3 s of play and the pause
+    session = read_session(game.sessions[0])
+    t = [f.t for f in session.frames]
+    assert t[-1] < 3.3 and max(np.diff(t)) < 0.5, max(np.diff(t))
+    numbers = summary(session)
+    assert numbers["dropped"] <= 5 and numbers["latency_ms_p90"] < 1000, numbers
+
+
 def test_generated_world_session_with_a_rewind_replays_exactly(tmp_path, monkeypatch, xvfb):
     """The model's world (random weights of the tiny config) in a child process, as `explorer play` runs it: its
     state stays there and goes through the snapshot ring on a rewind, and the replay restores the same snapshot and
