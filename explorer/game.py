@@ -86,6 +86,7 @@ class Snapshot:
     state: int            # the worker's token for World.state() after that step
     motion: MotionState   # the controls' state at that frame
     image: np.ndarray     # that frame, shown at once on rewinding
+    side: np.ndarray | None = None  # the comparison world's frame beside it in split view
 
 
 class SnapshotRing:
@@ -223,6 +224,7 @@ class Game:
         self.screenshots: list[Path] = []
         self.savers: list[threading.Thread] = []
         self.done = False
+        self.paused, self.paused_seconds, self.paused_since = False, 0.0, 0.0  # time in the menu: off the play clock
 
     # --- the loop ---
     def run(self) -> int:
@@ -232,8 +234,7 @@ class Game:
         self.hud_panel, self.menu_panel, self.message_panel = TextPanel(), TextPanel(size=28), TextPanel()
         self.warning_panel = TextPanel(size=24, color=(255, 110, 90))
         self.menu = Menu(self.menu_panel)
-        self.show_hud, self.split, self.paused, self.screenshot_requested = True, False, False, False
-        self.paused_seconds, self.paused_since = 0.0, 0.0  # time in the menu, kept off the play clock
+        self.show_hud, self.split, self.screenshot_requested = True, False, False
         self.message: tuple[str, float] | None = None
         self.worker, self.tick = None, 0
         try:
@@ -434,7 +435,7 @@ class Game:
         self.restore, self.motion = target.state, target.motion
         self.last_sent = Tick(self._clock(), InputState(), target.motion)
         self.filling = True
-        self.presenter.show([target.image])
+        self._present(target.image, target.side)
         back = (self.session.frames - 1 - target.frame) / FPS
         self._say(f"rewound {back:.1f} s")
 
@@ -444,7 +445,7 @@ class Game:
         stays), with the overlays."""
         shown = self.buffer.popleft() if self.buffer and advance else None
         if shown is not None:
-            self.presenter.show([shown.frame] if shown.side is None or not self.split else [shown.frame, shown.side])
+            self._present(shown.frame, shown.side)
         elif advance and not self.filling:
             self.hud.dropped += 1
         self._overlays()
@@ -455,6 +456,9 @@ class Game:
         pygame.display.flip()
         if shown is not None:
             self._log(shown, self._clock())
+
+    def _present(self, frame: np.ndarray, side: np.ndarray | None) -> None:
+        self.presenter.show([frame] if side is None or not self.split else [frame, side])
 
     def _log(self, shown: Shown, now: float) -> None:
         if self.t0 is None:
@@ -467,7 +471,8 @@ class Game:
         self.last_shown = shown
         self.at_boundary = shown.snapshot is not None
         if self.at_boundary:
-            self.ring.push(Snapshot(frame, shown.step, shown.snapshot, shown.tick.motion, shown.frame))
+            self.ring.push(Snapshot(frame, shown.step, shown.snapshot, shown.tick.motion, shown.frame,
+                                    shown.side if self.split else None))
 
     def _overlays(self) -> None:
         if self.message is not None and time.perf_counter() > self.message[1]:

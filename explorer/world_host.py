@@ -65,7 +65,7 @@ class Result:
     job: Job
     frames: np.ndarray           # (n, H, W, 3) uint8
     sha1: list[str]              # per frame, of the native-size frame
-    step_ms: float
+    step_ms: float               # the whole job: the world's step and, in split view, the comparison world's
     state: int                   # the token of World.state() after the job
     side: np.ndarray | None      # the comparison world's frames
     note: str | None             # why the comparison world is not there
@@ -212,12 +212,12 @@ class WorldHost:
                 self.world.restore(self.states[job.restore])
                 self.other_synced = False  # it joins again at the restored pose
             frames = self.world.step(poses)
-        step_ms = (time.perf_counter() - start) * 1000
         self.states = {t: s for t, s in self.states.items() if t in job.keep}
         token, self.next_token = self.next_token, self.next_token + 1
         self.states[token] = self.world.state()
         side = self._step_other(job, poses) if job.split else None
         self.other_synced = side is not None
+        step_ms = (time.perf_counter() - start) * 1000  # the whole job, both worlds in split view: what play waits on
         return Result(job, frames, [frame_sha1(f) for f in frames], step_ms, token, side, self.other_note)
 
     def _step_other(self, job: Job, poses: list[Pose]) -> np.ndarray | None:

@@ -208,6 +208,24 @@ def test_time_in_the_pause_menu_is_not_play_time(tmp_path, monkeypatch, xvfb):
     assert numbers["dropped"] <= 5 and numbers["latency_ms_p90"] < 1000, numbers
 
 
+def test_a_rewind_in_split_view_shows_both_worlds_at_once():
+    from types import SimpleNamespace
+    shown = []
+    game = Game(GameConfig(load_level("meadow")), lambda kind, size: None, ScriptedInput([]))
+    game.presenter = SimpleNamespace(show=shown.append)
+    game.session = SimpleNamespace(frames=120, rewind=lambda frame, step: None)
+    game.split, game.generation, game.message = True, 0, None
+    game.ring = SnapshotRing()
+    image, side = np.zeros((4, 8, 3), np.uint8), np.ones((4, 8, 3), np.uint8)
+    game.ring.push(Snapshot(47, 12, 3, MotionState.at(load_level("meadow").start, None), image, side))
+    game._rewind()
+    assert len(shown) == 1 and [a.max() for a in shown[0]] == [0, 1]  # the played world, then the comparison
+    game.split = False
+    game.ring.push(Snapshot(47, 12, 3, MotionState.at(load_level("meadow").start, None), image, side))
+    game._rewind()
+    assert len(shown[1]) == 1
+
+
 def test_generated_world_session_with_a_rewind_replays_exactly(tmp_path, monkeypatch, xvfb):
     """The model's world (random weights of the tiny config) in a child process, as `explorer play` runs it: its
     state stays there and goes through the snapshot ring on a rewind, and the replay restores the same snapshot and

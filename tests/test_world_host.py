@@ -88,3 +88,22 @@ def test_closing_mid_step_ends_the_child_process_by_itself():
     worker.submit(Job(ticks(4), 1, 0, level.start))
     worker.close()
     assert worker._runner.exitcode == 0
+
+
+def test_a_split_view_step_time_covers_both_worlds():
+    # The HUD's step time is what play waits on: in split view, the comparison world's step too.
+    class SlowWorld(CountingWorld):
+        def step(self, poses):
+            time.sleep(0.05)
+            return super().step(poses)
+
+    worker = Worker(lambda kind, size: SlowWorld(), "reference", None, 0)
+    try:
+        level = load_level("meadow")
+        worker.submit(Job(ticks(1), 0, 0, level.start, reset=level, split=True))
+        wait(worker)
+        worker.submit(Job(ticks(4), 1, 0, level.start, split=True))
+        result = wait(worker)
+        assert result.side is not None and result.step_ms >= 100  # two 50 ms steps
+    finally:
+        worker.close()
