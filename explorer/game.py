@@ -58,6 +58,7 @@ from world.scene import height_at  # noqa: E402
 PLAY_SIZE = (256, 144)  # the reference world's frames: twice mini's 128x72, the largest native size a config may have
 REWIND_SECONDS = 2.0
 MESSAGE_SECONDS = 3.0
+STALL_SECONDS = 1.0  # a job out this long (a model loading, the split view's other world opening) is said on screen
 TURNAROUNDS = 24  # the world's answer time is the slowest of this many recent steps (4 s): a slow step now and
                  # then makes the pipeline carry one tick more for a while, not show frames twice every time
 MENU_BUTTONS = {pygame.CONTROLLER_BUTTON_DPAD_UP: pygame.K_UP, pygame.CONTROLLER_BUTTON_DPAD_DOWN: pygame.K_DOWN,
@@ -238,6 +239,7 @@ class Game:
         self.message: tuple[str, float] | None = None
         self.worker, self.tick = None, 0
         try:
+            self._show_now(f"opening the {self.config.world} world...")
             self._begin(self.config.world)
             self._capture(True)
             ticker = Ticker(FPS)
@@ -360,6 +362,7 @@ class Game:
 
     def _restart(self, kind: str) -> None:
         """A new session, in a world of `kind`; if that world cannot be opened, say so and stay."""
+        self._show_now(f"opening the {kind} world...")  # the loop stops for the seconds a world takes to open
         self._end()
         try:
             self._begin(kind)
@@ -475,14 +478,18 @@ class Game:
                                     shown.side if self.split else None))
 
     def _overlays(self) -> None:
-        if self.message is not None and time.perf_counter() > self.message[1]:
+        now = time.perf_counter()
+        if self.message is not None and now > self.message[1]:
             self.message = None
+        message = [self.message[0]] if self.message else []
+        if self.worker.busy and now - self.worker.submitted > STALL_SECONDS:
+            message = [f"waiting for the world... {now - self.worker.submitted:.0f} s"]
         split = f"{self.kind} | {OTHER_WORLD[self.kind]}" if self.split else None
         pose = (self.last_shown.tick.motion if self.last_shown else self.motion).pose
         panels = (("hud", self.hud_panel, self.hud.lines(self._clock(), pose, split) if self.show_hud else [],
                    "top-left"),
                   ("menu", self.menu_panel, self.menu.lines() if self.paused else [], "center"),
-                  ("message", self.message_panel, [self.message[0]] if self.message else [], "bottom"),
+                  ("message", self.message_panel, message, "bottom"),
                   ("warning", self.warning_panel, self._warning(), "top-right"))
         for name, panel, lines, anchor in panels:
             if panel.render(lines):
@@ -497,6 +504,14 @@ class Game:
 
     def _say(self, text: str) -> None:
         self.message = (text, time.perf_counter() + MESSAGE_SECONDS)
+
+    def _show_now(self, text: str) -> None:
+        """Put `text` on screen at once, over the last frame, before something that holds up the loop."""
+        self._say(text)
+        if self.message_panel.render([text]):
+            self.presenter.set_overlay("message", self.message_panel.image, "bottom")
+        self.presenter.draw(self.ctx.screen, pygame.display.get_window_size())
+        pygame.display.flip()
 
     def _screenshot(self, size: tuple[int, int], frame: int) -> None:
         """Save what the window shows (HUD included) as a PNG in the session folder, named by the frame."""

@@ -208,6 +208,36 @@ def test_time_in_the_pause_menu_is_not_play_time(tmp_path, monkeypatch, xvfb):
     assert numbers["dropped"] <= 5 and numbers["latency_ms_p90"] < 1000, numbers
 
 
+def test_a_world_that_keeps_the_loop_waiting_is_said_on_screen(tmp_path, monkeypatch, xvfb):
+    if xvfb:
+        monkeypatch.setenv("DISPLAY", xvfb)
+        monkeypatch.setenv("SDL_VIDEODRIVER", "x11")
+
+    class StallingWorld(ReferenceWorld):
+        def step(self, poses):
+            self.steps = getattr(self, "steps", 0) + 1
+            if self.steps == 3:
+                time.sleep(2.0)  # as a model loading, or the split view's other world opening
+            return super().step(poses)
+
+    class Watched(Game):
+        said: set = set()
+
+        def _overlays(self):
+            super()._overlays()
+            self.said.update(self.message_panel._lines)
+
+        def _show_now(self, text):
+            super()._show_now(text)
+            self.said.add(text)
+
+    config = GameConfig(load_level("meadow"), "reference", SIZE, window=WINDOW, seconds=3.0, sessions_dir=tmp_path)
+    game = Watched(config, lambda kind, size: StallingWorld(size), ScriptedInput([InputState({"forward"})] * 200))
+    assert game.run() == 0
+    assert "opening the reference world..." in game.said
+    assert any(line.startswith("waiting for the world...") for line in game.said), game.said
+
+
 def test_a_rewind_in_split_view_shows_both_worlds_at_once():
     from types import SimpleNamespace
     shown = []
