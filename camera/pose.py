@@ -7,6 +7,7 @@ The camera frame is OpenGL's: +X right, +Y up, -Z forward. All rotation maths go
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -16,6 +17,17 @@ PITCH_LIMIT = 89.0
 # Bounds on what a file may say (levels, paths, sessions): far beyond any walk, and they keep the work finite.
 POSITION_LIMIT = 1e5  # metres from the origin
 ANGLE_LIMIT = 1e6     # degrees of yaw or roll, which wind past +-180
+
+
+def heading(angle: float) -> float:
+    """A wound angle (yaw keeps counting past +-180 so that motion stays continuous) as a compass reading in
+    (-180, 180], for people: the HUD."""
+    wrapped = math.fmod(angle, 360.0)
+    if wrapped > 180.0:
+        wrapped -= 360.0
+    elif wrapped <= -180.0:
+        wrapped += 360.0
+    return wrapped
 
 
 @dataclass(frozen=True)

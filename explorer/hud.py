@@ -15,7 +15,7 @@ import numpy as np
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 import pygame  # noqa: E402
 
-from camera.pose import Pose  # noqa: E402
+from camera.pose import Pose, heading  # noqa: E402
 
 HUD_REFRESH = 0.25  # seconds between HUD text updates
 MENU_ITEMS = ("Resume", "Restart", "Switch world", "Quit")
@@ -88,7 +88,7 @@ class Hud:
         x, y, z = pose.position
         self._text = [
             f"{fps:4.1f} fps   step {step:5.1f} ms   latency {latency:5.0f} ms   dropped {self.dropped}",
-            f"pos {x:7.2f} {y:6.2f} {z:7.2f}   yaw {pose.yaw:6.1f}   pitch {pose.pitch:5.1f}",
+            f"pos {x:7.2f} {y:6.2f} {z:7.2f}   yaw {heading(pose.yaw):6.1f}   pitch {pose.pitch:5.1f}",
             f"world {self.world} on {self.device}" + (f"   split: {split}" if split else ""),
             "F1 hud  F12 screenshot  R rewind  Tab split  Esc menu",
         ]

@@ -157,6 +157,9 @@ def test_hud_numbers_are_averages_refreshed_a_few_times_a_second():
     hud.presented(FrameStats(t=1.0, step_ms=90.0, latency_ms=400.0))
     assert hud.lines(now=1.1, pose=Pose()) == lines  # within the refresh interval: unchanged
     assert hud.lines(now=1.3, pose=Pose()) != lines
+    # yaw winds past +-180 (continuous motion); the HUD reads it as a heading
+    assert "yaw   90.0" in "\n".join(hud.lines(now=2.0, pose=Pose(yaw=-7110.0)))
+    assert "yaw  180.0" in "\n".join(hud.lines(now=3.0, pose=Pose(yaw=-180.0)))
 
 
 def test_menu_keys_and_clicks():
