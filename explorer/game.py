@@ -324,13 +324,20 @@ class Game:
             elif event.key == pygame.K_ESCAPE:
                 self._pause(True)
             elif event.key == pygame.K_r:
-                self.rewind_requested = True
+                if self.ring.ring:
+                    self.rewind_requested = True
+                else:  # still starting: a press now must not fire seconds later
+                    self._say("nothing to rewind to yet")
             elif event.key == pygame.K_TAB:
                 self._toggle_split()
-        elif event.type == pygame.MOUSEBUTTONDOWN and self.paused and self.menu_panel.image is not None:
+        elif event.type in (pygame.MOUSEBUTTONDOWN, pygame.MOUSEMOTION) and self.paused \
+                and self.menu_panel.image is not None:
             image = self.menu_panel.image
             corner = overlay_position("center", (image.shape[1], image.shape[0]), pygame.display.get_window_size())
-            self._choose(self.menu.click(event.pos, corner))
+            if event.type == pygame.MOUSEMOTION:
+                self.menu.hover(event.pos, corner)
+            else:
+                self._choose(self.menu.click(event.pos, corner))
         elif event.type == pygame.CONTROLLERBUTTONDOWN:
             if event.button == pygame.CONTROLLER_BUTTON_START:
                 self._pause(not self.paused)

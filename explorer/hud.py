@@ -122,3 +122,9 @@ class Menu:
         row = (pos[1] - top_left[1] - self.panel.padding) // self.panel.line_height - 1  # row 0 is the title
         inside_x = 0 <= pos[0] - top_left[0] < (self.panel.image.shape[1] if self.panel.image is not None else 0)
         return MENU_ITEMS[row] if inside_x and 0 <= row < len(MENU_ITEMS) else None
+
+    def hover(self, pos: tuple[int, int], top_left: tuple[int, int]) -> None:
+        """The mouse over an item selects it, so the marker shows what a click would choose."""
+        item = self.click(pos, top_left)
+        if item is not None:
+            self.selected = MENU_ITEMS.index(item)

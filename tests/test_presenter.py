@@ -179,3 +179,6 @@ def test_menu_keys_and_clicks():
         assert menu.click((top_left[0] + 10, y), top_left) == item
     assert menu.click((top_left[0] + 10, top_left[1] + panel.padding + 2), top_left) is None  # the title
     assert menu.click((top_left[0] - 5, y), top_left) is None
+    menu.hover((top_left[0] + 10, y), top_left)  # the mouse over the last item marks it; off the menu, nothing moves
+    menu.hover((top_left[0] - 5, top_left[1]), top_left)
+    assert menu.lines()[-1] == "> " + MENU_ITEMS[-1] and menu.key(pygame.K_RETURN) == MENU_ITEMS[-1]
