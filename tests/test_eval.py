@@ -189,7 +189,8 @@ def test_a_level_with_only_a_start_image_is_refused_by_name(tmp_path, capsys):
     (["--levels", "meadow", "--paths", "no/such/path.toml"], ["no/such/path.toml", "no such file"]),
     (["--paths", str(PATHS_DIR / "walk.toml")], ["--paths", "--levels"]),
     (["--seconds", "0.1"], ["--seconds"]),
-    (["--plot", "no/such/folder/eval.png"], ["--plot", "no such folder"]),
+    (["--plot", "eval.txt"], ["--plot", ".png"]),  # refused before the evaluation, not after it
+    (["--plot", str(PATHS_DIR / "walk.toml" / "eval.png")], ["--plot", "walk.toml is a file"]),
 ])
 def test_bad_input_is_one_line_naming_it_and_exit_2(args, words, capsys):
     assert main(["eval", "--seconds", "1", *args]) == 2
