@@ -33,7 +33,8 @@ def read_text(file, missing: str = "no such file") -> str:
     folder, no permission, other bytes) is an InputError naming the file. A leading byte-order mark,
     which some editors write, is dropped."""
     try:
-        data = open(file, "rb").read()
+        with open(file, "rb") as f:
+            data = f.read()
     except FileNotFoundError:
         raise InputError(file, None, missing) from None
     except IsADirectoryError:

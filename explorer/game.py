@@ -22,8 +22,9 @@ the camera instead of the camera running ahead of what is shown).
 
 Time is measured on a play clock (`_clock`) that stands still while the menu is open, so a pause is neither
 dropped frames nor latency in the HUD and the session log. Input-to-photon latency is measured per frame: from the
-moment the input that produced its pose was sampled to the moment the frame was flipped to the screen. With four frames per step it is at least three frames (the
-first pose of a step waits for the fourth) plus the step time plus the frames queued before it.
+moment the input that produced its pose was sampled to the moment the frame was flipped to the screen. With four
+frames per step it is at least three frames (the first pose of a step waits for the fourth) plus the step time plus
+the frames queued before it.
 
 Rewind (R) restores a snapshot from a ring that covers ~2 s and continues from there; it happens at the next step
 boundary, so the session log always holds whole steps and replays exactly.
@@ -513,8 +514,8 @@ class Game:
         self.message = (text, time.perf_counter() + MESSAGE_SECONDS)
 
     def _show_now(self, text: str) -> None:
-        """Put `text` on screen at once, over the last frame, before something that holds up the loop."""
-        self._say(text)
+        """Put `text` on screen at once, over the last frame, before something that holds up the loop (the next
+        draw takes it away)."""
         if self.message_panel.render([text]):
             self.presenter.set_overlay("message", self.message_panel.image, "bottom")
         self.presenter.draw(self.ctx.screen, pygame.display.get_window_size())
