@@ -370,8 +370,8 @@ class Game:
 
     def _restart(self, kind: str) -> None:
         """A new session, in a world of `kind`; if that world cannot be opened, say so and stay."""
-        self._show_now(f"opening the {kind} world...")  # the loop stops for the seconds a world takes to open
         self._end()
+        self._show_now(f"opening the {kind} world...")  # the loop stops for the seconds a world takes to open
         try:
             self._begin(kind)
         except Exception as e:  # noqa: BLE001 - a world that cannot be opened must not end the game
