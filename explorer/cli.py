@@ -197,19 +197,28 @@ def cmd_ship(args) -> int:
     """Writes a trained checkpoint in bf16 as the shipped default model (or to --out): half the size, same
     metadata plus the source file's sha256, the VAE in a linked file beside it (OUT-vae.safetensors) unless
     --single-file. The modules load back in float32 (model/checkpoint.py)."""
+    import json
     from pathlib import Path
 
     import torch
 
+    from camera.errors import check_output_path
     from model.checkpoint import (LINKED, RESERVED, checkpoint_sha256, default_checkpoint_path, load_checkpoint,
                                   save_checkpoint)
+    out = check_output_path(args.out if args.out else default_checkpoint_path(), (".safetensors",))
+    linked = None if args.single_file else {"vae": out.with_name(f"{out.stem}-vae.safetensors")}
+    writes = [out] + list((linked or {}).values())
+    for path in writes[1:]:
+        check_output_path(path, (".safetensors",), field="--out's linked VAE file")
     loaded = load_checkpoint(args.checkpoint)
-    out = Path(args.out) if args.out else default_checkpoint_path()
-    if out.suffix != ".safetensors":
-        raise InputError("command line", "--out", f"must end in .safetensors, got {out}")
+    source = Path(args.checkpoint)
+    reads = [source] + [source.parent / entry["file"] for entry in json.loads(loaded.metadata.get(LINKED, "{}")).values()]
+    for path in writes:  # overwriting what is shipped would destroy it (the fp32 original, or a VAE it links to)
+        if any(path.resolve() == read.resolve() for read in reads):
+            what = "the checkpoint being shipped" if path.resolve() == source.resolve() else "a file it links to"
+            raise InputError(path, "--out", f"would overwrite {what}; choose another --out")
     extra = {k: v for k, v in loaded.metadata.items() if k not in RESERVED + (LINKED,)}
     extra["source_sha256"] = checkpoint_sha256(args.checkpoint)
-    linked = None if args.single_file else {"vae": out.with_name(f"{out.stem}-vae.safetensors")}
     save_checkpoint(out, loaded.config, loaded.vae.float(), loaded.generator.float(), loaded.camera_scaling,
                     loaded.stage, extra=extra, storage_dtype=torch.bfloat16, linked=linked)
     for path in [out] + list((linked or {}).values()):

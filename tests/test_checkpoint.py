@@ -319,6 +319,19 @@ def test_ship_writes_bf16_with_the_metadata_and_the_source_digest(tmp_path, caps
     assert not (tmp_path / "single-vae.safetensors").exists() and "linked" not in load_checkpoint(single).metadata
     assert main(["ship", str(source), "--out", str(tmp_path / "x.pt")]) == 2 and "--out" in capsys.readouterr().err
 
+    # What is shipped is never overwritten: the source, or a file it links to (shipping shipped.safetensors onto
+    # shipped-vae.safetensors once replaced the VAE it loads from); nor is anything written when --out is a folder.
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    (tmp_path / "folder.safetensors").mkdir()
+    for args, words in (([str(source), "--out", str(source)], ["the checkpoint being shipped"]),
+                        ([str(out), "--out", str(vae_file)], ["a file it links to"]),
+                        ([str(out), "--out", str(tmp_path / "folder.safetensors")], ["is a folder"])):
+        assert main(["ship", *args]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and all(w in err for w in words), err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+    load_checkpoint(out)
+
 
 def test_a_linked_vae_file_loads_as_one_checkpoint_and_is_checked(saved, tmp_path):
     path, config, vae, generator = saved
