@@ -185,3 +185,22 @@ def test_data_writes_resumable_shards(tmp_path):
     np.save(out / "shard_00000" / "frames.npy", first[:1])
     with pytest.raises(InputError, match=r"shard_00000: holds 1 clips, the manifest says 2"):
         open_dataset(out)
+    np.save(out / "shard_00000" / "frames.npy", first[:2].astype(np.float32))
+    with pytest.raises(InputError, match=r"shard_00000/frames\.npy: is float32 .* says uint8"):
+        open_dataset(out)
+    np.save(out / "shard_00000" / "frames.npy", first[:2])
+    np.save(out / "shard_00000" / "poses.npy", np.full((2, 9, 7), np.nan))
+    with pytest.raises(InputError, match=r"shard_00000/poses\.npy: holds NaN"):
+        open_dataset(out)
+    for bad, field in (("[]", "must be a JSON object"), ('{"format": "explorer-dataset/1", "spec": []}', "spec"),
+                       ('{"format": "explorer-dataset/1", "spec": {}, "shards": {}}', "shards")):
+        (out / "manifest.json").write_text(bad.replace("explorer-dataset/1", manifest["format"]))
+        with pytest.raises(InputError, match=f"manifest.json: {field}"):
+            open_dataset(out)
+
+    # Killed between a shard's rename and the manifest's rewrite: the unlisted shard folder is rendered again.
+    again = tmp_path / "again"
+    assert main(args[:2] + [str(again)] + args[3:]) == 0
+    (again / "manifest.json").unlink()
+    assert main(args[:2] + [str(again)] + args[3:]) == 0
+    assert np.array_equal(np.concatenate([s["frames"] for s in open_dataset(again)[1]]), first)

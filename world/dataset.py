@@ -15,6 +15,7 @@ Scene seeds below HELD_OUT_SEEDS.stop are held out: `--split train` never draws 
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 from dataclasses import asdict, dataclass
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from camera.errors import InputError
+from camera.errors import InputError, parse_json, read_text
 from camera.pose import Pose
 from camera.trajectories import random_trajectory
 from world.scene import height_at, random_scene
@@ -86,13 +87,23 @@ def _write_json(path: Path, obj) -> None:
 
 
 def _read_manifest(path: Path) -> dict:
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise InputError(path, None, f"cannot read the manifest ({error}); move the folder away or fix it") from None
+    manifest = parse_json(read_text(path), path, None)
+    if not isinstance(manifest, dict):
+        raise InputError(path, None, "must be a JSON object")
     if manifest.get("format") != FORMAT:
         raise InputError(path, "format", f"expected {FORMAT!r}, found {manifest.get('format')!r}")
+    if not isinstance(manifest.get("spec"), dict):
+        raise InputError(path, "spec", "must be an object")
+    shards = manifest.get("shards")
+    if not (isinstance(shards, list) and all(isinstance(s, dict) and isinstance(s.get("name"), str)
+                                             and re.fullmatch(r"shard_\d{5}", s["name"]) and _is_count(s.get("clips"))
+                                             for s in shards)):
+        raise InputError(path, "shards", 'must be a list of {"name": "shard_NNNNN", "clips": N, ...}')
     return manifest
+
+
+def _is_count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
 
 
 def _open_manifest(out: Path, spec: DataSpec) -> dict:
@@ -152,6 +163,8 @@ def write_dataset(out, spec: DataSpec) -> Path:
         np.save(tmp / "poses.npy", poses)
         np.save(tmp / "intrinsics.npy", intrinsics)
         np.save(tmp / "scene_seeds.npy", np.array(seeds, dtype=np.int64))
+        # a folder the manifest does not list is from a run killed between this rename and the manifest's: redone
+        shutil.rmtree(out / name, ignore_errors=True)
         os.replace(tmp, out / name)
         manifest["shards"].append({"name": name, "clips": last - first, "first_clip": first})
         manifest["clips"] = sum(s["clips"] for s in manifest["shards"])
@@ -168,14 +181,27 @@ def open_dataset(folder) -> tuple[dict, list[dict[str, np.ndarray]]]:
     if not path.exists():
         raise InputError(folder, None, "not a dataset: no manifest.json (make one with `explorer data`)")
     manifest = _read_manifest(path)
+    spec = manifest["spec"]
+    if not (_is_count(spec.get("frames")) and isinstance(spec.get("size"), list) and len(spec["size"]) == 2
+            and all(_is_count(v) for v in spec["size"])):
+        raise InputError(path, "spec", "must say the clips' frames and size [width, height]")
+    (w, h), f = spec["size"], spec["frames"]
     shards = []
     for s in manifest["shards"]:
-        d = folder / s["name"]
+        d, n = folder / s["name"], s["clips"]
         shard = {name: _load_array(d / f"{name}.npy", mmap=name == "frames")
                  for name in ("frames", "poses", "intrinsics", "scene_seeds")}
-        if not all(len(a) == s["clips"] for a in shard.values()):
-            raise InputError(d, None, f"holds {len(shard['frames'])} clips, the manifest says {s['clips']} "
+        if len(shard["frames"]) != n:
+            raise InputError(d, None, f"holds {len(shard['frames'])} clips, the manifest says {n} "
                              f"(delete the folder and run `explorer data` again to render it)")
+        for name, shape, kind in (("frames", (n, f, h, w, 3), "u"), ("poses", (n, f, 7), "f"),
+                                  ("intrinsics", (n, f, 4), "f"), ("scene_seeds", (n,), "i")):
+            a = shard[name]
+            if a.shape != shape or a.dtype.kind != kind or (name == "frames" and a.dtype != np.uint8):
+                raise InputError(d / f"{name}.npy", None, f"is {a.dtype} {a.shape}; the manifest's spec says "
+                                 f"{'uint8' if kind == 'u' else {'f': 'float', 'i': 'int'}[kind]} {shape}")
+            if kind == "f" and not np.isfinite(a).all():
+                raise InputError(d / f"{name}.npy", None, "holds NaN or infinite values")
         shards.append(shard)
     return manifest, shards
 
