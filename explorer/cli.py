@@ -10,6 +10,7 @@ import argparse
 import os
 import signal
 import sys
+from pathlib import Path
 
 from camera.errors import InputError
 from model.training.options import STAGES
@@ -71,9 +72,12 @@ seed_int = number_in(0, 2**63 - 1, int)  # a seed is a whole number >= 0 (numpy'
 
 
 def folder(text: str) -> str:
-    """A folder the command writes into: it may be missing (it is made), but must not be a file."""
-    if os.path.exists(text) and not os.path.isdir(text):
-        raise argparse.ArgumentTypeError(f"{text} is a file, not a folder")
+    """A folder the command writes into: it may be missing (it is made), but neither it nor the nearest folder
+    above it that exists may be a file."""
+    path = Path(text)
+    existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise argparse.ArgumentTypeError(f"{existing} is a file, not a folder")
     return text
 
 
@@ -104,8 +108,6 @@ def cmd_render(args) -> int:
 
 
 def cmd_play(args) -> int:
-    from pathlib import Path
-
     from explorer.game import PLAY_SIZE, Game, GameConfig
     from explorer.session import read_session, summary
     from world.level import load_level
@@ -198,7 +200,6 @@ def cmd_ship(args) -> int:
     metadata plus the source file's sha256, the VAE in a linked file beside it (OUT-vae.safetensors) unless
     --single-file. The modules load back in float32 (model/checkpoint.py)."""
     import json
-    from pathlib import Path
 
     import torch
 
@@ -443,6 +444,13 @@ def main(argv=None) -> int:
         if os.environ.get("EXPLORER_DEBUG"):
             raise
         print(f"explorer: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        # The file system refused (a folder that cannot be made or written, a full disk): the file and the reason,
+        # which is all a user can act on.
+        if os.environ.get("EXPLORER_DEBUG") or error.filename is None:
+            raise
+        print(f"explorer: error: {error.filename}: {error.strerror or error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("explorer: interrupted", file=sys.stderr)

@@ -640,10 +640,10 @@ def main(args) -> int:
                           seconds=args.seconds, scenes=args.scenes, device=args.device,
                           baseline_steps=args.baseline_steps, baseline_checkpoint=args.baseline_checkpoint)
     result = run_eval(options)
-    if args.plot is not None:
-        plot(result, args.plot)
     if args.json:
         print(json.dumps(result))
     else:
         print_report(result)
+    if args.plot is not None:  # after the numbers: a plot that cannot be written loses only itself
+        plot(result, args.plot)
     return 0

@@ -96,6 +96,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, args, words):
     (["data", "--out", "d", "--clips", "1", "--seed", "-1"], ["--seed", "between 0"]),
     (["train", "vae", "--data", "d", "--run", "afile"], ["--run", "afile is a file"]),
     (["play", "--sessions-dir", "afile"], ["--sessions-dir", "afile is a file"]),
+    (["play", "--sessions-dir", "afile/sub"], ["--sessions-dir", "afile is a file"]),
+    (["data", "--out", "afile/sub/d", "--clips", "1"], ["--out", "afile is a file"]),
     (["render", "--level", "meadow", "--path", WALK, "--out", "x.mp4", "--seed", "x"], ["--seed", "whole number"]),
     (["path", "from-session", "s", "--out", "p.toml", "--tolerance-deg", "1e-300"], ["--tolerance-deg"]),
 ])
@@ -108,6 +110,13 @@ def test_bad_arguments_are_refused_by_the_parser(tmp_path, monkeypatch, capsys, 
     assert exit.value.code == 2 and len(err.strip().splitlines()) == 1, err
     assert all(word in err for word in words), err
     assert (tmp_path / "afile").read_text() == "keep" and not (tmp_path / "d").exists()
+
+
+def test_a_folder_that_cannot_be_made_is_one_line_and_exit_2(tmp_path, capsys):
+    # /proc refuses new folders even to root: as a read-only or full disk would
+    assert main(["data", "--out", "/proc/explorer-test", "--clips", "1", "--size", "32x18", "--frames", "5"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("explorer: error: /proc/explorer-test: ") and len(err.strip().splitlines()) == 1, err
 
 
 def test_render_does_not_replace_a_good_video_on_error(tmp_path):
