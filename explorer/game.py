@@ -259,6 +259,8 @@ class Game:
         finally:
             if self.worker is not None:
                 self.worker.close()  # after a crash: no `ended` in the session, but the world is closed
+            if getattr(self, "session", None) is not None and self.session.frames == 0:
+                self._close_session()  # the world failed before its first frame: no empty session folder
             for saver in self.savers:
                 saver.join()
             self.presenter.release()
@@ -299,9 +301,14 @@ class Game:
         """Show the rest of the step on screen (so the log holds whole steps), close the session and the world."""
         while self.buffer and not self.at_boundary:
             self._draw(advance=True)
-        self.dropped.append(self.hud.dropped)
-        self.session.close()
+        self._close_session()
         self.worker.close()
+
+    def _close_session(self) -> None:
+        if self.session.close():
+            self.dropped.append(self.hud.dropped)
+        elif self.session.path in self.sessions:  # no frame was shown: nothing to keep
+            self.sessions.remove(self.session.path)
 
     def _clock(self) -> float:
         """Seconds of play: time.perf_counter() less the time spent paused (standing still while paused)."""

@@ -29,6 +29,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -102,13 +103,18 @@ class SessionWriter:
     def rewind(self, to_frame: int, to_step: int) -> None:
         self._line({"event": "rewind", "frame": self.frames, "to_frame": to_frame, "to_step": to_step})
 
-    def close(self) -> None:
-        """A clean end: session.json gets `ended`."""
+    def close(self) -> bool:
+        """A clean end: session.json gets `ended`. A session that never showed a frame (the world failed to start,
+        or the player quit while it loaded) holds nothing to replay: its folder is removed, and False returned."""
         if self._file.closed:
-            return
+            return self.path.exists()
         self._file.close()
+        if self.frames == 0:
+            shutil.rmtree(self.path, ignore_errors=True)
+            return False
         self.header["ended"] = now_iso()
         _write_json(self.path / HEADER, self.header)
+        return True
 
     def _line(self, record: dict) -> None:
         self._file.write(json.dumps(record, separators=(",", ":")) + "\n")

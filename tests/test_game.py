@@ -238,6 +238,23 @@ def test_a_world_that_keeps_the_loop_waiting_is_said_on_screen(tmp_path, monkeyp
     assert any(line.startswith("waiting for the world...") for line in game.said), game.said
 
 
+def test_a_world_that_fails_before_its_first_frame_leaves_no_session_folder(tmp_path, monkeypatch, xvfb):
+    if xvfb:
+        monkeypatch.setenv("DISPLAY", xvfb)
+        monkeypatch.setenv("SDL_VIDEODRIVER", "x11")
+
+    class BrokenWorld(ReferenceWorld):
+        def reset(self, level, seed=0):
+            raise ValueError("the start image cannot be read")
+
+    sessions = tmp_path / "sessions"
+    config = GameConfig(load_level("meadow"), "reference", SIZE, window=WINDOW, seconds=2.0, sessions_dir=sessions)
+    game = Game(config, lambda kind, size: BrokenWorld(size), ScriptedInput([]))
+    with pytest.raises(ValueError, match="start image"):
+        game.run()
+    assert game.sessions == [] and list(sessions.iterdir()) == []
+
+
 def test_a_rewind_in_split_view_shows_both_worlds_at_once():
     from types import SimpleNamespace
     shown = []
