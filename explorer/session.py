@@ -233,11 +233,11 @@ def _parse_frame(r: dict, where: str, number: int, frames: list[FrameRecord], re
             raise InputError(where, name, "missing")
     if not (_is_int(r["frame"]) and r["frame"] == len(frames)):
         raise InputError(where, "frame", f"expected {len(frames)}, got {r['frame']!r}")
-    for name in ("t", "step_ms"):
-        if not _is_number(r[name]):
-            raise InputError(where, name, f"must be a number, got {r[name]!r}")
-    if not _is_number(r.get("latency_ms", 0.0)):
-        raise InputError(where, "latency_ms", f"must be a number, got {r['latency_ms']!r}")
+    for name, limit in (("t", MAX_TIME), ("step_ms", MAX_TIME * 1e3), ("latency_ms", MAX_TIME * 1e3)):
+        if not (_is_number(r.get(name, 0.0)) and 0.0 <= r.get(name, 0.0) <= limit):  # latency_ms may be absent
+            raise InputError(where, name, f"must be a number from 0 to {limit:g}, got {r.get(name)!r}")
+    if frames and r["t"] < frames[-1].t:
+        raise InputError(where, "t", f"must not go back in time ({r['t']} after {frames[-1].t})")
     if not (_is_int(r["step"]) and r["step"] >= 0):
         raise InputError(where, "step", f"must be a whole number, got {r['step']!r}")
     if not (isinstance(r["frame_sha1"], str) and len(r["frame_sha1"]) == 40):
@@ -272,6 +272,8 @@ def _parse_rewind(r: dict, where: str, number: int, frames: list[FrameRecord]) -
             raise InputError(where, name, f"must be a whole number, got {r.get(name)!r}")
     if r["frame"] != len(frames):
         raise InputError(where, "frame", f"expected {len(frames)}, got {r['frame']}")
+    if (len(frames) - 1) % FRAMES_PER_STEP:  # the game rewinds at step boundaries only: 1 + 4k frames shown
+        raise InputError(where, "frame", f"a rewind must follow the last frame of a step, not frame {len(frames) - 1}")
     targets = {f.frame: f for f in frames}
     target = targets.get(r["to_frame"])
     if target is None or target.step != r["to_step"] or (target.frame + 1 < len(frames)
@@ -301,6 +303,9 @@ def _check_steps(frames: list[FrameRecord], source: Path) -> None:
 
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+MAX_TIME = 1e7  # seconds (16 weeks): a bound on t in a session, far beyond any
 
 
 def _is_number(v) -> bool:

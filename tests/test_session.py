@@ -110,6 +110,9 @@ def set_field(field, value):
      "trajectory.jsonl:3", "pose.pitch"),
     (3, set_field("pose", {"position": [0, 0, 0], "yaw": 0, "pitch": 0, "roll": 0, "fov": 0}),
      "trajectory.jsonl:3", "pose.fov"),
+    (3, set_field("t", -1e308), "trajectory.jsonl:3", "t"),
+    (3, set_field("t", 0.0), "trajectory.jsonl:3", "t"),                     # back in time
+    (3, set_field("latency_ms", 1e300), "trajectory.jsonl:3", "latency_ms"),
     (3, set_field("input", {"actions": ["jump"]}), "trajectory.jsonl:3", "input.actions"),
     (3, set_field("frame_sha1", "abc"), "trajectory.jsonl:3", "frame_sha1"),
     (4, set_field("step", 2), "trajectory.jsonl:2", "step"),                   # step 1 (from line 2) is short
@@ -117,6 +120,8 @@ def set_field(field, value):
     (10, lambda line: json.dumps({"event": "teleport", "frame": 9}), "trajectory.jsonl:10", "event"),
     (10, lambda line: json.dumps({"event": "rewind", "frame": 9, "to_frame": 3, "to_step": 1}),
      "trajectory.jsonl:10", "to_frame"),                                      # frame 3 is not a step's last
+    (8, lambda line: json.dumps({"event": "rewind", "frame": 7, "to_frame": 4, "to_step": 1}) + "\n" + line,
+     "trajectory.jsonl:8", "frame"),                                          # in the middle of step 2
 ])
 def test_corrupt_lines_are_named(tmp_path, number, change, where, field):
     writer, _ = write_session(tmp_path, steps=3, rewind_after=2)
