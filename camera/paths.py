@@ -42,7 +42,7 @@ except ImportError:  # Python 3.10
     import tomli as tomllib
 
 from camera.errors import InputError, read_text
-from camera.pose import ANGLE_LIMIT, PITCH_LIMIT, POSITION_LIMIT, Pose
+from camera.pose import ANGLE_LIMIT, FOV_RANGE, PITCH_LIMIT, POSITION_LIMIT, Pose
 
 INTERPOLATIONS = ("catmull-rom", "linear")
 DEFAULT_FOV = 60.0
@@ -254,13 +254,14 @@ def parse_path(data: dict, source) -> CameraPath:
         keys.append(_parse_key(k, keys[-1] if keys else None, source, f"path.key[{i}]"))
     if not relative:  # a relative path's missing first fovs stay None: the start pose's fov
         keys = [replace(k, fov=DEFAULT_FOV if k.fov is None else k.fov) for k in keys]
-    return check_path(CameraPath(fps, interpolation, relative, keys), source, "path.key")
+    return check_path(CameraPath(fps, interpolation, relative, keys), source)
 
 
-def check_path(path: CameraPath, source, keys_field: str, fps_field: str = "path.fps") -> CameraPath:
-    """The limits that keep sampling a path finite in time and memory, for every kind of path file:
-    fps, the number of frames, positions, and how far yaw and roll wind (each MAX_SEGMENT_TURN
-    degrees of turn is a rotation key)."""
+def check_path(path: CameraPath, source, keys_field: str = "path.key", fps_field: str = "path.fps",
+               key_field=lambda i: f"path.key[{i}]") -> CameraPath:
+    """The limits on every kind of path file: fps, fov, and those that keep sampling a path finite in
+    time and memory: the number of frames, positions, and how far yaw and roll wind (each
+    MAX_SEGMENT_TURN degrees of turn is a rotation key). key_field(i) names key i in messages."""
     lo, hi = FPS_RANGE
     if not lo <= path.fps <= hi:
         raise InputError(source, fps_field, f"must be between {lo:g} and {hi:g} frames per second, got {path.fps:g}")
@@ -269,7 +270,10 @@ def check_path(path: CameraPath, source, keys_field: str, fps_field: str = "path
         raise InputError(source, keys_field, f"the path lasts {path.duration:g} s, {frames:.3g} frames at "
                          f"{path.fps:g} fps; at most {MAX_FRAMES} are allowed")
     for i, k in enumerate(path.keys):
-        field = f"{keys_field}[{i}]"
+        field = key_field(i)
+        if k.fov is not None and not FOV_RANGE[0] <= k.fov <= FOV_RANGE[1]:
+            raise InputError(source, f"{field}.fov", f"must be between {FOV_RANGE[0]:g} and {FOV_RANGE[1]:g} "
+                             f"degrees, got {k.fov:g}")
         if max(abs(v) for v in k.position) > POSITION_LIMIT:
             raise InputError(source, f"{field}.position", f"must be within {POSITION_LIMIT:g} m of the origin, "
                              f"got {list(k.position)}")
@@ -309,9 +313,7 @@ def _parse_key(k, prev: Keyframe | None, source, field: str) -> Keyframe:
         raise InputError(source, f"{field}.pitch", f"must be within [-{PITCH_LIMIT:g}, {PITCH_LIMIT:g}], got {pitch}")
     fov = k.get("fov", prev.fov if prev else None)
     if fov is not None:
-        fov = _number(fov, source, f"{field}.fov")
-        if not 0.0 < fov < 180.0:
-            raise InputError(source, f"{field}.fov", f"must be between 0 and 180 degrees, got {fov}")
+        fov = _number(fov, source, f"{field}.fov")  # its range: check_path
     return Keyframe(t, position, angle("yaw"), pitch, angle("roll"), fov)
 
 

@@ -17,6 +17,7 @@ PITCH_LIMIT = 89.0
 # Bounds on what a file may say (levels, paths, sessions): far beyond any walk, and they keep the work finite.
 POSITION_LIMIT = 1e5  # metres from the origin
 ANGLE_LIMIT = 1e6     # degrees of yaw or roll, which wind past +-180
+FOV_RANGE = (1.0, 179.0)  # degrees of vertical field of view
 
 
 def heading(angle: float) -> float:

@@ -48,7 +48,8 @@ def load_realestate(file, aspect: float = 16 / 9) -> CameraPath:
     timestamps = np.array(timestamps)
     fps = 1e6 / float(np.median(np.diff(timestamps)))
     keys = keys_from_poses((timestamps - timestamps[0]) / 1e6, poses)
-    return check_path(CameraPath(fps, "linear", False, keys), file, "lines", fps_field="timestamps")
+    return check_path(CameraPath(fps, "linear", False, keys), file, keys_field="timestamps", fps_field="timestamps",
+                      key_field=lambda i: f"line {rows[i][0]}")
 
 
 def _parse_line(line: str, file, n: int) -> np.ndarray:

@@ -68,7 +68,8 @@ def number_in(lo, hi, kind=float):
     return parse
 
 
-seed_int = number_in(0, 2**63 - 1, int)  # a seed is a whole number >= 0 (numpy's generators refuse negative ones)
+seed_int = number_in(0, 2**63 - 1, int)
+weight = number_in(0.0, 1e9)  # a loss weight, clip norm or noise level: finite and not negative  # a seed is a whole number >= 0 (numpy's generators refuse negative ones)
 
 
 def folder(text: str) -> str:
@@ -329,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None,
                    help="weights to time (default: the shipped checkpoint if it is of --config, else random weights)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.add_argument("--threads", type=positive_int, default=None,
+    p.add_argument("--threads", type=number_in(1, 1024, int), default=None,
                    help="torch intra-op threads on the CPU (default: one per core)")
     p.add_argument("--window", type=number_in(1, 1024, int), default=None,
                    help="override the generator's window, for timing with random weights (e.g. 30 for mini)")
@@ -358,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "init); default: the run's diffusion stage")
     p.add_argument("--seed", type=seed_int, help="seed of the initialisation, data order and noise (default 0)")
     p.add_argument("--warmup", type=int, help="learning-rate warm-up steps (default per stage)")
-    p.add_argument("--grad-clip", type=float, help="max gradient norm, 0 for none (default per stage)")
+    p.add_argument("--grad-clip", type=weight, help="max gradient norm, 0 for none (default per stage)")
     p.add_argument("--precision", choices=["bf16", "fp32"],
                    help="autocast dtype (default bf16; vae and decoder fp32: docs/training.md says why)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
@@ -367,20 +368,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-every", type=positive_int,
                    help="steps between saves, validation and sample videos (default per stage: about 30 min)")
     p.add_argument("--vae-frames", type=positive_int, help="vae: frames per training window, 1 + 4k (default 9)")
-    p.add_argument("--kl-weight", type=float, help="vae: KL weight (default 1e-4)")
-    p.add_argument("--grad-weight", type=float, help="vae, decoder: image-gradient loss weight (default 1)")
-    p.add_argument("--colour-weight", type=float, help="vae, decoder: weight of the MSE of 8x8 patch colours "
+    p.add_argument("--kl-weight", type=weight, help="vae: KL weight (default 1e-4)")
+    p.add_argument("--grad-weight", type=weight, help="vae, decoder: image-gradient loss weight (default 1)")
+    p.add_argument("--colour-weight", type=weight, help="vae, decoder: weight of the MSE of 8x8 patch colours "
                    "(default 0)")
-    p.add_argument("--adv-weight", type=float, help="decoder: the adversarial term's pull on the decoded pixels, "
+    p.add_argument("--adv-weight", type=weight, help="decoder: the adversarial term's pull on the decoded pixels, "
                    "relative to the reconstruction terms' (default 0.5)")
     p.add_argument("--shift", type=positive_float,
                    help="time shift s (default: the paper's 24 scaled to the latent size; 4.2 for mini)")
     p.add_argument("--cd-steps", type=positive_int, help="consistency: fixed distillation steps (default 32)")
-    p.add_argument("--history-noise", type=float, help="diffusion, consistency: noise the recycled latents with a "
+    p.add_argument("--history-noise", type=weight, help="diffusion, consistency: noise the recycled latents with a "
                    "std drawn from U(0, this) per clip, against drift at play (default 0, the paper's teacher forcing)")
     p.add_argument("--sample-steps", type=positive_int,
                    help="pretrain, diffusion: Euler steps of the sample videos (default 8)")
-    p.add_argument("--r1-lambda", type=float,
+    p.add_argument("--r1-lambda", type=weight,
                    help="adversarial, long, decoder: lambda of approximated R1/R2 (default 1000; decoder 100)")
     p.add_argument("--r1-sigma", type=positive_float,
                    help="adversarial, long, decoder: sigma of R1/R2 (default 0.1; decoder 0.01)")
@@ -415,7 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also walk these levels (shipped names or .toml files) from their start poses")
     p.add_argument("--paths", nargs="+", default=[], metavar="PATH",
                    help="camera paths to walk on each of --levels (default: a random walk on each)")
-    p.add_argument("--seconds", type=positive_float, default=60.0, help="seconds of video per stream (default 60)")
+    p.add_argument("--seconds", type=number_in(0.0, 3600.0), default=60.0,
+                   help="seconds of video per stream (default 60)")
     p.add_argument("--scenes", type=positive_int, default=4, help="held-out scenes to walk (default 4)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--baseline-steps", type=positive_int, default=4,

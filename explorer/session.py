@@ -39,7 +39,7 @@ import numpy as np
 from camera.controls import InputState
 from camera.errors import InputError, parse_json, read_text
 from camera.paths import FPS_RANGE
-from camera.pose import ANGLE_LIMIT, PITCH_LIMIT, POSITION_LIMIT, Pose
+from camera.pose import ANGLE_LIMIT, FOV_RANGE, PITCH_LIMIT, POSITION_LIMIT, Pose
 from world.base import FRAMES_PER_STEP
 from world.make import WORLDS
 
@@ -222,8 +222,8 @@ def _read_header(source: Path) -> dict:
     for name in ("device", "started"):
         if not isinstance(header.get(name), str):
             raise InputError(source, name, "must be a string")
-    if not (header.get("threads") is None or (_is_int(header["threads"]) and header["threads"] > 0)):
-        raise InputError(source, "threads", f"must be a positive whole number or null, got {header['threads']!r}")
+    if not (header.get("threads") is None or (_is_int(header["threads"]) and 1 <= header["threads"] <= 1024)):
+        raise InputError(source, "threads", f"must be a whole number from 1 to 1024 or null, got {header['threads']!r}")
     return header
 
 
@@ -256,11 +256,12 @@ def _parse_pose(d, where: str) -> Pose:
         raise InputError(where, "pose.position", f"must be [x, y, z], got {position!r}")
     if max(abs(v) for v in position) > POSITION_LIMIT:
         raise InputError(where, "pose.position", f"must be within {POSITION_LIMIT:g} m of the origin, got {position}")
-    for name, limit in (("yaw", ANGLE_LIMIT), ("pitch", PITCH_LIMIT), ("roll", ANGLE_LIMIT), ("fov", 179.0)):
+    for name, limit in (("yaw", ANGLE_LIMIT), ("pitch", PITCH_LIMIT), ("roll", ANGLE_LIMIT), ("fov", FOV_RANGE[1])):
         if not (_is_number(d.get(name)) and abs(d[name]) <= limit):
             raise InputError(where, f"pose.{name}", f"must be a number within {limit:g} degrees, got {d.get(name)!r}")
-    if d["fov"] < 1.0:
-        raise InputError(where, "pose.fov", f"must be between 1 and 179 degrees, got {d['fov']!r}")
+    if d["fov"] < FOV_RANGE[0]:
+        raise InputError(where, "pose.fov", f"must be between {FOV_RANGE[0]:g} and {FOV_RANGE[1]:g} degrees, "
+                         f"got {d['fov']!r}")
     return Pose.from_dict(d)
 
 

@@ -129,7 +129,7 @@ def key(t, extra=""):
     (HEADER + key(0.0) + key(1.0, 'yaw = "left"\n'), "walk.toml: path.key[1].yaw: must be a number"),
     (HEADER + key(0.0) + key(1.0, "pitch = nan\n"), "walk.toml: path.key[1].pitch: must be a finite number"),
     (HEADER + key(0.0) + key(1.0, "pitch = 95\n"), "walk.toml: path.key[1].pitch: must be within"),
-    (HEADER + key(0.0) + key(1.0, "fov = 0\n"), "walk.toml: path.key[1].fov: must be between 0 and 180"),
+    (HEADER + key(0.0) + key(1.0, "fov = 0\n"), "walk.toml: path.key[1].fov: must be between 1 and 179"),
     (HEADER + key(-1.0) + key(1.0), "walk.toml: path.key[0].t: must be 0 or later"),
     (HEADER + key(0.0) + "\n[[path.key]]\nt = 1.0\nposition = [1, 2]\n",
      "walk.toml: path.key[1].position: must be a list"),
@@ -141,6 +141,7 @@ def key(t, extra=""):
     # Limits that keep sampling finite: each of these once took minutes or hundreds of GiB.
     (HEADER + key(0.0) + key(1e9), "walk.toml: path.key: the path lasts 1e+09 s"),
     (HEADER + key(0.0) + key(1.0, "yaw = 1e12\n"), "walk.toml: path.key[1].yaw: must be within 1e+06 degrees"),
+    (HEADER + key(0.0) + key(1.0, "fov = 1e-10\n"), "walk.toml: path.key[1].fov: must be between 1 and 179"),
     (HEADER + key(0.0) + "\n[[path.key]]\nt = 1.0\nposition = [1e300, 0, 0]\n",
      "walk.toml: path.key[1].position: must be within 100000 m"),
     (HEADER + "".join(key(float(i), f"yaw = {(-1) ** i * 900000}\n") for i in range(40)),
@@ -256,6 +257,7 @@ def test_realestate_hand_made_file(tmp_path):
     ("5 0.5 0 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 0", "cams.txt: line 3: focal lengths must be positive"),
     ("5 0.5 0.9 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 inf", "cams.txt: line 3: numbers must be finite"),
     ("5 0.5 0.9 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 0", "cams.txt: timestamps: must be between 1 and 240"),
+    ("41708 1e300 1e300 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 0", "cams.txt: line 3.fov: must be between 1 and 179"),
     ("9999999999999 0.5 0.9 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 0", "cams.txt: timestamps: must be between 1 and 240"),
 ])
 def test_realestate_validation(tmp_path, monkeypatch, line, message):
