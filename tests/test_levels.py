@@ -113,6 +113,29 @@ def test_structure_errors(tmp_path):
     assert "level.image: no such file" in error_of(write(tmp_path, missing_image))
 
 
+def test_start_images_are_checked_when_the_level_loads(tmp_path):
+    import struct
+    import zlib
+    import matplotlib.pyplot as plt
+
+    def png_header(w, h):  # a PNG that claims w x h pixels (a decompression bomb, to Pillow)
+        def chunk(kind, data=b""):
+            return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) + chunk(b"IDAT")
+
+    plt.imsave(tmp_path / "good.png", np.zeros((9, 16, 3)))
+    (tmp_path / "cut.png").write_bytes((tmp_path / "good.png").read_bytes()[:60])
+    (tmp_path / "text.png").write_text("not a picture")
+    (tmp_path / "bomb.png").write_bytes(png_header(100000, 100000))
+    (tmp_path / "big.png").write_bytes(png_header(10000, 100))
+    level = GOOD.split("[scene]")[0] + "[start]\nposition = [0.0, 1.7, 0.0]\n"
+    for name, words in (("cut.png", "cannot read"), ("text.png", "cannot read"), ("bomb.png", "pixels"),
+                        ("big.png", "10000x100 pixels")):
+        message = error_of(write(tmp_path, level.replace('title = "A test level"', f'title = "x"\nimage = "{name}"')))
+        assert ": level.image: " in message and name in message and words in message, message
+        assert "\n" not in message
+
+
 def test_an_image_level_loads_but_the_reference_world_refuses_it(tmp_path):
     import matplotlib.pyplot as plt
 

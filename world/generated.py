@@ -43,10 +43,10 @@ def step_noise(seed: int, step: int, shape, device, dtype) -> torch.Tensor:
 
 def load_start_image(path, size: tuple[int, int]) -> np.ndarray:
     """Any picture a user supplies -> (H, W, 3) uint8 at `size`: centre-cropped to the aspect, Lanczos-resized."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
     try:
         image = Image.open(path).convert("RGB")
-    except (OSError, UnidentifiedImageError) as error:
+    except Exception as error:  # noqa: BLE001 - Pillow raises many types (OSError, DecompressionBombError, ...)
         raise InputError(path, None, f"cannot read the start image ({error})") from None
     w, h = image.size
     target = size[0] / size[1]

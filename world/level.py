@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,6 +81,7 @@ def level_from_dict(d: dict, source: Path) -> Level:
         image = (source.parent / header.image).resolve()
         if not image.is_file():
             raise InputError(source, "level.image", f"no such file: {image}")
+        _check_image(image, source)
     if scene is None and image is None:
         raise InputError(source, "scene", "a level needs a [scene] table or a [level] image")
     if scene is not None:
@@ -89,6 +91,29 @@ def level_from_dict(d: dict, source: Path) -> Level:
             raise InputError(source, "start.position", f"is below the ground (y = {y}, ground at {ground:.2f})")
     pose = Pose(start.position, start.yaw, start.pitch, start.roll, start.fov)
     return Level(header.name, header.title or header.name, scene, pose, image, source)
+
+
+MAX_IMAGE_SIDE = 8192  # pixels; a start image is resized to the model's frames (128x72 for mini)
+
+
+def _check_image(image: Path, source: Path) -> None:
+    """Read the start image's header and check the whole file now, not when a world first needs it (after a
+    window or a video is open): a picture of at most MAX_IMAGE_SIDE pixels a side, in a format Pillow reads."""
+    from PIL import Image
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked below, in one line
+        try:
+            with Image.open(image) as picture:
+                w, h = picture.size
+                if max(w, h) > MAX_IMAGE_SIDE:
+                    raise InputError(source, "level.image", f"{image} is {w}x{h} pixels; at most "
+                                     f"{MAX_IMAGE_SIDE} a side")
+                picture.verify()  # a cut or damaged file fails here
+        except InputError:
+            raise
+        except Exception as error:  # noqa: BLE001 - Pillow raises many types for files it cannot read
+            raise InputError(source, "level.image", f"cannot read {image} as a picture "
+                             f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
 
 
 def load_level(name_or_path) -> Level:
