@@ -204,6 +204,7 @@ def cmd_ship(args) -> int:
 
     import torch
 
+    from camera.embedding import CameraScaling
     from camera.errors import check_output_path
     from model.checkpoint import (LINKED, RESERVED, checkpoint_sha256, default_checkpoint_path, load_checkpoint,
                                   save_checkpoint)
@@ -213,6 +214,7 @@ def cmd_ship(args) -> int:
     for path in writes[1:]:
         check_output_path(path, (".safetensors",), field="--out's linked VAE file")
     loaded = load_checkpoint(args.checkpoint)
+    CameraScaling.from_dict(loaded.camera_scaling, source=args.checkpoint)  # refuse what play would refuse
     source = Path(args.checkpoint)
     reads = [source] + [source.parent / entry["file"] for entry in json.loads(loaded.metadata.get(LINKED, "{}")).values()]
     for path in writes:  # overwriting what is shipped would destroy it (the fp32 original, or a VAE it links to)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, replace
 
 import torch
@@ -77,6 +78,8 @@ class ModelConfig:
         _expect_fields(d, ModelConfig, "config", source)
         _expect_fields(d["vae"], VAEConfig, "config.vae", source)
         _expect_fields(d["generator"], GeneratorConfig, "config.generator", source)
+        _check_values(d["vae"], VAEConfig, "config.vae", source)
+        _check_values(d["generator"], GeneratorConfig, "config.generator", source)
         vae = _build(VAEConfig.from_dict, d["vae"], "config.vae", source)
         generator = _build(GeneratorConfig.from_dict, d["generator"], "config.generator", source)
         try:
@@ -104,6 +107,47 @@ def _expect_fields(d, cls, field: str, source: str) -> None:
     for f in fields:
         if f.name not in d and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise InputError(source, f"{field}.{f.name}", "missing")
+
+
+SIZE_LIMIT = 65536  # a bound on every count and size in a config (the 8B model's largest, its width, is 3456)
+
+
+def _check_values(d: dict, cls, field: str, source: str) -> None:
+    """Each value of the kind of its field's default, in range: whole numbers from 1 to SIZE_LIMIT (lists of them,
+    block counts from 0, disc_layers up to depth), positive finite floats, booleans, and a known attention backend; and heads
+    that divide the width. A checkpoint's config is read from its metadata, which anyone can edit."""
+    from model.attention import BACKENDS
+
+    def whole(v, lo):
+        return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= SIZE_LIMIT
+
+    for f in dataclasses.fields(cls):
+        if f.name not in d:
+            continue
+        v, default = d[f.name], f.default
+        if isinstance(default, bool):
+            ok, want = isinstance(v, bool), "true or false"
+        elif isinstance(default, int):
+            ok, want = whole(v, 1), f"a whole number from 1 to {SIZE_LIMIT}"
+        elif isinstance(default, float):
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+            want = "a positive number"
+        elif f.name == "attention_backend":
+            ok, want = v in BACKENDS, f"one of {', '.join(BACKENDS)}"
+        elif isinstance(default, str):
+            ok, want = isinstance(v, str), "a string"
+        elif f.name == "disc_layers":
+            depth = d.get("depth", 0)
+            ok = isinstance(v, list) and all(whole(x, 1) and x <= depth for x in v)
+            want = f"a list of depths from 1 to depth ({depth})"
+        else:  # per-scale channels, kernels (from 1) and block counts (from 0)
+            lo = 0 if f.name.endswith("_blocks") else 1
+            ok = isinstance(v, list) and len(v) > 0 and all(whole(x, lo) for x in v)
+            want = f"a list of whole numbers from {lo} to {SIZE_LIMIT}"
+        if not ok:
+            raise InputError(source, f"{field}.{f.name}", f"must be {want}, got {v!r}")
+    if "heads" in d and "dim" in d and d["dim"] % d["heads"]:
+        raise InputError(source, f"{field}.heads", f"must divide dim ({d['dim']}), got {d['heads']}")
 
 
 def _build(from_dict, d: dict, field: str, source: str):

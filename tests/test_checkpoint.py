@@ -127,6 +127,22 @@ def test_config_with_a_bad_field(saved, tmp_path):
     assert "config.vae" in refused(rewrite(saved[0], tmp_path / "c.safetensors", edit_metadata=edit))
 
 
+@pytest.mark.parametrize("field, value, words", [
+    ("dim", "256", "whole number"), ("dim", True, "whole number"), ("dim", -1, "whole number"),
+    ("dim", 10**7, "whole number"), ("heads", 0, "whole number"), ("heads", 3, "must divide dim"),
+    ("mlp_ratio", float("nan"), "positive number"), ("attention_backend", "xyz", "one of auto"),
+    ("warp", 1, "true or false"), ("disc_layers", [99], "depths from 1"),
+])
+def test_config_values_are_checked_before_a_model_is_built(saved, tmp_path, field, value, words):
+    # The metadata is text anyone can edit: a wrong value is one line naming it, not a traceback or an allocation.
+    def edit(m):
+        d = json.loads(m["config"])
+        d["generator"][field] = value
+        m["config"] = json.dumps(d)
+    message = refused(rewrite(saved[0], tmp_path / "c.safetensors", edit_metadata=edit))
+    assert f"config.generator.{field}: must" in message and words in message, message
+
+
 def test_missing_tensor(saved, tmp_path):
     name = "vae.decoder.conv_out.weight"
     path = rewrite(saved[0], tmp_path / "m.safetensors", edit_tensors=lambda t: t.pop(name))
@@ -331,6 +347,11 @@ def test_ship_writes_bf16_with_the_metadata_and_the_source_digest(tmp_path, caps
         assert len(err.strip().splitlines()) == 1 and all(w in err for w in words), err
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
     load_checkpoint(out)
+    # nor is a checkpoint that play would refuse shipped
+    odd = tmp_path / "odd.safetensors"
+    save_checkpoint(odd, config, vae, gen, {"origin_std": 2.0}, "long")
+    assert main(["ship", str(odd), "--out", str(tmp_path / "odd-shipped.safetensors")]) == 2
+    assert "camera_scaling" in capsys.readouterr().err and not (tmp_path / "odd-shipped.safetensors").exists()
 
 
 def test_a_linked_vae_file_loads_as_one_checkpoint_and_is_checked(saved, tmp_path):
