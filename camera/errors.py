@@ -5,6 +5,8 @@ Its message is a single line that names the file and the field, e.g.
 The command line prints it as it is and exits with code 2.
 """
 import json
+import os
+import stat
 from pathlib import Path
 
 
@@ -28,17 +30,26 @@ def parse_json(text: str, source, field: str | None):
         raise InputError(source, field, f"not valid JSON ({e})") from None
 
 
+MAX_TEXT_BYTES = 2**30  # a level, path or manifest is far smaller, and so is the log of a day's play
+
+
 def read_text(file, missing: str = "no such file") -> str:
     """A user's text file as a string, where every way of not being readable UTF-8 text (missing, a
-    folder, no permission, other bytes) is an InputError naming the file. A leading byte-order mark,
-    which some editors write, is dropped."""
+    folder, a device or pipe, too big, no permission, other bytes) is an InputError naming the file.
+    A leading byte-order mark, which some editors write, is dropped."""
     try:
+        info = os.stat(file)
+        if stat.S_ISDIR(info.st_mode):
+            raise InputError(file, None, "is a folder, not a file")
+        if not stat.S_ISREG(info.st_mode):  # a pipe would block, a device never end
+            raise InputError(file, None, "is not a regular file")
+        if info.st_size > MAX_TEXT_BYTES:
+            raise InputError(file, None, f"is {info.st_size / 2**20:.0f} MiB; at most {MAX_TEXT_BYTES // 2**20} "
+                             "MiB are read")
         with open(file, "rb") as f:
             data = f.read()
     except FileNotFoundError:
         raise InputError(file, None, missing) from None
-    except IsADirectoryError:
-        raise InputError(file, None, "is a folder, not a file") from None
     except OSError as e:
         raise InputError(file, None, f"cannot read: {e.strerror or e}") from None
     try:

@@ -1,4 +1,6 @@
 """camera.paths (keyframes -> poses, files, reduction) and camera.realestate (RealEstate10K files)."""
+import os
+
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
@@ -168,6 +170,12 @@ def test_missing_and_unknown_files(tmp_path):
     (tmp_path / "latin1.toml").write_bytes("# caf\xe9\n".encode("latin-1"))
     with pytest.raises(InputError, match="latin1.toml: not UTF-8 text"):
         load_path(tmp_path / "latin1.toml")
+    os.mkfifo(tmp_path / "fifo.toml")  # reading it would wait forever
+    with pytest.raises(InputError, match="fifo.toml: is not a regular file"):
+        load_path(tmp_path / "fifo.toml")
+    (tmp_path / "zero.toml").symlink_to("/dev/zero")  # reading it would never end
+    with pytest.raises(InputError, match="zero.toml: is not a regular file"):
+        load_path(tmp_path / "zero.toml")
     (tmp_path / "cams.txt").write_bytes(b"\xff\xfe")
     with pytest.raises(InputError, match="cams.txt: not UTF-8 text"):
         load_path(tmp_path / "cams.txt")
