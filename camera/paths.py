@@ -219,10 +219,10 @@ def path_from_poses(poses: Sequence[Pose], fps: float = 24.0, tolerance_m: float
 def load_path(file) -> CameraPath:
     """A camera path from a TOML file, or from a RealEstate10K camera file (.txt)."""
     file = Path(file)
-    if file.suffix == ".txt":
+    if file.suffix.lower() == ".txt":
         from camera.realestate import load_realestate  # realestate builds on this module
         return load_realestate(file)
-    if file.suffix != ".toml":
+    if file.suffix.lower() != ".toml":
         raise InputError(file, None, "unknown camera path type (expected .toml or a RealEstate10K .txt)")
     try:
         data = tomllib.loads(read_text(file))

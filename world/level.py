@@ -121,7 +121,7 @@ def load_level(name_or_path) -> Level:
     with a folder in it)."""
     text = str(name_or_path)
     path = Path(text)
-    by_name = not (text.endswith(".toml") or path.parent != Path("."))
+    by_name = not (text.lower().endswith(".toml") or path.parent != Path("."))
     if by_name:
         path = LEVELS_DIR / f"{text}.toml"
     if not path.is_file():

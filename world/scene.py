@@ -219,8 +219,10 @@ def _parse_value(tp, meta, v, source, where):
         if isinstance(v, bool) or not isinstance(v, int):
             raise InputError(source, where, f"must be an integer, got {_describe(v)}")
     elif tp is float:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise InputError(source, where, f"must be a number, got {_describe(v)}")
+        if not math.isfinite(v):
+            raise InputError(source, where, f"must be a finite number, got {v}")
         v = float(v)
     else:
         raise TypeError(f"no parser for {tp} at {where}")
