@@ -51,8 +51,9 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def open_world(config: str, device: str, checkpoint, window: int | None = None) -> tuple[GeneratedWorld, str]:
-    """The shipped (or given) checkpoint when it is of `config`, else random weights; says which.
+def open_world(config: str | None, device: str, checkpoint, window: int | None = None) -> tuple[GeneratedWorld, str]:
+    """The given checkpoint (of `config`, if one is named), else the shipped one when it is of `config` (default
+    mini), else random weights of `config`; says which.
 
     `window` overrides the generator's window (random weights only): the cost of a longer or shorter history.
     """
@@ -62,15 +63,17 @@ def open_world(config: str, device: str, checkpoint, window: int | None = None) 
             raise InputError("command line", "--window", "times random weights only; leave out --checkpoint")
         if window < 1:
             raise InputError("command line", "--window", f"must be at least 1, got {window}")
-        cfg = get_config(config, source="command line")
+        cfg = get_config(config or "mini", source="command line")
         cfg.generator = replace(cfg.generator, window=window)
         return GeneratedWorld.random(cfg, pick_device(device)), "random"
     path = checkpoint or default_checkpoint_path()
     if checkpoint is not None or os.path.exists(path):
         world = GeneratedWorld.open(checkpoint=path, device=device)
-        if world.config.name == config or checkpoint is not None:
+        if checkpoint is not None and config is not None and world.config.name != config:
+            raise InputError(checkpoint, "config", f"is a {world.config.name} model, not --config {config}")
+        if world.config.name == (config or "mini") or checkpoint is not None:
             return world, str(path)
-    return GeneratedWorld.open(device=device, random_config=config), "random"
+    return GeneratedWorld.open(device=device, random_config=config or "mini"), "random"
 
 
 def trajectory(steps: int) -> list[Pose]:
@@ -192,7 +195,7 @@ def measure_baseline(world: GeneratedWorld, kind: str, steps: int) -> dict:
     return {"fps": FRAMES_PER_STEP * 1e3 / float(np.mean(times)), "step_ms_p50": percentile(times, 50)}
 
 
-def run_bench(config: str = "mini", device: str = "auto", seconds: float = 60.0, checkpoint=None,
+def run_bench(config: str | None = "mini", device: str = "auto", seconds: float = 60.0, checkpoint=None,
               baseline_steps: int = 24, warmup: int = 6, threads: int | None = None,
               window: int | None = None) -> dict:
     """`threads`: torch's intra-op threads (CPU), process-wide; default: torch's choice (one per core)."""

@@ -325,7 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clips-per-shard", type=positive_int, default=64)
     p.set_defaults(run=cmd_data)
     p = sub.add_parser("bench", help="steady-state speed of the generated world, with baselines in the same run")
-    p.add_argument("--config", default="mini", help="model config: tiny, mini, apt2-8b (default mini)")
+    p.add_argument("--config", default=None, help="model config: tiny, mini, apt2-8b (default: --checkpoint's, "
+                   "else mini)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--seconds", type=number_in(0.1, 86400.0), default=60.0,
                    help="seconds of video to stream (default 60)")

@@ -81,6 +81,16 @@ def test_bad_options_are_input_errors(kwargs, field):
         run_bench("tiny", "cpu", seconds=0.5, **kwargs)
 
 
+def test_a_checkpoint_of_another_config_than_named_is_refused(tmp_path):
+    from camera.embedding import CameraScaling
+    from model.checkpoint import save_checkpoint
+    world = GeneratedWorld.open(device="cpu", random_config="tiny")
+    path = tmp_path / "tiny.safetensors"
+    save_checkpoint(path, world.config, world.vae, world.generator, CameraScaling().to_dict(), "random")
+    with pytest.raises(InputError, match=r"tiny\.safetensors: config: is a tiny model, not --config mini"):
+        run_bench("mini", "cpu", seconds=0.5, checkpoint=str(path))
+
+
 def test_matmul_peak_is_positive_on_the_cpu():
     assert matmul_peak_gflops(torch.device("cpu"), torch.float32, repeats=1) > 0
 

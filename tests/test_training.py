@@ -329,3 +329,15 @@ def test_stage_refuses_to_restart_or_change_on_resume(data, tmp_path, init):
     assert resolve(resumed, {"steps", "resume"}, RunFolder(opts.run)).lr == LR
     with pytest.raises(InputError, match="spec.size"):
         make_stage("diffusion", data, tmp_path / "other", init, config="mini")
+
+
+@pytest.mark.parametrize("text, words", [("[]", "must be a JSON object"), ("{", "not valid JSON"),
+                                         ('{"format": "explorer-run/0"}', "format")])
+def test_a_damaged_run_description_is_one_line(tmp_path, text, words):
+    from camera.errors import InputError
+    from model.config import get_config
+    from model.training.distributed import Dist
+    from model.training.run import RunFolder
+    (tmp_path / "run.json").write_text(text)
+    with pytest.raises(InputError, match=f"run.json: .*{words}"):
+        RunFolder(tmp_path).open(get_config("tiny"), None, Dist())

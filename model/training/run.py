@@ -27,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from camera.embedding import CameraScaling
-from camera.errors import InputError
+from camera.errors import InputError, parse_json, read_text
 from model.config import ModelConfig
 from model.training.data import Clips, measure_camera_scaling
 from model.training.distributed import Dist
@@ -61,10 +61,9 @@ class RunFolder:
                                        "camera_scaling": scaling.to_dict()}, indent=1))
             tmp.replace(path)
         d.barrier()
-        try:
-            info = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise InputError(path, None, f"cannot read the run's description ({e})") from None
+        info = parse_json(read_text(path), path, None)
+        if not isinstance(info, dict):
+            raise InputError(path, None, "must be a JSON object (the run's description)")
         if info.get("format") != RUN_FORMAT:
             raise InputError(path, "format", f"expected {RUN_FORMAT!r}, found {info.get('format')!r}")
         if info.get("config") != config.name:
