@@ -344,6 +344,6 @@ def save_path(path: CameraPath, file) -> None:
             lines.append(f"fov = {float(k.fov)!r}")
     file = Path(file)
     file.parent.mkdir(parents=True, exist_ok=True)
-    partial = file.with_name(file.name + ".partial")  # written whole, then renamed: an older file is never half replaced
+    partial = file.with_name(file.name + ".partial")  # written whole, then renamed: an older file is never half gone
     partial.write_text("\n".join(lines) + "\n")
     os.replace(partial, file)

@@ -61,15 +61,16 @@ def number_in(lo, hi, kind=float):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {'whole ' if kind is int else ''}number, got {text!r}") from None
+            what = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
         if not lo <= value <= hi:  # also refuses nan
             raise argparse.ArgumentTypeError(f"must be between {lo:g} and {hi:g}, got {text}")
         return value
     return parse
 
 
-seed_int = number_in(0, 2**63 - 1, int)
-weight = number_in(0.0, 1e9)  # a loss weight, clip norm or noise level: finite and not negative  # a seed is a whole number >= 0 (numpy's generators refuse negative ones)
+seed_int = number_in(0, 2**63 - 1, int)  # a seed is a whole number >= 0 (numpy's generators refuse negative ones)
+weight = number_in(0.0, 1e9)  # a loss weight, clip norm or noise level: finite and not negative
 
 
 def folder(text: str) -> str:
@@ -216,7 +217,8 @@ def cmd_ship(args) -> int:
     loaded = load_checkpoint(args.checkpoint)
     CameraScaling.from_dict(loaded.camera_scaling, source=args.checkpoint)  # refuse what play would refuse
     source = Path(args.checkpoint)
-    reads = [source] + [source.parent / entry["file"] for entry in json.loads(loaded.metadata.get(LINKED, "{}")).values()]
+    links = json.loads(loaded.metadata.get(LINKED, "{}"))
+    reads = [source] + [source.parent / entry["file"] for entry in links.values()]
     for path in writes:  # overwriting what is shipped would destroy it (the fp32 original, or a VAE it links to)
         if any(path.resolve() == read.resolve() for read in reads):
             what = "the checkpoint being shipped" if path.resolve() == source.resolve() else "a file it links to"
@@ -313,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_render)
 
     p = sub.add_parser("data", help="render training clips from random procedural scenes into shards")
-    p.add_argument("--out", type=folder, required=True, help="the dataset folder (resumes if it already holds part of this dataset)")
+    p.add_argument("--out", type=folder, required=True,
+                   help="the dataset folder (resumes if it already holds part of this dataset)")
     p.add_argument("--clips", type=positive_int, required=True, help="how many clips in total")
     p.add_argument("--size", type=parse_size, default=(128, 72), help="WIDTHxHEIGHT (default 128x72, mini's native size)")
     p.add_argument("--frames", type=positive_int, default=33,
@@ -351,7 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "the latents unchanged) after vae or on a finished model (--init); gate (the warp gate alone, "
                    "on a finished model)")
     p.add_argument("--data", required=True, help="a dataset folder made by `explorer data` at the config's size")
-    p.add_argument("--run", type=folder, required=True, dest="run_dir", metavar="RUN", help="the run folder (e.g. runs/mini)")
+    p.add_argument("--run", type=folder, required=True, dest="run_dir", metavar="RUN",
+                   help="the run folder (e.g. runs/mini)")
     p.add_argument("--config", help="model config: tiny, mini, apt2-8b (default mini)")
     p.add_argument("--steps", type=positive_int, help="the stage's total optimiser steps (default per stage)")
     p.add_argument("--batch", type=positive_int, help="clips per step over all processes (default per stage)")

@@ -14,8 +14,9 @@ a CPU's matmuls sum in an order that depends on it, so a replay computes with as
 world with random weights (`explorer play --random-weights`), null otherwise.
 
 `frame` counts presented frames from 0 (the world's first frame, at the start pose); `t` is when it was presented,
-in seconds of play from frame 0 (time paused in the menu does not count, nor in `latency_ms`); `step` is the world step that made it (0 for the first frame; every later step makes four
-frames, and a session only ever shows whole steps, except where the process died). A rewind line says that the
+in seconds of play from frame 0 (time paused in the menu counts neither here nor in `latency_ms`); `step` is the
+world step that made it (0 for the first frame; every later step makes four frames, and a session only ever shows
+whole steps, except where the process died). A rewind line, only ever after a step's last frame, says that the
 world went back to its state after step `to_step` (whose last frame was `to_frame`) before the frame `frame`.
 `frame_sha1` is the SHA-1 of the world's frame at its native size, (H, W, 3) uint8 bytes, before any upscaling.
 

@@ -45,7 +45,8 @@ class VideoWriter:
             try:
                 self._gen.send(np.ascontiguousarray(frame, dtype=np.uint8))
             except OSError as e:  # ffmpeg quit: its own message is on stderr above
-                raise InputError(self.path, None, f"ffmpeg stopped writing the video ({str(e).splitlines()[0]})") from None
+                why = str(e).splitlines()[0]
+                raise InputError(self.path, None, f"ffmpeg stopped writing the video ({why})") from None
             self.frames += 1
 
     def close(self) -> None:

@@ -114,8 +114,8 @@ SIZE_LIMIT = 65536  # a bound on every count and size in a config (the 8B model'
 
 def _check_values(d: dict, cls, field: str, source: str) -> None:
     """Each value of the kind of its field's default, in range: whole numbers from 1 to SIZE_LIMIT (lists of them,
-    block counts from 0, disc_layers up to depth), positive finite floats, booleans, and a known attention backend; and heads
-    that divide the width. A checkpoint's config is read from its metadata, which anyone can edit."""
+    block counts from 0, disc_layers up to depth), positive finite floats, booleans, and a known attention backend;
+    and heads that divide the width. A checkpoint's config is read from its metadata, which anyone can edit."""
     from model.attention import BACKENDS
 
     def whole(v, lo):

@@ -134,7 +134,8 @@ def test_corrupt_lines_are_named(tmp_path, number, change, where, field):
 
 
 @pytest.mark.parametrize("field, value", [("format", "explorer-session/0"), ("size", [16]), ("world", "dream"),
-                                          ("seed", "zero"), ("fps", 0), ("fps", 1e9), ("level", "meadow"), ("threads", 0), ("threads", 10**9),
+                                          ("seed", "zero"), ("fps", 0), ("fps", 1e9), ("level", "meadow"),
+                                          ("threads", 0), ("threads", 10**9),
                                           ("size", [100000, 100000]),
                                           ("threads", 1.5)])
 def test_corrupt_headers_are_named(tmp_path, field, value):

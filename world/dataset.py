@@ -213,5 +213,6 @@ def _load_array(path: Path, mmap: bool) -> np.ndarray:
     except FileNotFoundError:
         raise InputError(path, None, "missing (delete its shard folder and run `explorer data` again)") from None
     except (OSError, ValueError, EOFError) as e:
-        raise InputError(path, None, f"not a readable array ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
-                         f"delete its shard folder and run `explorer data` again") from None
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError(path, None, f"not a readable array ({why}); delete its shard folder and run `explorer data` "
+                         "again") from None
