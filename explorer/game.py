@@ -367,7 +367,7 @@ class Game:
         elif self.paused and not on:
             self.paused_seconds += now - self.paused_since
         self.paused = on
-        self.menu.selected = 0
+        self.menu.open()
         self._capture(not on)
 
     def _capture(self, on: bool) -> None:

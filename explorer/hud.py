@@ -100,7 +100,12 @@ class Menu:
 
     def __init__(self, panel: TextPanel):
         self.panel = panel
+        self.open()
+
+    def open(self) -> None:
+        """Each time the menu opens: Resume selected, and where the pointer is not yet known."""
         self.selected = 0
+        self._pointed: str | None = "unknown"  # the item under the pointer at its last move
 
     def lines(self) -> list[str]:
         return ["Paused"] + [("> " if i == self.selected else "   ") + item for i, item in enumerate(MENU_ITEMS)]
@@ -124,7 +129,10 @@ class Menu:
         return MENU_ITEMS[row] if inside_x and 0 <= row < len(MENU_ITEMS) else None
 
     def hover(self, pos: tuple[int, int], top_left: tuple[int, int]) -> None:
-        """The mouse over an item selects it, so the marker shows what a click would choose."""
+        """The mouse moving onto an item selects it, so the marker shows what a click would choose. The first move
+        after opening only notes where the pointer is: releasing the mouse puts it over the middle of the menu, and
+        that must not move the selection away from Resume."""
         item = self.click(pos, top_left)
-        if item is not None:
+        if item is not None and self._pointed != "unknown" and item != self._pointed:
             self.selected = MENU_ITEMS.index(item)
+        self._pointed = item

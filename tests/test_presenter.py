@@ -179,6 +179,11 @@ def test_menu_keys_and_clicks():
         assert menu.click((top_left[0] + 10, y), top_left) == item
     assert menu.click((top_left[0] + 10, top_left[1] + panel.padding + 2), top_left) is None  # the title
     assert menu.click((top_left[0] - 5, y), top_left) is None
-    menu.hover((top_left[0] + 10, y), top_left)  # the mouse over the last item marks it; off the menu, nothing moves
-    menu.hover((top_left[0] - 5, top_left[1]), top_left)
+    def row_y(row):
+        return top_left[1] + panel.padding + row * panel.line_height + panel.line_height // 2
+    menu.open()
+    menu.hover((top_left[0] + 10, row_y(2)), top_left)  # where the released pointer first is: Resume stays selected
+    assert menu.key(pygame.K_RETURN) == "Resume"
+    menu.hover((top_left[0] + 10, row_y(len(MENU_ITEMS))), top_left)  # moving onto the last item marks it
+    menu.hover((top_left[0] - 5, top_left[1]), top_left)  # off the menu, nothing moves
     assert menu.lines()[-1] == "> " + MENU_ITEMS[-1] and menu.key(pygame.K_RETURN) == MENU_ITEMS[-1]
