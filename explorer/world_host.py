@@ -226,6 +226,7 @@ class WorldHost:
             kind = OTHER_WORLD[self._kind]
             try:
                 self.other = self._open(kind, tuple(self.world.size))
+                leave_a_core(self.other)  # the generated world beside a played reference world fought the UI too
             except Exception as e:  # noqa: BLE001 - shown on screen; play goes on without it
                 self.other_note = f"the {kind} world is not available: {str(e).splitlines()[0]}"
         if self.other is None:
