@@ -377,6 +377,9 @@ class Game:
 
     def _restart(self, kind: str) -> None:
         """A new session, in a world of `kind`; if that world cannot be opened, say so and stay."""
+        self._pause(False)  # the menu goes at once, not after the seconds the new world takes to open
+        if self.menu_panel.render([]):
+            self.presenter.set_overlay("menu", None)
         self._end()
         self._show_now(f"opening the {kind} world...")  # the loop stops for the seconds a world takes to open
         try:
@@ -384,7 +387,6 @@ class Game:
         except Exception as e:  # noqa: BLE001 - a world that cannot be opened must not end the game
             self._begin(self.kind)
             self._say(f"cannot open the {kind} world: {str(e).splitlines()[0]}")
-        self._pause(False)
 
     def _toggle_split(self) -> None:
         if self.config.level.scene is None:

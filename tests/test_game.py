@@ -255,6 +255,26 @@ def test_a_world_that_fails_before_its_first_frame_leaves_no_session_folder(tmp_
     assert game.sessions == [] and list(sessions.iterdir()) == []
 
 
+def test_restart_from_the_menu_closes_it_before_the_new_world_opens(tmp_path, monkeypatch, xvfb):
+    if xvfb:
+        monkeypatch.setenv("DISPLAY", xvfb)
+        monkeypatch.setenv("SDL_VIDEODRIVER", "x11")
+
+    class Watched(Game):
+        menu_while_opening: list = []
+
+        def _show_now(self, text):
+            self.menu_while_opening.append("menu" in self.presenter._overlays)
+            super()._show_now(text)
+
+    config = GameConfig(load_level("meadow"), "reference", SIZE, window=WINDOW, seconds=3.0, sessions_dir=tmp_path)
+    keys = {24: [pygame.K_ESCAPE, pygame.K_DOWN, pygame.K_RETURN]}  # menu, Restart, choose
+    game = Watched(config, lambda kind, size: ReferenceWorld(size), ScriptedInput([InputState()] * 200, keys))
+    assert game.run() == 0
+    assert len(game.sessions) == 2 and not game.paused
+    assert game.menu_while_opening == [False, False]  # at the start, and at the restart
+
+
 def test_a_rewind_in_split_view_shows_both_worlds_at_once():
     from types import SimpleNamespace
     shown = []
