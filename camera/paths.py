@@ -42,7 +42,7 @@ except ImportError:  # Python 3.10
     import tomli as tomllib
 
 from camera.errors import InputError, read_text
-from camera.pose import ANGLE_LIMIT, FOV_RANGE, PITCH_LIMIT, POSITION_LIMIT, Pose
+from camera.pose import PITCH_LIMIT, Pose, check_pose_limits
 
 INTERPOLATIONS = ("catmull-rom", "linear")
 DEFAULT_FOV = 60.0
@@ -270,17 +270,7 @@ def check_path(path: CameraPath, source, keys_field: str = "path.key", fps_field
         raise InputError(source, keys_field, f"the path lasts {path.duration:g} s, {frames:.3g} frames at "
                          f"{path.fps:g} fps; at most {MAX_FRAMES} are allowed")
     for i, k in enumerate(path.keys):
-        field = key_field(i)
-        if k.fov is not None and not FOV_RANGE[0] <= k.fov <= FOV_RANGE[1]:
-            raise InputError(source, f"{field}.fov", f"must be between {FOV_RANGE[0]:g} and {FOV_RANGE[1]:g} "
-                             f"degrees, got {k.fov:g}")
-        if max(abs(v) for v in k.position) > POSITION_LIMIT:
-            raise InputError(source, f"{field}.position", f"must be within {POSITION_LIMIT:g} m of the origin, "
-                             f"got {list(k.position)}")
-        for name in ("yaw", "roll"):
-            if abs(getattr(k, name)) > ANGLE_LIMIT:
-                raise InputError(source, f"{field}.{name}", f"must be within {ANGLE_LIMIT:g} degrees, "
-                                 f"got {getattr(k, name):g}")
+        check_pose_limits(source, key_field(i), k.position, k.yaw, k.roll, k.fov)
     turn = sum(abs(b.yaw - a.yaw) + abs(b.pitch - a.pitch) + abs(b.roll - a.roll)
                for a, b in zip(path.keys[:-1], path.keys[1:]))
     if turn / MAX_SEGMENT_TURN > MAX_FRAMES:

@@ -40,7 +40,7 @@ import numpy as np
 from camera.controls import InputState
 from camera.errors import InputError, parse_json, read_text
 from camera.paths import FPS_RANGE
-from camera.pose import ANGLE_LIMIT, FOV_RANGE, PITCH_LIMIT, POSITION_LIMIT, Pose
+from camera.pose import PITCH_LIMIT, Pose, check_pose_limits
 from world.base import FRAMES_PER_STEP
 from world.make import WORLDS
 
@@ -255,14 +255,12 @@ def _parse_pose(d, where: str) -> Pose:
     position = d.get("position")
     if not (isinstance(position, list) and len(position) == 3 and all(_is_number(v) for v in position)):
         raise InputError(where, "pose.position", f"must be [x, y, z], got {position!r}")
-    if max(abs(v) for v in position) > POSITION_LIMIT:
-        raise InputError(where, "pose.position", f"must be within {POSITION_LIMIT:g} m of the origin, got {position}")
-    for name, limit in (("yaw", ANGLE_LIMIT), ("pitch", PITCH_LIMIT), ("roll", ANGLE_LIMIT), ("fov", FOV_RANGE[1])):
-        if not (_is_number(d.get(name)) and abs(d[name]) <= limit):
-            raise InputError(where, f"pose.{name}", f"must be a number within {limit:g} degrees, got {d.get(name)!r}")
-    if d["fov"] < FOV_RANGE[0]:
-        raise InputError(where, "pose.fov", f"must be between {FOV_RANGE[0]:g} and {FOV_RANGE[1]:g} degrees, "
-                         f"got {d['fov']!r}")
+    for name in ("yaw", "pitch", "roll", "fov"):
+        if not _is_number(d.get(name)):
+            raise InputError(where, f"pose.{name}", f"must be a number, got {d.get(name)!r}")
+    if abs(d["pitch"]) > PITCH_LIMIT:
+        raise InputError(where, "pose.pitch", f"must be within {PITCH_LIMIT:g} degrees, got {d['pitch']!r}")
+    check_pose_limits(where, "pose", position, d["yaw"], d["roll"], d["fov"])
     return Pose.from_dict(d)
 
 
