@@ -317,7 +317,8 @@ class Game:
 
     # --- events ---
     def _handle(self, event) -> None:
-        self.inputs.handle(event)
+        if not (self.paused and event.type == pygame.KEYDOWN):  # the menu's keys are not a tap of the camera's
+            self.inputs.handle(event)
         if event.type == pygame.QUIT:
             self.done = True
         elif event.type == pygame.KEYDOWN:

@@ -1,8 +1,8 @@
 """Where the player's input comes from: keyboard, mouse and gamepad through pygame, or a script (tests, demos).
 
 Either source gives the game loop one `camera.controls.InputState` per integrated video frame (`sample()`); what
-happens in between (mouse motion, sticks) adds up in the source, so nothing is lost when the loop samples late or
-skips a frame while the world catches up.
+happens in between adds up in the source (mouse motion; a key pressed and released again counts as held for the
+next frame), so nothing is lost when the loop samples late or skips frames while the world catches up.
 
 Keys: WASD or the arrows move, Space / C up and down, Shift faster, Q / E roll, the mouse looks (while captured).
 Gamepad: left stick moves, right stick looks (SDL's game-controller mapping, so any pad SDL knows reads the same).
@@ -53,8 +53,10 @@ def stick_axes(pad) -> tuple[float, float, float, float]:
 class PygameInput:
     """The keyboard, the mouse (only while grabbed: a released mouse is for the menu) and the first gamepad."""
 
-    def __init__(self):
+    def __init__(self, pressed=pygame.key.get_pressed):
+        self._pressed = pressed  # the keyboard's state now (a test's stand-in without a window)
         self._mouse = [0.0, 0.0]
+        self._tapped: set[str] = set()  # actions whose key went down since the last sample
         self._pads: dict[int, controller.Controller] = {}  # instance id -> open controller
         controller.init()
 
@@ -62,6 +64,10 @@ class PygameInput:
         if event.type == pygame.MOUSEMOTION and pygame.event.get_grab():
             self._mouse[0] += event.rel[0]
             self._mouse[1] += event.rel[1]
+        elif event.type == pygame.KEYDOWN and event.key in KEY_ACTIONS:
+            # a tap shorter than the gap between samples (the loop samples only when a step needs input) still
+            # moves the camera: it counts as held for the next frame
+            self._tapped.add(KEY_ACTIONS[event.key])
         elif event.type == pygame.CONTROLLERDEVICEADDED:
             pad = controller.Controller(event.device_index)
             self._pads[pad.as_joystick().get_instance_id()] = pad
@@ -72,8 +78,9 @@ class PygameInput:
 
     def sample(self) -> InputState:
         mouse, self._mouse = tuple(self._mouse), [0.0, 0.0]
+        actions, self._tapped = held_actions(self._pressed()) | self._tapped, set()
         pad = next(iter(self._pads.values()), None)
-        return InputState(held_actions(pygame.key.get_pressed()), mouse,
+        return InputState(actions, mouse,
                           stick_axes(pad) if pad is not None else (0.0, 0.0, 0.0, 0.0))
 
 

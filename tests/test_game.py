@@ -21,7 +21,7 @@ import pytest
 from camera.controls import ControlSettings, InputState, MotionState, replay as replay_controls
 from explorer.cli import main
 from explorer.game import Game, GameConfig, Pacer, Snapshot, SnapshotRing
-from explorer.keys import KEY_ACTIONS, ScriptedInput, held_actions, stick_axes
+from explorer.keys import KEY_ACTIONS, PygameInput, ScriptedInput, held_actions, stick_axes
 from explorer.session import read_session
 from world.base import FRAMES_PER_STEP
 from world.level import load_level
@@ -186,14 +186,21 @@ def test_time_in_the_pause_menu_is_not_play_time(tmp_path, monkeypatch, xvfb):
         monkeypatch.setenv("DISPLAY", xvfb)
         monkeypatch.setenv("SDL_VIDEODRIVER", "x11")
 
-    def escape():
-        pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_ESCAPE, mod=0, unicode="", scancode=0))
+    def press(key=pygame.K_ESCAPE):
+        pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=key, mod=0, unicode="", scancode=0))
 
     class PauseOnce(ScriptedInput):
+        keys_seen: list = []
+
+        def handle(self, event):
+            if event.type == pygame.KEYDOWN:
+                self.keys_seen.append(event.key)
+
         def sample(self):
-            if self.taken == 24:  # open the menu; a second Esc closes it 1.5 s later
-                escape()
-                threading.Timer(1.5, escape).start()
+            if self.taken == 24:  # open the menu, move in it, and close it with a second Esc 1.5 s later
+                press()
+                threading.Timer(0.7, press, (pygame.K_DOWN,)).start()
+                threading.Timer(1.5, press).start()
             return super().sample()
 
     config = GameConfig(load_level("meadow"), "reference", SIZE, window=WINDOW, seconds=3.0, sessions_dir=tmp_path)
@@ -206,6 +213,8 @@ def test_time_in_the_pause_menu_is_not_play_time(tmp_path, monkeypatch, xvfb):
     assert t[-1] < 3.3 and max(np.diff(t)) < 0.5, max(np.diff(t))
     numbers = summary(session)
     assert numbers["dropped"] <= 5 and numbers["latency_ms_p90"] < 1000, numbers
+    # the menu's arrow key is not a tap of "back" for the camera once play goes on
+    assert game.inputs.keys_seen == [pygame.K_ESCAPE], game.inputs.keys_seen
 
 
 def test_a_world_that_keeps_the_loop_waiting_is_said_on_screen(tmp_path, monkeypatch, xvfb):
@@ -330,6 +339,7 @@ def test_play_command_under_x_with_xdotool_then_replay_check(tmp_path, xvfb, cap
         for _ in range(10):
             xdo("mousemove_relative", "--", "15", "0")
             time.sleep(0.05)
+        xdo("key", "d")  # a tap: down and up 12 ms apart, between two of the loop's samples
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     [session] = sessions.iterdir()
@@ -349,6 +359,7 @@ def test_play_command_under_x_with_xdotool_then_replay_check(tmp_path, xvfb, cap
         assert frames[-1]["pose"]["yaw"] < -5  # 150 px right at 0.12 deg/px: about -18 degrees
         assert frames[-1]["pose"]["yaw"] == pytest.approx(
             -sum(f["input"]["mouse"][0] for f in frames) * ControlSettings().mouse_sensitivity)
+        assert [f for f in frames if "right" in f["input"]["actions"]], "the tap of D was not seen"
 
     code, out, err = run_cli("replay", str(session), "--check")
     assert code == 0, err
@@ -431,6 +442,19 @@ def test_keys_map_to_actions_and_sticks_scale():
     lx, ly, rx, ry = stick_axes(Pad())
     assert (lx, ly, ry) == (1.0, -1.0, 0.0) and rx == pytest.approx(0.5, abs=1e-3)
     InputState(gamepad=(lx, ly, rx, ry))  # within the range the controls accept
+
+
+def test_a_key_tapped_between_samples_counts_as_held_for_one_frame():
+    keyboard = {key: False for key in KEY_ACTIONS}
+    source = PygameInput(pressed=lambda: keyboard)
+    down = lambda key: pygame.event.Event(pygame.KEYDOWN, key=key, mod=0, unicode="", scancode=0)  # noqa: E731
+    source.handle(down(pygame.K_w))  # pressed and released again before the loop sampled
+    source.handle(down(pygame.K_F1))  # not a camera key
+    assert source.sample().actions == {"forward"}
+    assert source.sample().actions == frozenset()  # one frame, not two
+    keyboard[pygame.K_q] = True
+    source.handle(down(pygame.K_q))
+    assert source.sample().actions == {"roll_left"} and source.sample().actions == {"roll_left"}  # held: held
 
 
 def test_scripted_input_gives_its_inputs_then_nothing():
