@@ -500,7 +500,9 @@ class Game:
         if self.message is not None and now > self.message[1]:
             self.message = None
         message = [self.message[0]] if self.message else []
-        if self.worker.busy and now - self.worker.submitted > STALL_SECONDS:
+        if self.t0 is None and not self.paused:  # no picture of this world yet: the screen says why
+            message = [f"opening the {self.kind} world..."]
+        elif self.worker.busy and now - self.worker.submitted > STALL_SECONDS:
             message = [f"waiting for the world... {now - self.worker.submitted:.0f} s"]
         split = f"{self.kind} | {OTHER_WORLD[self.kind]}" if self.split else None
         pose = (self.last_shown.tick.motion if self.last_shown else self.motion).pose

@@ -247,6 +247,34 @@ def test_a_world_that_keeps_the_loop_waiting_is_said_on_screen(tmp_path, monkeyp
     assert any(line.startswith("waiting for the world...") for line in game.said), game.said
 
 
+def test_the_screen_says_the_world_is_opening_until_its_first_frame(tmp_path, monkeypatch, xvfb):
+    """A world whose first frame takes a while: the message stays up over the empty screen until the picture comes
+    (it used to go with the first tick, leaving a black screen)."""
+    if xvfb:
+        monkeypatch.setenv("DISPLAY", xvfb)
+        monkeypatch.setenv("SDL_VIDEODRIVER", "x11")
+
+    class SlowStart(ReferenceWorld):
+        def reset(self, level, seed=0):
+            time.sleep(0.5)  # a model's first frame: the prompt encoded, the cache filled
+            return super().reset(level, seed)
+
+    class Watched(Game):
+        said: list = []
+
+        def _overlays(self):
+            super()._overlays()
+            self.said.append((self.t0 is not None, tuple(self.message_panel._lines)))
+
+    config = GameConfig(load_level("meadow"), "reference", SIZE, window=WINDOW, seconds=1.0, sessions_dir=tmp_path)
+    game = Watched(config, lambda kind, size: SlowStart(size), ScriptedInput([]))
+    assert game.run() == 0
+    before = [lines for shown, lines in game.said if not shown]
+    after = [lines for shown, lines in game.said if shown]
+    assert len(before) >= 5 and all(lines == ("opening the reference world...",) for lines in before), before
+    assert after and all("opening the reference world..." not in lines for lines in after)
+
+
 def test_a_world_that_fails_before_its_first_frame_leaves_no_session_folder(tmp_path, monkeypatch, xvfb):
     if xvfb:
         monkeypatch.setenv("DISPLAY", xvfb)
