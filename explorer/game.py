@@ -50,7 +50,7 @@ from camera.controls import InputState, MotionState, step as control_step  # noq
 from camera.errors import InputError  # noqa: E402
 from explorer.hud import FrameStats, Hud, Menu, TextPanel  # noqa: E402
 from explorer.keys import InputSource, PygameInput  # noqa: E402
-from explorer.presenter import Presenter, overlay_position  # noqa: E402
+from explorer.presenter import Presenter, overlay_rect  # noqa: E402
 from explorer.session import SessionWriter  # noqa: E402
 from explorer.world_host import OTHER_WORLD, Job, Result, Tick, Worker, WorldFactory  # noqa: E402
 from world.base import FPS, FRAMES_PER_STEP  # noqa: E402
@@ -342,11 +342,11 @@ class Game:
         elif event.type in (pygame.MOUSEBUTTONDOWN, pygame.MOUSEMOTION) and self.paused \
                 and self.menu_panel.image is not None:
             image = self.menu_panel.image
-            corner = overlay_position("center", (image.shape[1], image.shape[0]), pygame.display.get_window_size())
+            rect = overlay_rect("center", (image.shape[1], image.shape[0]), pygame.display.get_window_size())
             if event.type == pygame.MOUSEMOTION:
-                self.menu.hover(event.pos, corner)
+                self.menu.hover(event.pos, rect)
             else:
-                self._choose(self.menu.click(event.pos, corner))
+                self._choose(self.menu.click(event.pos, rect))
         elif event.type == pygame.CONTROLLERBUTTONDOWN:
             if event.button == pygame.CONTROLLER_BUTTON_START:
                 self._pause(not self.paused)

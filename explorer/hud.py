@@ -6,6 +6,7 @@ only when its text changes, and the HUD's numbers are averages refreshed a few t
 """
 from __future__ import annotations
 
+import math
 import os
 from collections import deque
 from dataclasses import dataclass
@@ -122,17 +123,22 @@ class Menu:
             return "Resume"
         return None
 
-    def click(self, pos: tuple[int, int], top_left: tuple[int, int]) -> str | None:
-        """The item under a click at window pixel `pos`, the menu's image being drawn at `top_left`."""
-        row = (pos[1] - top_left[1] - self.panel.padding) // self.panel.line_height - 1  # row 0 is the title
-        inside_x = 0 <= pos[0] - top_left[0] < (self.panel.image.shape[1] if self.panel.image is not None else 0)
-        return MENU_ITEMS[row] if inside_x and 0 <= row < len(MENU_ITEMS) else None
+    def click(self, pos: tuple[int, int], rect: tuple[int, int, int, int]) -> str | None:
+        """The item under a click at window pixel `pos`, the menu's image being drawn over `rect` (x, y from the
+        top, w, h: smaller than the image in a window too small for it)."""
+        if self.panel.image is None:
+            return None
+        x, y, w, h = rect
+        image_h, image_w = self.panel.image.shape[:2]
+        px, py = (pos[0] - x) * image_w / w, (pos[1] - y) * image_h / h  # in the image's pixels
+        row = math.floor((py - self.panel.padding) / self.panel.line_height) - 1  # row 0 is the title
+        return MENU_ITEMS[row] if 0 <= px < image_w and 0 <= row < len(MENU_ITEMS) else None
 
-    def hover(self, pos: tuple[int, int], top_left: tuple[int, int]) -> None:
+    def hover(self, pos: tuple[int, int], rect: tuple[int, int, int, int]) -> None:
         """The mouse moving onto an item selects it, so the marker shows what a click would choose. The first move
         after opening only notes where the pointer is: releasing the mouse puts it over the middle of the menu, and
         that must not move the selection away from Resume."""
-        item = self.click(pos, top_left)
+        item = self.click(pos, rect)
         if item is not None and self._pointed != "unknown" and item != self._pointed:
             self.selected = MENU_ITEMS.index(item)
         self._pointed = item

@@ -125,12 +125,16 @@ def letterbox(content: tuple[int, int], window: tuple[int, int]) -> tuple[int, i
     return (ww - w) // 2, (wh - h) // 2, w, h
 
 
-def overlay_position(anchor: str, size: tuple[int, int], window: tuple[int, int]) -> tuple[int, int]:
-    """Top-left pixel (x, y from the top) of an overlay of `size` at `anchor`."""
-    w, h = size
+def overlay_rect(anchor: str, size: tuple[int, int], window: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Where an overlay of `size` is drawn at `anchor`: (x, y from the top, w, h) in window pixels. One that does
+    not fit inside the margins (a long path in a message, the HUD in a small window) is scaled down until it does,
+    rather than cut off at the window's edges."""
     ww, wh = window
-    return {"top-left": (MARGIN, MARGIN), "top-right": (ww - w - MARGIN, MARGIN),
+    scale = min(1.0, (ww - 2 * MARGIN) / size[0], (wh - 2 * MARGIN) / size[1])
+    w, h = max(1, int(size[0] * scale)), max(1, int(size[1] * scale))
+    x, y = {"top-left": (MARGIN, MARGIN), "top-right": (ww - w - MARGIN, MARGIN),
             "center": ((ww - w) // 2, (wh - h) // 2), "bottom": ((ww - w) // 2, wh - h - MARGIN)}[anchor]
+    return x, y, w, h
 
 
 class Presenter:
@@ -177,8 +181,7 @@ class Presenter:
         else:
             if old is not None:
                 old.texture.release()
-            texture = self.ctx.texture(size, 4)
-            texture.filter = (moderngl.NEAREST, moderngl.NEAREST)
+            texture = self.ctx.texture(size, 4)  # linear: exact at full size (drawn pixel on texel), smooth scaled
         texture.write(np.ascontiguousarray(rgba, dtype=np.uint8))
         self._overlays[name] = _Overlay(texture, anchor)
 
@@ -205,9 +208,8 @@ class Presenter:
             self.ctx.enable(moderngl.BLEND)
             self.ctx.blend_func = moderngl.SRC_ALPHA, moderngl.ONE_MINUS_SRC_ALPHA
             for overlay in self._overlays.values():
-                ox, oy = overlay_position(overlay.anchor, overlay.texture.size, size)
+                ox, oy, ow, oh = overlay_rect(overlay.anchor, overlay.texture.size, size)
                 overlay.texture.use(0)
-                ow, oh = overlay.texture.size
                 self._draw_rect("overlay", (ox, size[1] - oy - oh, ow, oh), size)
             self.ctx.disable(moderngl.BLEND)
 

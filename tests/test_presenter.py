@@ -8,7 +8,7 @@ import torch
 
 from camera.pose import Pose
 from explorer.hud import MENU_ITEMS, FrameStats, Hud, Menu, TextPanel
-from explorer.presenter import MARGIN, Presenter, letterbox, measure_cost
+from explorer.presenter import MARGIN, Presenter, letterbox, measure_cost, overlay_rect
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +85,20 @@ def test_sharpening_adds_detail_and_keeps_the_mean(ctx):
 
     assert detail(sharp) > 1.2 * detail(plain)
     assert abs(sharp.mean() - plain.mean()) < 1.0
+
+
+def test_an_overlay_wider_than_the_window_is_scaled_to_fit_not_cut_off(ctx):
+    frame = np.full((36, 64, 3), 200, np.uint8)
+    banner = np.zeros((20, 400, 4), np.uint8)  # a message with a long path, in a 256-pixel-wide window
+    banner[..., 1], banner[..., 3] = 255, 255
+    banner[:, :4, :3], banner[:, -4:, :3] = (255, 0, 0), (0, 0, 255)  # its two ends
+    out = present(ctx, [frame], (256, 144), overlays=[("msg", banner, "bottom")])
+    x, y, w, h = overlay_rect("bottom", (400, 20), (256, 144))
+    assert (x, w) == (MARGIN, 256 - 2 * MARGIN) and h == int(20 * w / 400) and y + h == 144 - MARGIN
+    row = out[y + h // 2].astype(int)
+    assert row[x, 0] > 200 and row[x, 2] < 60 and row[x + w - 1, 2] > 200 and row[x + w - 1, 0] < 60  # both ends
+    assert tuple(row[x - 2]) == (200, 200, 200) and tuple(row[x + w + 1]) == (200, 200, 200)  # inside the margins
+    assert overlay_rect("top-left", (30, 10), (256, 144)) == (MARGIN, MARGIN, 30, 10)  # what fits: as it is
 
 
 def test_overlays_blend_at_their_anchor_and_go_away(ctx):
@@ -173,17 +187,25 @@ def test_menu_keys_and_clicks():
     assert menu.key(pygame.K_UP) is None and menu.lines()[-1].startswith("> ")  # wraps round to Quit
     assert menu.key(pygame.K_ESCAPE) == "Resume"
     panel.render(menu.lines())
+    h, w = panel.image.shape[:2]
+    for rect in ((100, 50, w, h), (10, 20, w // 2, h // 2)):  # full size, and scaled to fit a small window
+        x, y, s = rect[0], rect[1], rect[2] / w
+
+        def at(row, dx=10):  # window pixel in the middle of menu row `row` (0: the title)
+            return x + dx, y + round((panel.padding + row * panel.line_height + panel.line_height // 2) * s)
+        for row, item in enumerate(MENU_ITEMS, start=1):
+            assert menu.click(at(row), rect) == item, (rect, item)
+        assert menu.click(at(0), rect) is None  # the title
+        assert menu.click(at(1, dx=-5), rect) is None and menu.click(at(1, dx=rect[2] + 2), rect) is None
+        assert menu.click(at(len(MENU_ITEMS) + 1), rect) is None  # below the last item
     top_left = (100, 50)
-    for row, item in enumerate(MENU_ITEMS, start=1):  # row 0 is the title
-        y = top_left[1] + panel.padding + row * panel.line_height + panel.line_height // 2
-        assert menu.click((top_left[0] + 10, y), top_left) == item
-    assert menu.click((top_left[0] + 10, top_left[1] + panel.padding + 2), top_left) is None  # the title
-    assert menu.click((top_left[0] - 5, y), top_left) is None
+    rect = (100, 50, w, h)
+
     def row_y(row):
         return top_left[1] + panel.padding + row * panel.line_height + panel.line_height // 2
     menu.open()
-    menu.hover((top_left[0] + 10, row_y(2)), top_left)  # where the released pointer first is: Resume stays selected
+    menu.hover((top_left[0] + 10, row_y(2)), rect)  # where the released pointer first is: Resume stays selected
     assert menu.key(pygame.K_RETURN) == "Resume"
-    menu.hover((top_left[0] + 10, row_y(len(MENU_ITEMS))), top_left)  # moving onto the last item marks it
-    menu.hover((top_left[0] - 5, top_left[1]), top_left)  # off the menu, nothing moves
+    menu.hover((top_left[0] + 10, row_y(len(MENU_ITEMS))), rect)  # moving onto the last item marks it
+    menu.hover((top_left[0] - 5, top_left[1]), rect)  # off the menu, nothing moves
     assert menu.lines()[-1] == "> " + MENU_ITEMS[-1] and menu.key(pygame.K_RETURN) == MENU_ITEMS[-1]
