@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 import sys
 import threading
 import time
@@ -170,7 +171,8 @@ class Pacer:
     (the jitter buffer's, and a step's worth while the world computes one) are shown. Letting the input wait a tick
     delays the step by a tick at most, and is worth it whenever the step is still on time then: every tick waited
     is a tick less of input-to-photon latency. Nor is a pose taken so early that it would wait for a busy world (a
-    world slower than real time): its step then starts as soon as the world is free, with the newest input.
+    world slower than real time, judged by its typical answer, not its slowest): its step then starts as soon as
+    the world is free, with the newest input.
     """
 
     def __init__(self, recent: int = TURNAROUNDS):
@@ -190,12 +192,18 @@ class Pacer:
         if pending >= FRAMES_PER_STEP:
             return False
         elapsed = tick - self.submitted_at if busy else 0
-        # before the first step: real time; a step later than expected is expected at this tick's poll at the soonest
+        # Two estimates of the world's answer time, for two risks. Being on time takes the slowest recent answer (a
+        # late frame shows). Holding input back for a world that is busy for longer takes the typical one: had
+        # that used the slowest too, one slow step (the split view's other world opening) would make a world that
+        # answers in two ticks look slower than real time, and every step for the next 24 would start a tick late
+        # (4 frames in 5 ticks). Before the first step: real time; a step later than expected is expected at this
+        # tick's poll at the soonest.
         turnaround = max(max(self.turnarounds, default=FRAMES_PER_STEP), elapsed)
-        busy_left = turnaround - elapsed if busy else 0  # 0: free by this tick's poll
+        typical = max(statistics.median_low(self.turnarounds) if self.turnarounds else FRAMES_PER_STEP, elapsed)
         last_pose = FRAMES_PER_STEP - 1 - pending  # ticks from now until the step has its four poses
-        if busy_left > last_pose:
+        if busy and typical - elapsed > last_pose:  # free only after the step could start without this tick
             return False
+        busy_left = turnaround - elapsed if busy else 0  # 0: free by this tick's poll
         ahead = buffered + (FRAMES_PER_STEP if busy else 0)
         still_on_time = max(last_pose, busy_left - 1) + turnaround <= ahead - 1
         return not still_on_time

@@ -543,3 +543,15 @@ def test_pacer_absorbs_occasional_slow_steps():
     latency, dropped = pace(turnarounds, 1200)
     assert len([t for t in dropped if t > 20]) == 1  # only the first slow step comes late; later ones are covered
     assert latency[-40:] == [5] * 40  # and once the slow steps are old, latency is back at its floor
+
+
+@pytest.mark.parametrize("slow", [5, 8, 20])
+def test_one_step_slower_than_real_time_does_not_slow_the_steps_after_it(slow):
+    """A single step that takes longer than four ticks (the split view's other world opening, a hiccup) must not
+    make the loop treat the world as slower than real time for the next 24 steps: it held the input back and
+    submitted every step a tick late, showing 4 frames in 5 ticks (19 fps) for ~5 s."""
+    turnarounds = [slow if k == 30 else 2 for k in range(400)]
+    latency, dropped = pace(turnarounds, 1200)
+    late = [t for t in dropped if t > 20]
+    assert late and max(late) - min(late) < slow + 4, late  # the slow step's own gap, and nothing after it
+    assert latency[-40:] == [5] * 40
