@@ -122,3 +122,24 @@ def test_bench_json_has_the_contract_fields():
     assert result["fps"] > 0 and result["step_ms_p99"] >= result["step_ms_p50"] > 0
     for name in ("no_kv_cache", "ar_diffusion_4step"):
         assert result["baselines"][name]["fps"] > 0 and result["baselines"][name]["step_ms_p50"] > 0
+
+
+def test_memory_needed_counts_what_a_stream_allocates_and_a_model_too_big_is_refused_first(monkeypatch):
+    import torch
+    import world.generated as generated
+    from model.config import get_config
+    world, level = open_tiny(), list_levels()[0]
+    world.reset(level, 0)
+    state = world._state
+    weights = sum(t.numel() * t.element_size() for part in (world.vae, world.generator)
+                  for t in (*part.parameters(), *part.buffers()))
+    cache = sum(t.numel() * t.element_size() for t in (*state.cache.k, *state.cache.v))
+    assert generated.memory_needed(world.config, world.dtype) == (weights, cache)
+
+    monkeypatch.setattr(generated, "memory_free", lambda device: weights + cache - 1)
+    with pytest.raises(InputError) as refused:
+        GeneratedWorld.random(get_config("tiny"), torch.device("cpu"))
+    message = str(refused.value)
+    assert "'tiny'" in message and "GiB" in message and "\n" not in message
+    monkeypatch.setattr(generated, "memory_free", lambda device: None)  # a system that does not say: no check
+    GeneratedWorld.random(get_config("tiny"), torch.device("cpu"))

@@ -35,6 +35,43 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+GiB = 2**30
+
+
+def memory_needed(config: ModelConfig, dtype: torch.dtype) -> tuple[int, int]:
+    """Bytes a stream of `config` holds in `dtype`: (weights, KV cache), the cache preallocated for its whole window.
+    The weights are counted on the meta device: nothing is allocated."""
+    with torch.device("meta"):
+        parts = (VAE(config.vae), Generator(config.generator))
+    weights = sum(t.numel() for part in parts for t in (*part.parameters(), *part.buffers()))
+    g = config.generator
+    cache = 2 * g.depth * (2 + g.window) * g.tokens_per_frame() * g.dim  # keys and values, one stream
+    return weights * dtype.itemsize, cache * dtype.itemsize
+
+
+def memory_free(device: torch.device) -> int | None:
+    """Bytes free for a new model on `device` (None where the system does not say)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def check_memory(config: ModelConfig, device: torch.device, dtype: torch.dtype) -> None:
+    """InputError, before anything is allocated, when a stream of `config` cannot fit in `device`'s free memory:
+    a one-line answer instead of the kernel's OOM killer (a silent `Killed`) or a CUDA out-of-memory traceback."""
+    free = memory_free(device)
+    weights, cache = memory_needed(config, dtype)
+    if free is not None and weights + cache > free:
+        raise InputError(f"model config {config.name!r}", None,
+                         f"needs about {(weights + cache) / GiB:.1f} GiB on {device.type} (weights "
+                         f"{weights / GiB:.1f} GiB, KV cache {cache / GiB:.1f} GiB) and {free / GiB:.1f} GiB is "
+                         f"free{'; the paper-size configs are for a large GPU' if device.type == 'cpu' else ''}")
+
+
 def step_noise(seed: int, step: int, shape, device, dtype) -> torch.Tensor:
     """The noise of latent step `step` of a stream with `seed`: a function of the two alone."""
     g = torch.Generator(device="cpu").manual_seed((seed * 1_000_003 + step) % 2**63)
@@ -108,6 +145,7 @@ class GeneratedWorld:
         torch.manual_seed(0)
         # Built straight on the device in the inference dtype: an 8B model never exists in fp32 on the host.
         dtype, default = (config.torch_dtype() if device.type == "cpu" else torch.bfloat16), torch.get_default_dtype()
+        check_memory(config, device, dtype)
         torch.set_default_dtype(dtype)
         try:
             with device:
