@@ -240,6 +240,9 @@ def cmd_eval(args) -> int:
 
 # --- parser --------------------------------------------------------------------------------------
 
+DEVICE_HELP = "where the model runs (default auto: the GPU when CUDA has one, else the CPU)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="explorer", description="Walk through a world that a neural network invents frame by frame.")
@@ -261,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--random-weights", metavar="CONFIG", default=None,
                    help="the generated world (played, in split view or switched to) is an untrained model of this "
                    "config (mini, tiny, ...) instead of a checkpoint: for tests and benchmarks; the screen says so")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help=DEVICE_HELP)
     p.add_argument("--seed", type=seed_int, default=0, help="generated world: the noise seed (default 0)")
     p.add_argument("--size", type=parse_size, default=None,
                    help="reference world: the frames' WIDTHxHEIGHT (default 256x144, the generated world's largest "
@@ -280,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true",
                    help="compare every frame's hash with the recording; exit 1 at the first difference, naming it")
     p.add_argument("--out", default=None, help="write the replayed frames to this video (.mp4, native size)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help=DEVICE_HELP)
     p.set_defaults(run=cmd_replay)
 
     p = sub.add_parser("path", help="camera path tools")
@@ -307,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output WIDTHxHEIGHT, per panel with compare (default: 640x360 for reference, the model's "
                    "native size for generated and compare)")
     p.add_argument("--checkpoint", default=None, help="generated world: a .safetensors checkpoint (default: shipped)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help=DEVICE_HELP)
     p.add_argument("--seed", type=seed_int, default=0, help="generated world: the noise seed (default 0)")
     p.add_argument("--random-weights", metavar="CONFIG", default=None,
                    help="generated world: an untrained model of this config (tiny, mini, apt2-8b) instead of a "
@@ -330,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="steady-state speed of the generated world, with baselines in the same run")
     p.add_argument("--config", default=None, help="model config: tiny, mini, apt2-8b (default: --checkpoint's, "
                    "else mini)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help=DEVICE_HELP)
     p.add_argument("--seconds", type=number_in(0.1, 86400.0), default=60.0,
                    help="seconds of video to stream (default 60)")
     p.add_argument("--checkpoint", default=None,
@@ -369,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grad-clip", type=weight, help="max gradient norm, 0 for none (default per stage)")
     p.add_argument("--precision", choices=["bf16", "fp32"],
                    help="autocast dtype (default bf16; vae and decoder fp32: docs/training.md says why)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
     p.add_argument("--val-clips", type=positive_int, help="hold out the scenes of the last N clips (default 32)")
     p.add_argument("--log-every", type=positive_int, help="steps between metric lines (default 10)")
     p.add_argument("--save-every", type=positive_int,
@@ -426,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=number_in(0.0, 3600.0), default=60.0,
                    help="seconds of video per stream (default 60)")
     p.add_argument("--scenes", type=positive_int, default=4, help="held-out scenes to walk (default 4)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help=DEVICE_HELP)
     p.add_argument("--baseline-steps", type=positive_int, default=4,
                    help="Euler steps of the autoregressive diffusion baseline (default 4)")
     p.add_argument("--baseline-checkpoint", default=None,
