@@ -16,6 +16,7 @@ How it feels:
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -100,6 +101,31 @@ class ControlSettings:
     invert_y: bool = False             # True: mouse / stick down looks up
     eye_height: float = 1.7            # m above the ground where a walk starts
     min_height: float = 0.3            # m, the lowest the camera goes above the ground
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_dict(d, source, field: str = "controls") -> "ControlSettings":
+        """Settings as a session logs them; a setting left out keeps its default. Errors name `source` and the
+        field."""
+        if not isinstance(d, dict):
+            raise InputError(source, field, f"must be a table, got {type(d).__name__}")
+        defaults = ControlSettings()
+        for name, value in d.items():
+            if not hasattr(defaults, name):
+                raise InputError(source, f"{field}.{name}", f"unknown setting; known: "
+                                 f"{', '.join(f.name for f in dataclasses.fields(ControlSettings))}")
+            if isinstance(getattr(defaults, name), bool):
+                if not isinstance(value, bool):
+                    raise InputError(source, f"{field}.{name}", f"must be true or false, got {value!r}")
+                continue
+            # a stick's dead zone is a fraction of its reach; time constants divide, so never 0
+            low, high = {"dead_zone": (0.0, 0.99), "min_height": (0.0, 1e4)}.get(name, (1e-6, 1e4))
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            if not (ok and low <= value <= high):
+                raise InputError(source, f"{field}.{name}", f"must be a number from {low:g} to {high:g}, got {value!r}")
+        return dataclasses.replace(defaults, **d)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
+from camera.controls import ControlSettings
 from camera.errors import InputError
 from model.training.options import STAGES
 
@@ -137,7 +138,8 @@ def cmd_play(args) -> int:
     open_world = WorldOpener(args.checkpoint, args.device, level, args.random_weights)
     config = GameConfig(level, args.world, size=args.size or PLAY_SIZE, seed=args.seed, window=args.window,
                         fullscreen=args.fullscreen, seconds=args.seconds, sessions_dir=Path(args.sessions_dir),
-                        random_weights=args.random_weights, world_process=True)
+                        random_weights=args.random_weights, world_process=True,
+                        controls=ControlSettings(mouse_sensitivity=args.mouse_sensitivity, invert_y=args.invert_y))
     game = Game(config, open_world)
     code = game.run()
     for path, dropped in zip(game.sessions, game.dropped):  # what the HUD counted, for whoever played unseen
@@ -271,6 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "size); they are upscaled to the window")
     p.add_argument("--window", type=parse_size, default=(1280, 720), help="window WIDTHxHEIGHT (default 1280x720)")
     p.add_argument("--fullscreen", action="store_true", help="start in fullscreen (F11 toggles)")
+    p.add_argument("--mouse-sensitivity", metavar="DEG", type=number_in(0.001, 10.0),
+                   default=ControlSettings.mouse_sensitivity,
+                   help=f"degrees the camera turns per pixel of mouse motion (default {ControlSettings.mouse_sensitivity})")
+    p.add_argument("--invert-y", action="store_true", help="mouse / right stick down looks up")
     p.add_argument("--seconds", type=positive_float, default=None,
                    help="quit by itself after this many seconds (demos, tests)")
     p.add_argument("--sessions-dir", type=folder, default="sessions",

@@ -38,7 +38,7 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +47,7 @@ os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 import moderngl  # noqa: E402
 import pygame  # noqa: E402
 
-from camera.controls import InputState, MotionState, step as control_step  # noqa: E402
+from camera.controls import ControlSettings, InputState, MotionState, step as control_step  # noqa: E402
 from camera.errors import InputError  # noqa: E402
 from explorer.hud import FrameStats, Hud, Menu, TextPanel  # noqa: E402
 from explorer.keys import InputSource, PygameInput  # noqa: E402
@@ -78,6 +78,7 @@ class GameConfig:
     sessions_dir: Path = Path("sessions")
     random_weights: str | None = None          # the generated world is an untrained model of this config: warn
     world_process: bool = False                # run the worlds in a child process (open_world must be picklable)
+    controls: ControlSettings = field(default_factory=ControlSettings)  # mouse sensitivity, invert-y, ...
 
 
 # --- rewind ------------------------------------------------------------------------------------------
@@ -284,7 +285,7 @@ class Game:
         self.session = SessionWriter(c.sessions_dir, c.level, kind, c.seed, FPS, self.worker.size, self.worker.device,
                                      self.worker.checkpoint, self.worker.checkpoint_sha256,
                                      random_config=c.random_weights if kind == "generated" else None,
-                                     threads=self.worker.threads)
+                                     threads=self.worker.threads, controls=c.controls)
         self.sessions.append(self.session.path)
         self.hud = Hud(kind, self.worker.device, FPS)
         start = c.level.start
@@ -420,7 +421,7 @@ class Game:
                 self.pacer.received(self.tick)
             self._receive(result)
         if inp is not None:
-            self.motion, _ = control_step(self.motion, inp, ground=self.ground)
+            self.motion, _ = control_step(self.motion, inp, self.config.controls, ground=self.ground)
             self.pending.append(Tick(self._clock(), inp, self.motion))
         if self.rewind_requested and self.at_boundary:
             self._rewind()

@@ -3,7 +3,7 @@
     sessions/20250101-120000-meadow/
         session.json       {"format": "explorer-session/1", "level": {"name", "path"}, "world", "checkpoint",
                             "checkpoint_sha256", "random_config", "seed", "fps", "size": [w, h], "device",
-                            "threads", "started", "ended"}
+                            "threads", "controls", "started", "ended"}
         trajectory.jsonl   one line per presented video frame:
                            {"frame", "t", "step", "pose", "input", "step_ms", "latency_ms", "frame_sha1"}
                            and a line per rewind: {"event": "rewind", "frame", "to_frame", "to_step"}
@@ -11,7 +11,9 @@
 `threads` is the number of CPU threads a model world computed with (null for the reference world and on a GPU):
 a CPU's matmuls sum in an order that depends on it, so a replay computes with as many to reproduce the frames.
 `checkpoint` and its SHA-256 are null for the reference world; `random_config` names the config of a generated
-world with random weights (`explorer play --random-weights`), null otherwise.
+world with random weights (`explorer play --random-weights`), null otherwise. `controls` holds the settings that
+turned the logged input into the logged poses (`camera.controls.ControlSettings`: mouse sensitivity, invert-y, ...;
+absent in older sessions, which used the defaults).
 
 `frame` counts presented frames from 0 (the world's first frame, at the start pose); `t` is when it was presented,
 in seconds of play from frame 0 (time paused in the menu counts neither here nor in `latency_ms`); `step` is the
@@ -37,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from camera.controls import InputState
+from camera.controls import ControlSettings, InputState
 from camera.errors import InputError, parse_json, read_text
 from camera.paths import FPS_RANGE
 from camera.pose import PITCH_LIMIT, Pose, check_pose_limits
@@ -69,7 +71,7 @@ def _write_json(path: Path, data: dict) -> None:
 class SessionWriter:
     def __init__(self, root, level, world: str, seed: int, fps: float, size: tuple[int, int], device: str,
                  checkpoint=None, checkpoint_sha256: str | None = None, random_config: str | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, controls: ControlSettings = ControlSettings()):
         """Create a new session folder under `root` and write its session.json (without `ended`)."""
         root = Path(root)
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -87,7 +89,7 @@ class SessionWriter:
             "world": world, "checkpoint": None if checkpoint is None else str(Path(checkpoint).resolve()),
             "checkpoint_sha256": checkpoint_sha256, "random_config": random_config, "seed": int(seed),
             "fps": float(fps), "size": [int(size[0]), int(size[1])], "device": device, "threads": threads,
-            "started": now_iso(),
+            "controls": controls.to_dict(), "started": now_iso(),
         }
         _write_json(self.path / HEADER, self.header)
         self._file = open(self.path / TRAJECTORY, "w", buffering=1, encoding="utf-8")  # line-buffered: flushed per line
@@ -160,6 +162,11 @@ class Session:
     def size(self) -> tuple[int, int]:
         return tuple(self.header["size"])
 
+    @property
+    def controls(self) -> ControlSettings:
+        """The settings the input was integrated with (checked when the session was read)."""
+        return ControlSettings.from_dict(self.header.get("controls", {}), self.path / HEADER)
+
 
 def read_session(path) -> Session:
     """Read and check a session folder. Raises InputError naming the file, line and field of a problem."""
@@ -225,6 +232,7 @@ def _read_header(source: Path) -> dict:
             raise InputError(source, name, "must be a string")
     if not (header.get("threads") is None or (_is_int(header["threads"]) and 1 <= header["threads"] <= 1024)):
         raise InputError(source, "threads", f"must be a whole number from 1 to 1024 or null, got {header['threads']!r}")
+    ControlSettings.from_dict(header.get("controls", {}), source)
     return header
 
 

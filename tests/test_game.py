@@ -217,6 +217,28 @@ def test_time_in_the_pause_menu_is_not_play_time(tmp_path, monkeypatch, xvfb):
     assert game.inputs.keys_seen == [pygame.K_ESCAPE], game.inputs.keys_seen
 
 
+def test_mouse_sensitivity_and_invert_y_steer_the_camera_and_are_logged(tmp_path, monkeypatch, xvfb):
+    if xvfb:
+        monkeypatch.setenv("DISPLAY", xvfb)
+        monkeypatch.setenv("SDL_VIDEODRIVER", "x11")
+    controls = ControlSettings(mouse_sensitivity=0.3, invert_y=True)
+    level = load_level("meadow")
+    config = GameConfig(level, "reference", SIZE, window=WINDOW, seconds=1.5, sessions_dir=tmp_path, controls=controls)
+    inputs = [InputState({"forward"}, mouse=(4.0, 2.0))] * 200
+    game = Game(config, lambda kind, size: ReferenceWorld(size), ScriptedInput(inputs))
+    assert game.run() == 0
+    session = read_session(game.sessions[0])
+    assert session.controls == controls
+    last = session.frames[-1]
+    assert last.pose.yaw == pytest.approx(level.start.yaw - 0.3 * 4.0 * last.frame)
+    assert last.pose.pitch > level.start.pitch + 5  # the mouse went down: inverted, the camera looks up
+    ground = lambda x, z: float(height_at(level.scene, x, z))  # noqa: E731
+    start = level.start
+    poses = replay_controls(start, [f.input for f in session.frames[1:]], session.controls, ground=ground,
+                            altitude=start.position[1] - ground(start.position[0], start.position[2]))
+    assert [f.pose for f in session.frames[1:]] == poses  # the logged settings turn the logged input into the poses
+
+
 def test_a_world_that_keeps_the_loop_waiting_is_said_on_screen(tmp_path, monkeypatch, xvfb):
     if xvfb:
         monkeypatch.setenv("DISPLAY", xvfb)
@@ -443,6 +465,8 @@ def test_play_without_a_display_says_so_in_one_line(tmp_path):
     (["--seconds", "-1"], ["--seconds"]),
     (["--random-weights", "mini", "--checkpoint", "c.safetensors"], ["--random-weights"]),
     (["--world", "generated", "--size", "128x72"], ["--size"]),
+    (["--mouse-sensitivity", "0"], ["--mouse-sensitivity"]),
+    (["--mouse-sensitivity", "fast"], ["--mouse-sensitivity"]),
 ])
 def test_play_bad_input_is_one_line_and_exit_2(tmp_path, xvfb, args, words):
     code, out, err = run_cli("play", "--sessions-dir", str(tmp_path / "s"), *args, env=display_env(xvfb))

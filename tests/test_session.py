@@ -137,7 +137,10 @@ def test_corrupt_lines_are_named(tmp_path, number, change, where, field):
                                           ("seed", "zero"), ("fps", 0), ("fps", 1e9), ("level", "meadow"),
                                           ("threads", 0), ("threads", 10**9),
                                           ("size", [100000, 100000]),
-                                          ("threads", 1.5)])
+                                          ("threads", 1.5), ("controls", [0.12]),
+                                          ("controls", {"mouse_sensitivity": -1.0}),
+                                          ("controls", {"invert_y": "yes"}), ("controls", {"ease_time": 0}),
+                                          ("controls", {"turbo": 2.0})])
 def test_corrupt_headers_are_named(tmp_path, field, value):
     writer, _ = write_session(tmp_path)
     writer.close()
@@ -146,7 +149,20 @@ def test_corrupt_headers_are_named(tmp_path, field, value):
     (writer.path / "session.json").write_text(json.dumps(header))
     with pytest.raises(InputError) as e:
         read_session(writer.path)
-    assert "session.json" in str(e.value) and e.value.field == field
+    named = field if not isinstance(value, dict) else f"{field}.{next(iter(value))}"
+    assert "session.json" in str(e.value) and e.value.field == named and "\n" not in str(e.value)
+
+
+def test_the_control_settings_are_logged_and_an_older_session_without_them_has_the_defaults(tmp_path):
+    from camera.controls import ControlSettings
+    writer, _ = write_session(tmp_path)
+    writer.close()
+    assert read_session(writer.path).controls == ControlSettings()
+    header = json.loads((writer.path / "session.json").read_text())
+    assert header["controls"] == ControlSettings().to_dict()
+    del header["controls"]  # as sessions logged before the setting existed
+    (writer.path / "session.json").write_text(json.dumps(header))
+    assert read_session(writer.path).controls == ControlSettings()
 
 
 def test_missing_pieces_are_named(tmp_path):
