@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import statistics
 import sys
 import threading
@@ -248,6 +249,8 @@ class Game:
         self.show_hud, self.split, self.screenshot_requested = True, False, False
         self.message: tuple[str, float] | None = None
         self.worker, self.tick = None, 0
+        on_main_thread = threading.current_thread() is threading.main_thread()  # where Python runs signal handlers
+        previous = signal.signal(signal.SIGINT, self._interrupted) if on_main_thread else None
         try:
             self._show_now(f"opening the {self.config.world} world...")
             self._begin(self.config.world)
@@ -274,7 +277,16 @@ class Game:
                 saver.join()
             self.presenter.release()
             pygame.display.quit()
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
         return 0
+
+    def _interrupted(self, signum, frame) -> None:
+        """Ctrl-C in the terminal quits as closing the window does: the step on screen is shown to its end and the
+        session is closed. A second Ctrl-C (the game stuck somewhere) interrupts at once."""
+        if self.done:
+            raise KeyboardInterrupt
+        self.done = True
 
     def _begin(self, kind: str) -> None:
         """Open a world of `kind` on a new worker, start a session, and ask for the first frame."""

@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import pickle
 import queue
+import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -152,6 +153,9 @@ def serve(open_world: WorldFactory, kind: str, size, seed: int, jobs, results) -
     """The worker's body, on its thread or in its process: open the world, then do jobs until a None."""
     if multiprocessing.parent_process() is not None:
         threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+        # Ctrl-C in a terminal signals the whole process group: the game decides (it finishes the step on screen
+        # and closes this worker); a child that died of it would end the game with an error instead
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         host = WorldHost(open_world, kind, size, seed)
         results.put(host.opened)

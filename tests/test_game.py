@@ -71,12 +71,12 @@ def trajectory(session: Path) -> list[dict]:
     return [json.loads(line) for line in (session / "trajectory.jsonl").read_text().splitlines()]
 
 
-def play_cli(sessions: Path, xvfb, seconds: float) -> subprocess.Popen:
+def play_cli(sessions: Path, xvfb, seconds: float, world: str = "reference", **popen) -> subprocess.Popen:
+    size = ["--size", f"{SIZE[0]}x{SIZE[1]}"] if world == "reference" else ["--random-weights", "tiny"]
     return subprocess.Popen(
-        [sys.executable, "-m", "explorer.cli", "play", "--world", "reference", "--level", "meadow",
-         "--seconds", str(seconds), "--size", f"{SIZE[0]}x{SIZE[1]}", "--window", f"{WINDOW[0]}x{WINDOW[1]}",
-         "--sessions-dir", str(sessions)],
-        env=display_env(xvfb), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [sys.executable, "-m", "explorer.cli", "play", "--world", world, "--level", "meadow", *size,
+         "--seconds", str(seconds), "--window", f"{WINDOW[0]}x{WINDOW[1]}", "--sessions-dir", str(sessions)],
+        env=display_env(xvfb), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 
 def wait_for_lines(sessions: Path, n: int, timeout: float = 60.0) -> Path:
@@ -447,6 +447,24 @@ def test_sigkill_leaves_a_readable_session_that_replays(tmp_path, xvfb):
     n = len(complete)
     checked = int(out.split(" of ")[0])
     assert n - 3 <= checked <= n  # all but a step cut short by the kill
+
+
+def test_ctrl_c_in_the_terminal_quits_like_closing_the_window(tmp_path, xvfb):
+    """As a terminal sends it: to the game and its world's process alike (their own process group here)."""
+    sessions = tmp_path / "sessions"
+    proc = play_cli(sessions, xvfb, seconds=60, world="generated", start_new_session=True)
+    try:
+        session = wait_for_lines(sessions, 30)
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "Traceback" not in err, err  # the world's process too: no KeyboardInterrupt
+    assert "ended" in json.loads((session / "session.json").read_text())  # closed, not cut off
+    n = len(trajectory(session))
+    assert (n - 1) % FRAMES_PER_STEP == 0  # whole steps only
+    assert out.startswith(f"{session}: {n} frames")  # the numbers, as after any quit
+    code, out, err = run_cli("replay", str(session), "--check")
+    assert code == 0 and f"{n} of {n} frames match" in out, err
 
 
 def test_play_without_a_display_says_so_in_one_line(tmp_path):
