@@ -7,11 +7,11 @@
 
     [[path.key]]                  # at least two; t in seconds, strictly increasing, first 0 or later
     t = 0.0
-    position = [0.0, 1.7, 0.0]
-    yaw = 0.0                     # yaw, pitch, roll, fov are optional: each defaults to the previous
-    pitch = 0.0                   # key's value, and on the first key to 0, 0, 0 and 60 (a relative
-    roll = 0.0                    # path's first fov defaults to the start pose's fov instead)
-    fov = 60.0
+    position = [0.0, 1.7, 0.0]    # position, yaw, pitch, roll, fov are optional: each defaults to the
+    yaw = 0.0                     # previous key's value, and on the first key to 0, 0, 0 and 60 (a
+    pitch = 0.0                   # relative path's first position defaults to [0, 0, 0] and its first
+    roll = 0.0                    # fov to the start pose's; an absolute path's first key needs a
+    fov = 60.0                    # position)
 
 Interpolation: positions and fov by a Catmull-Rom spline in time (tangents from the real key times,
 natural ends) or linearly; orientations by scipy's RotationSpline (catmull-rom, smooth) or Slerp
@@ -251,7 +251,7 @@ def parse_path(data: dict, source) -> CameraPath:
         raise InputError(source, "path.key", "needs at least two [[path.key]] entries")
     keys: list[Keyframe] = []
     for i, k in enumerate(raw):
-        keys.append(_parse_key(k, keys[-1] if keys else None, source, f"path.key[{i}]"))
+        keys.append(_parse_key(k, keys[-1] if keys else None, source, f"path.key[{i}]", relative))
     if not relative:  # a relative path's missing first fovs stay None: the start pose's fov
         keys = [replace(k, fov=DEFAULT_FOV if k.fov is None else k.fov) for k in keys]
     return check_path(CameraPath(fps, interpolation, relative, keys), source)
@@ -279,7 +279,7 @@ def check_path(path: CameraPath, source, keys_field: str = "path.key", fps_field
     return path
 
 
-def _parse_key(k, prev: Keyframe | None, source, field: str) -> Keyframe:
+def _parse_key(k, prev: Keyframe | None, source, field: str, relative: bool) -> Keyframe:
     if not isinstance(k, dict):
         raise InputError(source, field, "must be a table")
     _known(k, _KEY_FIELDS, source, field + ".")
@@ -290,7 +290,10 @@ def _parse_key(k, prev: Keyframe | None, source, field: str) -> Keyframe:
         raise InputError(source, f"{field}.t", f"must be 0 or later, got {t}")
     if prev is not None and t <= prev.t:
         raise InputError(source, f"{field}.t", f"times must increase ({t} after {prev.t})")
-    position = k.get("position")
+    if "position" not in k and prev is None and not relative:
+        raise InputError(source, f"{field}.position", "missing: an absolute path's first key needs a position "
+                         "(a relative path's first key defaults to [0, 0, 0], the start itself)")
+    position = k.get("position", list(prev.position) if prev else [0.0, 0.0, 0.0])  # like the angles: stays put
     if not (isinstance(position, list) and len(position) == 3):
         raise InputError(source, f"{field}.position", f"must be a list [x, y, z], got {position!r}")
     position = tuple(_number(v, source, f"{field}.position[{j}]") for j, v in enumerate(position))

@@ -149,6 +149,7 @@ def key(t, extra=""):
     (HEADER + "".join(key(float(i), f"yaw = {(-1) ** i * 900000}\n") for i in range(40)),
      "walk.toml: path.key: the keys turn"),
     ("[path]\nrelative = 1\n" + key(0.0) + key(1.0), "walk.toml: path.relative: must be true or false"),
+    (HEADER + "\n[[path.key]]\nt = 0.0\n" + key(1.0), "walk.toml: path.key[0].position: missing: an absolute"),
     ("[camera]\n", "walk.toml: camera: unknown field"),
     ("[path\n", "walk.toml: not valid TOML"),
 ])
@@ -159,6 +160,15 @@ def test_validation_messages(tmp_path, monkeypatch, text, message):
         load_path("walk.toml")
     assert str(e.value).startswith(message)
     assert "\n" not in str(e.value)
+
+
+def test_a_key_without_a_position_stays_where_the_last_one_was(tmp_path):
+    (tmp_path / "pan.toml").write_text('[path]\nrelative = true\n\n[[path.key]]\nt = 0.0\n\n[[path.key]]\nt = 1.0\n'
+                                       'yaw = 90.0\n\n[[path.key]]\nt = 2.0\nposition = [1.0, 0.0, -2.0]\n'
+                                       '\n[[path.key]]\nt = 3.0\npitch = 10.0\n')
+    keys = load_path(tmp_path / "pan.toml").keys
+    assert [k.position for k in keys] == [(0.0, 0.0, 0.0)] * 2 + [(1.0, 0.0, -2.0)] * 2  # a pan in place, then a walk
+    assert [k.yaw for k in keys] == [0.0, 90.0, 90.0, 90.0]
 
 
 def test_missing_and_unknown_files(tmp_path):
