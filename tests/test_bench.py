@@ -126,3 +126,19 @@ def test_a_baseline_out_of_memory_is_reported_and_the_rest_still_measured(monkey
     r = run_bench("tiny", "cpu", seconds=0.5, baseline_steps=2, warmup=2)
     assert r["baselines"]["no_kv_cache"] == {"error": "out of memory: CUDA out of memory. Tried to allocate 80.00 GiB"}
     assert r["baselines"]["ar_diffusion_4step"]["speedup"] > 0 and r["fps"] > 0
+
+
+def test_the_memory_at_the_start_is_taken_once_the_window_is_full(monkeypatch):
+    """Attention's buffers grow with the history until the KV cache's window is full: memory taken before then
+    reads as growth (14 MB on the shipped model from step 6) where the steady state is flat."""
+    from explorer import bench
+    from model.config import get_config
+    measure, warmups = bench.measure_stream, []
+
+    def recorded(world, steps, warmup):
+        warmups.append(warmup)
+        return measure(world, steps, warmup)
+
+    monkeypatch.setattr(bench, "measure_stream", recorded)
+    run_bench("tiny", "cpu", seconds=0.5, baseline_steps=2, warmup=2)
+    assert warmups[0] > get_config("tiny").generator.window + 1
