@@ -54,5 +54,14 @@ def test_two_gloo_processes_take_the_single_process_step(setup):
     generator = [k for k in one if k.startswith("module.generator.")]
     moved = max((one[k] - start[k[len("module."):]]).abs().max().item() for k in generator)
     assert moved > 5e-4  # AdamW's first step moves weights by about lr = 1e-3
-    for key in generator + [k for k in one if k.startswith("optim.")]:
+    for key in [k for k in one if k.startswith("optim.")]:  # Adam's moments: the gradients themselves
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-6, msg=key)
+    # Adam's first step moves a weight by lr * g / (|g| + eps): where |g| is near eps (1e-8), float noise in g (the
+    # two processes sum in another order) moves the weight by a good part of lr. Such weights were within 60% of
+    # the tolerance and failed now and then, so the weights are compared where the gradient is clear of eps.
+    compared = total = 0
+    for key in generator:
+        clear = one[f"optim.{key.removeprefix('module.')}.exp_avg"].abs() > 1e-7
+        torch.testing.assert_close(two[key][clear], one[key][clear], rtol=1e-4, atol=1e-6, msg=key)
+        compared, total = compared + int(clear.sum()), total + clear.numel()
+    assert compared > 0.5 * total, (compared, total)
