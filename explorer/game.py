@@ -348,7 +348,10 @@ class Game:
             elif event.key == pygame.K_F11:
                 pygame.display.toggle_fullscreen()
             elif event.key == pygame.K_F12:
-                self.screenshot_requested = True
+                if self.t0 is None:  # the session has no frame yet to name the picture by
+                    self._say("nothing to screenshot yet")
+                else:
+                    self.screenshot_requested = True
             elif self.paused:
                 self._choose(self.menu.key(event.key))
             elif event.key == pygame.K_ESCAPE:

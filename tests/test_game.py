@@ -287,6 +287,8 @@ def test_the_screen_says_the_world_is_opening_until_its_first_frame(tmp_path, mo
         def _overlays(self):
             super()._overlays()
             self.said.append((self.t0 is not None, tuple(self.message_panel._lines)))
+            if len(self.said) == 2:  # F12 over the empty screen: no picture named frame -1 in the session
+                pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_F12, mod=0, unicode="", scancode=0))
 
     config = GameConfig(load_level("meadow"), "reference", SIZE, window=WINDOW, seconds=1.0, sessions_dir=tmp_path)
     game = Watched(config, lambda kind, size: SlowStart(size), ScriptedInput([]))
@@ -295,6 +297,8 @@ def test_the_screen_says_the_world_is_opening_until_its_first_frame(tmp_path, mo
     after = [lines for shown, lines in game.said if shown]
     assert len(before) >= 5 and all(lines == ("opening the reference world...",) for lines in before), before
     assert after and all("opening the reference world..." not in lines for lines in after)
+    assert ("nothing to screenshot yet",) in after and game.screenshots == []
+    assert not list(game.sessions[0].glob("*.png"))
 
 
 def test_a_world_that_fails_before_its_first_frame_leaves_no_session_folder(tmp_path, monkeypatch, xvfb):
