@@ -161,6 +161,14 @@ def _ease(current: np.ndarray, target: np.ndarray, a: float) -> np.ndarray:
     return target + (current - target) * a
 
 
+def mouse_look(yaw: float, pitch: float, mouse: tuple[float, float],
+               settings: ControlSettings = ControlSettings()) -> tuple[float, float]:
+    """(yaw, pitch) turned by mouse motion (dx, dy) pixels, as `step` turns them (the client also uses it to show a
+    turn before the world has drawn it); the pitch limit is the Pose's to apply."""
+    y_sign = -1.0 if settings.invert_y else 1.0
+    return yaw - mouse[0] * settings.mouse_sensitivity, pitch - y_sign * mouse[1] * settings.mouse_sensitivity
+
+
 def step(state: MotionState, inp: InputState, settings: ControlSettings = ControlSettings(),
          dt: float = 1.0 / 24.0, ground: Ground | None = None) -> tuple[MotionState, Pose]:
     """Advance one video frame. With `ground`, y = ground(x, z) + altitude and up/down change the
@@ -175,8 +183,8 @@ def step(state: MotionState, inp: InputState, settings: ControlSettings = Contro
     look_target = -stick * s.gamepad_look_speed * np.array([1.0, y_sign])  # right = yaw down, down = pitch down
     a = math.exp(-dt / s.ease_time)
     look_vel = _ease(np.array(state.look_velocity), look_target, a)
-    yaw = pose.yaw - inp.mouse[0] * s.mouse_sensitivity + look_vel[0] * dt
-    pitch = pose.pitch - y_sign * inp.mouse[1] * s.mouse_sensitivity + look_vel[1] * dt
+    yaw, pitch = mouse_look(pose.yaw, pose.pitch, inp.mouse, s)
+    yaw, pitch = yaw + look_vel[0] * dt, pitch + look_vel[1] * dt
 
     roll_input = held("roll_left") - held("roll_right")  # positive roll tilts the view left
     if roll_input:

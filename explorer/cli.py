@@ -139,7 +139,8 @@ def cmd_play(args) -> int:
     config = GameConfig(level, args.world, size=args.size or PLAY_SIZE, seed=args.seed, window=args.window,
                         fullscreen=args.fullscreen, seconds=args.seconds, sessions_dir=Path(args.sessions_dir),
                         random_weights=args.random_weights, world_process=True,
-                        controls=ControlSettings(mouse_sensitivity=args.mouse_sensitivity, invert_y=args.invert_y))
+                        controls=ControlSettings(mouse_sensitivity=args.mouse_sensitivity, invert_y=args.invert_y),
+                        reproject=args.reproject)
     game = Game(config, open_world)
     code = game.run()
     for path, dropped in zip(game.sessions, game.dropped):  # what the HUD counted, for whoever played unseen
@@ -277,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
                    default=ControlSettings.mouse_sensitivity,
                    help=f"degrees the camera turns per pixel of mouse motion (default {ControlSettings.mouse_sensitivity})")
     p.add_argument("--invert-y", action="store_true", help="mouse / right stick down looks up")
+    p.add_argument("--no-reproject", dest="reproject", action="store_false",
+                   help="show the world's frames as they are: by default the picture turns with the mouse at once "
+                   "(the frame on screen re-projected), before the world's frames for the turn come")
     p.add_argument("--seconds", type=positive_float, default=None,
                    help="quit by itself after this many seconds (demos, tests)")
     p.add_argument("--sessions-dir", type=folder, default="sessions",

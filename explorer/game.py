@@ -7,7 +7,8 @@ Every 1/24 s the loop does four things, in this order, and never waits for the w
     step    results from the world's thread go into the jitter buffer; once four poses are waiting and the
             thread is free, they go to it as the next step
     draw    the next frame from the jitter buffer is presented and logged (none ready: the last frame stays
-            and the tick counts as dropped), with the HUD and menu over it
+            and the tick counts as dropped), turned to where the camera looks now (the mouse moves the view at
+            once; the world's frames for the turn come a step later), with the HUD and menu over it
 
 The world lives on a worker (`explorer.world_host.Worker`: a child process for `explorer play`, a thread in some
 tests), with a queue of one job: while it computes four frames the loop keeps reading input and presenting at
@@ -39,7 +40,7 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,7 @@ os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 import moderngl  # noqa: E402
 import pygame  # noqa: E402
 
-from camera.controls import ControlSettings, InputState, MotionState, step as control_step  # noqa: E402
+from camera.controls import ControlSettings, InputState, MotionState, mouse_look, step as control_step  # noqa: E402
 from camera.errors import InputError  # noqa: E402
 from explorer.hud import FrameStats, Hud, Menu, TextPanel  # noqa: E402
 from explorer.keys import InputSource, PygameInput  # noqa: E402
@@ -80,6 +81,7 @@ class GameConfig:
     random_weights: str | None = None          # the generated world is an untrained model of this config: warn
     world_process: bool = False                # run the worlds in a child process (open_world must be picklable)
     controls: ControlSettings = field(default_factory=ControlSettings)  # mouse sensitivity, invert-y, ...
+    reproject: bool = True                     # turn the picture with the mouse at once (Presenter.set_view)
 
 
 # --- rewind ------------------------------------------------------------------------------------------
@@ -310,6 +312,7 @@ class Game:
         self.generation, self.next_step, self.restore = 0, 1, None
         self.t0: float | None = None          # when frame 0 was shown
         self.last_shown: Shown | None = None
+        self.screen_pose = None               # the pose of the frame on screen (this world's): see _view_turn
         self.at_boundary = False              # the last frame shown was the last of its step
         self.filling = True                   # no step back yet since the start or a rewind: not a stall
         self.pacer = Pacer()
@@ -480,7 +483,7 @@ class Game:
         self.restore, self.motion = target.state, target.motion
         self.last_sent = Tick(self._clock(), InputState(), target.motion)
         self.filling = True
-        self._present(target.image, target.side)
+        self._present(target.image, target.side, target.motion.pose)
         back = (self.session.frames - 1 - target.frame) / FPS
         self._say(f"rewound {back:.1f} s")
 
@@ -490,11 +493,12 @@ class Game:
         stays), with the overlays."""
         shown = self.buffer.popleft() if self.buffer and advance else None
         if shown is not None:
-            self._present(shown.frame, shown.side)
+            self._present(shown.frame, shown.side, shown.tick.motion.pose)
         elif advance and not self.filling:
             self.hud.dropped += 1
         self._overlays()
         size = pygame.display.get_window_size()
+        self.presenter.set_view(self._view_turn(), self.screen_pose.fov if self.screen_pose else 60.0)
         self.presenter.draw(self.ctx.screen, size)
         if self.screenshot_requested:
             self._screenshot(size, self.session.frames - (shown is None))  # the frame on screen, logged or not
@@ -502,8 +506,20 @@ class Game:
         if shown is not None:
             self._log(shown, self._clock())
 
-    def _present(self, frame: np.ndarray, side: np.ndarray | None) -> None:
+    def _present(self, frame: np.ndarray, side: np.ndarray | None, pose) -> None:
         self.presenter.show([frame] if side is None or not self.split else [frame, side])
+        self.screen_pose = pose
+
+    def _view_turn(self) -> np.ndarray | None:
+        """The rotation from the camera of the frame on screen to the camera now, with the mouse motion that no
+        input has taken yet: the presenter turns the picture by it, so a mouse turn shows at once rather than
+        ~200 ms later, when the world's frames for it come (and the turn left to show is back to none)."""
+        if not self.config.reproject or self.screen_pose is None:
+            return None
+        pose = self.motion.pose
+        yaw, pitch = mouse_look(pose.yaw, pose.pitch, self.inputs.pending_mouse(), self.config.controls)
+        now = replace(pose, yaw=yaw, pitch=pitch)
+        return self.screen_pose.rotation().as_matrix().T @ now.rotation().as_matrix()
 
     def _log(self, shown: Shown, now: float) -> None:
         if self.t0 is None:

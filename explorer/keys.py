@@ -39,6 +39,9 @@ class InputSource(Protocol):
     def sample(self) -> InputState:
         """The input for the next video frame; resets what accumulates (mouse motion)."""
 
+    def pending_mouse(self) -> tuple[float, float]:
+        """The mouse motion the next sample will carry, so far (the screen turns by it before the world does)."""
+
 
 def held_actions(pressed) -> frozenset[str]:
     """Actions held on a keyboard state (pygame.key.get_pressed(), or any mapping key -> bool)."""
@@ -76,6 +79,9 @@ class PygameInput:
             if pad is not None:
                 pad.quit()
 
+    def pending_mouse(self) -> tuple[float, float]:
+        return self._mouse[0], self._mouse[1]
+
     def sample(self) -> InputState:
         mouse, self._mouse = tuple(self._mouse), [0.0, 0.0]
         actions, self._tapped = held_actions(self._pressed()) | self._tapped, set()
@@ -96,6 +102,9 @@ class ScriptedInput:
 
     def handle(self, event: pygame.event.Event) -> None:
         pass
+
+    def pending_mouse(self) -> tuple[float, float]:
+        return 0.0, 0.0  # a scripted input's motion arrives whole when it is taken
 
     def sample(self) -> InputState:
         for key in self._keys.get(self.taken, []):

@@ -12,7 +12,13 @@ player sees. Per panel (one world frame; two side by side in split view) and per
    and under 4 ms in two, because the first pass runs on a fifth of the pixels and unfiltered texel fetches are
    the cheapest kind;
 4. blend the overlays (HUD, menu, messages: RGBA images the caller re-uploads only when their text changed) at
-   1:1 pixel scale.
+   1:1 pixel scale (scaled down only where one does not fit the window).
+
+Between 2 and 3, on every draw where the camera has turned since the frame on screen was made (`set_view`), the
+sharpened frame is re-projected at its native size to the camera's newest orientation: a rotation is a homography,
+so the picture turns with the mouse at once instead of a world step (~200 ms) later, and the world's frame for the
+new pose takes over when it comes. Parallax and what the turn reveals cannot be re-projected: the edge pixels
+stretch, dimmed, into the strip that the frame does not cover.
 
 The presenter draws into any framebuffer: the window's (`ctx.screen`) in the game, an offscreen one in tests and
 in the benchmark. It never touches pygame; the game owns the window.
@@ -81,6 +87,40 @@ void main() {
 }
 """
 
+_REPROJECT = """
+#version 330
+#define REVEALED 0.35     // brightness of what a turn reveals beyond the frame: not drawn yet, and looks it
+uniform sampler2D frame;  // upright (row 0 at the bottom), native size
+uniform mat3 turn;        // a ray of the camera now -> the same ray in the camera the frame was made from
+uniform vec2 tan_half;    // tan of half the horizontal and vertical field of view
+in vec2 uv;
+out vec4 color;
+vec4 tap(ivec2 q, ivec2 last) { return texelFetch(frame, clamp(q, ivec2(0), last), 0); }
+void main() {
+    ivec2 size = textureSize(frame, 0), last = size - 1;
+    vec2 ndc = gl_FragCoord.xy / vec2(size) * 2.0 - 1.0;  // upright: +y is up in the picture
+    vec3 ray = turn * vec3(ndc * tan_half, -1.0);
+    vec2 q = ray.xy / max(-ray.z, 1e-6) / tan_half * 0.5 + 0.5;  // where the ray meets the frame, 0..1 inside it
+    vec2 p = q * vec2(size);  // texel i covers [i, i + 1)
+    // how far outside the frame (what the turn reveals: the edge texels stretched, dimmed as it goes)
+    float outside = ray.z < 0.0 ? max(max(-q.x, q.x - 1.0), max(-q.y, q.y - 1.0)) : 1.0;
+    // Catmull-Rom in 2D (16 taps): at the native size the taps are few, and the upscale that follows keeps its own
+    vec2 t1 = floor(p - 0.5), f = p - 0.5 - t1;
+    vec4 wx = vec4(f.x * (-0.5 + f.x * (1.0 - 0.5 * f.x)), 1.0 + f.x * f.x * (-2.5 + 1.5 * f.x),
+                   f.x * (0.5 + f.x * (2.0 - 1.5 * f.x)), f.x * f.x * (-0.5 + 0.5 * f.x));
+    vec4 wy = vec4(f.y * (-0.5 + f.y * (1.0 - 0.5 * f.y)), 1.0 + f.y * f.y * (-2.5 + 1.5 * f.y),
+                   f.y * (0.5 + f.y * (2.0 - 1.5 * f.y)), f.y * f.y * (-0.5 + 0.5 * f.y));
+    ivec2 i = ivec2(t1);
+    vec4 c = vec4(0.0);
+    for (int y = 0; y < 4; y++) {
+        vec4 row = tap(i + ivec2(-1, y - 1), last) * wx.x + tap(i + ivec2(0, y - 1), last) * wx.y
+                 + tap(i + ivec2(1, y - 1), last) * wx.z + tap(i + ivec2(2, y - 1), last) * wx.w;
+        c += row * wy[y];
+    }
+    color = vec4(clamp(c.rgb, 0.0, 1.0) * mix(1.0, REVEALED, smoothstep(0.0, 0.06, outside)), 1.0);
+}
+"""
+
 _OVERLAY = """
 #version 330
 uniform sampler2D image;  // RGBA, row 0 at the top, straight alpha
@@ -101,11 +141,13 @@ class _Panel:
     source: moderngl.Texture
     sharp: moderngl.Texture
     sharp_fbo: moderngl.Framebuffer
+    turned: moderngl.Texture          # the sharpened frame re-projected to the camera's newest orientation
+    turned_fbo: moderngl.Framebuffer
     wide: moderngl.Texture | None = None
     wide_fbo: moderngl.Framebuffer | None = None
 
     def release(self):
-        for obj in (self.wide_fbo, self.wide, self.sharp_fbo, self.sharp, self.source):
+        for obj in (self.wide_fbo, self.wide, self.turned_fbo, self.turned, self.sharp_fbo, self.sharp, self.source):
             if obj is not None:
                 obj.release()
 
@@ -145,12 +187,14 @@ class Presenter:
         self._quad = quad = ctx.buffer(np.array([0, 0, 1, 0, 0, 1, 1, 1], dtype="f4").tobytes())
         self._programs = {name: ctx.program(vertex_shader=_VERTEX, fragment_shader=src)
                           for name, src in (("sharpen", _SHARPEN), ("upscale_x", _CATMULL_ROM % 0),
-                                              ("upscale_y", _CATMULL_ROM % 1), ("overlay", _OVERLAY))}
+                                              ("upscale_y", _CATMULL_ROM % 1), ("reproject", _REPROJECT),
+                                              ("overlay", _OVERLAY))}
         self._programs["sharpen"]["amount"].value = sharpen
         self._vaos = {name: ctx.vertex_array(prog, [(quad, "2f", "corner")])
                       for name, prog in self._programs.items()}
         self._panels: list[_Panel] = []
         self._overlays: dict[str, _Overlay] = {}
+        self._turn: tuple[np.ndarray, float] | None = None  # (3x3 rotation, vertical fov): see set_view
 
     # --- content --------------------------------------------------------------------------------
     def show(self, frames) -> None:
@@ -164,6 +208,13 @@ class Presenter:
         for panel, frame in zip(self._panels, frames):
             panel.source.write(frame)
             self._sharpen(panel)
+
+    def set_view(self, turn: np.ndarray | None, fov: float = 60.0) -> None:
+        """From the next draw on, show the frames turned by `turn`, a 3x3 rotation taking a ray of the camera now to
+        the same ray in the camera the frames were made from (None, or the identity: as they are); `fov` is the
+        frames' vertical field of view in degrees."""
+        identity = turn is None or np.allclose(turn, np.eye(3), atol=1e-9)
+        self._turn = None if identity else (np.asarray(turn, dtype=float), float(fov))
 
     def set_overlay(self, name: str, rgba: np.ndarray | None, anchor: str = "top-left") -> None:
         """Put (or with None remove) an RGBA overlay, (h, w, 4) uint8 with row 0 at the top. Call it when the
@@ -202,7 +253,8 @@ class Presenter:
             target.clear(0.0, 0.0, 0.0, 1.0)  # black bars (where the panels cover everything, a waste of 0.2 ms)
         for panel, width in zip(self._panels, widths):
             pw = round(width * h / height)
-            self._upscale(panel, target, size, (x, y, pw, h))
+            self._upscale(panel, self._reproject(panel) if self._turn is not None else panel.sharp, target, size,
+                          (x, y, pw, h))
             x += pw
         if self._overlays:
             self.ctx.enable(moderngl.BLEND)
@@ -231,17 +283,31 @@ class Presenter:
     def _new_panel(self, size: tuple[int, int]) -> _Panel:
         source = self.ctx.texture(size, 3)
         source.filter = (moderngl.NEAREST, moderngl.NEAREST)
-        sharp = self.ctx.texture(size, 4)
-        return _Panel(size, source, sharp, self.ctx.framebuffer(color_attachments=[sharp]))
+        sharp, turned = self.ctx.texture(size, 4), self.ctx.texture(size, 4)
+        return _Panel(size, source, sharp, self.ctx.framebuffer(color_attachments=[sharp]),
+                      turned, self.ctx.framebuffer(color_attachments=[turned]))
+
+    def _reproject(self, panel: _Panel) -> moderngl.Texture:
+        """The panel's sharpened frame as the camera sees it after `set_view`'s turn."""
+        turn, fov = self._turn
+        tan_v = np.tan(np.radians(fov) / 2)
+        program = self._programs["reproject"]
+        program["turn"].write(turn.astype("f4").T.tobytes())  # GLSL matrices are column-major
+        program["tan_half"].value = (tan_v * panel.size[0] / panel.size[1], tan_v)
+        panel.turned_fbo.use()
+        panel.sharp.use(0)
+        self._draw_rect("reproject", (0, 0, *panel.size), panel.size)
+        return panel.turned
 
     def _sharpen(self, panel: _Panel) -> None:
         panel.sharp_fbo.use()  # draw() binds its target again before drawing
         panel.source.use(0)
         self._draw_rect("sharpen", (0, 0, *panel.size), panel.size)
 
-    def _upscale(self, panel: _Panel, target: moderngl.Framebuffer, target_size: tuple[int, int],
-                 rect: tuple[int, int, int, int]) -> None:
-        """Catmull-Rom from the panel's sharpened frame to `rect` of the target: along x, then along y."""
+    def _upscale(self, panel: _Panel, frame: moderngl.Texture, target: moderngl.Framebuffer,
+                 target_size: tuple[int, int], rect: tuple[int, int, int, int]) -> None:
+        """Catmull-Rom from the panel's `frame` (sharpened, maybe re-projected) to `rect` of the target: along x,
+        then along y."""
         wide_size = (rect[2], panel.size[1])
         if panel.wide is None or panel.wide.size != wide_size:
             if panel.wide is not None:
@@ -250,7 +316,7 @@ class Presenter:
             panel.wide = self.ctx.texture(wide_size, 4)
             panel.wide_fbo = self.ctx.framebuffer(color_attachments=[panel.wide])
         panel.wide_fbo.use()
-        panel.sharp.use(0)
+        frame.use(0)
         self._draw_rect("upscale_x", (0, 0, *wide_size), wide_size)
         target.use()
         target.viewport = (0, 0, *target_size)

@@ -177,6 +177,43 @@ def test_scripted_play_logs_every_frame_rewinds_splits_and_replays(tmp_path, mon
     assert main(["replay", str(game.sessions[0]), "--check"]) == 0
 
 
+def test_a_mouse_turn_shows_on_screen_before_the_world_draws_it(tmp_path, monkeypatch, xvfb):
+    """The screen shows the camera's newest orientation (the frame on screen, re-projected), not the ~5 frames older
+    one the world drew; with reprojection off, the frame as it is."""
+    if xvfb:
+        monkeypatch.setenv("DISPLAY", xvfb)
+        monkeypatch.setenv("SDL_VIDEODRIVER", "x11")
+    level = load_level("meadow")
+    turning = [InputState(mouse=(-30.0, 0.0))] * 200  # 3.6 degrees left a frame: 86 degrees a second
+    errors = {}
+    for reproject in (True, False):
+        class Looked(Game):
+            def _screenshot(self, size, frame):
+                self.poses = (self.screen_pose, self.motion.pose)
+                super()._screenshot(size, frame)
+
+        config = GameConfig(level, "reference", SIZE, window=WINDOW, seconds=1.5, sessions_dir=tmp_path / str(reproject),
+                            reproject=reproject)
+        game = Looked(config, lambda kind, size: ReferenceWorld(size), ScriptedInput(turning, {24: [pygame.K_F12]}))
+        assert game.run() == 0
+        for saver in game.savers:
+            saver.join()
+        screen = pygame.surfarray.array3d(pygame.image.load(str(game.screenshots[0]))).swapaxes(0, 1)
+        drawn, now = game.poses
+        assert now.yaw - drawn.yaw > 10  # the camera is well ahead of the frame on screen
+        world = ReferenceWorld(SIZE)
+        try:
+            world.reset(level)
+            # the right 60%: a left turn reveals a strip at the left that no frame covers yet (drawn dimmed)
+            right = (slice(None), slice(WINDOW[0] * 2 // 5, None))
+            errors[reproject] = tuple(shows(screen[right], world.render([pose])[0][:, SIZE[0] * 2 // 5:])
+                                      for pose in (now, drawn))
+        finally:
+            world.close()
+    assert errors[True][0] < 0.6 * errors[True][1], errors  # re-projected: the camera now
+    assert errors[False][1] < 0.6 * errors[False][0], errors  # off: the frame the world drew
+
+
 def test_time_in_the_pause_menu_is_not_play_time(tmp_path, monkeypatch, xvfb):
     """Esc opens the menu for ~1.5 s mid-walk: the log's clock and latencies leave the pause out, so the session
     shows no gap and no dropped frames (it used to count the whole pause as both)."""

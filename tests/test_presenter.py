@@ -209,3 +209,42 @@ def test_menu_keys_and_clicks():
     menu.hover((top_left[0] + 10, row_y(len(MENU_ITEMS))), rect)  # moving onto the last item marks it
     menu.hover((top_left[0] - 5, top_left[1]), rect)  # off the menu, nothing moves
     assert menu.lines()[-1] == "> " + MENU_ITEMS[-1] and menu.key(pygame.K_RETURN) == MENU_ITEMS[-1]
+
+
+@pytest.mark.parametrize("yaw, pitch", [(6.0, 0.0), (-6.0, 0.0), (0.0, 4.0), (3.0, -3.0)])
+def test_a_turn_is_reprojected_to_the_picture_the_turned_camera_sees(ctx, yaw, pitch):
+    """The frame made at pose A, shown turned to pose B's orientation, matches the frame made at B except in the
+    strip the turn reveals (far closer than A's frame as it is)."""
+    from camera.pose import Pose
+    from world.level import load_level
+    from world.reference import ReferenceWorld
+    level = load_level("meadow")
+    a = level.start
+    b = Pose(a.position, a.yaw + yaw, a.pitch + pitch, a.roll, a.fov)
+    world = ReferenceWorld((256, 144))
+    try:
+        world.reset(level)
+        seen_a, seen_b = world.render([a, b])
+    finally:
+        world.close()
+    turn = a.rotation().as_matrix().T @ b.rotation().as_matrix()  # a ray of B's camera, in A's
+    window = (256, 144)
+    ctx.__enter__()  # current again: the world's own context was made current on this thread
+    target = ctx.framebuffer(color_attachments=[ctx.renderbuffer(window)])
+    presenter = Presenter(ctx, sharpen=0.0)
+    try:
+        presenter.show([seen_a])
+        presenter.set_view(turn, a.fov)
+        presenter.draw(target, window)
+        turned = presenter.read(target, window).astype(float)
+        presenter.set_view(None)
+        presenter.draw(target, window)
+        as_is = presenter.read(target, window).astype(float)
+    finally:
+        presenter.release()
+        target.release()
+    inner = (slice(20, -20), slice(30, -30))  # away from the revealed strips
+    err_turned = np.abs(turned - seen_b)[inner].mean()
+    err_as_is = np.abs(as_is - seen_b)[inner].mean()
+    assert err_turned < 0.35 * err_as_is, (err_turned, err_as_is)
+    assert np.abs(as_is - seen_a).mean() < 1.0  # no turn: the frame as it is
