@@ -312,7 +312,7 @@ class Game:
         self.generation, self.next_step, self.restore = 0, 1, None
         self.t0: float | None = None          # when frame 0 was shown
         self.last_shown: Shown | None = None
-        self.screen_pose = None               # the pose of the frame on screen (this world's): see _view_turn
+        self.screen_pose = None               # the pose of the frame on screen (this world's): see _view_pose
         self.at_boundary = False              # the last frame shown was the last of its step
         self.filling = True                   # no step back yet since the start or a rewind: not a stall
         self.pacer = Pacer()
@@ -496,9 +496,11 @@ class Game:
             self._present(shown.frame, shown.side, shown.tick.motion.pose)
         elif advance and not self.filling:
             self.hud.dropped += 1
-        self._overlays()
+        view = self._view_pose()
+        self._overlays(view or self.motion.pose)
         size = pygame.display.get_window_size()
-        self.presenter.set_view(self._view_turn(), self.screen_pose.fov if self.screen_pose else 60.0)
+        if view is not None:  # a ray of the camera now, in the camera of the frame on screen
+            self.presenter.set_view(self.screen_pose.rotation().as_matrix().T @ view.rotation().as_matrix(), view.fov)
         self.presenter.draw(self.ctx.screen, size)
         if self.screenshot_requested:
             self._screenshot(size, self.session.frames - (shown is None))  # the frame on screen, logged or not
@@ -510,16 +512,16 @@ class Game:
         self.presenter.show([frame] if side is None or not self.split else [frame, side])
         self.screen_pose = pose
 
-    def _view_turn(self) -> np.ndarray | None:
-        """The rotation from the camera of the frame on screen to the camera now, with the mouse motion that no
-        input has taken yet: the presenter turns the picture by it, so a mouse turn shows at once rather than
-        ~200 ms later, when the world's frames for it come (and the turn left to show is back to none)."""
+    def _view_pose(self):
+        """The pose the screen shows: the frame on screen's, and when re-projecting, turned to where the camera
+        looks now (with the mouse motion that no input has taken yet). The presenter turns the picture by the
+        difference, so a mouse turn shows at once rather than ~200 ms later, when the world's frames for it come
+        (and the turn left to show is back to none). None before a frame of this world is on screen."""
         if not self.config.reproject or self.screen_pose is None:
-            return None
+            return self.screen_pose
         pose = self.motion.pose
         yaw, pitch = mouse_look(pose.yaw, pose.pitch, self.inputs.pending_mouse(), self.config.controls)
-        now = replace(pose, yaw=yaw, pitch=pitch)
-        return self.screen_pose.rotation().as_matrix().T @ now.rotation().as_matrix()
+        return replace(self.screen_pose, yaw=yaw, pitch=pitch, roll=pose.roll)
 
     def _log(self, shown: Shown, now: float) -> None:
         if self.t0 is None:
@@ -535,7 +537,9 @@ class Game:
             self.ring.push(Snapshot(frame, shown.step, shown.snapshot, shown.tick.motion, shown.frame,
                                     shown.side if self.split else None))
 
-    def _overlays(self) -> None:
+    def _overlays(self, pose) -> None:
+        """The HUD (at `pose`, what the screen shows), the menu, the message and the warning, re-rendered where their
+        text changed."""
         now = time.perf_counter()
         if self.message is not None and now > self.message[1]:
             self.message = None
@@ -545,7 +549,6 @@ class Game:
         elif self.worker.busy and now - self.worker.submitted > STALL_SECONDS:
             message = [f"waiting for the world... {now - self.worker.submitted:.0f} s"]
         split = f"{self.kind} | {OTHER_WORLD[self.kind]}" if self.split else None
-        pose = (self.last_shown.tick.motion if self.last_shown else self.motion).pose
         panels = (("hud", self.hud_panel, self.hud.lines(self._clock(), pose, split) if self.show_hud else [],
                    "top-left"),
                   ("menu", self.menu_panel, self.menu.lines() if self.paused else [], "center"),

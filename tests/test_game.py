@@ -19,6 +19,7 @@ import pygame
 import pytest
 
 from camera.controls import ControlSettings, InputState, MotionState, replay as replay_controls
+from camera.pose import heading
 from explorer.cli import main
 from explorer.game import Game, GameConfig, Pacer, Snapshot, SnapshotRing
 from explorer.keys import KEY_ACTIONS, PygameInput, ScriptedInput, held_actions, stick_axes
@@ -183,6 +184,7 @@ def test_a_mouse_turn_shows_on_screen_before_the_world_draws_it(tmp_path, monkey
     if xvfb:
         monkeypatch.setenv("DISPLAY", xvfb)
         monkeypatch.setenv("SDL_VIDEODRIVER", "x11")
+    monkeypatch.setattr("explorer.hud.HUD_REFRESH", 0.0)  # the HUD's numbers as of each draw
     level = load_level("meadow")
     turning = [InputState(mouse=(-30.0, 0.0))] * 200  # 3.6 degrees left a frame: 86 degrees a second
     errors = {}
@@ -190,6 +192,7 @@ def test_a_mouse_turn_shows_on_screen_before_the_world_draws_it(tmp_path, monkey
         class Looked(Game):
             def _screenshot(self, size, frame):
                 self.poses = (self.screen_pose, self.motion.pose)
+                self.hud_yaw = float(" ".join(self.hud_panel._lines).split("yaw")[1].split()[0])
                 super()._screenshot(size, frame)
 
         config = GameConfig(level, "reference", SIZE, window=WINDOW, seconds=1.5, sessions_dir=tmp_path / str(reproject),
@@ -201,6 +204,7 @@ def test_a_mouse_turn_shows_on_screen_before_the_world_draws_it(tmp_path, monkey
         screen = pygame.surfarray.array3d(pygame.image.load(str(game.screenshots[0]))).swapaxes(0, 1)
         drawn, now = game.poses
         assert now.yaw - drawn.yaw > 10  # the camera is well ahead of the frame on screen
+        assert game.hud_yaw == pytest.approx(heading((now if reproject else drawn).yaw), abs=0.05)  # what it shows
         world = ReferenceWorld(SIZE)
         try:
             world.reset(level)
@@ -291,8 +295,8 @@ def test_a_world_that_keeps_the_loop_waiting_is_said_on_screen(tmp_path, monkeyp
     class Watched(Game):
         said: set = set()
 
-        def _overlays(self):
-            super()._overlays()
+        def _overlays(self, pose):
+            super()._overlays(pose)
             self.said.update(self.message_panel._lines)
 
         def _show_now(self, text):
@@ -321,8 +325,8 @@ def test_the_screen_says_the_world_is_opening_until_its_first_frame(tmp_path, mo
     class Watched(Game):
         said: list = []
 
-        def _overlays(self):
-            super()._overlays()
+        def _overlays(self, pose):
+            super()._overlays(pose)
             self.said.append((self.t0 is not None, tuple(self.message_panel._lines)))
             if len(self.said) == 2:  # F12 over the empty screen: no picture named frame -1 in the session
                 pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_F12, mod=0, unicode="", scancode=0))
