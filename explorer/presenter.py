@@ -62,22 +62,28 @@ void main() {
 }
 """
 
+_WEIGHTS = """
+// Catmull-Rom weights of the texels t1 - 1 .. t1 + 2 at a fraction f past the centre of texel t1
+vec4 catmull_rom(float f) {
+    return vec4(f * (-0.5 + f * (1.0 - 0.5 * f)), 1.0 + f * f * (-2.5 + 1.5 * f),
+                f * (0.5 + f * (2.0 - 1.5 * f)), f * f * (-0.5 + 0.5 * f));
+}
+"""
+
 _CATMULL_ROM = """
 #version 330
 #define AXIS %d           // filter along x (0) or y (1); the other axis maps texels one to one
 uniform sampler2D frame;  // upright (row 0 at the bottom)
 in vec2 uv;
 out vec4 color;
+""" + _WEIGHTS + """
 void main() {
     ivec2 size = textureSize(frame, 0);
     vec2 p = vec2(uv.x, 1.0 - uv.y) * vec2(size);  // texel i covers [i, i + 1)
     ivec2 d = AXIS == 0 ? ivec2(1, 0) : ivec2(0, 1);
     ivec2 row = ivec2(p) * (1 - d);  // the texel index across the axis; along it, the taps below
     float t1 = floor(p[AXIS] - 0.5);  // the texel whose centre is just before p
-    float f = p[AXIS] - 0.5 - t1;
-    // Catmull-Rom weights of texels t1 - 1 .. t1 + 2
-    vec4 w = vec4(f * (-0.5 + f * (1.0 - 0.5 * f)), 1.0 + f * f * (-2.5 + 1.5 * f),
-                  f * (0.5 + f * (2.0 - 1.5 * f)), f * f * (-0.5 + 0.5 * f));
+    vec4 w = catmull_rom(p[AXIS] - 0.5 - t1);
     int i = int(t1), last = size[AXIS] - 1;
     vec4 c = texelFetch(frame, row + d * clamp(i - 1, 0, last), 0) * w.x
            + texelFetch(frame, row + d * clamp(i, 0, last), 0) * w.y
@@ -96,6 +102,7 @@ uniform vec2 tan_half;    // tan of half the horizontal and vertical field of vi
 in vec2 uv;
 out vec4 color;
 vec4 tap(ivec2 q, ivec2 last) { return texelFetch(frame, clamp(q, ivec2(0), last), 0); }
+""" + _WEIGHTS + """
 void main() {
     ivec2 size = textureSize(frame, 0), last = size - 1;
     vec2 ndc = gl_FragCoord.xy / vec2(size) * 2.0 - 1.0;  // upright: +y is up in the picture
@@ -105,11 +112,8 @@ void main() {
     // how far outside the frame (what the turn reveals: the edge texels stretched, dimmed as it goes)
     float outside = ray.z < 0.0 ? max(max(-q.x, q.x - 1.0), max(-q.y, q.y - 1.0)) : 1.0;
     // Catmull-Rom in 2D (16 taps): at the native size the taps are few, and the upscale that follows keeps its own
-    vec2 t1 = floor(p - 0.5), f = p - 0.5 - t1;
-    vec4 wx = vec4(f.x * (-0.5 + f.x * (1.0 - 0.5 * f.x)), 1.0 + f.x * f.x * (-2.5 + 1.5 * f.x),
-                   f.x * (0.5 + f.x * (2.0 - 1.5 * f.x)), f.x * f.x * (-0.5 + 0.5 * f.x));
-    vec4 wy = vec4(f.y * (-0.5 + f.y * (1.0 - 0.5 * f.y)), 1.0 + f.y * f.y * (-2.5 + 1.5 * f.y),
-                   f.y * (0.5 + f.y * (2.0 - 1.5 * f.y)), f.y * f.y * (-0.5 + 0.5 * f.y));
+    vec2 t1 = floor(p - 0.5);
+    vec4 wx = catmull_rom(p.x - 0.5 - t1.x), wy = catmull_rom(p.y - 0.5 - t1.y);
     ivec2 i = ivec2(t1);
     vec4 c = vec4(0.0);
     for (int y = 0; y < 4; y++) {
