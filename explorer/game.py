@@ -499,7 +499,7 @@ class Game:
         view = self._view_pose()
         self._overlays(view or self.motion.pose)
         size = pygame.display.get_window_size()
-        if view is not None:  # a ray of the camera now, in the camera of the frame on screen
+        if view is not self.screen_pose:  # re-projecting: a ray of the camera now, in the camera of the frame on screen
             self.presenter.set_view(self.screen_pose.rotation().as_matrix().T @ view.rotation().as_matrix(), view.fov)
         self.presenter.draw(self.ctx.screen, size)
         if self.screenshot_requested:
