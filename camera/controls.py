@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from camera.errors import InputError
+from camera.errors import InputError, is_number
 from camera.pose import Pose
 
 ACTIONS = frozenset({"forward", "back", "left", "right", "up", "down", "fast", "roll_left", "roll_right"})
@@ -122,8 +122,7 @@ class ControlSettings:
                 continue
             # a stick's dead zone is a fraction of its reach; time constants divide, so never 0
             low, high = {"dead_zone": (0.0, 0.99), "min_height": (0.0, 1e4)}.get(name, (1e-6, 1e4))
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            if not (ok and low <= value <= high):
+            if not (is_number(value) and low <= value <= high):
                 raise InputError(source, f"{field}.{name}", f"must be a number from {low:g} to {high:g}, got {value!r}")
         return dataclasses.replace(defaults, **d)
 

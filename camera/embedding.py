@@ -26,7 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
-from camera.errors import InputError
+from camera.errors import InputError, is_number
 from camera.pose import Pose
 
 FRAMES_PER_STEP = 4  # equals world.base.FRAMES_PER_STEP; camera/ does not import world/
@@ -49,7 +49,7 @@ class CameraScaling:
         if not isinstance(d, dict) or set(d) != {"origin_std", "direction_std"}:
             raise InputError(source, field, f"must have exactly origin_std and direction_std, got {d!r}")
         for name, v in d.items():
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v <= 0:
+            if not is_number(v) or v <= 0:
                 raise InputError(source, f"{field}.{name}", f"must be a positive number, got {v!r}")
         return CameraScaling(float(d["origin_std"]), float(d["direction_std"]))
 

@@ -5,9 +5,15 @@ Its message is a single line that names the file and the field, e.g.
 The command line prints it as it is and exits with code 2.
 """
 import json
+import math
 import os
 import stat
 from pathlib import Path
+
+
+def is_number(v) -> bool:
+    """A real number as a parsed JSON or TOML value holds one: int or float (not bool), finite."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 class InputError(ValueError):

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -40,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from camera.controls import ControlSettings, InputState
-from camera.errors import InputError, parse_json, read_text
+from camera.errors import InputError, is_number, parse_json, read_text
 from camera.paths import FPS_RANGE
 from camera.pose import PITCH_LIMIT, Pose, check_pose_limits
 from world.base import FRAMES_PER_STEP
@@ -221,7 +220,7 @@ def _read_header(source: Path) -> dict:
         raise InputError(source, "size", f"must be [width, height], each from 1 to 8192, got {size!r}")
     if not _is_int(header.get("seed")):
         raise InputError(source, "seed", f"must be a whole number, got {header.get('seed')!r}")
-    if not (_is_number(header.get("fps")) and FPS_RANGE[0] <= header["fps"] <= FPS_RANGE[1]):
+    if not (is_number(header.get("fps")) and FPS_RANGE[0] <= header["fps"] <= FPS_RANGE[1]):
         raise InputError(source, "fps", f"must be a number from {FPS_RANGE[0]:g} to {FPS_RANGE[1]:g}, "
                          f"got {header.get('fps')!r}")
     for name in ("checkpoint", "checkpoint_sha256", "random_config"):
@@ -243,7 +242,7 @@ def _parse_frame(r: dict, where: str, number: int, frames: list[FrameRecord], re
     if not (_is_int(r["frame"]) and r["frame"] == len(frames)):
         raise InputError(where, "frame", f"expected {len(frames)}, got {r['frame']!r}")
     for name, limit in (("t", MAX_TIME), ("step_ms", MAX_TIME * 1e3), ("latency_ms", MAX_TIME * 1e3)):
-        if not (_is_number(r.get(name, 0.0)) and 0.0 <= r.get(name, 0.0) <= limit):  # latency_ms may be absent
+        if not (is_number(r.get(name, 0.0)) and 0.0 <= r.get(name, 0.0) <= limit):  # latency_ms may be absent
             raise InputError(where, name, f"must be a number from 0 to {limit:g}, got {r.get(name)!r}")
     if frames and r["t"] < frames[-1].t:
         raise InputError(where, "t", f"must not go back in time ({r['t']} after {frames[-1].t})")
@@ -261,10 +260,10 @@ def _parse_pose(d, where: str) -> Pose:
     if not isinstance(d, dict):
         raise InputError(where, "pose", "must be an object")
     position = d.get("position")
-    if not (isinstance(position, list) and len(position) == 3 and all(_is_number(v) for v in position)):
+    if not (isinstance(position, list) and len(position) == 3 and all(is_number(v) for v in position)):
         raise InputError(where, "pose.position", f"must be [x, y, z], got {position!r}")
     for name in ("yaw", "pitch", "roll", "fov"):
-        if not _is_number(d.get(name)):
+        if not is_number(d.get(name)):
             raise InputError(where, f"pose.{name}", f"must be a number, got {d.get(name)!r}")
     if abs(d["pitch"]) > PITCH_LIMIT:
         raise InputError(where, "pose.pitch", f"must be within {PITCH_LIMIT:g} degrees, got {d['pitch']!r}")
@@ -314,10 +313,6 @@ def _is_int(v) -> bool:
 
 
 MAX_TIME = 1e7  # seconds (16 weeks): a bound on t in a session, far beyond any
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def summary(session: Session) -> dict:

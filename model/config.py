@@ -8,12 +8,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import math
 from dataclasses import dataclass, replace
 
 import torch
 
-from camera.errors import InputError, parse_json
+from camera.errors import InputError, is_number, parse_json
 from model.generator import GENERATOR_PRESETS, GeneratorConfig
 from model.vae import VAEConfig
 
@@ -130,7 +129,7 @@ def _check_values(d: dict, cls, field: str, source: str) -> None:
         elif isinstance(default, int):
             ok, want = whole(v, 1), f"a whole number from 1 to {SIZE_LIMIT}"
         elif isinstance(default, float):
-            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+            ok = is_number(v) and v > 0
             want = "a positive number"
         elif f.name == "attention_backend":
             ok, want = v in BACKENDS, f"one of {', '.join(BACKENDS)}"
