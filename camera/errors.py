@@ -8,12 +8,16 @@ import json
 import math
 import os
 import stat
+import sys
 from pathlib import Path
 
 
 def is_number(v) -> bool:
-    """A real number as a parsed JSON or TOML value holds one: int or float (not bool), finite."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    """A real number as a parsed JSON or TOML value holds one: int or float (not bool), finite. (JSON's integers
+    have no bound: one past a float's range is not a number here, where math.isfinite would raise.)"""
+    if isinstance(v, int) and not isinstance(v, bool):
+        return abs(v) <= sys.float_info.max
+    return isinstance(v, float) and math.isfinite(v)
 
 
 class InputError(ValueError):

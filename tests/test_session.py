@@ -140,7 +140,8 @@ def test_corrupt_lines_are_named(tmp_path, number, change, where, field):
                                           ("threads", 1.5), ("controls", [0.12]),
                                           ("controls", {"mouse_sensitivity": -1.0}),
                                           ("controls", {"invert_y": "yes"}), ("controls", {"ease_time": 0}),
-                                          ("controls", {"turbo": 2.0})])
+                                          ("controls", {"turbo": 2.0}), ("fps", 10**400),
+                                          ("controls", {"walk_speed": -10**400})])
 def test_corrupt_headers_are_named(tmp_path, field, value):
     writer, _ = write_session(tmp_path)
     writer.close()
