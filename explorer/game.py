@@ -366,6 +366,8 @@ class Game:
                     self._say("nothing to rewind to yet")
             elif event.key == pygame.K_TAB:
                 self._toggle_split()
+        elif event.type in (pygame.WINDOWFOCUSLOST, pygame.WINDOWMINIMIZED) and not self.paused:
+            self._pause(True)  # the player is elsewhere (alt-tab, another window): the walk waits in the menu
         elif event.type in (pygame.MOUSEBUTTONDOWN, pygame.MOUSEMOTION) and self.paused \
                 and self.menu_panel.image is not None:
             image = self.menu_panel.image

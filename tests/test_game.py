@@ -258,6 +258,29 @@ def test_time_in_the_pause_menu_is_not_play_time(tmp_path, monkeypatch, xvfb):
     assert game.inputs.keys_seen == [pygame.K_ESCAPE], game.inputs.keys_seen
 
 
+def test_the_walk_pauses_when_the_window_loses_focus(tmp_path, monkeypatch, xvfb):
+    """Alt-tab mid-walk: the menu opens and the world waits, as Esc would; the session does not go on without the
+    player (it used to walk on, generating, until the window came back)."""
+    import threading
+    if xvfb:
+        monkeypatch.setenv("DISPLAY", xvfb)
+        monkeypatch.setenv("SDL_VIDEODRIVER", "x11")
+
+    class LoseFocusOnce(ScriptedInput):
+        def sample(self):
+            if self.taken == 24:
+                pygame.event.post(pygame.event.Event(pygame.WINDOWFOCUSLOST))
+                threading.Timer(2.5, pygame.event.post, (pygame.event.Event(pygame.QUIT),)).start()
+            return super().sample()
+
+    config = GameConfig(load_level("meadow"), "reference", SIZE, window=WINDOW, seconds=10.0, sessions_dir=tmp_path)
+    game = Game(config, lambda kind, size: ReferenceWorld(size), LoseFocusOnce([InputState({"forward"})] * 400))
+    assert game.run() == 0
+    assert game.paused
+    frames = len(read_session(game.sessions[0]).frames)
+    assert 24 <= frames < 48, frames  # without the pause: ~24 + 2.5 s x 24 fps
+
+
 def test_mouse_sensitivity_and_invert_y_steer_the_camera_and_are_logged(tmp_path, monkeypatch, xvfb):
     if xvfb:
         monkeypatch.setenv("DISPLAY", xvfb)
