@@ -79,7 +79,7 @@ def _numbers(v, n: int, source, field: str, limit: float | None) -> tuple[float,
     ok = isinstance(v, list) and len(v) == n and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
     if not ok:
         raise InputError(source, field, f"must be a list of {n} numbers, got {v!r}")
-    if not all(math.isfinite(x) for x in v):
+    if not all(is_number(x) for x in v):
         raise InputError(source, field, f"must be finite, got {v!r}")
     if limit is not None and any(abs(x) > limit for x in v):
         raise InputError(source, field, f"must be within [-{limit}, {limit}], got {v!r}")

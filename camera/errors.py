@@ -20,11 +20,16 @@ def is_number(v) -> bool:
     return isinstance(v, float) and math.isfinite(v)
 
 
+MAX_PROBLEM_CHARS = 240
+
+
 class InputError(ValueError):
     """Bad input from a user-supplied file or argument; the message names the file and the field."""
 
     def __init__(self, source, field: str | None, problem: str):
         where = f"{source}: {field}" if field else f"{source}"
+        if len(problem) > MAX_PROBLEM_CHARS:  # a value quoted whole (a 400-digit number, a long list) stays one line
+            problem = problem[:MAX_PROBLEM_CHARS - 20] + " ... " + problem[-15:]
         super().__init__(f"{where}: {problem}")
         self.source, self.field, self.problem = str(source), field, problem
 
@@ -36,7 +41,7 @@ def parse_json(text: str, source, field: str | None):
     """json.loads, where text that is not JSON is an InputError naming the source and the field."""
     try:
         return json.loads(text)
-    except json.JSONDecodeError as e:
+    except ValueError as e:  # JSONDecodeError, or an integer of more digits than Python converts (4300)
         raise InputError(source, field, f"not valid JSON ({e})") from None
 
 

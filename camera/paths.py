@@ -41,13 +41,14 @@ try:
 except ImportError:  # Python 3.10
     import tomli as tomllib
 
-from camera.errors import InputError, read_text
+from camera.errors import InputError, is_number, read_text
 from camera.pose import PITCH_LIMIT, Pose, check_pose_limits
 
 INTERPOLATIONS = ("catmull-rom", "linear")
 DEFAULT_FOV = 60.0
 MAX_SEGMENT_TURN = 30.0  # degrees of |d yaw| + |d pitch| + |d roll| between rotation keys (must be < 180)
 FPS_RANGE = (1.0, 240.0)
+MIN_KEY_GAP = 1e-3       # seconds between keys: far below a frame, far above what makes a spline's slopes overflow
 MAX_FRAMES = 1_000_000   # frames a path may sample (11.5 hours at 24 fps): a bound on memory and time
 _PATH_FIELDS = ("fps", "interpolation", "relative", "key")
 _KEY_FIELDS = ("t", "position", "yaw", "pitch", "roll", "fov")
@@ -226,7 +227,7 @@ def load_path(file) -> CameraPath:
         raise InputError(file, None, "unknown camera path type (expected .toml or a RealEstate10K .txt)")
     try:
         data = tomllib.loads(read_text(file))
-    except tomllib.TOMLDecodeError as e:
+    except ValueError as e:  # TOMLDecodeError, or an integer of more digits than Python converts (4300)
         raise InputError(file, None, f"not valid TOML: {e}") from None
     return parse_path(data, file)
 
@@ -290,6 +291,9 @@ def _parse_key(k, prev: Keyframe | None, source, field: str, relative: bool) -> 
         raise InputError(source, f"{field}.t", f"must be 0 or later, got {t}")
     if prev is not None and t <= prev.t:
         raise InputError(source, f"{field}.t", f"times must increase ({t} after {prev.t})")
+    if prev is not None and t - prev.t < MIN_KEY_GAP:  # closer keys make the spline's slopes overflow
+        raise InputError(source, f"{field}.t", f"keys must be at least {MIN_KEY_GAP * 1000:g} ms apart "
+                         f"({t} after {prev.t})")
     if "position" not in k and prev is None and not relative:
         raise InputError(source, f"{field}.position", "missing: an absolute path's first key needs a position "
                          "(a relative path's first key defaults to [0, 0, 0], the start itself)")
@@ -319,7 +323,7 @@ def _known(table: dict, allowed: Sequence[str], source, prefix: str) -> None:
 def _number(v, source, field: str) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise InputError(source, field, f"must be a number, got {v!r}")
-    if not math.isfinite(v):
+    if not is_number(v):
         raise InputError(source, field, f"must be a finite number, got {v!r}")
     return float(v)
 

@@ -1,6 +1,7 @@
 """RealEstate10K camera files <-> camera paths.
 
-The format: the first line is the video's URL; then one line per frame with 19 numbers:
+The format: the first line is the video's URL (read as a camera line if it is one: a file cut from a longer
+one may lack it); then one line per frame with 19 numbers:
     timestamp_us  fx fy cx cy  0 0  r00 r01 r02 t0  r10 r11 r12 t1  r20 r21 r22 t2
 intrinsics normalised by the image width (fx, cx) and height (fy, cy), then the 3x4 world-to-camera
 matrix, row-major, for an OpenCV camera (+x right, +y down, +z forward).
@@ -35,7 +36,8 @@ def load_realestate(file, aspect: float = 16 / 9) -> CameraPath:
     vertical fov follows from it."""
     file = Path(file)
     lines = read_text(file).splitlines()
-    rows = [(n, line) for n, line in enumerate(lines[1:], start=2) if line.strip()]
+    first = 0 if lines and _is_camera_line(lines[0]) else 1  # a file cut from a longer one may lack the URL line
+    rows = [(n, line) for n, line in enumerate(lines[first:], start=first + 1) if line.strip()]
     if len(rows) < 2:
         raise InputError(file, None, "needs a URL line and at least two camera lines")
     timestamps, poses = [], []
@@ -50,6 +52,14 @@ def load_realestate(file, aspect: float = 16 / 9) -> CameraPath:
     keys = keys_from_poses((timestamps - timestamps[0]) / 1e6, poses)
     return check_path(CameraPath(fps, "linear", False, keys), file, keys_field="timestamps", fps_field="timestamps",
                       key_field=lambda i: f"line {rows[i][0]}")
+
+
+def _is_camera_line(line: str) -> bool:
+    parts = line.split()
+    try:
+        return len(parts) == 19 and all(np.isfinite(float(p)) for p in parts)
+    except ValueError:
+        return False
 
 
 def _parse_line(line: str, file, n: int) -> np.ndarray:

@@ -182,7 +182,7 @@ def read_session(path) -> Session:
     else:  # no newline at the end: the last line may have been cut while being written
         try:
             json.loads(lines[-1])
-        except json.JSONDecodeError:
+        except ValueError:  # not JSON (or a number of more digits than Python converts): the cut line
             lines.pop()
             torn = True
     frames: list[FrameRecord] = []

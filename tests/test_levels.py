@@ -93,6 +93,7 @@ def test_a_good_file_loads(tmp_path):
     (('name = "test"', 'name = "a/b"'), "level.name", "letters, digits"),
     (('name = "test"', 'name = "two\\nlines"'), "level.name", "letters, digits"),
     (('name = "test"', 'name = ""'), "level.name", "letters, digits"),
+    (("density = 0.2", "density = 1" + "0" * 400), "scene.fog.density", "must be a finite number"),
 ])
 def test_bad_values_name_the_file_and_the_field(tmp_path, change, field, words):
     path = write(tmp_path, GOOD.replace(*change, 1))

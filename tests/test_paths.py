@@ -152,6 +152,12 @@ def key(t, extra=""):
     (HEADER + "\n[[path.key]]\nt = 0.0\n" + key(1.0), "walk.toml: path.key[0].position: missing: an absolute"),
     ("[camera]\n", "walk.toml: camera: unknown field"),
     ("[path\n", "walk.toml: not valid TOML"),
+    # Numbers past a float's range, or of more digits than Python converts, are bad input, not a traceback.
+    pytest.param(HEADER + key(0.0) + key("1" + "0" * 400), "walk.toml: path.key[1].t: must be a finite number, "
+                 "got 1000", id="t-past-a-float"),
+    pytest.param(HEADER + key(0.0) + key("1" + "0" * 5000), "walk.toml: not valid TOML", id="t-of-5001-digits"),
+    # Keys a hair apart make the spline's slopes overflow (a scipy traceback before).
+    (HEADER + key(0.0) + key(1e-310), "walk.toml: path.key[1].t: keys must be at least 1 ms apart"),
 ])
 def test_validation_messages(tmp_path, monkeypatch, text, message):
     monkeypatch.chdir(tmp_path)
@@ -265,6 +271,14 @@ def test_realestate_hand_made_file(tmp_path):
     np.testing.assert_allclose([*a.position, a.yaw, a.pitch, a.roll, a.fov], [0, 0, 0, 0, 0, 0, 60], atol=1e-9)
     np.testing.assert_allclose([*b.position, b.yaw % 360, b.pitch, b.roll, b.fov], [1, 2, 3, 270, 0, 0, 60], atol=1e-9)
     assert b.t == pytest.approx(0.041708)
+
+
+def test_a_realestate_file_without_its_url_line_keeps_its_first_camera(tmp_path):
+    rows = [f"{41708 * i} 0.5 0.9 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 {-i}" for i in range(3)]
+    (tmp_path / "with.txt").write_text("https://example.com/v\n" + "\n".join(rows) + "\n")
+    (tmp_path / "without.txt").write_text("\n".join(rows) + "\n")
+    with_url, without = load_realestate(tmp_path / "with.txt"), load_realestate(tmp_path / "without.txt")
+    assert len(without.keys) == 3 and without.keys == with_url.keys  # it used to drop the first camera unsaid
 
 
 @pytest.mark.parametrize("line, message", [

@@ -122,6 +122,8 @@ def set_field(field, value):
      "trajectory.jsonl:10", "to_frame"),                                      # frame 3 is not a step's last
     (8, lambda line: json.dumps({"event": "rewind", "frame": 7, "to_frame": 4, "to_step": 1}) + "\n" + line,
      "trajectory.jsonl:8", "frame"),                                          # in the middle of step 2
+    (3, set_field("input", {"actions": [], "mouse": [10**400, 0]}), "trajectory.jsonl:3", "input.mouse"),
+    (3, lambda line: '{"big": 1' + "0" * 5000 + ", " + line[1:], "trajectory.jsonl:3", None),
 ])
 def test_corrupt_lines_are_named(tmp_path, number, change, where, field):
     writer, _ = write_session(tmp_path, steps=3, rewind_after=2)

@@ -130,7 +130,7 @@ def load_level(name_or_path) -> Level:
         raise InputError(text, None, f"{problem} (available levels: {available})")
     try:
         d = tomllib.loads(read_text(path))
-    except tomllib.TOMLDecodeError as e:
+    except ValueError as e:  # TOMLDecodeError, or an integer of more digits than Python converts (4300)
         raise InputError(path, None, f"invalid TOML: {e}") from None
     return level_from_dict(d, path)
 

@@ -16,7 +16,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 
 import numpy as np
 
-from camera.errors import InputError
+from camera.errors import InputError, is_number
 
 Color = tuple[float, float, float]  # RGB, each 0..1, display (sRGB-like) values
 
@@ -221,8 +221,8 @@ def _parse_value(tp, meta, v, source, where):
     elif tp is float:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise InputError(source, where, f"must be a number, got {_describe(v)}")
-        if not math.isfinite(v):
-            raise InputError(source, where, f"must be a finite number, got {v}")
+        if not is_number(v):
+            raise InputError(source, where, f"must be a finite number, got {v!r}")
         v = float(v)
     else:
         raise TypeError(f"no parser for {tp} at {where}")
