@@ -225,8 +225,9 @@ def load_path(file) -> CameraPath:
         return load_realestate(file)
     if file.suffix.lower() != ".toml":
         raise InputError(file, None, "unknown camera path type (expected .toml or a RealEstate10K .txt)")
+    text = read_text(file)
     try:
-        data = tomllib.loads(read_text(file))
+        data = tomllib.loads(text)
     except ValueError as e:  # TOMLDecodeError, or an integer of more digits than Python converts (4300)
         raise InputError(file, None, f"not valid TOML: {e}") from None
     return parse_path(data, file)

@@ -33,8 +33,15 @@ class ReplayResult:
 def open_session_world(session: Session, device: str = "auto"):
     """The world a session was played in (same kind, size, checkpoint), and its level."""
     h = session.header
-    level_path = Path(h["level"]["path"])
-    level = load_level(level_path if level_path.is_file() else h["level"]["name"])
+    level_path, name = Path(h["level"]["path"]), h["level"]["name"]
+    if level_path.is_file():
+        level = load_level(level_path)  # a file that is there but bad names itself
+    else:  # moved or deleted: a shipped level of the same name will do
+        try:
+            level = load_level(name)
+        except InputError:
+            raise InputError(session.path / "session.json", "level", f"its level file {level_path} is gone and no "
+                             f"shipped level is named {name!r}") from None
     world = make_world(h["world"], size=session.size if h["world"] == "reference" else None,
                        checkpoint=h["checkpoint"], device=device, level=level, random_config=h.get("random_config"))
     if h["checkpoint_sha256"] is not None and getattr(world, "checkpoint_sha256", None) != h["checkpoint_sha256"]:

@@ -110,7 +110,9 @@ def read_safetensors(path, device="cpu") -> tuple[dict[str, torch.Tensor], dict[
     """All tensors and the metadata of a safetensors file; InputError if it is missing, truncated or not one."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(path, None, "no such checkpoint file")
+        what = "no such checkpoint file" if not path.exists() else \
+            "is a folder, not a checkpoint file" if path.is_dir() else "is not a regular file"
+        raise InputError(path, None, what)
     try:
         with safe_open(path, framework="pt", device=str(device)) as f:
             metadata = f.metadata() or {}

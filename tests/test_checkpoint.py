@@ -85,6 +85,8 @@ def test_extra_modules_round_trip(saved, tmp_path):
 
 def test_missing_file(tmp_path):
     assert "no such checkpoint file" in refused(tmp_path / "nothing.safetensors")
+    (tmp_path / "folder.safetensors").mkdir()
+    assert "folder.safetensors: is a folder, not a checkpoint file" in refused(tmp_path / "folder.safetensors")
 
 
 def test_truncated_file(saved, tmp_path):

@@ -160,6 +160,11 @@ def test_a_missing_level_lists_the_available_ones():
     assert all(level.name in message for level in list_levels())
 
 
+def test_a_folder_given_as_a_level_is_called_a_folder(tmp_path):
+    (tmp_path / "dir.toml").mkdir()
+    assert error_of(tmp_path / "dir.toml") == f"{tmp_path / 'dir.toml'}: is a folder, not a file"
+
+
 def test_random_scenes_cover_the_vocabulary_and_round_trip():
     rng = np.random.default_rng(0)
     scenes = [random_scene(rng) for _ in range(300)]

@@ -166,6 +166,16 @@ def test_corrupt_sessions_are_one_line_and_exit_2(tmp_path, history_world, capsy
     assert not (tmp_path / "p.toml").exists()
 
 
+def test_a_session_whose_level_is_gone_names_session_json(tmp_path, history_world, capsys):
+    session = play_session(tmp_path, history_world, "generated", steps=2)
+    header = json.loads((session / "session.json").read_text())
+    header["level"] |= {"name": "moved", "path": str(tmp_path / "gone" / "moved.toml")}
+    (session / "session.json").write_text(json.dumps(header))
+    assert main(["replay", str(session), "--check"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "session.json: level: its level file" in err and "'moved'" in err, err
+
+
 def test_path_from_session_out_must_be_a_toml_file_outside_the_session(tmp_path, history_world, capsys):
     session = play_session(tmp_path, history_world, "generated", steps=2)
     recorded = (session / "trajectory.jsonl").read_bytes()

@@ -124,12 +124,13 @@ def load_level(name_or_path) -> Level:
     by_name = not (text.lower().endswith(".toml") or path.parent != Path("."))
     if by_name:
         path = LEVELS_DIR / f"{text}.toml"
-    if not path.is_file():
+    if not path.exists():  # a folder or a pipe is not "no such file": read_text says what it is
         available = ", ".join(p.stem for p in sorted(LEVELS_DIR.glob("*.toml")))
         problem = "no such level" if by_name else "no such level file"
         raise InputError(text, None, f"{problem} (available levels: {available})")
+    toml_text = read_text(path)
     try:
-        d = tomllib.loads(read_text(path))
+        d = tomllib.loads(toml_text)
     except ValueError as e:  # TOMLDecodeError, or an integer of more digits than Python converts (4300)
         raise InputError(path, None, f"invalid TOML: {e}") from None
     return level_from_dict(d, path)
