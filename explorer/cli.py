@@ -36,6 +36,14 @@ def parse_size(text: str) -> tuple[int, int]:
     return w, h
 
 
+def parse_frame_size(text: str) -> tuple[int, int]:
+    """A size of frames that may become video: parse_size's, both even (H.264's 4:2:0 halves them)."""
+    w, h = parse_size(text)
+    if w % 2 or h % 2:
+        raise argparse.ArgumentTypeError(f"width and height must be even (H.264 video halves them), got {text!r}")
+    return w, h
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -99,12 +107,24 @@ def cmd_levels(args) -> int:
     return 0
 
 
+def check_model_options(args) -> None:
+    """--checkpoint and --random-weights (play, render): one or the other, and a config that exists."""
+    from model.config import get_config
+    if args.random_weights and args.checkpoint:
+        raise InputError("command line", "--random-weights", "random weights or a checkpoint, not both")
+    if args.random_weights:
+        get_config(args.random_weights, source="command line: --random-weights")
+
+
 def cmd_render(args) -> int:
     from explorer.render import render_path
     from explorer.video import check_video_path
     check_video_path(args.out)
-    if args.random_weights and args.checkpoint:
-        raise InputError("command line", "--random-weights", "random weights or a checkpoint, not both")
+    check_model_options(args)
+    if args.world == "reference" and (args.checkpoint or args.random_weights):
+        option = "--checkpoint" if args.checkpoint else "--random-weights"
+        raise InputError("command line", option, "the reference world has no model; add --world generated or "
+                         "--world compare")
     render_path(level=args.level, path=args.path, out=args.out, world_kind=args.world, size=args.size,
                 checkpoint=args.checkpoint, device=args.device, seed=args.seed, random_config=args.random_weights)
     return 0
@@ -127,8 +147,7 @@ def cmd_play(args) -> int:
     if args.world == "generated" and args.size is not None:
         raise InputError("command line", "--size", "the generated world renders at its checkpoint's size; --size is "
                          "for the reference world")
-    if args.random_weights and args.checkpoint:
-        raise InputError("command line", "--random-weights", "random weights or a checkpoint, not both")
+    check_model_options(args)
     if args.checkpoint:  # fail before the window opens, not on the world's thread after
         try:
             open(args.checkpoint, "rb").close()
@@ -144,7 +163,7 @@ def cmd_play(args) -> int:
     game = Game(config, open_world)
     code = game.run()
     for path, dropped in zip(game.sessions, game.dropped):  # what the HUD counted, for whoever played unseen
-        numbers = summary(read_session(path))
+        numbers = {k: "n/a" if v is None else v for k, v in summary(read_session(path)).items()}  # one frame: no rates
         print(f"{path}: {numbers['frames']} frames in {numbers['seconds']} s ({numbers['fps']} fps), {dropped} "
               f"dropped, latency p50 {numbers['latency_ms_p50']} ms, step p99 {numbers['step_ms_p99']} ms")
     return code
@@ -160,7 +179,7 @@ def cmd_replay(args) -> int:
 
 def cmd_path_from_session(args) -> int:
     from camera.errors import check_output_path
-    from camera.paths import path_from_poses, save_path
+    from camera.paths import check_path, path_from_poses, save_path
     from explorer.session import read_session
 
     out = check_output_path(args.out, (".toml",))
@@ -172,6 +191,11 @@ def cmd_path_from_session(args) -> int:
         raise InputError(args.session, None, "a camera path needs at least two frames; this session has one")
     path = path_from_poses(poses, fps=session.header["fps"], tolerance_m=args.tolerance_m,
                            tolerance_deg=args.tolerance_deg)
+    try:  # a file that `render` would refuse is not written (a session may turn further than a path may)
+        check_path(path, out)
+    except InputError as e:
+        raise InputError(args.session, None, f"cannot be a camera path: its {e.field} would be out of range "
+                         f"({e.problem})") from None
     save_path(path, args.out)
     print(f"wrote {args.out}: {len(path.keys)} {path.interpolation} keys for {len(poses)} frames, within "
           f"{args.tolerance_m:g} m and {args.tolerance_deg:g} degrees of every recorded pose")
@@ -269,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "config (mini, tiny, ...) instead of a checkpoint: for tests and benchmarks; the screen says so")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help=DEVICE_HELP)
     p.add_argument("--seed", type=seed_int, default=0, help="generated world: the noise seed (default 0)")
-    p.add_argument("--size", type=parse_size, default=None,
+    p.add_argument("--size", type=parse_frame_size, default=None,
                    help="reference world: the frames' WIDTHxHEIGHT (default 256x144, the generated world's largest "
                    "size); they are upscaled to the window")
     p.add_argument("--window", type=parse_size, default=(1280, 720), help="window WIDTHxHEIGHT (default 1280x720)")
@@ -316,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--world", choices=["reference", "generated", "compare"], default="reference",
                    help="the procedural reference scene, the neural generator, or compare: the generator (left) "
                    "next to the reference (right) on the same poses (default: reference)")
-    p.add_argument("--size", type=parse_size, default=None,
+    p.add_argument("--size", type=parse_frame_size, default=None,
                    help="output WIDTHxHEIGHT, per panel with compare (default: 640x360 for reference, the model's "
                    "native size for generated and compare)")
     p.add_argument("--checkpoint", default=None, help="generated world: a .safetensors checkpoint (default: shipped)")

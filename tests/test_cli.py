@@ -63,6 +63,13 @@ def test_render_compare_puts_the_generated_world_beside_the_reference(tmp_path):
     (["render", "--level", "no-such-level", "--path", WALK, "--out", "x.mp4"], ["no-such-level"]),
     (["render", "--level", "meadow", "--path", "missing.toml", "--out", "x.mp4"], ["missing.toml"]),
     (["render", "--level", "meadow", "--path", WALK, "--out", "x.mp4", "--size", "big"], ["--size"]),
+    (["render", "--level", "meadow", "--path", WALK, "--out", "x.mp4", "--size", "17x18"], ["--size", "even"]),
+    (["play", "--size", "64x37"], ["--size", "even"]),  # its session could not be filmed with replay --out
+    (["render", "--level", "meadow", "--path", WALK, "--out", "x.mp4", "--random-weights", "tiny"],
+     ["--random-weights", "reference world has no model"]),  # it was ignored: the video showed the reference
+    (["render", "--level", "meadow", "--path", WALK, "--out", "x.mp4", "--world", "generated",
+      "--random-weights", "foo"], ["--random-weights", "unknown config 'foo'"]),
+    (["play", "--random-weights", "foo"], ["--random-weights", "unknown config 'foo'"]),
     (["data", "--out", "d", "--clips", "2", "--frames", "10"], ["--frames"]),
     # Output files that could not be written are refused before any work
     (["render", "--level", "meadow", "--path", WALK, "--out", "x.gif"], ["x.gif", "--out", ".mp4"]),

@@ -176,6 +176,20 @@ def test_a_session_whose_level_is_gone_names_session_json(tmp_path, history_worl
     assert len(err.splitlines()) == 1 and "session.json: level: its level file" in err and "'moved'" in err, err
 
 
+def test_path_from_session_refuses_a_path_that_render_would_refuse(tmp_path, history_world, capsys):
+    """Yaw that swings a million degrees each frame unwraps past a path file's limit: no file, one line, exit 2."""
+    session = play_session(tmp_path, history_world, "generated", steps=2)
+    lines = (session / "trajectory.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    for i, record in enumerate(records):
+        record["pose"]["yaw"] = 999999.0 * (-1) ** i
+    (session / "trajectory.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert main(["path", "from-session", str(session), "--out", str(tmp_path / "p.toml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot be a camera path" in err and ".yaw" in err, err
+    assert not (tmp_path / "p.toml").exists()
+
+
 def test_path_from_session_out_must_be_a_toml_file_outside_the_session(tmp_path, history_world, capsys):
     session = play_session(tmp_path, history_world, "generated", steps=2)
     recorded = (session / "trajectory.jsonl").read_bytes()
