@@ -58,12 +58,14 @@ def open_world(config: str | None, device: str, checkpoint, window: int | None =
     `window` overrides the generator's window (random weights only): the cost of a longer or shorter history.
     """
     from model.checkpoint import default_checkpoint_path
+    if config is not None:
+        get_config(config, source="command line: --config")  # an unknown name is refused before any work
     if window is not None:
         if checkpoint is not None:
             raise InputError("command line", "--window", "times random weights only; leave out --checkpoint")
         if window < 1:
             raise InputError("command line", "--window", f"must be at least 1, got {window}")
-        cfg = get_config(config or "mini", source="command line")
+        cfg = get_config(config or "mini")
         cfg.generator = replace(cfg.generator, window=window)
         return GeneratedWorld.random(cfg, pick_device(device)), "random"
     path = checkpoint or default_checkpoint_path()

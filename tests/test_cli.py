@@ -70,6 +70,7 @@ def test_render_compare_puts_the_generated_world_beside_the_reference(tmp_path):
     (["render", "--level", "meadow", "--path", WALK, "--out", "x.mp4", "--world", "generated",
       "--random-weights", "foo"], ["--random-weights", "unknown config 'foo'"]),
     (["play", "--random-weights", "foo"], ["--random-weights", "unknown config 'foo'"]),
+    (["bench", "--config", "foo"], ["--config", "unknown config 'foo'"]),
     (["data", "--out", "d", "--clips", "2", "--frames", "10"], ["--frames"]),
     # Output files that could not be written are refused before any work
     (["render", "--level", "meadow", "--path", WALK, "--out", "x.gif"], ["x.gif", "--out", ".mp4"]),
