@@ -76,7 +76,7 @@ class GameConfig:
     seed: int = 0
     window: tuple[int, int] = (1280, 720)
     fullscreen: bool = False
-    seconds: float | None = None               # quit by itself after this long (from the first frame)
+    seconds: float | None = None               # quit by itself after this long (from the first frame; wall clock)
     sessions_dir: Path = Path("sessions")
     random_weights: str | None = None          # the generated world is an untrained model of this config: warn
     world_process: bool = False                # run the worlds in a child process (open_world must be picklable)
@@ -266,7 +266,7 @@ class Game:
                 self._step(inp)                   # step
                 self._draw(advance=not self.paused)  # draw
                 if self.config.seconds is not None and self.t0 is not None \
-                        and self._clock() - self.t0 >= self.config.seconds:
+                        and time.perf_counter() - self.first_shown >= self.config.seconds:
                     self.done = True
                 ticker.wait()
             self._end()
@@ -310,7 +310,8 @@ class Game:
         self.buffer: deque[Shown] = deque()  # back from the worker, not yet shown
         self.ring = SnapshotRing()
         self.generation, self.next_step, self.restore = 0, 1, None
-        self.t0: float | None = None          # when frame 0 was shown
+        self.t0: float | None = None          # when frame 0 was shown, on the play clock (the menu's time left out)
+        self.first_shown = 0.0                # and on the wall clock: --seconds counts the menu's time too
         self.last_shown: Shown | None = None
         self.screen_pose = None               # the pose of the frame on screen (this world's): see _view_pose
         self.at_boundary = False              # the last frame shown was the last of its step
@@ -527,7 +528,7 @@ class Game:
 
     def _log(self, shown: Shown, now: float) -> None:
         if self.t0 is None:
-            self.t0 = now
+            self.t0, self.first_shown = now, time.perf_counter()
         latency_ms = (now - shown.tick.sampled) * 1000
         frame = self.session.frames
         self.session.frame(now - self.t0, shown.step, shown.tick.motion.pose, shown.tick.input, shown.step_ms,

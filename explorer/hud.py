@@ -97,7 +97,9 @@ class Hud:
 
 
 class Menu:
-    """The pause menu: arrows and Enter, or a click, choose an item; Esc resumes."""
+    """The pause menu: arrows and Enter, or a click, choose an item; Esc resumes. The walking keys (WASD, Space)
+    do nothing here: one held as the menu opens, or pressed again as the window gets focus back, would move the
+    selection (from Resume round to Quit) or choose."""
 
     def __init__(self, panel: TextPanel):
         self.panel = panel
@@ -113,11 +115,11 @@ class Menu:
 
     def key(self, key: int) -> str | None:
         """The chosen item's name for a key press, or None (selection moved, or the key means nothing here)."""
-        if key in (pygame.K_UP, pygame.K_w):
+        if key == pygame.K_UP:
             self.selected = (self.selected - 1) % len(MENU_ITEMS)
-        elif key in (pygame.K_DOWN, pygame.K_s):
+        elif key == pygame.K_DOWN:
             self.selected = (self.selected + 1) % len(MENU_ITEMS)
-        elif key in (pygame.K_RETURN, pygame.K_KP_ENTER, pygame.K_SPACE):
+        elif key in (pygame.K_RETURN, pygame.K_KP_ENTER):
             return MENU_ITEMS[self.selected]
         elif key == pygame.K_ESCAPE:
             return "Resume"

@@ -220,7 +220,8 @@ def test_a_mouse_turn_shows_on_screen_before_the_world_draws_it(tmp_path, monkey
 
 def test_time_in_the_pause_menu_is_not_play_time(tmp_path, monkeypatch, xvfb):
     """Esc opens the menu for ~1.5 s mid-walk: the log's clock and latencies leave the pause out, so the session
-    shows no gap and no dropped frames (it used to count the whole pause as both)."""
+    shows no gap and no dropped frames (it used to count the whole pause as both). --seconds is the wall clock's:
+    a run with the menu open still ends (a demo left paused, or paused by a lost focus, used to run for ever)."""
     import threading
     from explorer.session import summary
     if xvfb:
@@ -246,12 +247,10 @@ def test_time_in_the_pause_menu_is_not_play_time(tmp_path, monkeypatch, xvfb):
 
     config = GameConfig(load_level("meadow"), "reference", SIZE, window=WINDOW, seconds=3.0, sessions_dir=tmp_path)
     game = Game(config, lambda kind, size: ReferenceWorld(size), PauseOnce([InputState({"forward"})] * 200))
-    start = time.perf_counter()
     assert game.run() == 0
-    assert time.perf_counter() - start > 4.4  # 3 s of play and the pause
     session = read_session(game.sessions[0])
     t = [f.t for f in session.frames]
-    assert t[-1] < 3.3 and max(np.diff(t)) < 0.5, max(np.diff(t))
+    assert 1.0 < t[-1] < 2.0 and max(np.diff(t)) < 0.5, (t[-1], max(np.diff(t)))  # 3 s, 1.5 of them in the menu
     numbers = summary(session)
     assert numbers["dropped"] <= 5 and numbers["latency_ms_p90"] < 1000, numbers
     # the menu's arrow key is not a tap of "back" for the camera once play goes on
@@ -261,7 +260,6 @@ def test_time_in_the_pause_menu_is_not_play_time(tmp_path, monkeypatch, xvfb):
 def test_the_walk_pauses_when_the_window_loses_focus(tmp_path, monkeypatch, xvfb):
     """Alt-tab mid-walk: the menu opens and the world waits, as Esc would; the session does not go on without the
     player (it used to walk on, generating, until the window came back)."""
-    import threading
     if xvfb:
         monkeypatch.setenv("DISPLAY", xvfb)
         monkeypatch.setenv("SDL_VIDEODRIVER", "x11")
@@ -270,15 +268,14 @@ def test_the_walk_pauses_when_the_window_loses_focus(tmp_path, monkeypatch, xvfb
         def sample(self):
             if self.taken == 24:
                 pygame.event.post(pygame.event.Event(pygame.WINDOWFOCUSLOST))
-                threading.Timer(2.5, pygame.event.post, (pygame.event.Event(pygame.QUIT),)).start()
             return super().sample()
 
-    config = GameConfig(load_level("meadow"), "reference", SIZE, window=WINDOW, seconds=10.0, sessions_dir=tmp_path)
+    config = GameConfig(load_level("meadow"), "reference", SIZE, window=WINDOW, seconds=3.5, sessions_dir=tmp_path)
     game = Game(config, lambda kind, size: ReferenceWorld(size), LoseFocusOnce([InputState({"forward"})] * 400))
     assert game.run() == 0
     assert game.paused
     frames = len(read_session(game.sessions[0]).frames)
-    assert 24 <= frames < 48, frames  # without the pause: ~24 + 2.5 s x 24 fps
+    assert 24 <= frames < 48, frames  # without the pause: 3.5 s x 24 fps
 
 
 def test_mouse_sensitivity_and_invert_y_steer_the_camera_and_are_logged(tmp_path, monkeypatch, xvfb):

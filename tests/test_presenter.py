@@ -186,6 +186,9 @@ def test_menu_keys_and_clicks():
     menu.selected = 0
     assert menu.key(pygame.K_UP) is None and menu.lines()[-1].startswith("> ")  # wraps round to Quit
     assert menu.key(pygame.K_ESCAPE) == "Resume"
+    menu.selected = 0
+    for walking in (pygame.K_w, pygame.K_s, pygame.K_a, pygame.K_d, pygame.K_SPACE):  # held into the menu: nothing
+        assert menu.key(walking) is None and menu.selected == 0
     panel.render(menu.lines())
     h, w = panel.image.shape[:2]
     for rect in ((100, 50, w, h), (10, 20, w // 2, h // 2)):  # full size, and scaled to fit a small window
