@@ -252,7 +252,9 @@ class Game:
         self.message: tuple[str, float] | None = None
         self.worker, self.tick = None, 0
         on_main_thread = threading.current_thread() is threading.main_thread()  # where Python runs signal handlers
-        previous = signal.signal(signal.SIGINT, self._interrupted) if on_main_thread else None
+        quits = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; `kill`, `timeout`, a service manager
+        previous = {s: signal.signal(s, self._interrupted) for s in quits} if on_main_thread else {}
+        self.interrupted_at = -math.inf
         try:
             self._show_now(f"opening the {self.config.world} world...")
             self._begin(self.config.world)
@@ -279,15 +281,19 @@ class Game:
                 saver.join()
             self.presenter.release()
             pygame.display.quit()
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+            for s, handler in previous.items():
+                signal.signal(s, handler)
         return 0
 
     def _interrupted(self, signum, frame) -> None:
-        """Ctrl-C in the terminal quits as closing the window does: the step on screen is shown to its end and the
-        session is closed. A second Ctrl-C (the game stuck somewhere) interrupts at once."""
-        if self.done:
+        """Ctrl-C in the terminal (or SIGTERM) quits as closing the window does: the step on screen is shown to its
+        end and the session is closed. Another one a second later (the game stuck somewhere) interrupts at once;
+        one within the second is the same request sent twice (`timeout` signals the game and its group)."""
+        now = time.perf_counter()
+        if self.done and now - self.interrupted_at > 1.0:
             raise KeyboardInterrupt
+        if not self.done:
+            self.interrupted_at = now
         self.done = True
 
     def _begin(self, kind: str) -> None:

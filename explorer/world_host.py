@@ -156,6 +156,7 @@ def serve(open_world: WorldFactory, kind: str, size, seed: int, jobs, results) -
         # Ctrl-C in a terminal signals the whole process group: the game decides (it finishes the step on screen
         # and closes this worker); a child that died of it would end the game with an error instead
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # as `timeout` sends it to the whole group
     try:
         host = WorldHost(open_world, kind, size, seed)
         results.put(host.opened)

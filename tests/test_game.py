@@ -532,6 +532,23 @@ def test_ctrl_c_in_the_terminal_quits_like_closing_the_window(tmp_path, xvfb):
     assert code == 0 and f"{n} of {n} frames match" in out, err
 
 
+def test_sigterm_twice_to_the_group_quits_like_closing_the_window(tmp_path, xvfb):
+    """As `timeout` ends a run: SIGTERM to the game, then to its whole process group, within a moment. The
+    session is closed and the numbers printed (SIGTERM used to kill the game mid-step, printing nothing)."""
+    sessions = tmp_path / "sessions"
+    proc = play_cli(sessions, xvfb, seconds=60, start_new_session=True)
+    try:
+        session = wait_for_lines(sessions, 30)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        os.killpg(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    assert "ended" in json.loads((session / "session.json").read_text())
+    n = len(trajectory(session))
+    assert (n - 1) % FRAMES_PER_STEP == 0 and out.startswith(f"{session}: {n} frames")
+
+
 def test_play_without_a_display_says_so_in_one_line(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER")}
     code, out, err = run_cli("play", "--seconds", "1", "--sessions-dir", str(tmp_path), env=env)
