@@ -25,7 +25,9 @@ MENU_ITEMS = ("Resume", "Restart", "Switch world", "Quit")
 class TextPanel:
     """Lines of text on a translucent box, as an RGBA image, (h, w, 4) uint8 with row 0 at the top."""
 
-    def __init__(self, size: int = 20, padding: int = 8, background=(0, 0, 0, 160), color=(235, 235, 235)):
+    # The box is dark grey, not black: where a panel reaches into the black bars beside the picture (the HUD in a
+    # 4:3 window, the split view) a black box vanished there and the part over the picture looked cut off.
+    def __init__(self, size: int = 20, padding: int = 8, background=(40, 40, 40, 176), color=(235, 235, 235)):
         pygame.font.init()
         self.font = pygame.font.Font(None, size)
         self.padding, self.background, self.color = padding, background, color
@@ -64,6 +66,11 @@ class FrameStats:
     latency_ms: float   # input sample -> present
 
 
+def reading(value: float, decimals: int = 1) -> float:
+    """`value` as the HUD shows it: rounded, and never "-0.0" (a camera a hair below level is level)."""
+    return round(value, decimals) + 0.0
+
+
 class Hud:
     """Running numbers of the last second and the text lines that show them."""
 
@@ -86,10 +93,11 @@ class Hud:
         fps = (len(f) - 1) / (f[-1].t - f[0].t) if len(f) > 1 and f[-1].t > f[0].t else 0.0
         step = np.mean([s.step_ms for s in f]) if f else 0.0
         latency = np.mean([s.latency_ms for s in f]) if f else 0.0
-        x, y, z = pose.position
+        x, y, z = (reading(v, 2) for v in pose.position)
+        yaw, pitch, roll = reading(heading(pose.yaw)), reading(pose.pitch), reading(pose.roll)
         self._text = [
             f"{fps:4.1f} fps   step {step:5.1f} ms   latency {latency:5.0f} ms   dropped {self.dropped}",
-            f"pos {x:7.2f} {y:6.2f} {z:7.2f}   yaw {heading(pose.yaw):6.1f}   pitch {pose.pitch:5.1f}",
+            f"pos {x:7.2f} {y:6.2f} {z:7.2f}   yaw {yaw:6.1f}   pitch {pitch:5.1f}   roll {roll:5.1f}",
             f"world {self.world} on {self.device}" + (f"   split: {split}" if split else ""),
             "F1 hud  F12 screenshot  R rewind  Tab split  Esc menu",
         ]

@@ -174,6 +174,12 @@ def test_hud_numbers_are_averages_refreshed_a_few_times_a_second():
     # yaw winds past +-180 (continuous motion); the HUD reads it as a heading
     assert "yaw   90.0" in "\n".join(hud.lines(now=2.0, pose=Pose(yaw=-7110.0)))
     assert "yaw  180.0" in "\n".join(hud.lines(now=3.0, pose=Pose(yaw=-180.0)))
+    panel = TextPanel()
+    panel.render(lines)
+    r, g, b, a = panel.image[1, 1].astype(int)  # the box's corner
+    assert r * a // 255 >= 20 and 100 <= a < 255  # over black bars it still shows; over the picture it lets it through
+    text = "\n".join(hud.lines(now=4.0, pose=Pose((-0.001, 1.7, 0.0), pitch=-0.04, roll=12.0)))
+    assert "-0.0" not in text and "pitch   0.0" in text and "roll  12.0" in text, text
 
 
 def test_menu_keys_and_clicks():
