@@ -489,7 +489,8 @@ class Game:
         self.session.rewind(target.frame, target.step)
         self.generation += 1
         self.pending, self.buffer = [], deque()
-        self.restore, self.motion = target.state, target.motion
+        # the camera lands at rest: the speed it had then would carry it on with no key held
+        self.restore, self.motion = target.state, MotionState.at(target.motion.pose, target.motion.altitude)
         self.last_sent = Tick(self._clock(), InputState(), target.motion)
         self.filling = True
         self._present(target.image, target.side, target.motion.pose)

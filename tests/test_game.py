@@ -156,8 +156,9 @@ def test_scripted_play_logs_every_frame_rewinds_splits_and_replays(tmp_path, mon
     assert rewind["frame"] - 1 - rewind["to_frame"] == 48
     target = session.frames[rewind["to_frame"]]
     after = session.frames[rewind["frame"]]
-    assert np.linalg.norm(np.subtract(after.pose.position, target.pose.position)) < 0.2
     assert after.step > before[-1].step
+    for frame in session.frames[rewind["frame"]:]:  # nothing held since: it lands and stands (it slid on at the
+        assert np.allclose(frame.pose.position, target.pose.position, atol=1e-9)  # speed it had 2 s before)
 
     # Screenshots: the world as presented (with the HUD), then the split view of two worlds on the same poses.
     world = ReferenceWorld(SIZE)
@@ -171,7 +172,7 @@ def test_scripted_play_logs_every_frame_rewinds_splits_and_replays(tmp_path, mon
         rows = split[WINDOW[1] // 2 - 20:WINDOW[1] // 2 + 20]
         left, right = rows[:, :WINDOW[0] // 2], rows[:, WINDOW[0] // 2:]
         assert np.abs(left.astype(int) - right.astype(int)).mean() < 4  # the same picture twice
-        assert split[-15:].max() < 10  # letterboxed: two 16:9 panels side by side leave bars
+        assert split[-5:].max() < 10  # letterboxed: two 16:9 panels side by side leave bars (below the message)
     finally:
         world.close()
 
