@@ -51,6 +51,7 @@ import pygame  # noqa: E402
 
 from camera.controls import ControlSettings, InputState, MotionState, mouse_look, step as control_step  # noqa: E402
 from camera.errors import InputError  # noqa: E402
+from camera.pose import Pose  # noqa: E402
 from explorer.hud import FrameStats, Hud, Menu, TextPanel  # noqa: E402
 from explorer.keys import InputSource, PygameInput  # noqa: E402
 from explorer.presenter import Presenter, overlay_rect  # noqa: E402
@@ -296,8 +297,9 @@ class Game:
             self.interrupted_at = now
         self.done = True
 
-    def _begin(self, kind: str) -> None:
-        """Open a world of `kind` on a new worker, start a session, and ask for the first frame."""
+    def _begin(self, kind: str, start: Pose | None = None) -> None:
+        """Open a world of `kind` on a new worker, start a session, and ask for the first frame, seen from `start`
+        (default: the level's start)."""
         c = self.config
         self.worker = Worker(self.open_world, kind, c.size if kind == "reference" else None, c.seed,
                              process=c.world_process)
@@ -308,7 +310,8 @@ class Game:
                                      threads=self.worker.threads, controls=c.controls)
         self.sessions.append(self.session.path)
         self.hud = Hud(kind, self.worker.device, FPS)
-        start = c.level.start
+        level = c.level if start is None else replace(c.level, start=start)
+        start = level.start
         altitude = None if self.ground is None else start.position[1] - self.ground(start.position[0],
                                                                                      start.position[2])
         self.motion = MotionState.at(start, altitude)
@@ -325,7 +328,7 @@ class Game:
         self.pacer = Pacer()
         self.rewind_requested = False
         self.worker.submit(Job([Tick(self._clock(), InputState(), self.motion)], 0, 0, start,
-                               reset=c.level, split=self.split))
+                               reset=level, split=self.split))
         self.pacer.submitted(self.tick)
 
     def _end(self) -> None:
@@ -394,8 +397,10 @@ class Game:
             self._pause(False)
         elif item == "Quit":
             self.done = True
-        elif item in ("Restart", "Switch world"):
-            self._restart(OTHER_WORLD[self.kind] if item == "Switch world" else self.kind)
+        elif item == "Restart":
+            self._restart(self.kind)
+        elif item == "Switch world":
+            self._restart(OTHER_WORLD[self.kind], here=True)
 
     def _pause(self, on: bool) -> None:
         now = time.perf_counter()
@@ -412,17 +417,19 @@ class Game:
         pygame.event.set_grab(on)
         pygame.mouse.set_visible(not on)
 
-    def _restart(self, kind: str) -> None:
-        """A new session, in a world of `kind`; if that world cannot be opened, say so and stay."""
+    def _restart(self, kind: str, here: bool = False) -> None:
+        """A new session, in a world of `kind`, at the level's start or (`here`) where the camera is on screen; if
+        that world cannot be opened, say so and stay."""
         self._pause(False)  # the menu goes at once, not after the seconds the new world takes to open
         if self.menu_panel.render([]):
             self.presenter.set_overlay("menu", None)
         self._end()
+        start = self.screen_pose if here and self.screen_pose is not None else self.config.level.start
         self._show_now(f"opening the {kind} world...")  # the loop stops for the seconds a world takes to open
         try:
-            self._begin(kind)
+            self._begin(kind, start)
         except Exception as e:  # noqa: BLE001 - a world that cannot be opened must not end the game
-            self._begin(self.kind)
+            self._begin(self.kind, start)
             self._say(f"cannot open the {kind} world: {str(e).splitlines()[0]}")
 
     def _toggle_split(self) -> None:

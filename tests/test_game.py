@@ -279,6 +279,40 @@ def test_the_walk_pauses_when_the_window_loses_focus(tmp_path, monkeypatch, xvfb
     assert 24 <= frames < 48, frames  # without the pause: 3.5 s x 24 fps
 
 
+def test_switch_world_keeps_the_place_and_restart_goes_back_to_the_start(tmp_path, monkeypatch, xvfb):
+    """Walk 1 s, then Switch world in the menu: the other world opens where the camera was (it used to open at the
+    level's start, unsaid); Restart there goes back to the start."""
+    import threading
+    if xvfb:
+        monkeypatch.setenv("DISPLAY", xvfb)
+        monkeypatch.setenv("SDL_VIDEODRIVER", "x11")
+
+    def press(*keys):
+        for key in keys:
+            pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=key, mod=0, unicode="", scancode=0))
+
+    class Menu(ScriptedInput):
+        def sample(self):
+            if self.taken == 24:  # Esc, then Down twice to "Switch world" and Enter, once the menu is up
+                press(pygame.K_ESCAPE)
+                threading.Timer(0.3, press, (pygame.K_DOWN, pygame.K_DOWN, pygame.K_RETURN)).start()
+            if self.taken == 60:  # in the other world: Restart
+                press(pygame.K_ESCAPE)
+                threading.Timer(0.3, press, (pygame.K_DOWN, pygame.K_RETURN)).start()
+            return super().sample()
+
+    level = load_level("meadow")
+    config = GameConfig(level, "reference", SIZE, window=WINDOW, seconds=12.0, sessions_dir=tmp_path)
+    game = Game(config, lambda kind, size: ReferenceWorld(size or SIZE), Menu([InputState({"forward"})] * 1000))
+    game.run()
+    first, second, third = (read_session(path) for path in game.sessions[:3])
+    assert game.kind == "generated"  # switched once, then restarted in the same kind
+    walked = first.frames[-1].pose
+    assert np.linalg.norm(np.subtract(walked.position, level.start.position)) > 0.5
+    assert second.frames[0].pose == walked  # switched where the screen was
+    assert third.frames[0].pose == level.start  # restarted at the start
+
+
 def test_mouse_sensitivity_and_invert_y_steer_the_camera_and_are_logged(tmp_path, monkeypatch, xvfb):
     if xvfb:
         monkeypatch.setenv("DISPLAY", xvfb)
