@@ -331,7 +331,7 @@ def _number(v, source, field: str) -> float:
 
 def save_path(path: CameraPath, file) -> None:
     """Write a readable TOML file that load_path reads back to the same path (floats by repr)."""
-    lines = ["# camera path (see camera/paths.py for the format)", "[path]",
+    lines = ["# camera path for explorer render --path (the format: the README, \"Camera paths\")", "[path]",
              f"fps = {float(path.fps)!r}", f'interpolation = "{path.interpolation}"',
              f"relative = {'true' if path.relative else 'false'}"]
     for k in path.keys:
