@@ -20,7 +20,7 @@ def is_number(v) -> bool:
     return isinstance(v, float) and math.isfinite(v)
 
 
-MAX_PROBLEM_CHARS = 240
+MAX_PROBLEM_CHARS = 600  # a long value quoted in a problem is cut in the middle; every message of ours fits
 
 
 class InputError(ValueError):

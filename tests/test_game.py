@@ -590,6 +590,7 @@ def test_play_without_a_display_says_so_in_one_line(tmp_path):
     assert code == 2
     assert len(err.strip().splitlines()) == 1, err
     assert "display" in err and "xvfb-run" in err and "explorer render" in err and "SDL_VIDEODRIVER" in err
+    assert err.strip().endswith("(plays unseen and logs the session)")  # whole: not cut as an overlong value is
     assert not any(tmp_path.iterdir())
 
 
