@@ -10,6 +10,10 @@ Our camera is OpenGL's (+y up, -z forward). The flip F = diag(1, -1, -1) turns o
 and we apply it to the world too (RealEstate10K worlds come from SLAM in the same OpenCV axes, y
 down), so C2W_ours = F @ C2W_cv @ F: a camera with the identity matrix is our rest pose at the
 origin, looking along -Z with +Y up. Translations keep the file's (arbitrary, per-video) scale.
+
+The origin is as arbitrary as the scale, so the path is relative: its first camera is the level's start pose,
+and the others are placed from there as a relative TOML path's keys are (offsets in the first camera's yaw frame,
+angle differences). Read absolute, a file would start wherever its SLAM origin falls: in a level, in the ground.
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from camera.errors import InputError, read_text
-from camera.paths import CameraPath, check_path, keys_from_poses
+from camera.paths import CameraPath, Keyframe, check_path, keys_from_poses
 from camera.pose import Pose
 
 _FLIP = np.diag([1.0, -1.0, -1.0, 1.0])  # OpenCV <-> OpenGL axes, for cameras and for the world
@@ -49,9 +53,18 @@ def load_realestate(file, aspect: float = 16 / 9) -> CameraPath:
         poses.append(_pose(v, aspect, file, n))
     timestamps = np.array(timestamps)
     fps = 1e6 / float(np.median(np.diff(timestamps)))
-    keys = keys_from_poses((timestamps - timestamps[0]) / 1e6, poses)
-    return check_path(CameraPath(fps, "linear", False, keys), file, keys_field="timestamps", fps_field="timestamps",
+    keys = relative_to_first(keys_from_poses((timestamps - timestamps[0]) / 1e6, poses))
+    return check_path(CameraPath(fps, "linear", True, keys), file, keys_field="timestamps", fps_field="timestamps",
                       key_field=lambda i: f"line {rows[i][0]}")
+
+
+def relative_to_first(keys: Sequence[Keyframe]) -> list[Keyframe]:
+    """Absolute keys as a relative path's, the first at the start: CameraPath.resolved(start) inverted, so that
+    resolving them at the first key's pose gives the keys back."""
+    first = keys[0]
+    heading = Rotation.from_euler("Y", first.yaw, degrees=True)
+    return [Keyframe(k.t, tuple(heading.inv().apply(np.subtract(k.position, first.position))), k.yaw - first.yaw,
+                     k.pitch - first.pitch, k.roll - first.roll, k.fov) for k in keys]
 
 
 def _is_camera_line(line: str) -> bool:

@@ -352,7 +352,7 @@ def summarise(tracks: Sequence[Track], reference: Sequence[Track], seconds: floa
     curve = [at_time(tracks, t) for t in range(1, math.floor(seconds) + 1)]
     return {
         "psnr": {k: v[0] for k, v in marks.items()}, "ssim": {k: v[1] for k, v in marks.items()},
-        "fd_windows": fd, "drift": fd[-1] / fd[0] if fd and fd[0] > 0 else None,
+        "fd_windows": fd, "drift": fd[-1] / fd[0] if len(fd) > 1 and fd[0] > 0 else None,  # one window: no drift to tell
         "sharpness_ratio": sharpness_ratio(tracks, reference, 1, length),
         "sharpness_windows": [sharpness_ratio(tracks, reference, a, b) for a, b in windows],
         "colour_shift": float(frames_in(tracks, "colour", 1, length).mean()),

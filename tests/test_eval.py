@@ -152,9 +152,9 @@ def test_short_eval_prints_every_field_and_is_deterministic(tiny_checkpoint, tmp
     for key in ("yaw_shift_error_pct", "forward_error_pct", "sharpness_ratio"):
         assert isinstance(r[key], float) and r[key] >= 0
     assert r["camera"]["reference_yaw_shift_error_pct"] < 10  # the estimator follows the reference world
-    assert len(r["fd_windows"]) == 1 and r["fd_windows"][0] > 0 and r["drift"] == 1.0  # one 5 s window
+    assert len(r["fd_windows"]) == 1 and r["fd_windows"][0] > 0 and r["drift"] is None  # one window: none to tell
     diffusion = r["baselines"]["diffusion"]
-    assert diffusion["steps"] == 4 and diffusion["drift"] == 1.0
+    assert diffusion["steps"] == 4 and diffusion["drift"] is None
     assert diffusion["psnr"]["1s"] != r["psnr"]["1s"]  # a different sampler really ran
     assert len(r["curves"]["psnr"]["generated"]) == len(r["curves"]["t"]) == 2
     bound = r["vae_bound"]  # the reference through the (random) VAE: measured, and not the model

@@ -247,9 +247,9 @@ def test_realestate_round_trip(tmp_path):
     timestamps = 1_000_000 + np.arange(20) * 33_367
     save_realestate(poses, timestamps, tmp_path / "cams.txt", aspect=16 / 9, url="https://example.com/v")
     p = load_path(tmp_path / "cams.txt")
-    assert p.interpolation == "linear" and p.fps == pytest.approx(1e6 / 33_367)
+    assert p.interpolation == "linear" and p.fps == pytest.approx(1e6 / 33_367) and p.relative
     np.testing.assert_allclose([k.t for k in p.keys], (timestamps - timestamps[0]) / 1e6)
-    loaded = [Pose(k.position, k.yaw, k.pitch, k.roll, k.fov) for k in p.keys]
+    loaded = [Pose(k.position, k.yaw, k.pitch, k.roll, k.fov) for k in p.resolved(poses[0]).keys]  # at its origin
     np.testing.assert_allclose(arrays(loaded)[:, :3], arrays(poses)[:, :3], atol=1e-6)
     np.testing.assert_allclose(arrays(loaded)[:, 4:], arrays(poses)[:, 4:], atol=1e-6)
     assert np.degrees((rotations(loaded).inv() * rotations(poses)).magnitude()).max() < 1e-6
@@ -271,6 +271,20 @@ def test_realestate_hand_made_file(tmp_path):
     np.testing.assert_allclose([*a.position, a.yaw, a.pitch, a.roll, a.fov], [0, 0, 0, 0, 0, 0, 60], atol=1e-9)
     np.testing.assert_allclose([*b.position, b.yaw % 360, b.pitch, b.roll, b.fov], [1, 2, 3, 270, 0, 0, 60], atol=1e-9)
     assert b.t == pytest.approx(0.041708)
+
+
+def test_a_realestate_path_starts_at_the_start_pose_wherever_its_origin_is(tmp_path):
+    """Its SLAM origin is arbitrary: read absolute, a camera at (0, 0, 0) stood in meadow's ground."""
+    start = Pose((3.0, 1.7, -2.0), yaw=40.0, pitch=-3.0)
+    s, c = np.sin(np.radians(10.0)), np.cos(np.radians(10.0))
+    poses = [Pose((50.0 - i * s, -7.0, 20.0 - i * c), yaw=10.0, pitch=-20.0) for i in range(3)]  # 1 m a step ahead
+    save_realestate(poses, 1_000_000 + np.arange(3) * 41_708, tmp_path / "c.txt")
+    walked = load_path(tmp_path / "c.txt").poses(start=start)
+    np.testing.assert_allclose(walked[0].position, start.position, atol=1e-9)
+    assert walked[0].yaw == pytest.approx(start.yaw) and walked[0].pitch == pytest.approx(start.pitch)
+    step = np.subtract(walked[-1].position, walked[0].position)  # 2 m forward of the start's heading
+    np.testing.assert_allclose(step, 2.0 * np.array([-np.sin(np.radians(40.0)), 0.0, -np.cos(np.radians(40.0))]),
+                               atol=1e-6)
 
 
 def test_a_realestate_file_without_its_url_line_keeps_its_first_camera(tmp_path):
