@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -17,7 +19,11 @@ def check_video_path(path) -> Path:
 
 class VideoWriter:
     """Writes RGB uint8 frames to an .mp4 (H.264, yuv420p). Written to a temporary file and renamed on close,
-    so an interrupted render never leaves a truncated file where a good one was."""
+    so an interrupted render never leaves a truncated file where a good one was.
+
+    While it is open, Ctrl-C (SIGINT) is held and acted on at the next frame: one that came while ffmpeg was being
+    started was lost (the render went on and replaced the older file), and one inside a GL call (a world's shaders
+    compiling) could crash the process. A second Ctrl-C acts at once."""
 
     def __init__(self, path, size: tuple[int, int], fps: float = 24.0, quality: float = 8):
         self.path = check_video_path(path)
@@ -26,11 +32,18 @@ class VideoWriter:
             raise InputError(self.path, "size", f"H.264 needs even width and height, got {self.size[0]}x{self.size[1]}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
-        # One encoder thread: x264 is deterministic either way, but this keeps a render from starving the game.
-        self._gen = imageio_ffmpeg.write_frames(
-            str(self._tmp), self.size, fps=fps, quality=quality, codec="libx264", macro_block_size=1,
-            output_params=["-threads", "1"], ffmpeg_log_level="error")
-        self._gen.send(None)
+        self.interrupts = 0
+        on_main_thread = threading.current_thread() is threading.main_thread()  # where signal handlers run
+        self._previous_sigint = signal.signal(signal.SIGINT, self._interrupted) if on_main_thread else None
+        try:
+            # One encoder thread: x264 is deterministic either way, but this keeps a render from starving the game.
+            self._gen = imageio_ffmpeg.write_frames(
+                str(self._tmp), self.size, fps=fps, quality=quality, codec="libx264", macro_block_size=1,
+                output_params=["-threads", "1"], ffmpeg_log_level="error")
+            self._gen.send(None)
+        except BaseException:
+            self._restore_sigint()
+            raise
         # imageio-ffmpeg keeps ffmpeg's process to itself; its exit status is the only sign that a
         # file it wrote is whole (an unwritable or full disk otherwise passes silently).
         self._ffmpeg = self._gen.gi_frame.f_locals.get("p")
@@ -38,6 +51,8 @@ class VideoWriter:
 
     def write(self, frames: np.ndarray) -> None:
         """frames: (H, W, 3) or (N, H, W, 3) uint8."""
+        if self.interrupts:
+            raise KeyboardInterrupt
         frames = np.asarray(frames)
         for frame in frames.reshape(-1, *frames.shape[-3:]):
             if frame.shape[1::-1] != self.size:
@@ -51,6 +66,10 @@ class VideoWriter:
 
     def close(self) -> None:
         """Finish the file and put it in place; if ffmpeg failed, raise and leave an older file as it was."""
+        if self.interrupts:  # after the last frame: the video is whole, but it was not wanted any more
+            self.abort()
+            raise KeyboardInterrupt
+        self._restore_sigint()
         self._gen.close()
         status = getattr(self._ffmpeg, "returncode", 0)
         if status != 0 or not self._tmp.is_file() or self._tmp.stat().st_size == 0:
@@ -60,10 +79,21 @@ class VideoWriter:
         os.replace(self._tmp, self.path)
 
     def abort(self) -> None:
+        self._restore_sigint()
         try:
             self._gen.close()
         finally:
             self._remove_partial()
+
+    def _interrupted(self, signum, frame) -> None:
+        self.interrupts += 1
+        if self.interrupts > 1:
+            raise KeyboardInterrupt
+
+    def _restore_sigint(self) -> None:
+        if self._previous_sigint is not None:
+            signal.signal(signal.SIGINT, self._previous_sigint)
+            self._previous_sigint = None
 
     def _remove_partial(self) -> None:
         if self._tmp.is_file():

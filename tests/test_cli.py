@@ -153,6 +153,25 @@ def test_a_failing_ffmpeg_leaves_the_older_video_and_says_so(tmp_path):
     assert out.read_bytes() == b"precious"
 
 
+def test_ctrl_c_while_a_video_is_open_is_held_to_the_next_frame_and_keeps_the_older_file(tmp_path):
+    """A Ctrl-C as ffmpeg starts (Python lost it in its start-up: the render went on and replaced the file) or in
+    a GL call (a crash) is kept and acted on at the next frame, and the handler before it comes back."""
+    import os
+    import signal
+    from explorer.video import VideoWriter
+
+    out = tmp_path / "keep.mp4"
+    out.write_bytes(b"precious")
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        with VideoWriter(out, (32, 16)) as writer:
+            os.kill(os.getpid(), signal.SIGINT)  # held: no KeyboardInterrupt here
+            assert writer.interrupts == 1
+            writer.write(np.zeros((4, 16, 32, 3), np.uint8))
+    assert out.read_bytes() == b"precious" and list(tmp_path.iterdir()) == [out]
+    assert signal.getsignal(signal.SIGINT) is before
+
+
 def test_a_terminated_render_leaves_no_partial_file(tmp_path):
     import signal
     import time
