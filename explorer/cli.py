@@ -122,12 +122,12 @@ def cmd_render(args) -> int:
     from explorer.video import check_video_path
     check_video_path(args.out)
     check_model_options(args)
-    if args.world == "reference" and (args.checkpoint or args.random_weights):
-        option = "--checkpoint" if args.checkpoint else "--random-weights"
+    if args.world == "reference" and (args.checkpoint or args.random_weights or args.seed is not None):
+        option = "--checkpoint" if args.checkpoint else "--random-weights" if args.random_weights else "--seed"
         raise InputError("command line", option, "the reference world has no model; add --world generated or "
                          "--world compare")
     render_path(level=args.level, path=args.path, out=args.out, world_kind=args.world, size=args.size,
-                checkpoint=args.checkpoint, device=args.device, seed=args.seed, random_config=args.random_weights)
+                checkpoint=args.checkpoint, device=args.device, seed=args.seed or 0, random_config=args.random_weights)
     return 0
 
 
@@ -200,7 +200,25 @@ def cmd_path_from_session(args) -> int:
     save_path(path, args.out)
     print(f"wrote {args.out}: {len(path.keys)} {path.interpolation} keys for {len(poses)} frames, within "
           f"{args.tolerance_m:g} m and {args.tolerance_deg:g} degrees of every recorded pose")
+    print("to film it as it was played: explorer render " + " ".join(render_options(session.header, args.out)))
     return 0
+
+
+def render_options(header: dict, path) -> list[str]:
+    """`explorer render`'s options for the world a session was played in (its level, world, seed and model):
+    a path alone would be rendered with seed 0 and the shipped model."""
+    import shlex
+    from model.checkpoint import default_checkpoint_path
+    level = header["level"]["path"] if Path(header["level"]["path"]).is_file() else header["level"]["name"]
+    options = ["--level", level, "--path", str(path), "--out", "walk.mp4", "--world", header["world"]]
+    if header["world"] == "generated":
+        if header.get("random_config"):
+            options += ["--random-weights", header["random_config"]]
+        elif header["checkpoint"] and Path(header["checkpoint"]) != default_checkpoint_path().resolve():
+            options += ["--checkpoint", header["checkpoint"]]
+        if header["seed"]:
+            options += ["--seed", str(header["seed"])]
+    return [shlex.quote(option) for option in options]
 
 
 def cmd_data(args) -> int:
@@ -347,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "native size for generated and compare)")
     p.add_argument("--checkpoint", default=None, help="generated world: a .safetensors checkpoint (default: shipped)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help=DEVICE_HELP)
-    p.add_argument("--seed", type=seed_int, default=0, help="generated world: the noise seed (default 0)")
+    p.add_argument("--seed", type=seed_int, default=None, help="generated world: the noise seed (default 0)")
     p.add_argument("--random-weights", metavar="CONFIG", default=None,
                    help="generated world: an untrained model of this config (tiny, mini, apt2-8b) instead of a "
                    "checkpoint, to try the machinery")

@@ -71,6 +71,8 @@ def test_render_compare_puts_the_generated_world_beside_the_reference(tmp_path):
       "--random-weights", "foo"], ["--random-weights", "unknown config 'foo'"]),
     (["play", "--random-weights", "foo"], ["--random-weights", "unknown config 'foo'"]),
     (["bench", "--config", "foo"], ["--config", "unknown config 'foo'"]),
+    (["render", "--level", "meadow", "--path", WALK, "--out", "x.mp4", "--seed", "7"],
+     ["--seed", "reference world has no model"]),
     (["data", "--out", "d", "--clips", "2", "--frames", "10"], ["--frames"]),
     # Output files that could not be written are refused before any work
     (["render", "--level", "meadow", "--path", WALK, "--out", "x.gif"], ["x.gif", "--out", ".mp4"]),

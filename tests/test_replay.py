@@ -137,6 +137,10 @@ def test_path_from_session_is_within_the_stated_tolerance(tmp_path, history_worl
     assert main(["path", "from-session", str(session), "--out", str(out), "--tolerance-m", "0.02"]) == 0
     message = capsys.readouterr().out
     assert "0.02 m" in message and "0.5 degrees" in message
+    # how to film it in the world it was played in: a path alone renders with seed 0 and the shipped model
+    hint = message.splitlines()[-1]
+    assert hint.startswith("to film it as it was played: explorer render --level ") and f"--path {out}" in hint
+    assert "--world generated" in hint and "--seed 3" in hint, hint
     path = load_path(out)
     recorded = [json.loads(line)["pose"] for line in (session / "trajectory.jsonl").read_text().splitlines()]
     resampled = path.poses()
