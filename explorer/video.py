@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -23,7 +24,7 @@ class VideoWriter:
 
     While it is open, Ctrl-C (SIGINT) is held and acted on at the next frame: one that came while ffmpeg was being
     started was lost (the render went on and replaced the older file), and one inside a GL call (a world's shaders
-    compiling) could crash the process. A second Ctrl-C acts at once."""
+    compiling) could crash the process. A second Ctrl-C, a second or more later, acts at once."""
 
     def __init__(self, path, size: tuple[int, int], fps: float = 24.0, quality: float = 8):
         self.path = check_video_path(path)
@@ -32,7 +33,7 @@ class VideoWriter:
             raise InputError(self.path, "size", f"H.264 needs even width and height, got {self.size[0]}x{self.size[1]}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
-        self.interrupts = 0
+        self.interrupts, self._first_interrupt = 0, 0.0
         on_main_thread = threading.current_thread() is threading.main_thread()  # where signal handlers run
         self._previous_sigint = signal.signal(signal.SIGINT, self._interrupted) if on_main_thread else None
         try:
@@ -60,6 +61,8 @@ class VideoWriter:
             try:
                 self._gen.send(np.ascontiguousarray(frame, dtype=np.uint8))
             except OSError as e:  # ffmpeg quit: its own message is on stderr above
+                if self.interrupts:  # a terminal's Ctrl-C reaches ffmpeg too: it was the interrupt
+                    raise KeyboardInterrupt from None
                 why = str(e).splitlines()[0]
                 raise InputError(self.path, None, f"ffmpeg stopped writing the video ({why})") from None
             self.frames += 1
@@ -86,9 +89,12 @@ class VideoWriter:
             self._remove_partial()
 
     def _interrupted(self, signum, frame) -> None:
+        now = time.monotonic()
+        if self.interrupts and now - self._first_interrupt > 1.0:  # within a second: the same one sent twice
+            raise KeyboardInterrupt                                 # (`timeout` passes it on to its group)
+        if not self.interrupts:
+            self._first_interrupt = now
         self.interrupts += 1
-        if self.interrupts > 1:
-            raise KeyboardInterrupt
 
     def _restore_sigint(self) -> None:
         if self._previous_sigint is not None:

@@ -174,6 +174,20 @@ def test_ctrl_c_while_a_video_is_open_is_held_to_the_next_frame_and_keeps_the_ol
     assert signal.getsignal(signal.SIGINT) is before
 
 
+def test_ctrl_c_that_a_library_turns_into_another_error_is_still_an_interrupt(monkeypatch, capsys):
+    """A Ctrl-C during scipy's import came out as a traceback (exit 1) raised from the KeyboardInterrupt."""
+    import explorer.cli as cli
+
+    def interrupted_import(args):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as interrupt:
+            raise ImportError("cannot import name ...") from interrupt
+    monkeypatch.setattr(cli, "cmd_levels", interrupted_import)
+    assert cli.main(["levels"]) == 130
+    assert capsys.readouterr().err.strip() == "explorer: interrupted"
+
+
 def test_a_terminated_render_leaves_no_partial_file(tmp_path):
     import signal
     import time
