@@ -44,6 +44,8 @@ class VideoWriter:
             self._gen.send(None)
         except BaseException:
             self._restore_sigint()
+            if self.interrupts:  # a terminal's Ctrl-C reached the ffmpeg being started too ("no ffmpeg found")
+                raise KeyboardInterrupt from None
             raise
         # imageio-ffmpeg keeps ffmpeg's process to itself; its exit status is the only sign that a
         # file it wrote is whole (an unwritable or full disk otherwise passes silently).
