@@ -177,6 +177,15 @@ def keys_from_poses(times: Sequence[float], poses: Sequence[Pose]) -> list[Keyfr
     return [Keyframe(float(t), tuple(r[:3]), r[3], r[4], r[5], r[6]) for t, r in zip(times, a)]
 
 
+def relative_to_first(keys: Sequence[Keyframe]) -> list[Keyframe]:
+    """Absolute keys as a relative path's, the first at the start: CameraPath.resolved(start) inverted, so that
+    resolving them at the first key's pose gives the keys back."""
+    first = keys[0]
+    heading = Rotation.from_euler("Y", first.yaw, degrees=True)
+    return [Keyframe(k.t, tuple(heading.inv().apply(np.subtract(k.position, first.position))), k.yaw - first.yaw,
+                     k.pitch - first.pitch, k.roll - first.roll, k.fov) for k in keys]
+
+
 def path_from_poses(poses: Sequence[Pose], fps: float = 24.0, tolerance_m: float = 0.05,
                     tolerance_deg: float = 0.5, interpolation: str | None = None) -> CameraPath:
     """Reduce a dense pose list (one per frame at `fps`) to keyframes.

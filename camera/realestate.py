@@ -25,7 +25,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from camera.errors import InputError, read_text
-from camera.paths import CameraPath, Keyframe, check_path, keys_from_poses
+from camera.paths import CameraPath, check_path, keys_from_poses, relative_to_first
 from camera.pose import Pose
 
 _FLIP = np.diag([1.0, -1.0, -1.0, 1.0])  # OpenCV <-> OpenGL axes, for cameras and for the world
@@ -58,20 +58,11 @@ def load_realestate(file, aspect: float = 16 / 9) -> CameraPath:
                       key_field=lambda i: f"line {rows[i][0]}")
 
 
-def relative_to_first(keys: Sequence[Keyframe]) -> list[Keyframe]:
-    """Absolute keys as a relative path's, the first at the start: CameraPath.resolved(start) inverted, so that
-    resolving them at the first key's pose gives the keys back."""
-    first = keys[0]
-    heading = Rotation.from_euler("Y", first.yaw, degrees=True)
-    return [Keyframe(k.t, tuple(heading.inv().apply(np.subtract(k.position, first.position))), k.yaw - first.yaw,
-                     k.pitch - first.pitch, k.roll - first.roll, k.fov) for k in keys]
-
-
 def _is_camera_line(line: str) -> bool:
-    parts = line.split()
     try:
-        return len(parts) == 19 and all(np.isfinite(float(p)) for p in parts)
-    except ValueError:
+        _parse_line(line, None, 1)
+        return True
+    except InputError:
         return False
 
 

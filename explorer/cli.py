@@ -522,6 +522,7 @@ def main(argv=None) -> int:
         print("explorer: interrupted", file=sys.stderr)
         return 130
     except Exception as error:
+        from explorer.interrupts import caused_by_interrupt
         if not caused_by_interrupt(error):
             raise
         print("explorer: interrupted", file=sys.stderr)
@@ -529,17 +530,6 @@ def main(argv=None) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
 
-
-def caused_by_interrupt(error: BaseException | None) -> bool:
-    """Whether a Ctrl-C is behind `error`: one that lands while a library imports or looks for a program can come
-    out as another exception raised from it (scipy's import, imageio-ffmpeg's search for ffmpeg)."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, KeyboardInterrupt):
-            return True
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return False
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ from camera.controls import ControlSettings, InputState, MotionState, mouse_look
 from camera.errors import InputError  # noqa: E402
 from camera.pose import Pose  # noqa: E402
 from explorer.hud import FrameStats, Hud, Menu, TextPanel  # noqa: E402
+from explorer.interrupts import HeldInterrupts  # noqa: E402
 from explorer.keys import InputSource, PygameInput  # noqa: E402
 from explorer.presenter import Presenter, overlay_rect  # noqa: E402
 from explorer.session import SessionWriter  # noqa: E402
@@ -254,8 +255,8 @@ class Game:
         self.worker, self.tick = None, 0
         on_main_thread = threading.current_thread() is threading.main_thread()  # where Python runs signal handlers
         quits = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; `kill`, `timeout`, a service manager
+        self.interrupts = HeldInterrupts()
         previous = {s: signal.signal(s, self._interrupted) for s in quits} if on_main_thread else {}
-        self.interrupted_at = -math.inf
         try:
             self._show_now(f"opening the {self.config.world} world...")
             self._begin(self.config.world)
@@ -290,11 +291,9 @@ class Game:
         """Ctrl-C in the terminal (or SIGTERM) quits as closing the window does: the step on screen is shown to its
         end and the session is closed. Another one a second later (the game stuck somewhere) interrupts at once;
         one within the second is the same request sent twice (`timeout` signals the game and its group)."""
-        now = time.perf_counter()
-        if self.done and now - self.interrupted_at > 1.0:
+        if self.done and not self.interrupts.count:  # quitting already (the window closed) and stuck
             raise KeyboardInterrupt
-        if not self.done:
-            self.interrupted_at = now
+        self.interrupts(signum, frame)
         self.done = True
 
     def _begin(self, kind: str, start: Pose | None = None) -> None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 from pathlib import Path
 
 import imageio_ffmpeg
 import numpy as np
 
 from camera.errors import InputError, check_output_path
+from explorer.interrupts import HeldInterrupts
 
 
 def check_video_path(path) -> Path:
@@ -33,9 +33,9 @@ class VideoWriter:
             raise InputError(self.path, "size", f"H.264 needs even width and height, got {self.size[0]}x{self.size[1]}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
-        self.interrupts, self._first_interrupt = 0, 0.0
+        self._held = HeldInterrupts()
         on_main_thread = threading.current_thread() is threading.main_thread()  # where signal handlers run
-        self._previous_sigint = signal.signal(signal.SIGINT, self._interrupted) if on_main_thread else None
+        self._previous_sigint = signal.signal(signal.SIGINT, self._held) if on_main_thread else None
         try:
             # One encoder thread: x264 is deterministic either way, but this keeps a render from starving the game.
             self._gen = imageio_ffmpeg.write_frames(
@@ -90,13 +90,10 @@ class VideoWriter:
         finally:
             self._remove_partial()
 
-    def _interrupted(self, signum, frame) -> None:
-        now = time.monotonic()
-        if self.interrupts and now - self._first_interrupt > 1.0:  # within a second: the same one sent twice
-            raise KeyboardInterrupt                                 # (`timeout` passes it on to its group)
-        if not self.interrupts:
-            self._first_interrupt = now
-        self.interrupts += 1
+    @property
+    def interrupts(self) -> int:
+        """Ctrl-Cs held since the writer opened."""
+        return self._held.count
 
     def _restore_sigint(self) -> None:
         if self._previous_sigint is not None:
