@@ -11,6 +11,11 @@ import stat
 import sys
 from pathlib import Path
 
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
+
 
 def is_number(v) -> bool:
     """A real number as a parsed JSON or TOML value holds one: int or float (not bool), finite. (JSON's integers
@@ -71,6 +76,15 @@ def read_text(file, missing: str = "no such file") -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise InputError(file, None, f"not UTF-8 text (byte {e.start})") from None
+
+
+def read_toml(file, missing: str = "no such file") -> dict:
+    """A user's TOML file (a level, a camera path) as a dict; unreadable or not TOML is an InputError naming it."""
+    text = read_text(file, missing)
+    try:
+        return tomllib.loads(text)
+    except ValueError as e:  # TOMLDecodeError, or an integer of more digits than Python converts (4300)
+        raise InputError(file, None, f"not valid TOML: {e}") from None
 
 
 def check_output_path(path, suffixes: tuple[str, ...], field: str = "--out") -> Path:

@@ -36,12 +36,7 @@ import numpy as np
 from scipy.interpolate import CubicHermiteSpline
 from scipy.spatial.transform import Rotation, RotationSpline, Slerp
 
-try:
-    import tomllib
-except ImportError:  # Python 3.10
-    import tomli as tomllib
-
-from camera.errors import InputError, is_number, read_text
+from camera.errors import InputError, is_number, read_toml
 from camera.pose import PITCH_LIMIT, Pose, check_pose_limits
 
 INTERPOLATIONS = ("catmull-rom", "linear")
@@ -234,12 +229,7 @@ def load_path(file) -> CameraPath:
         return load_realestate(file)
     if file.suffix.lower() != ".toml":
         raise InputError(file, None, "unknown camera path type (expected .toml or a RealEstate10K .txt)")
-    text = read_text(file)
-    try:
-        data = tomllib.loads(text)
-    except ValueError as e:  # TOMLDecodeError, or an integer of more digits than Python converts (4300)
-        raise InputError(file, None, f"not valid TOML: {e}") from None
-    return parse_path(data, file)
+    return parse_path(read_toml(file), file)
 
 
 def parse_path(data: dict, source) -> CameraPath:

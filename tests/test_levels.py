@@ -107,7 +107,7 @@ def test_structure_errors(tmp_path):
     message = error_of(write(tmp_path, GOOD.replace("[start]", "[begin]")))
     assert "begin" in message or ": start: missing" in message
     message = error_of(write(tmp_path, GOOD.replace("seed = 1", "seed = = 1")))
-    assert "invalid TOML" in message and "line 7" in message, message
+    assert "not valid TOML" in message and "line 7" in message, message
     no_scene = GOOD.split("[scene]")[0] + "[start]\nposition = [0.0, 1.7, 0.0]\n"
     assert "scene: a level needs a [scene] table or a [level] image" in error_of(write(tmp_path, no_scene))
     missing_image = no_scene.replace('title = "A test level"', 'title = "x"\nimage = "nope.png"')

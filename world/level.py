@@ -23,12 +23,11 @@ Every problem is reported as an InputError naming the file and the dotted field.
 from __future__ import annotations
 
 import re
-import tomllib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from camera.errors import InputError, read_text
+from camera.errors import InputError, read_toml
 from camera.pose import PITCH_LIMIT, POSITION_LIMIT, Pose
 from levels import LEVELS_DIR
 from world.scene import SceneParams, height_at, parse_table, spec
@@ -128,12 +127,7 @@ def load_level(name_or_path) -> Level:
         available = ", ".join(p.stem for p in sorted(LEVELS_DIR.glob("*.toml")))
         problem = "no such level" if by_name else "no such level file"
         raise InputError(text, None, f"{problem} (available levels: {available})")
-    toml_text = read_text(path)
-    try:
-        d = tomllib.loads(toml_text)
-    except ValueError as e:  # TOMLDecodeError, or an integer of more digits than Python converts (4300)
-        raise InputError(path, None, f"invalid TOML: {e}") from None
-    return level_from_dict(d, path)
+    return level_from_dict(read_toml(path), path)
 
 
 def list_levels() -> list[Level]:
