@@ -247,6 +247,12 @@ def test_data_writes_resumable_shards(tmp_path):
     np.save(out / "shard_00000" / "poses.npy", np.full((2, 9, 7), np.nan))
     with pytest.raises(InputError, match=r"shard_00000/poses\.npy: holds NaN"):
         open_dataset(out)
+    # Resuming over a damaged shard renders it again (it used to report success and leave it).
+    (out / "shard_00000" / "frames.npy").write_bytes(b"")
+    code, _, err = run_cli(*args)
+    assert code == 0 and "shard_00000/frames.npy: damaged; rendering shard_00000 again" in err, err
+    _, shards = open_dataset(out)
+    assert np.array_equal(np.concatenate([s["frames"] for s in shards]), first)
     for bad, field in (("[]", "must be a JSON object"), ('{"format": "explorer-dataset/1", "spec": []}', "spec"),
                        ('{"format": "explorer-dataset/1", "spec": {}, "shards": {}}', "shards")):
         (out / "manifest.json").write_text(bad.replace("explorer-dataset/1", manifest["format"]))

@@ -18,6 +18,7 @@ import json
 import re
 import os
 import shutil
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -138,10 +139,10 @@ def write_dataset(out, spec: DataSpec) -> Path:
         first, last = shard * spec.clips_per_shard, min((shard + 1) * spec.clips_per_shard, spec.clips)
         if name in done:
             existing = next(s for s in manifest["shards"] if s["name"] == name)
-            if existing["clips"] == last - first:
+            if existing["clips"] == last - first and _opens(out / name, last - first, manifest["spec"]):
                 bar.update(last - first)
                 continue
-            shutil.rmtree(out / name)  # a short last shard from a smaller --clips: render it again, longer
+            shutil.rmtree(out / name)  # a damaged shard, or a short last one from a smaller --clips: render it again
             manifest["shards"] = [s for s in manifest["shards"] if s["name"] != name]
         frames, poses, seeds = [], [], []
         for clip in range(first, last):
@@ -159,14 +160,19 @@ def write_dataset(out, spec: DataSpec) -> Path:
         tmp = out / f".{name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        np.save(tmp / "frames.npy", np.stack(frames))
-        np.save(tmp / "poses.npy", poses)
-        np.save(tmp / "intrinsics.npy", intrinsics)
-        np.save(tmp / "scene_seeds.npy", np.array(seeds, dtype=np.int64))
+        try:
+            np.save(tmp / "frames.npy", np.stack(frames))
+            np.save(tmp / "poses.npy", poses)
+            np.save(tmp / "intrinsics.npy", intrinsics)
+            np.save(tmp / "scene_seeds.npy", np.array(seeds, dtype=np.int64))
+        except OSError as e:  # a full disk: numpy's error names no file
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise OSError(e.errno, e.strerror or str(e), str(out / name)) from None
         # a folder the manifest does not list is from a run killed between this rename and the manifest's: redone
         shutil.rmtree(out / name, ignore_errors=True)
         os.replace(tmp, out / name)
         manifest["shards"].append({"name": name, "clips": last - first, "first_clip": first})
+        manifest["shards"].sort(key=lambda s: s["name"])  # a shard rendered again keeps its place
         manifest["clips"] = sum(s["clips"] for s in manifest["shards"])
         _write_json(out / "manifest.json", manifest)
     bar.close()
@@ -185,25 +191,37 @@ def open_dataset(folder) -> tuple[dict, list[dict[str, np.ndarray]]]:
     if not (_is_count(spec.get("frames")) and isinstance(spec.get("size"), list) and len(spec["size"]) == 2
             and all(_is_count(v) for v in spec["size"])):
         raise InputError(path, "spec", "must say the clips' frames and size [width, height]")
-    (w, h), f = spec["size"], spec["frames"]
-    shards = []
-    for s in manifest["shards"]:
-        d, n = folder / s["name"], s["clips"]
-        shard = {name: _load_array(d / f"{name}.npy", mmap=name == "frames")
-                 for name in ("frames", "poses", "intrinsics", "scene_seeds")}
-        if len(shard["frames"]) != n:
-            raise InputError(d, None, f"holds {len(shard['frames'])} clips, the manifest says {n} "
-                             f"(delete the folder and run `explorer data` again to render it)")
-        for name, shape, kind in (("frames", (n, f, h, w, 3), "u"), ("poses", (n, f, 7), "f"),
-                                  ("intrinsics", (n, f, 4), "f"), ("scene_seeds", (n,), "i")):
-            a = shard[name]
-            if a.shape != shape or a.dtype.kind != kind or (name == "frames" and a.dtype != np.uint8):
-                raise InputError(d / f"{name}.npy", None, f"is {a.dtype} {a.shape}; the manifest's spec says "
-                                 f"{'uint8' if kind == 'u' else {'f': 'float', 'i': 'int'}[kind]} {shape}")
-            if kind == "f" and not np.isfinite(a).all():
-                raise InputError(d / f"{name}.npy", None, "holds NaN or infinite values")
-        shards.append(shard)
+    shards = [_open_shard(folder / s["name"], s["clips"], spec) for s in manifest["shards"]]
     return manifest, shards
+
+
+def _open_shard(d: Path, n: int, spec: dict) -> dict[str, np.ndarray]:
+    """One shard's arrays, checked against the manifest's clip count and spec (frames memory-mapped)."""
+    (w, h), f = spec["size"], spec["frames"]
+    shard = {name: _load_array(d / f"{name}.npy", mmap=name == "frames")
+             for name in ("frames", "poses", "intrinsics", "scene_seeds")}
+    if len(shard["frames"]) != n:
+        raise InputError(d, None, f"holds {len(shard['frames'])} clips, the manifest says {n} "
+                         f"(delete the folder and run `explorer data` again to render it)")
+    for name, shape, kind in (("frames", (n, f, h, w, 3), "u"), ("poses", (n, f, 7), "f"),
+                              ("intrinsics", (n, f, 4), "f"), ("scene_seeds", (n,), "i")):
+        a = shard[name]
+        if a.shape != shape or a.dtype.kind != kind or (name == "frames" and a.dtype != np.uint8):
+            raise InputError(d / f"{name}.npy", None, f"is {a.dtype} {a.shape}; the manifest's spec says "
+                             f"{'uint8' if kind == 'u' else {'f': 'float', 'i': 'int'}[kind]} {shape}")
+        if kind == "f" and not np.isfinite(a).all():
+            raise InputError(d / f"{name}.npy", None, "holds NaN or infinite values")
+    return shard
+
+
+def _opens(d: Path, n: int, spec: dict) -> bool:
+    """Whether a finished shard opens whole; one that does not (a file cut or deleted) is said and redone."""
+    try:
+        _open_shard(d, n, spec)
+    except InputError as e:
+        tqdm.write(f"{e.source}: damaged; rendering {d.name} again", file=sys.stderr)
+        return False
+    return True
 
 
 def _load_array(path: Path, mmap: bool) -> np.ndarray:
