@@ -9,7 +9,10 @@ raises KeyboardInterrupt at once.
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
+from contextlib import contextmanager
 
 REPEAT_SECONDS = 1.0
 
@@ -27,6 +30,25 @@ class HeldInterrupts:
         if not self.count:
             self._first = now
         self.count += 1
+
+
+@contextmanager
+def held_interrupts():
+    """Ctrl-C and SIGTERM wait until the block is done, then act as they would have: for a few steps that must
+    not be parted (renaming files that refer to each other). Only the main thread can set handlers; elsewhere
+    signals reach the main thread anyway, and nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = []
+    previous = {s: signal.signal(s, lambda signum, frame: held.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        if held:
+            signal.raise_signal(held[0])
 
 
 def caused_by_interrupt(error: BaseException | None) -> bool:

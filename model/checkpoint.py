@@ -31,6 +31,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from camera.errors import InputError, parse_json
+from explorer.interrupts import held_interrupts
 from model.config import ModelConfig, get_config
 from model.generator import Generator
 from model.vae import VAE
@@ -71,12 +72,17 @@ def checkpoint_sha256(path) -> str:
 
 
 def write_safetensors(path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """Writes a safetensors file byte-for-byte determined by its content, atomically.
+    """Writes a safetensors file byte-for-byte determined by its content, atomically: a crash or an error leaves
+    either the old file or the new one, never half of one."""
+    replace_all([(_write_temporary(path, tensors, metadata), Path(path))])
+
+
+def _write_temporary(path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+    """The file `write_safetensors` writes, complete, in a temporary file beside `path`; the caller renames it.
 
     safetensors itself writes the metadata in hash order (it differs from run to run), so the library writes the
     tensors alone, and the file is assembled from a header with the metadata in sorted order plus the library's data
-    section. Both go to temporary files beside `path`, and the last is renamed over `path`: a crash or an error
-    leaves either the old file or the new one, never half of one.
+    section. An error (a full disk) removes the temporaries and names `path`.
     """
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
         raise ValueError("safetensors metadata must map strings to strings")
@@ -100,10 +106,22 @@ def write_safetensors(path, tensors: dict[str, torch.Tensor], metadata: dict[str
             dst.flush()
             os.fsync(dst.fileno())
         os.chmod(final, 0o644)
-        os.replace(final, path)
+        temporaries.remove(final)
+        return final
+    except (OSError, SafetensorError) as e:  # the library's errors and a short write name no file
+        raise OSError(getattr(e, "errno", None), getattr(e, "strerror", None) or str(e), str(path)) from None
     finally:
         for tmp in temporaries:
             tmp.unlink(missing_ok=True)
+
+
+def replace_all(renames: list[tuple[Path, Path]]) -> None:
+    """Renames each complete temporary file over its destination, with Ctrl-C and SIGTERM held until the last is
+    done: files that refer to each other (a checkpoint pins its linked VAE's sha256) change together or not at all.
+    A rename within a folder does not need space, so only a hard kill between two renames could part them."""
+    with held_interrupts():
+        for tmp, path in renames:
+            os.replace(tmp, path)
 
 
 def read_safetensors(path, device="cpu") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -152,17 +170,24 @@ def save_checkpoint(path, config: ModelConfig, vae: VAE, generator: Generator, c
     metadata = {"format": FORMAT, "config": config.to_json(), "stage": stage,
                 "camera_scaling": json.dumps(camera_scaling, sort_keys=True), **extra}
     if linked:
-        entries = {}
-        for prefix, file in sorted(linked.items()):
-            file = Path(file)
-            if prefix not in parts or file.parent.resolve() != Path(path).parent.resolve():
+        for prefix, file in linked.items():
+            if prefix not in parts or Path(file).parent.resolve() != Path(path).parent.resolve():
                 raise ValueError(f"linked {prefix!r}: must name a saved module and a file beside {path}")
+    renames = []  # every file is written in full before any replaces its old version
+    try:
+        entries = {}
+        for prefix, file in sorted((linked or {}).items()):
             part = {k: t for k, t in tensors.items() if k.startswith(prefix + ".")}
-            write_safetensors(file, part, {"format": PART_FORMAT, "part": prefix})
-            entries[prefix] = {"file": file.name, "sha256": checkpoint_sha256(file)}
+            renames.append((_write_temporary(file, part, {"format": PART_FORMAT, "part": prefix}), Path(file)))
+            entries[prefix] = {"file": Path(file).name, "sha256": checkpoint_sha256(renames[-1][0])}
             tensors = {k: t for k, t in tensors.items() if k not in part}
-        metadata[LINKED] = json.dumps(entries, sort_keys=True)
-    write_safetensors(path, tensors, metadata)
+        if linked:
+            metadata[LINKED] = json.dumps(entries, sort_keys=True)
+        renames.append((_write_temporary(path, tensors, metadata), Path(path)))
+        replace_all(renames)
+    finally:
+        for tmp, _ in renames:
+            tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint(path, expect_config: str | ModelConfig | None = None, device="cpu",
@@ -261,7 +286,7 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 def _check_tensors(path: Path, tensors: dict[str, torch.Tensor], parts: dict[str, nn.Module],
                    new: tuple[str, ...] = ()) -> None:
-    """Every expected tensor present with its shape and dtype, and nothing else; names the first one at fault.
+    """Every expected tensor present with its shape and dtype, finite, and nothing else; names the first one at fault.
     Tensors whose names start with one of `new` may be missing (a grown model's new modules)."""
     expected = {f"{prefix}.{k}": t for prefix, m in parts.items() for k, t in m.state_dict().items()}
     missing = sorted(k for k in expected.keys() - tensors.keys() if not k.startswith(new))
@@ -277,6 +302,8 @@ def _check_tensors(path: Path, tensors: dict[str, torch.Tensor], parts: dict[str
         allowed = STORAGE_DTYPES if want.is_floating_point() else (want.dtype,)
         if got.dtype not in allowed:
             raise InputError(path, name, f"dtype {got.dtype}, expected {' or '.join(map(str, allowed))}")
+        if got.is_floating_point() and not torch.isfinite(got).all():  # a diverged run: black frames, no error
+            raise InputError(path, name, "holds NaN or infinite values")
 
 
 def _and_more(names: list[str]) -> str:

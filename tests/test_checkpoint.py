@@ -174,6 +174,16 @@ def test_wrong_dtype(saved, tmp_path):
     assert name in message and "float16" in message
 
 
+def test_non_finite_weights(saved, tmp_path):
+    # A diverged run's NaN used to load, and the generated world drew black frames without a word.
+    for value, name in ((float("nan"), "generator.head.linear.weight"), (float("inf"), "vae.decoder.conv_out.bias")):
+        def poison(t, name=name, value=value):
+            t[name] = t[name].clone()
+            t[name].view(-1)[0] = value
+        path = rewrite(saved[0], tmp_path / "n.safetensors", edit_tensors=poison)
+        assert f"{name}: holds NaN or infinite values" in refused(path)
+
+
 def test_config_other_than_expected(saved, tmp_path):
     assert "expected the 'mini' config, found 'tiny'" in refused(saved[0], expect_config="mini")
     tiny = get_config("tiny")
@@ -387,6 +397,50 @@ def test_a_linked_vae_file_loads_as_one_checkpoint_and_is_checked(saved, tmp_pat
         linked=json.dumps({"vae": {"file": stray.name, "sha256": checkpoint_sha256(stray)}})))
     with pytest.raises(InputError, match="generator.head.linear.bias"):
         load_checkpoint(wrong)
+
+
+def test_ship_replaces_a_linked_pair_together_or_not_at_all(tmp_path, monkeypatch, capsys):
+    # The VAE file used to be renamed into place before the generator file was written: a full disk (or a Ctrl-C)
+    # in between left the old generator pinning a VAE that had been replaced, and the shipped default unloadable.
+    import torch
+    from explorer.cli import main
+    from model import checkpoint
+    from model.checkpoint import checkpoint_sha256, load_checkpoint, save_checkpoint
+    from model.generator import Generator
+    from model.vae import VAE
+    config = get_config("tiny")
+    shipped = tmp_path / "mini.safetensors"
+    for seed, name in ((0, "old"), (1, "new")):
+        torch.manual_seed(seed)
+        save_checkpoint(tmp_path / f"{name}.safetensors", config, VAE(config.vae), Generator(config.generator),
+                        {"origin_std": 2.0, "direction_std": 1.0}, "long")
+    assert main(["ship", str(tmp_path / "old.safetensors"), "--out", str(shipped)]) == 0
+    before = {f.name: checkpoint_sha256(f) for f in tmp_path.glob("mini*")}
+    write = checkpoint._write_temporary
+
+    def disk_full_at_the_generator(path, tensors, metadata):
+        if str(path) == str(shipped):
+            raise OSError(28, "No space left on device", str(path))
+        return write(path, tensors, metadata)
+    monkeypatch.setattr(checkpoint, "_write_temporary", disk_full_at_the_generator)
+    assert main(["ship", str(tmp_path / "new.safetensors"), "--out", str(shipped)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().endswith(f"{shipped}: No space left on device") and err.count("\n") == 1, err
+    assert {f.name: checkpoint_sha256(f) for f in tmp_path.glob("mini*")} == before  # no temporaries either
+    load_checkpoint(shipped)
+
+
+def test_held_interrupts_act_after_the_block():
+    import signal
+
+    from explorer.interrupts import held_interrupts
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with held_interrupts():
+            signal.raise_signal(signal.SIGINT)
+            done.append("the rest of the block")
+    assert done == ["the rest of the block"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_mini_ships_under_30_mib_in_bf16():
