@@ -15,6 +15,7 @@ from pathlib import Path
 from camera.controls import ControlSettings
 from camera.errors import InputError
 from model.training.options import STAGES
+from world.base import MAX_SEED
 
 
 class Parser(argparse.ArgumentParser):
@@ -74,12 +75,13 @@ def number_in(lo, hi, kind=float):
             what = "a whole number" if kind is int else "a number"
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
         if not lo <= value <= hi:  # also refuses nan
-            raise argparse.ArgumentTypeError(f"must be between {lo:g} and {hi:g}, got {text}")
+            show = str if kind is int else "{:g}".format  # 9223372036854775807, not 9.22337e+18
+            raise argparse.ArgumentTypeError(f"must be between {show(lo)} and {show(hi)}, got {text}")
         return value
     return parse
 
 
-seed_int = number_in(0, 2**63 - 1, int)  # a seed is a whole number >= 0 (numpy's generators refuse negative ones)
+seed_int = number_in(0, MAX_SEED, int)
 weight = number_in(0.0, 1e9)  # a loss weight, clip norm or noise level: finite and not negative
 
 

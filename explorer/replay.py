@@ -42,6 +42,9 @@ def open_session_world(session: Session, device: str = "auto"):
         except InputError:
             raise InputError(session.path / "session.json", "level", f"its level file {level_path} is gone and no "
                              f"shipped level is named {name!r}") from None
+    if h["random_config"] is not None:
+        from model.config import get_config
+        get_config(h["random_config"], source=f"{session.path / 'session.json'}: random_config")
     world = make_world(h["world"], size=session.size if h["world"] == "reference" else None,
                        checkpoint=h["checkpoint"], device=device, level=level, random_config=h.get("random_config"))
     if h["checkpoint_sha256"] is not None and getattr(world, "checkpoint_sha256", None) != h["checkpoint_sha256"]:

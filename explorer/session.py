@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -42,7 +43,7 @@ from camera.controls import ControlSettings, InputState
 from camera.errors import InputError, is_number, parse_json, read_text
 from camera.paths import FPS_RANGE
 from camera.pose import PITCH_LIMIT, Pose, check_pose_limits
-from world.base import FRAMES_PER_STEP
+from world.base import FRAMES_PER_STEP, MAX_SEED
 from world.make import WORLDS
 
 FORMAT = "explorer-session/1"
@@ -218,14 +219,12 @@ def _read_header(source: Path) -> dict:
     size = header.get("size")
     if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) and 1 <= v <= 8192 for v in size)):
         raise InputError(source, "size", f"must be [width, height], each from 1 to 8192, got {size!r}")
-    if not _is_int(header.get("seed")):
-        raise InputError(source, "seed", f"must be a whole number, got {header.get('seed')!r}")
+    if not (_is_int(header.get("seed")) and 0 <= header["seed"] <= MAX_SEED):
+        raise InputError(source, "seed", f"must be a whole number from 0 to {MAX_SEED}, got {header.get('seed')!r}")
     if not (is_number(header.get("fps")) and FPS_RANGE[0] <= header["fps"] <= FPS_RANGE[1]):
         raise InputError(source, "fps", f"must be a number from {FPS_RANGE[0]:g} to {FPS_RANGE[1]:g}, "
                          f"got {header.get('fps')!r}")
-    for name in ("checkpoint", "checkpoint_sha256", "random_config"):
-        if not (header.get(name) is None or isinstance(header.get(name), str)):
-            raise InputError(source, name, "must be a string or null")
+    _check_model_fields(header, source)
     for name in ("device", "started"):
         if not isinstance(header.get(name), str):
             raise InputError(source, name, "must be a string")
@@ -233,6 +232,28 @@ def _read_header(source: Path) -> dict:
         raise InputError(source, "threads", f"must be a whole number from 1 to 1024 or null, got {header['threads']!r}")
     ControlSettings.from_dict(header.get("controls", {}), source)
     return header
+
+
+def _check_model_fields(header: dict, source: Path) -> None:
+    """checkpoint, checkpoint_sha256 and random_config: present, and saying one thing. The reference world has no
+    model; the generated world has a checkpoint with its SHA-256, or random weights of a config."""
+    for name in ("checkpoint", "checkpoint_sha256", "random_config"):
+        if name not in header:
+            raise InputError(source, name, "missing (null where there is none)")
+        if not (header[name] is None or isinstance(header[name], str)):
+            raise InputError(source, name, "must be a string or null")
+    checkpoint, digest, config = header["checkpoint"], header["checkpoint_sha256"], header["random_config"]
+    if header["world"] == "reference":
+        for name in ("checkpoint", "checkpoint_sha256", "random_config"):
+            if header[name] is not None:
+                raise InputError(source, name, "must be null: the reference world has no model")
+    elif (checkpoint is None) == (config is None):
+        raise InputError(source, "checkpoint", "a generated world has a checkpoint or a random_config, not "
+                         + ("both" if checkpoint else "neither"))
+    elif (checkpoint is None) != (digest is None):
+        raise InputError(source, "checkpoint_sha256", "must be given with a checkpoint, and only then")
+    elif digest is not None and not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise InputError(source, "checkpoint_sha256", "must be 64 lowercase hex digits")
 
 
 def _parse_frame(r: dict, where: str, number: int, frames: list[FrameRecord], rewinds: list[Rewind]) -> FrameRecord:

@@ -302,7 +302,8 @@ def test_switch_world_keeps_the_place_and_restart_goes_back_to_the_start(tmp_pat
             return super().sample()
 
     level = load_level("meadow")
-    config = GameConfig(level, "reference", SIZE, window=WINDOW, seconds=12.0, sessions_dir=tmp_path)
+    config = GameConfig(level, "reference", SIZE, window=WINDOW, seconds=12.0, sessions_dir=tmp_path,
+                        random_weights="tiny")  # the "generated" world below is a reference one standing in
     game = Game(config, lambda kind, size: ReferenceWorld(size or SIZE), Menu([InputState({"forward"})] * 1000))
     game.run()
     first, second, third = (read_session(path) for path in game.sessions[:3])

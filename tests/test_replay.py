@@ -50,7 +50,8 @@ def play_session(root, world, world_kind: str, steps: int, rewind_after: int | N
     """What the game writes, without a window: frame 0, whole steps of poses from the controls, optionally a
     rewind (to step 1) and a last step cut short by `cut` frames. Returns the session folder."""
     level = load_level("meadow")
-    writer = SessionWriter(root, level, world_kind, seed=3, fps=24, size=world.size, device="test")
+    writer = SessionWriter(root, level, world_kind, seed=3, fps=24, size=world.size, device="test",
+                           random_config="tiny" if world_kind == "generated" else None)
     poses = replay_controls(level.start, STEP_INPUTS * 2)
     frame0 = world.reset(level, 3)
     writer.frame(0.0, 0, level.start, InputState(), 1.0, 0.0, frame_sha1(frame0))
@@ -178,6 +179,16 @@ def test_a_session_whose_level_is_gone_names_session_json(tmp_path, history_worl
     assert main(["replay", str(session), "--check"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "session.json: level: its level file" in err and "'moved'" in err, err
+
+
+def test_an_unknown_random_config_names_session_json(tmp_path, history_world, capsys):
+    session = play_session(tmp_path, history_world, "generated", steps=2)
+    header = json.loads((session / "session.json").read_text())
+    header["random_config"] = "huge"
+    (session / "session.json").write_text(json.dumps(header))
+    assert main(["replay", str(session), "--check"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "session.json: random_config: unknown config 'huge'" in err, err
 
 
 def test_path_from_session_refuses_a_path_that_render_would_refuse(tmp_path, history_world, capsys):

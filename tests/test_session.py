@@ -156,6 +156,32 @@ def test_corrupt_headers_are_named(tmp_path, field, value):
     assert "session.json" in str(e.value) and e.value.field == named and "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("edit, field, words", [
+    (dict(seed=-1), "seed", "from 0 to 9223372036854775807"),  # 2**70 used to replay as its value modulo 2**64
+    (dict(seed=2**70), "seed", "from 0 to 9223372036854775807"),
+    (dict(checkpoint=None), "checkpoint", "missing"),  # replay used to raise KeyError
+    (dict(checkpoint_sha256=None), "checkpoint_sha256", "missing"),
+    (dict(checkpoint="mini.safetensors"), "checkpoint", "must be null: the reference world has no model"),
+    (dict(world="generated"), "checkpoint", "not neither"),
+    (dict(world="generated", checkpoint="m.safetensors", random_config="mini"), "checkpoint", "not both"),
+    (dict(world="generated", checkpoint="m.safetensors"), "checkpoint_sha256", "with a checkpoint"),
+    (dict(world="generated", checkpoint="m.safetensors", checkpoint_sha256="abc"), "checkpoint_sha256", "64"),
+])
+def test_a_header_must_say_one_thing_about_its_model_and_seed(tmp_path, edit, field, words):
+    writer, _ = write_session(tmp_path)
+    writer.close()
+    header = json.loads((writer.path / "session.json").read_text())
+    for key, value in edit.items():
+        if value is None and key.startswith("checkpoint"):
+            del header[key]
+        else:
+            header[key] = value
+    (writer.path / "session.json").write_text(json.dumps(header))
+    with pytest.raises(InputError) as e:
+        read_session(writer.path)
+    assert e.value.field == field and words in str(e.value), str(e.value)
+
+
 def test_the_control_settings_are_logged_and_an_older_session_without_them_has_the_defaults(tmp_path):
     from camera.controls import ControlSettings
     writer, _ = write_session(tmp_path)

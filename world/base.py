@@ -9,6 +9,7 @@ from camera.pose import Pose
 
 FRAMES_PER_STEP = 4  # one latent frame of the VAE = four video frames
 FPS = 24
+MAX_SEED = 2**63 - 1  # a world's seed is from 0 to this (numpy's generators refuse negative ones)
 
 
 @runtime_checkable
