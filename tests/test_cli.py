@@ -265,3 +265,22 @@ def test_data_writes_resumable_shards(tmp_path):
     (again / "manifest.json").unlink()
     assert main(args[:2] + [str(again)] + args[3:]) == 0
     assert np.array_equal(np.concatenate([s["frames"] for s in open_dataset(again)[1]]), first)
+
+
+def test_a_ctrl_c_while_the_command_line_imports_is_one_line_and_exit_130(monkeypatch, capsys):
+    # The `explorer` script imports the command line (scipy: a third of a second); a Ctrl-C then used to print a
+    # traceback. A stand-in module raises where scipy's import would be interrupted.
+    import sys
+    import types
+
+    from explorer import launch
+    interrupted = types.ModuleType("explorer.cli")
+
+    def __getattr__(name):
+        raise KeyboardInterrupt
+    interrupted.__getattr__ = __getattr__
+    monkeypatch.setitem(sys.modules, "explorer.cli", interrupted)
+    assert launch.main() == 130
+    assert capsys.readouterr().err == "explorer: interrupted\n"
+    monkeypatch.setitem(sys.modules, "explorer.cli", types.SimpleNamespace(main=lambda: 7))
+    assert launch.main() == 7  # otherwise it is the command line's main
