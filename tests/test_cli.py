@@ -203,6 +203,17 @@ def test_a_terminated_render_leaves_no_partial_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_data_refuses_what_memory_or_the_disk_cannot_hold(tmp_path):
+    # A shard is held in memory before it is written: 1 clip of 100001 frames at 8192x8192 raised MemoryError;
+    # 10^9 clips began writing 250 TB.
+    code, _, err = run_cli("data", "--out", str(tmp_path / "d"), "--clips", "1", "--frames", "100001", "--size",
+                           "8192x8192")
+    assert code == 2 and "--frames: a shard of 1 clip of 100001 frames at 8192x8192 is 18,750.2 GiB" in err, err
+    code, _, err = run_cli("data", "--out", str(tmp_path / "d"), "--clips", str(10**12), "--frames", "9")
+    assert code == 2 and "--clips: 1000000000000 clips of 9 frames at 128x72 need" in err and "free there" in err, err
+    assert not (tmp_path / "d").exists()
+
+
 def test_data_writes_resumable_shards(tmp_path):
     out = tmp_path / "data"
     args = ["data", "--out", str(out), "--clips", "3", "--size", "64x36", "--frames", "9", "--clips-per-scene", "2",

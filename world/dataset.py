@@ -34,6 +34,7 @@ FORMAT = "explorer-data/1"
 HELD_OUT_SEEDS = range(0, 10_000)
 TRAIN_SEEDS = range(10_000, 2**31 - 1)
 EYE_HEIGHT = 1.7
+MAX_SHARD_BYTES = 4 * 2**30
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,19 @@ class DataSpec:
                              f"got {self.frames}")
         if self.split not in ("train", "heldout"):
             raise InputError("command line", "--split", f"must be train or heldout, got {self.split!r}")
+        if self.shard_bytes > MAX_SHARD_BYTES:  # a shard's frames are held in memory before it is written
+            raise InputError("command line", "--frames", f"a shard of {_clips(min(self.clips, self.clips_per_shard))} "
+                             f"of {self.frames} frames at {self.size[0]}x{self.size[1]} is {_size(self.shard_bytes)}; "
+                             f"at most {_size(MAX_SHARD_BYTES)} (fewer --frames or --clips-per-shard, or a smaller "
+                             "--size)")
+
+    @property
+    def shard_bytes(self) -> int:
+        return min(self.clips, self.clips_per_shard) * self.frames * self.size[0] * self.size[1] * 3
+
+    @property
+    def total_bytes(self) -> int:
+        return self.clips * self.frames * self.size[0] * self.size[1] * 3
 
     def identity(self) -> dict:
         """What must agree for a folder to be resumed (the clip count may grow)."""
@@ -79,6 +93,23 @@ def render_clip(world, scene, spec: DataSpec, clip_index: int) -> tuple[np.ndarr
     warmup = int(rng.integers(0, 48))
     poses = random_trajectory(rng, warmup + spec.frames, start, ground=ground)[warmup:]
     return world.render(poses), np.stack([p.to_array() for p in poses])
+
+
+def _check_space(out: Path, spec: DataSpec) -> None:
+    """Refuses, before any clip is rendered, a dataset that cannot fit on its disk (what is there already counts)."""
+    free = shutil.disk_usage(next(p for p in (out, *out.parents) if p.exists())).free
+    have = sum(f.stat().st_size for f in out.glob("shard_*/frames.npy"))
+    if spec.total_bytes - have > free:
+        raise InputError(out, "--clips", f"{_clips(spec.clips)} of {spec.frames} frames at {spec.size[0]}x{spec.size[1]} "
+                         f"need {_size(spec.total_bytes - have)} more; {_size(free)} are free there")
+
+
+def _clips(n: int) -> str:
+    return f"{n} clip" if n == 1 else f"{n} clips"
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:,.1f} GiB" if n >= 2**30 else f"{n / 2**20:,.1f} MiB"
 
 
 def _write_json(path: Path, obj) -> None:
@@ -126,8 +157,9 @@ def write_dataset(out, spec: DataSpec) -> Path:
     from world.reference import ReferenceWorld
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     manifest = _open_manifest(out, spec)
+    _check_space(out, spec)
+    out.mkdir(parents=True, exist_ok=True)
     done = {s["name"] for s in manifest["shards"] if (out / s["name"]).is_dir()}
     manifest["shards"] = [s for s in manifest["shards"] if s["name"] in done]
     n_shards = -(-spec.clips // spec.clips_per_shard)
