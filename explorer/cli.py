@@ -42,7 +42,8 @@ def parse_frame_size(text: str) -> tuple[int, int]:
     """A size of frames that may become video: parse_size's, both even (H.264's 4:2:0 halves them)."""
     w, h = parse_size(text)
     if w % 2 or h % 2:
-        raise argparse.ArgumentTypeError(f"width and height must be even (H.264 video halves them), got {text!r}")
+        raise argparse.ArgumentTypeError(f"width and height must be even, got {text!r} (frames become H.264 video, "
+                                         "which halves them: a played session too, with replay --out)")
     return w, h
 
 

@@ -172,7 +172,8 @@ def read_session(path) -> Session:
     """Read and check a session folder. Raises InputError naming the file, line and field of a problem."""
     path = Path(path)
     if not path.is_dir():
-        raise InputError(path, None, "no such session folder")
+        raise InputError(path, None, "is a file; give the session's folder (sessions/<time>-<level>)"
+                         if path.exists() else "no such session folder")
     header = _read_header(path / HEADER)
     source = path / TRAJECTORY
     text = read_text(source, missing="missing")

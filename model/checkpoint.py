@@ -201,6 +201,9 @@ def load_checkpoint(path, expect_config: str | ModelConfig | None = None, device
     """
     path = Path(path)
     tensors, metadata = read_safetensors(path, device)
+    if metadata.get("format") == PART_FORMAT:
+        raise InputError(path, "format", f"this is the {metadata.get('part', 'linked')} part of a checkpoint; give "
+                         "the checkpoint that links it (e.g. mini.safetensors beside mini-vae.safetensors)")
     if metadata.get("format") != FORMAT:
         found = repr(metadata["format"]) if "format" in metadata else "none (not an explorer checkpoint)"
         raise InputError(path, "format", f"expected {FORMAT!r}, found {found}")

@@ -89,6 +89,11 @@ def test_missing_file(tmp_path):
     assert "folder.safetensors: is a folder, not a checkpoint file" in refused(tmp_path / "folder.safetensors")
 
 
+def test_a_linked_part_given_as_the_checkpoint_says_so():
+    vae_file = default_checkpoint_path().with_name("mini-vae.safetensors")
+    assert "format: this is the vae part of a checkpoint; give the checkpoint that links it" in refused(vae_file)
+
+
 def test_truncated_file(saved, tmp_path):
     data = saved[0].read_bytes()
     path = tmp_path / "cut.safetensors"

@@ -238,13 +238,17 @@ def test_data_writes_resumable_shards(tmp_path):
     _, shards = open_dataset(out)
     assert np.array_equal(np.concatenate([s["frames"] for s in shards]), first)
 
+    # Training given the manifest instead of its folder is told to give the folder.
+    from camera.errors import InputError
+    with pytest.raises(InputError, match=r"manifest\.json: is a file; give the dataset's folder"):
+        open_dataset(out / "manifest.json")
+
     # Resuming with different options is refused by name, and nothing is touched.
     code, _, err = run_cli(*args[:-6], "--size", "32x18", "--frames", "9")
     assert code == 2 and "spec.size" in err
     assert json.loads((out / "manifest.json").read_text())["clips"] == 3
 
     # A shard file emptied or cut short (a full disk, a copy stopped half way) names itself.
-    from camera.errors import InputError
     (out / "shard_00000" / "frames.npy").write_bytes(b"")
     with pytest.raises(InputError, match=r"shard_00000/frames\.npy: not a readable array"):
         open_dataset(out)

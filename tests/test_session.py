@@ -197,6 +197,9 @@ def test_the_control_settings_are_logged_and_an_older_session_without_them_has_t
 def test_missing_pieces_are_named(tmp_path):
     with pytest.raises(InputError, match="no such session folder"):
         read_session(tmp_path / "nowhere")
+    (tmp_path / "walk.mp4").write_bytes(b"")
+    with pytest.raises(InputError, match="walk.mp4: is a file; give the session's folder"):
+        read_session(tmp_path / "walk.mp4")
     with pytest.raises(InputError, match="session.json: missing"):
         read_session(tmp_path)
     writer, _ = write_session(tmp_path)

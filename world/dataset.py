@@ -216,6 +216,8 @@ def open_dataset(folder) -> tuple[dict, list[dict[str, np.ndarray]]]:
     """The manifest and, per shard, its arrays (frames memory-mapped, so a large dataset costs no RAM to open)."""
     folder = Path(folder)
     path = folder / "manifest.json"
+    if folder.is_file():
+        raise InputError(folder, None, "is a file; give the dataset's folder (the one `explorer data --out` made)")
     if not path.exists():
         raise InputError(folder, None, "not a dataset: no manifest.json (make one with `explorer data`)")
     manifest = _read_manifest(path)
