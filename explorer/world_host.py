@@ -95,7 +95,10 @@ class Worker:
             self._jobs, self._results = queue.Queue(maxsize=1), queue.Queue()
             self._runner = threading.Thread(target=serve, args=(open_world, kind, size, seed, self._jobs,
                                                                 self._results), name="world", daemon=True)
-        self._runner.start()
+        if process:
+            _start_deaf_to_stop_signals(self._runner)
+        else:
+            self._runner.start()
         opened = self._get(block=True)  # the only wait, at start-up: a world that cannot be opened fails here
         if isinstance(opened, BaseException):
             self._runner.join()
@@ -147,6 +150,19 @@ class Worker:
                     code = getattr(self._runner, "exitcode", None)
                     return RuntimeError(f"the world's {'process' if self.process else 'thread'} ended without "
                                         f"answering" + (f" (exit code {code})" if code is not None else ""))
+
+
+def _start_deaf_to_stop_signals(process) -> None:
+    """Starts the world's process with SIGINT and SIGTERM blocked (a signal mask survives fork and exec). A Ctrl-C
+    in a terminal signals the whole process group, and one during the child's first second (its imports, before
+    `serve` can ignore it) killed it, ending the game with an error. The game decides what a Ctrl-C does; its own
+    signals wait in its other threads or until the mask is restored here, so none is lost."""
+    stops = {signal.SIGINT, signal.SIGTERM}
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+    try:
+        process.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def serve(open_world: WorldFactory, kind: str, size, seed: int, jobs, results) -> None:

@@ -107,3 +107,39 @@ def test_a_split_view_step_time_covers_both_worlds():
         assert result.side is not None and result.step_ms >= 100  # two 50 ms steps
     finally:
         worker.close()
+
+
+STOPPED_CHILD = '''
+import os, signal
+import numpy as np
+if os.getpid() != int(os.environ["EXPLORER_TEST_PARENT_PID"]):  # in the world's process, while it imports
+    os.kill(os.getpid(), signal.SIGINT)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+class StillWorld:
+    size = (8, 4)
+    def reset(self, level, seed):
+        return np.zeros((4, 8, 3), np.uint8)
+
+def open_still(kind, size):
+    return StillWorld()
+'''
+
+
+def test_a_ctrl_c_while_the_world_process_starts_is_left_to_the_game(tmp_path, monkeypatch):
+    # A terminal's Ctrl-C (or `timeout`'s SIGTERM) reaches the whole process group. One that came while the world's
+    # process was still importing killed it, and the game ended with two tracebacks and exit code 1.
+    import importlib
+    import os
+    import sys
+    (tmp_path / "stopped_child.py").write_text(STOPPED_CHILD)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("EXPLORER_TEST_PARENT_PID", str(os.getpid()))
+    module = importlib.import_module("stopped_child")
+    try:
+        worker = Worker(module.open_still, "reference", None, 0, process=True)
+        assert worker.size == (8, 4)
+        worker.close()
+        assert worker._runner.exitcode == 0
+    finally:
+        sys.modules.pop("stopped_child", None)
