@@ -338,18 +338,27 @@ MAX_TIME = 1e7  # seconds (16 weeks): a bound on t in a session, far beyond any
 
 
 def summary(session: Session) -> dict:
-    """How a session ran (docs/benchmarks.md): frames shown per second, frames dropped (a frame shown for more
-    than one tick; the start and each rewind are left out, since the pipeline refills), latency and step time."""
+    """How a session ran (docs/benchmarks.md): frames shown per second, frames dropped, latency and step time.
+
+    Dropped: the ticks between two frames that showed no new one, netted over each stretch of play, so that a frame
+    late by half a tick and the next one early by as much (the loop's timing jitter) count none, as in the HUD. The
+    start and each rewind are left out, since the pipeline refills."""
     frames, fps = session.frames, session.header["fps"]
     refills = {1} | {r.frame for r in session.rewinds}
-    gaps = [round((b.t - a.t) * fps) - 1 for a, b in zip(frames, frames[1:]) if b.frame not in refills]
+    stretches, start = [], frames[0]
+    for a, b in zip(frames, frames[1:]):
+        if b.frame in refills:
+            stretches.append((start, a))
+            start = b
+    stretches.append((start, frames[-1]))
+    dropped = sum(max(0, round((b.t - a.t) * fps) - (b.frame - a.frame)) for a, b in stretches)
     latency = [f.latency_ms for f in frames[1:] if f.latency_ms is not None]
     steps = [f.step_ms for f in frames[1:]]
     seconds = frames[-1].t
     return {"world": session.header["world"], "size": "x".join(map(str, session.size)),
             "device": session.header["device"], "frames": len(frames), "seconds": round(seconds, 2),
             "fps": round((len(frames) - 1) / seconds, 2) if seconds else None,
-            "dropped": int(sum(g for g in gaps if g > 0)),
+            "dropped": int(dropped),
             "latency_ms_p50": _percentile(latency, 50), "latency_ms_p90": _percentile(latency, 90),
             "step_ms_p50": _percentile(steps, 50), "step_ms_p99": _percentile(steps, 99)}
 

@@ -228,3 +228,16 @@ def test_summary_counts_dropped_frames_and_latency(tmp_path):
     numbers = summary(read_session(writer.path))
     assert numbers["frames"] == 9 and numbers["dropped"] == 2
     assert numbers["latency_ms_p50"] == 145.0 and numbers["step_ms_p50"] == 14.5  # frames 1-8: 110..180, 11..18
+
+
+def test_summary_nets_out_timing_jitter(tmp_path):
+    # A frame shown 0.6 tick late and the next one on time dropped nothing; counted gap by gap (1.6 ticks, rounded
+    # to 2) it was a drop. The HUD and this summary disagreed 59 to 320 over a 4-minute session.
+    level = load_level("meadow")
+    writer = SessionWriter(tmp_path, level, "reference", 0, 24, (16, 8), "test")
+    late = {5: 0.6, 9: 0.6}  # in ticks
+    ts = [0.0] + [0.2 + (i - 1 + late.get(i, 0.0)) / 24 for i in range(1, 13)]
+    for i, t in enumerate(ts):
+        writer.frame(t, 0 if i == 0 else (i + 3) // 4, level.start, InputState(), 10.0, 100.0, "0" * 40)
+    writer.close()
+    assert summary(read_session(writer.path))["dropped"] == 0
