@@ -92,6 +92,8 @@ class GameConfig:
 class Snapshot:
     frame: int            # the session frame it follows: the last frame of its step
     step: int
+    played: int           # frames of play behind it on its timeline (a rewind takes the timeline back: the log's
+                          # frame numbers go on)
     state: int            # the worker's token for World.state() after that step
     motion: MotionState   # the controls' state at that frame
     image: np.ndarray     # that frame, shown at once on rewinding
@@ -108,10 +110,14 @@ class SnapshotRing:
     def push(self, snapshot: Snapshot) -> None:
         self.ring.append(snapshot)
 
-    def rewind(self, frame: int) -> Snapshot:
-        """The newest snapshot at least `back` frames before `frame` (the oldest if none is that old); the newer
-        ones are dropped, since play continues from it."""
-        target = next((s for s in reversed(self.ring) if s.frame <= frame - self.back), self.ring[0])
+    def rewind(self) -> Snapshot | None:
+        """The newest snapshot at least `back` frames of play before the newest one (the one on screen), else the
+        oldest kept; None if none is older. The newer ones are dropped, since play continues from it. Pressed again,
+        rewind goes on back from there, as far as the ring holds."""
+        now = self.ring[-1].played
+        target = next((s for s in reversed(self.ring) if s.played <= now - self.back), self.ring[0])
+        if target.played >= now:
+            return None
         while self.ring[-1] is not target:
             self.ring.pop()
         return target
@@ -317,6 +323,7 @@ class Game:
         self.pending: list[Tick] = []        # integrated, not yet sent to the worker
         self.buffer: deque[Shown] = deque()  # back from the worker, not yet shown
         self.ring = SnapshotRing()
+        self.played = -1                      # frames of play on screen's timeline after frame 0 (see Snapshot)
         self.generation, self.next_step, self.restore = 0, 1, None
         self.t0: float | None = None          # when frame 0 was shown, on the play clock (the menu's time left out)
         self.first_shown = 0.0                # and on the wall clock: --seconds counts the menu's time too
@@ -491,8 +498,13 @@ class Game:
         """Back ~2 s: the world to a snapshot (with the next job), the camera to its motion state, the screen to
         its frame; what was in flight is dropped."""
         self.rewind_requested = False
-        target = self.ring.rewind(self.session.frames - 1)
+        now = self.ring.ring[-1].played
+        target = self.ring.rewind()
+        if target is None:
+            self._say("nothing older to rewind to")
+            return
         self.session.rewind(target.frame, target.step)
+        self.played = target.played
         self.generation += 1
         self.pending, self.buffer = [], deque()
         # the camera lands at rest: the speed it had then would carry it on with no key held
@@ -500,8 +512,8 @@ class Game:
         self.last_sent = Tick(self._clock(), InputState(), target.motion)
         self.filling = True
         self._present(target.image, target.side, target.motion.pose)
-        back = (self.session.frames - 1 - target.frame) / FPS
-        self._say(f"rewound {back:.1f} s")
+        back = (now - target.played) / FPS
+        self._say(f"rewound {back:.1f} s" + ("" if now - target.played >= self.ring.back else " (as far back as kept)"))
 
     # --- draw ---
     def _draw(self, advance: bool) -> None:
@@ -544,13 +556,14 @@ class Game:
             self.t0, self.first_shown = now, time.perf_counter()
         latency_ms = (now - shown.tick.sampled) * 1000
         frame = self.session.frames
+        self.played += 1
         self.session.frame(now - self.t0, shown.step, shown.tick.motion.pose, shown.tick.input, shown.step_ms,
                            latency_ms, shown.sha1)
         self.hud.presented(FrameStats(now, shown.step_ms, latency_ms))
         self.last_shown = shown
         self.at_boundary = shown.snapshot is not None
         if self.at_boundary:
-            self.ring.push(Snapshot(frame, shown.step, shown.snapshot, shown.tick.motion, shown.frame,
+            self.ring.push(Snapshot(frame, shown.step, self.played, shown.snapshot, shown.tick.motion, shown.frame,
                                     shown.side if self.split else None))
 
     def _overlays(self, pose) -> None:

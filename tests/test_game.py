@@ -444,11 +444,12 @@ def test_a_rewind_in_split_view_shows_both_worlds_at_once():
     game.split, game.generation, game.message = True, 0, None
     game.ring = SnapshotRing()
     image, side = np.zeros((4, 8, 3), np.uint8), np.ones((4, 8, 3), np.uint8)
-    game.ring.push(Snapshot(47, 12, 3, MotionState.at(load_level("meadow").start, None), image, side))
+    game.ring.push(Snapshot(23, 6, 23, 2, MotionState.at(load_level("meadow").start, None), image, side))
+    game.ring.push(Snapshot(47, 12, 47, 3, MotionState.at(load_level("meadow").start, None), image, side))
     game._rewind()
     assert len(shown) == 1 and [a.max() for a in shown[0]] == [0, 1]  # the played world, then the comparison
     game.split = False
-    game.ring.push(Snapshot(47, 12, 3, MotionState.at(load_level("meadow").start, None), image, side))
+    game.ring.push(Snapshot(47, 12, 47, 3, MotionState.at(load_level("meadow").start, None), image, side))
     game._rewind()
     assert len(shown[1]) == 1
 
@@ -652,15 +653,21 @@ def test_scripted_input_gives_its_inputs_then_nothing():
     assert [source.sample() for _ in range(4)] == inputs + [InputState()] * 2 and source.taken == 4
 
 
-def test_snapshot_ring_goes_back_two_seconds_at_most():
+def test_snapshot_ring_goes_back_two_seconds_of_play_each_time():
     ring = SnapshotRing(seconds=2.0, fps=24)
     motion = MotionState.at(load_level("meadow").start)
     for frame in range(0, 201, 4):
-        ring.push(Snapshot(frame, frame // 4, f"state {frame}", motion, None))
+        ring.push(Snapshot(frame, frame // 4, frame, f"state {frame}", motion, None))
     assert len(ring.ring) <= 14  # bounded: ~2 s of steps and a little more
-    target = ring.rewind(200)
+    target = ring.rewind()
     assert target.frame == 152 and ring.ring[-1] is target  # newer snapshots are dropped
-    assert ring.rewind(152).frame == ring.ring[0].frame  # nothing 2 s older left: the oldest one
+    # Played on for 3 steps (the log's frame numbers go on), then R again: back along the timeline from there, not
+    # to the same place as before (the log's frame numbers said "2 s back" of a place only 0.5 s of play ago).
+    for i in range(1, 4):
+        ring.push(Snapshot(200 + 4 * i, 50 + i, 152 + 4 * i, f"state after {i}", motion, None))
+    target = ring.rewind()
+    assert target.played == ring.ring[0].played < 152  # nothing 2 s older is kept: the oldest
+    assert ring.rewind() is None  # nothing older at all: the game says so and stays
 
 
 def pace(turnarounds: list[int], ticks: int) -> tuple[list[int], list[int]]:
