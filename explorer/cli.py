@@ -158,9 +158,17 @@ def cmd_play(args) -> int:
         except OSError as e:
             raise InputError(args.checkpoint, None, f"cannot read the checkpoint: {e.strerror}") from None
 
+    sessions_dir = Path(args.sessions_dir)
+    try:  # fail before the window opens and the model loads, not after
+        sessions_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(sessions_dir, "--sessions-dir", f"cannot make the folder: {e.strerror or e}") from None
+    if not os.access(sessions_dir, os.W_OK | os.X_OK):
+        raise InputError(sessions_dir, "--sessions-dir", "cannot write into this folder")
+
     open_world = WorldOpener(args.checkpoint, args.device, level, args.random_weights)
     config = GameConfig(level, args.world, size=args.size or PLAY_SIZE, seed=args.seed, window=args.window,
-                        fullscreen=args.fullscreen, seconds=args.seconds, sessions_dir=Path(args.sessions_dir),
+                        fullscreen=args.fullscreen, seconds=args.seconds, sessions_dir=sessions_dir,
                         random_weights=args.random_weights, world_process=True,
                         controls=ControlSettings(mouse_sensitivity=args.mouse_sensitivity, invert_y=args.invert_y),
                         reproject=args.reproject)
@@ -322,7 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fullscreen", action="store_true", help="start in fullscreen (F11 toggles)")
     p.add_argument("--mouse-sensitivity", metavar="DEG", type=number_in(0.001, 10.0),
                    default=ControlSettings.mouse_sensitivity,
-                   help=f"degrees the camera turns per pixel of mouse motion (default {ControlSettings.mouse_sensitivity})")
+                   help="degrees the camera turns per pixel of mouse motion, from 0.001 to 10 (default "
+                   f"{ControlSettings.mouse_sensitivity})")
     p.add_argument("--invert-y", action="store_true", help="mouse / right stick down looks up")
     p.add_argument("--no-reproject", dest="reproject", action="store_false",
                    help="show the world's frames as they are: by default the picture turns with the mouse at once "

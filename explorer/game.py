@@ -32,6 +32,7 @@ boundary, so the session log always holds whole steps and replays exactly.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import signal
@@ -125,6 +126,13 @@ class SnapshotRing:
 
 # --- the window --------------------------------------------------------------------------------------
 
+def screenshot_path(folder: Path, frame: int, taken: list[Path]) -> Path:
+    """screenshot-FRAME.png, or -2, -3, ... after it for more of the same frame (two presses in the menu): none
+    replaces another."""
+    names = (f"screenshot-{frame:05d}.png" if n == 1 else f"screenshot-{frame:05d}-{n}.png" for n in itertools.count(1))
+    return next(folder / name for name in names if folder / name not in taken)
+
+
 NO_DISPLAY = ("cannot open a window ({why}); without a screen use `explorer render` (a camera path to video), "
               "`xvfb-run -a explorer play ...`, or `SDL_VIDEODRIVER=offscreen explorer play --seconds S` "
               "(plays unseen and logs the session)")
@@ -140,6 +148,7 @@ def open_window(size: tuple[int, int], fullscreen: bool, title: str) -> moderngl
     # context current cannot make a GLX context current (X error BadAccess, and Xlib ends the process), which
     # happens to any process that rendered headless before opening the window (tests, a replay).
     os.environ.setdefault("SDL_VIDEO_X11_FORCE_EGL", "1")
+    os.environ.setdefault("SDL_VIDEO_X11_WMCLASS", "explorer")  # else the script's name: "cli.py" under python -m
     try:
         pygame.display.init()
         driver = pygame.display.get_driver()
@@ -609,7 +618,7 @@ class Game:
         """Save what the window shows (HUD included) as a PNG in the session folder, named by the frame."""
         self.screenshot_requested = False
         image = self.presenter.read(self.ctx.screen, size)
-        path = self.session.path / f"screenshot-{frame:05d}.png"
+        path = screenshot_path(self.session.path, frame, self.screenshots)
         surface = pygame.image.frombuffer(image.tobytes(), size, "RGB")
         saver = threading.Thread(target=pygame.image.save, args=(surface, str(path)), name="screenshot")
         saver.start()  # PNG compression takes ~0.1 s: longer than a frame

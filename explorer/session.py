@@ -370,8 +370,12 @@ def _percentile(values: list[float], q: float) -> float | None:
 if __name__ == "__main__":
     # python -m explorer.session SESSION: one JSON line of numbers about a played session
     import sys
+    usage = "usage: python -m explorer.session SESSION_FOLDER   (one JSON line: fps, dropped frames, latency, step time)"
+    if sys.argv[1:] in (["-h"], ["--help"]):
+        print(usage)
+        sys.exit(0)
     if len(sys.argv) != 2:
-        print("usage: python -m explorer.session SESSION_FOLDER", file=sys.stderr)
+        print(usage, file=sys.stderr)
         sys.exit(2)
     try:
         print(json.dumps(summary(read_session(sys.argv[1]))))

@@ -132,6 +132,16 @@ def test_a_folder_that_cannot_be_made_is_one_line_and_exit_2(tmp_path, capsys):
     assert err.startswith("explorer: error: /proc/explorer-test: ") and len(err.strip().splitlines()) == 1, err
 
 
+def test_play_checks_its_sessions_folder_before_opening_a_window(monkeypatch, capsys):
+    # It used to open the window and load the model (4 s) before failing on a folder it could not make.
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.delenv("SDL_VIDEODRIVER", raising=False)
+    assert main(["play", "--world", "reference", "--sessions-dir", "/proc/explorer-test"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("explorer: error: /proc/explorer-test: --sessions-dir: cannot make the folder"), err
+
+
 def test_render_does_not_replace_a_good_video_on_error(tmp_path):
     out = tmp_path / "keep.mp4"
     out.write_bytes(b"precious")

@@ -21,7 +21,7 @@ import pytest
 from camera.controls import ControlSettings, InputState, MotionState, replay as replay_controls
 from camera.pose import heading
 from explorer.cli import main
-from explorer.game import Game, GameConfig, Pacer, Snapshot, SnapshotRing
+from explorer.game import Game, GameConfig, Pacer, Snapshot, SnapshotRing, screenshot_path
 from explorer.keys import KEY_ACTIONS, PygameInput, ScriptedInput, held_actions, stick_axes
 from explorer.session import read_session
 from world.base import FRAMES_PER_STEP
@@ -723,3 +723,12 @@ def test_one_step_slower_than_real_time_does_not_slow_the_steps_after_it(slow):
     late = [t for t in dropped if t > 20]
     assert late and max(late) - min(late) < slow + 4, late  # the slow step's own gap, and nothing after it
     assert latency[-40:] == [5] * 40
+
+
+def test_two_screenshots_of_one_frame_are_both_kept(tmp_path):
+    # F12 twice in the menu (the same frame on screen) wrote one file over the other.
+    taken = []
+    for _ in range(3):
+        taken.append(screenshot_path(tmp_path, 68, taken))
+    assert [p.name for p in taken] == ["screenshot-00068.png", "screenshot-00068-2.png", "screenshot-00068-3.png"]
+    assert screenshot_path(tmp_path, 69, taken).name == "screenshot-00069.png"
