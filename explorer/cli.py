@@ -365,7 +365,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="orientation and fov tolerance (default 0.5 degrees)")
     q.set_defaults(run=cmd_path_from_session)
 
-    p = sub.add_parser("render", help="render a scripted camera path to an .mp4, headless")
+    p = sub.add_parser("render", help="render a scripted camera path to an .mp4, headless",
+                       description="Film a camera path (keyframes, or a RealEstate10K camera file) through a level, "
+                       "without a window: the reference world (the procedural scene), the generated world (the "
+                       "model, from the reference's first frame), or both side by side. The same command gives the "
+                       "same frames; an existing --out is replaced only once the new video is whole.")
     p.add_argument("--level", required=True, help="a shipped level's name or a path to a level .toml")
     p.add_argument("--path", required=True, help="a camera path (.toml keyframes or a RealEstate10K .txt)")
     p.add_argument("--out", required=True, help="the video to write (.mp4, H.264)")
@@ -383,7 +387,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "checkpoint, to try the machinery")
     p.set_defaults(run=cmd_render)
 
-    p = sub.add_parser("data", help="render training clips from random procedural scenes into shards")
+    p = sub.add_parser("data", help="render training clips from random procedural scenes into shards",
+                       description="Render training clips: random scenes from the whole scene vocabulary, a camera "
+                       "walked through each as a person plays. Clips go in shards of .npy arrays (frames, poses, "
+                       "intrinsics, scene seeds) with a manifest; the same command resumes an interrupted run and "
+                       "renders damaged shards again. Scene seeds 0-9999 are held out for eval (--split heldout).")
     p.add_argument("--out", type=folder, required=True,
                    help="the dataset folder (resumes if it already holds part of this dataset)")
     p.add_argument("--clips", type=positive_int, required=True, help="how many clips in total")
@@ -393,8 +401,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=seed_int, default=0, help="the dataset's seed (default 0)")
     p.add_argument("--split", choices=["train", "heldout"], default="train",
                    help="train scenes, or the held-out scene seeds kept for evaluation (default train)")
-    p.add_argument("--clips-per-scene", type=positive_int, default=8)
-    p.add_argument("--clips-per-shard", type=positive_int, default=64)
+    p.add_argument("--clips-per-scene", type=positive_int, default=8,
+                   help="clips walked in each random scene before the next is drawn (default 8)")
+    p.add_argument("--clips-per-shard", type=positive_int, default=64,
+                   help="clips per shard folder: the unit of resuming, held in memory while rendered (default 64)")
     p.set_defaults(run=cmd_data)
     p = sub.add_parser("bench", help="steady-state speed of the generated world, with baselines in the same run")
     p.add_argument("--config", default=None, help="model config: tiny, mini, apt2-8b (default: --checkpoint's, "
