@@ -1,7 +1,7 @@
 """Session logs (DESIGN section 5): what a person played, enough to replay it frame for frame.
 
     sessions/20250101-120000-meadow/
-        session.json       {"format": "explorer-session/1", "level": {"name", "path"}, "world", "checkpoint",
+        session.json       {"format": "explorer-session/1", "level": {"name", "path", "sha256"}, "world", "checkpoint",
                             "checkpoint_sha256", "random_config", "seed", "fps", "size": [w, h], "device",
                             "threads", "controls", "started", "ended"}
         trajectory.jsonl   one line per presented video frame:
@@ -13,7 +13,8 @@ a CPU's matmuls sum in an order that depends on it, so a replay computes with as
 `checkpoint` and its SHA-256 are null for the reference world; `random_config` names the config of a generated
 world with random weights (`explorer play --random-weights`), null otherwise. `controls` holds the settings that
 turned the logged input into the logged poses (`camera.controls.ControlSettings`: mouse sensitivity, invert-y, ...;
-absent in older sessions, which used the defaults).
+absent in older sessions, which used the defaults). The level's `sha256` is its file's when played (absent in older
+sessions): a replay whose frames differ says when the file has changed since.
 
 `frame` counts presented frames from 0 (the world's first frame, at the start pose); `t` is when it was presented,
 in seconds of play from frame 0 (time paused in the menu counts neither here nor in `latency_ms`); `step` is the
@@ -68,6 +69,16 @@ def _write_json(path: Path, data: dict) -> None:
 
 # --- writing -------------------------------------------------------------------------------------
 
+def file_sha256(path) -> str | None:
+    """A file's SHA-256 (the level a session was played in: a replay that differs can say the file changed), or
+    None if it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
 class SessionWriter:
     def __init__(self, root, level, world: str, seed: int, fps: float, size: tuple[int, int], device: str,
                  checkpoint=None, checkpoint_sha256: str | None = None, random_config: str | None = None,
@@ -85,7 +96,8 @@ class SessionWriter:
         else:
             raise InputError(root, None, "cannot find a free session folder name")
         self.header = {
-            "format": FORMAT, "level": {"name": level.name, "path": str(Path(level.source).resolve())},
+            "format": FORMAT, "level": {"name": level.name, "path": str(Path(level.source).resolve()),
+                                        "sha256": file_sha256(level.source)},
             "world": world, "checkpoint": None if checkpoint is None else str(Path(checkpoint).resolve()),
             "checkpoint_sha256": checkpoint_sha256, "random_config": random_config, "seed": int(seed),
             "fps": float(fps), "size": [int(size[0]), int(size[1])], "device": device, "threads": threads,
@@ -215,6 +227,8 @@ def _read_header(source: Path) -> dict:
     level = header.get("level")
     if not (isinstance(level, dict) and isinstance(level.get("name"), str) and isinstance(level.get("path"), str)):
         raise InputError(source, "level", "must be {\"name\": ..., \"path\": ...}")
+    if not (level.get("sha256") is None or isinstance(level["sha256"], str)):  # older sessions have none
+        raise InputError(source, "level.sha256", "must be a string or null")
     if header.get("world") not in WORLDS:
         raise InputError(source, "world", f"must be one of {', '.join(WORLDS)}, got {header.get('world')!r}")
     size = header.get("size")

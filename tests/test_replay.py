@@ -46,10 +46,11 @@ class HistoryWorld:
         return rng.integers(0, 256, (8, 16, 3), dtype=np.uint8)
 
 
-def play_session(root, world, world_kind: str, steps: int, rewind_after: int | None = None, cut: int = 0):
+def play_session(root, world, world_kind: str, steps: int, rewind_after: int | None = None, cut: int = 0,
+                 level: str = "meadow"):
     """What the game writes, without a window: frame 0, whole steps of poses from the controls, optionally a
     rewind (to step 1) and a last step cut short by `cut` frames. Returns the session folder."""
-    level = load_level("meadow")
+    level = load_level(level)
     writer = SessionWriter(root, level, world_kind, seed=3, fps=24, size=world.size, device="test",
                            random_config="tiny" if world_kind == "generated" else None)
     poses = replay_controls(level.start, STEP_INPUTS * 2)
@@ -102,6 +103,21 @@ def test_check_passes_through_rewinds_and_names_the_first_changed_frame(tmp_path
     assert main(["replay", str(session), "--check"]) == 1
     err = capsys.readouterr().err
     assert "frame 25 " in err and "trajectory.jsonl:27" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_frame_that_differs_after_its_level_file_changed_says_so(tmp_path, history_world, capsys):
+    # A level edited after play changes the frames; the message blamed nothing but the device it was recorded on.
+    from world.level import LEVELS_DIR
+    level_file = tmp_path / "mine.toml"
+    level_file.write_text((LEVELS_DIR / "meadow.toml").read_text().replace('name = "meadow"', 'name = "mine"'))
+    session = play_session(tmp_path / "s", history_world, "generated", steps=2, level=str(level_file))
+    edit_yaw(session, 5, 0.5)
+    assert main(["replay", str(session), "--check"]) == 1
+    assert "has changed" not in capsys.readouterr().err
+    level_file.write_text(level_file.read_text() + "\n# edited\n")
+    assert main(["replay", str(session), "--check"]) == 1
+    err = capsys.readouterr().err
+    assert f"(recorded on test; its level file {level_file} has changed since)" in err, err
 
 
 def test_a_replay_that_ignored_the_rewind_would_differ(tmp_path, history_world, monkeypatch):
