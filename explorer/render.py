@@ -1,6 +1,8 @@
 """`explorer render`: a scripted camera path through a level, to an H.264 video, headless."""
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -22,6 +24,21 @@ def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
 
+def warn_below_ground(level, poses, path, fps: float) -> None:
+    """A path may fly anywhere, but one that goes under the terrain sees through it (sky above, haze below), which
+    looks like a bug of the renderer: say where, once."""
+    if level.scene is None:
+        return
+    from world.scene import height_at
+    position = np.array([pose.position for pose in poses])
+    below = np.flatnonzero(position[:, 1] < height_at(level.scene, position[:, 0], position[:, 2]))
+    if below.size:
+        i = int(below[0])
+        y, ground = (round(float(v), 2) + 0.0 for v in (position[i, 1], height_at(level.scene, *position[i, ::2])))
+        print(f"explorer: warning: {path}: the camera goes below the ground at {i / fps:.2f} s (frame {i}: y = "
+              f"{y:.2f}, the ground at {ground:.2f}), where the terrain is seen through", file=sys.stderr)
+
+
 def render_path(level, path, out, world_kind: str = "reference", size=None, checkpoint=None, device: str = "auto",
                 seed: int = 0, random_config: str | None = None) -> int:
     """Renders the path and returns the number of frames written. world_kind "compare": the generated world on the
@@ -29,6 +46,7 @@ def render_path(level, path, out, world_kind: str = "reference", size=None, chec
     level = load_level(level)
     camera_path = load_path(path)
     poses = camera_path.poses(start=level.start)
+    warn_below_ground(level, poses, path, camera_path.fps)
     opener = WorldOpener(checkpoint, device, level, random_config)
     worlds = []
     try:

@@ -142,6 +142,19 @@ def test_play_checks_its_sessions_folder_before_opening_a_window(monkeypatch, ca
     assert err.startswith("explorer: error: /proc/explorer-test: --sessions-dir: cannot make the folder"), err
 
 
+def test_render_warns_where_a_path_goes_below_the_ground(tmp_path):
+    # Under the terrain the ground is seen through: rendered without a word, it looked like a renderer bug.
+    path = tmp_path / "under.toml"
+    path.write_text('[path]\nfps = 24\nrelative = true\n[[path.key]]\nt = 0.0\n'
+                    '[[path.key]]\nt = 0.5\nposition = [0.0, -5.0, 0.0]\n')
+    code, _, err = run_cli("render", "--level", "meadow", "--path", str(path), "--out", str(tmp_path / "u.mp4"),
+                           "--size", "64x36")
+    assert code == 0 and "under.toml: the camera goes below the ground at 0.21 s (frame 5: y = -0.38" in err, err
+    code, _, err = run_cli("render", "--level", "meadow", "--path", WALK, "--out", str(tmp_path / "w.mp4"),
+                           "--size", "64x36")
+    assert code == 0 and "below the ground" not in err
+
+
 def test_render_does_not_replace_a_good_video_on_error(tmp_path):
     out = tmp_path / "keep.mp4"
     out.write_bytes(b"precious")
