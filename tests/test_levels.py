@@ -223,3 +223,12 @@ def test_object_placement():
         return sum(len(objects_in_cell(dense, i, j).kind) for i, j in cells)
     area = len(cells) * CELL ** 2 / 100
     assert 0.6 < count(2.0) / (2.0 * area) < 1.1 and 0.6 < count(0.2) / (0.2 * area) < 1.3
+
+
+def test_objects_with_a_density_but_no_weighted_kind_are_refused(tmp_path):
+    # `kinds = {}` (or every weight 0) with a density placed nothing, without a word.
+    for kinds in ("{}", "{ broadleaf = 0.0 }"):
+        text = GOOD.replace("[start]", f"[scene.objects]\ndensity = 1.0\nkinds = {kinds}\n\n[start]")
+        assert "scene.objects.kinds: no kind has a weight above 0" in error_of(write(tmp_path, text))
+    none = GOOD.replace("[start]", "[scene.objects]\ndensity = 0.0\nkinds = {}\n\n[start]")
+    assert load_level(write(tmp_path, none)).scene.objects.density == 0.0  # no objects, said so: fine

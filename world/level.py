@@ -88,6 +88,9 @@ def level_from_dict(d: dict, source: Path) -> Level:
         ground = float(height_at(scene, x, z))
         if y < ground + 0.2:
             raise InputError(source, "start.position", f"is below the ground (y = {y}, ground at {ground:.2f})")
+        if scene.objects.density > 0 and not any(w > 0 for w in scene.objects.kinds.values()):
+            raise InputError(source, "scene.objects.kinds", "no kind has a weight above 0, so no object would be "
+                             "placed; give one, or set density = 0 for none")
     pose = Pose(start.position, start.yaw, start.pitch, start.roll, start.fov)
     return Level(header.name, header.title or header.name, scene, pose, image, source)
 
