@@ -198,3 +198,15 @@ def test_bad_input_is_one_line_naming_it_and_exit_2(args, words, capsys):
     assert "\n" not in err and err.startswith("explorer: error:")
     for word in words:
         assert word in err
+
+
+def test_a_path_shorter_than_seconds_is_said(capsys):
+    # A path shorter than --seconds ended its streams early, unsaid: their later marks were left out of the scores.
+    from explorer.eval import FPS, level_streams
+    from world.level import load_level
+    walk = str(PATHS_DIR / "walk.toml")  # 8 s
+    streams = level_streams([load_level("meadow")], [walk], frames=10 * FPS + 1)
+    assert len(streams[0].poses) == 8 * FPS + 1
+    assert f"{walk} lasts 8.0 s, less than --seconds (10 s); its streams end there" in capsys.readouterr().err
+    level_streams([load_level("meadow")], [walk], frames=5 * FPS + 1)
+    assert "lasts" not in capsys.readouterr().err
