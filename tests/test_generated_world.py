@@ -110,6 +110,22 @@ def test_missing_checkpoint_is_refused_by_name(tmp_path):
         GeneratedWorld.open(checkpoint=tmp_path / "nope.safetensors", device="cpu")
 
 
+def test_a_vae_stage_checkpoint_opens_with_a_warning(tmp_path, capsys):
+    # Its generator is the untrained one: the world showed noise after the first frame, unsaid.
+    from model.checkpoint import save_checkpoint
+    from model.config import get_config
+    from model.generator import Generator
+    from model.vae import VAE
+    config = get_config("tiny")
+    scaling = {"origin_std": 1.0, "direction_std": 1.0}
+    for stage in ("vae", "consistency"):
+        path = tmp_path / f"{stage}.safetensors"
+        save_checkpoint(path, config, VAE(config.vae), Generator(config.generator), scaling, stage)
+        GeneratedWorld.open(checkpoint=path, device="cpu")
+        warned = "is from the vae stage: its generator is untrained" in capsys.readouterr().err
+        assert warned == (stage == "vae")
+
+
 def test_bench_json_has_the_contract_fields():
     proc = subprocess.run([sys.executable, "-m", "explorer.cli", "bench", "--config", "tiny", "--device", "cpu",
                            "--seconds", "1", "--json"], capture_output=True, text=True, timeout=300)

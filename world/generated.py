@@ -6,6 +6,7 @@ global random state, so a replay of the same level, seed and poses reproduces ev
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -137,6 +138,9 @@ class GeneratedWorld:
             raise InputError(path, None, f"{what} (train one with `explorer train`, or use random weights)")
         loaded: LoadedCheckpoint = load_checkpoint(path, device=device)
         scaling = CameraScaling.from_dict(loaded.camera_scaling, source=str(path))
+        if loaded.stage == "vae":  # loads and runs, and a frame of noise looks like a bug of the client
+            print(f"explorer: warning: {path} is from the vae stage: its generator is untrained (use a checkpoint "
+                  "from a later stage)", file=sys.stderr)
         return cls(loaded.config, loaded.vae, loaded.generator, scaling, device, path, loaded.stage)
 
     @classmethod
