@@ -207,6 +207,7 @@ def run_bench(config: str | None = "mini", device: str = "auto", seconds: float 
             raise InputError("command line", "--threads", f"must be at least 1, got {threads}")
         torch.set_num_threads(threads)
     world, weights = open_world(config, device, checkpoint, window)
+    world.hold_at_rest = False  # the walk's stops would be timed as no work at all: time the model itself
     steps = max(1, round(seconds * STEPS_PER_SECOND))
     # Past the steps that fill the KV cache's window (attention's buffers grow with the history until it is full:
     # memory measured from step 6 rose 14 MB and then stayed flat), and on a GPU those that capture a graph per

@@ -47,6 +47,8 @@ def open_session_world(session: Session, device: str = "auto"):
         get_config(h["random_config"], source=f"{session.path / 'session.json'}: random_config")
     world = make_world(h["world"], size=session.size if h["world"] == "reference" else None,
                        checkpoint=h["checkpoint"], device=device, level=level, random_config=h.get("random_config"))
+    if hasattr(world, "hold_at_rest"):  # as it was played: sessions from before the hold ran the model at rest
+        world.hold_at_rest = bool(h.get("hold_at_rest"))
     if h["checkpoint_sha256"] is not None and getattr(world, "checkpoint_sha256", None) != h["checkpoint_sha256"]:
         raise InputError(h["checkpoint"], None, f"is not the checkpoint session {session.path} was played with "
                          "(its SHA-256 differs)")

@@ -3,7 +3,7 @@
     sessions/20250101-120000-meadow/
         session.json       {"format": "explorer-session/1", "level": {"name", "path", "sha256"}, "world", "checkpoint",
                             "checkpoint_sha256", "random_config", "seed", "fps", "size": [w, h], "device",
-                            "threads", "controls", "started", "ended"}
+                            "threads", "controls", "hold_at_rest", "started", "ended"}
         trajectory.jsonl   one line per presented video frame:
                            {"frame", "t", "step", "pose", "input", "step_ms", "latency_ms", "frame_sha1"}
                            and a line per rewind: {"event": "rewind", "frame", "to_frame", "to_step"}
@@ -14,7 +14,9 @@ a CPU's matmuls sum in an order that depends on it, so a replay computes with as
 world with random weights (`explorer play --random-weights`), null otherwise. `controls` holds the settings that
 turned the logged input into the logged poses (`camera.controls.ControlSettings`: mouse sensitivity, invert-y, ...;
 absent in older sessions, which used the defaults). The level's `sha256` is its file's when played (absent in older
-sessions): a replay whose frames differ says when the file has changed since.
+sessions): a replay whose frames differ says when the file has changed since. `hold_at_rest` is true where the
+generated world kept its last frame while the camera was at rest (`world.generated.at_rest`); older sessions,
+without it, are replayed with the model run at rest too, as they were played.
 
 `frame` counts presented frames from 0 (the world's first frame, at the start pose); `t` is when it was presented,
 in seconds of play from frame 0 (time paused in the menu counts neither here nor in `latency_ms`); `step` is the
@@ -101,7 +103,7 @@ class SessionWriter:
             "world": world, "checkpoint": None if checkpoint is None else str(Path(checkpoint).resolve()),
             "checkpoint_sha256": checkpoint_sha256, "random_config": random_config, "seed": int(seed),
             "fps": float(fps), "size": [int(size[0]), int(size[1])], "device": device, "threads": threads,
-            "controls": controls.to_dict(), "started": now_iso(),
+            "controls": controls.to_dict(), "hold_at_rest": world == "generated" or None, "started": now_iso(),
         }
         _write_json(self.path / HEADER, self.header)
         self._file = open(self.path / TRAJECTORY, "w", buffering=1, encoding="utf-8")  # line-buffered: flushed per line
@@ -240,6 +242,8 @@ def _read_header(source: Path) -> dict:
         raise InputError(source, "fps", f"must be a number from {FPS_RANGE[0]:g} to {FPS_RANGE[1]:g}, "
                          f"got {header.get('fps')!r}")
     _check_model_fields(header, source)
+    if not (header.get("hold_at_rest") is None or isinstance(header["hold_at_rest"], bool)):
+        raise InputError(source, "hold_at_rest", "must be true, false or null")
     for name in ("device", "started"):
         if not isinstance(header.get(name), str):
             raise InputError(source, name, "must be a string")

@@ -43,6 +43,32 @@ def test_same_level_seed_and_poses_give_identical_frames_and_seed_matters():
     assert not np.array_equal(a[1:], c[1:])
 
 
+def test_a_camera_at_rest_keeps_the_last_frame_and_the_stream_goes_on_as_if_no_time_passed():
+    # The model run on with no motion drifted (meadow whitened within seconds) where the reference stays still.
+    from dataclasses import replace
+    level = list_levels()[0]
+    poses = walk(level, steps=2)
+    still = [poses[4]] * 4
+    held, direct = open_tiny(), open_tiny()
+    for world in (held, direct):
+        world.reset(level, 3)
+        first = world.step(poses[1:5])
+    rest = [held.step(still) for _ in range(3)]
+    assert all(np.array_equal(frames, np.stack([first[-1]] * 4)) for frames in rest)
+    assert held.state().step == direct.state().step == 1  # nothing of the stream moved on
+    assert np.array_equal(held.step(poses[5:9]), direct.step(poses[5:9]))  # as if the rest had not been
+    # a creep of 0.3 mm a step, under the threshold each time, still adds up: measured from the last frame made
+    steps = []
+    for k in range(1, 5):
+        crept = replace(poses[8], position=tuple(np.add(poses[8].position, (0.0003 * k, 0.0, 0.0))))
+        held.step([crept] * 4)
+        steps.append(held.state().step)
+    assert steps == [2, 2, 2, 3]  # made again once 1.2 mm from where the last frame was made
+    # without the hold, the model makes new frames at rest
+    direct.hold_at_rest = False
+    assert not np.array_equal(direct.step([poses[8]] * 4), np.stack([direct.state().frame] * 4))
+
+
 def test_snapshot_step_restore_step_gives_the_same_frames():
     world, level = open_tiny(), list_levels()[0]
     poses = walk(level, steps=4)

@@ -240,3 +240,25 @@ def test_path_from_session_out_must_be_a_toml_file_outside_the_session(tmp_path,
 def test_a_missing_session_folder_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(["replay", str(tmp_path / "nowhere")]) == 2
     assert "no such session folder" in capsys.readouterr().err
+
+
+def test_a_session_from_before_the_hold_at_rest_replays_as_it_was_played(tmp_path, capsys):
+    # Sessions played before the generated world held its picture at rest ran the model there; their header has
+    # no hold_at_rest, and replaying them with the hold would differ from their first step at rest on.
+    from world.generated import GeneratedWorld
+    level = load_level("meadow")
+    for hold in (True, False):
+        world = GeneratedWorld.open(device="cpu", random_config="tiny")
+        world.hold_at_rest = hold
+        writer = SessionWriter(tmp_path / str(hold), level, "generated", seed=3, fps=24, size=world.size,
+                               device="test", random_config="tiny", threads=None)
+        if not hold:
+            writer.header.pop("hold_at_rest")
+            (writer.path / "session.json").write_text(json.dumps(writer.header))
+        writer.frame(0.0, 0, level.start, InputState(), 1.0, 0.0, frame_sha1(world.reset(level, 3)))
+        for step in (1, 2):  # the camera at rest
+            for i, image in enumerate(world.step([level.start] * 4)):
+                writer.frame((4 * step + i - 3) / 24, step, level.start, InputState(), 1.0, 150.0, frame_sha1(image))
+        writer.close()
+        assert main(["replay", str(writer.path), "--check"]) == 0, capsys.readouterr().err
+        assert "9 of 9 frames match" in capsys.readouterr().out
