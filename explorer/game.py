@@ -332,6 +332,7 @@ class Game:
         self.pending: list[Tick] = []        # integrated, not yet sent to the worker
         self.buffer: deque[Shown] = deque()  # back from the worker, not yet shown
         self.ring = SnapshotRing()
+        self.side_seen = False                # the split view's other world has sent a frame on this worker
         self.played = -1                      # frames of play on screen's timeline after frame 0 (see Snapshot)
         self.generation, self.next_step, self.restore = 0, 1, None
         self.t0: float | None = None          # when frame 0 was shown, on the play clock (the menu's time left out)
@@ -452,7 +453,11 @@ class Game:
             self._say("split view needs a level with a [scene] (the reference world draws it)")
             return
         self.split = not self.split
-        self._say(f"split view: {self.kind} | {OTHER_WORLD[self.kind]}" if self.split else "split view off")
+        other = OTHER_WORLD[self.kind]
+        if self.split and not self.side_seen:  # the worker opens it first: a second or two with the picture still
+            self._say(f"split view: opening the {other} world...")
+        else:
+            self._say(f"split view: {self.kind} | {other}" if self.split else "split view off")
 
     # --- action ---
     def _action(self) -> InputState | None:
@@ -497,6 +502,9 @@ class Game:
         if job.split and result.side is None:
             self.split = False
             self._say(f"split view: {result.note}")
+        elif result.side is not None and not self.side_seen:
+            self.side_seen = True
+            self._say(f"split view: {self.kind} | {OTHER_WORLD[self.kind]}")
         n = len(result.frames)
         for i, (tick, frame, sha1) in enumerate(zip(job.ticks, result.frames, result.sha1)):
             side = result.side[i] if result.side is not None else None

@@ -732,3 +732,15 @@ def test_two_screenshots_of_one_frame_are_both_kept(tmp_path):
         taken.append(screenshot_path(tmp_path, 68, taken))
     assert [p.name for p in taken] == ["screenshot-00068.png", "screenshot-00068-2.png", "screenshot-00068-3.png"]
     assert screenshot_path(tmp_path, 69, taken).name == "screenshot-00069.png"
+
+
+def test_the_first_split_view_says_the_other_world_is_opening():
+    # The first Tab opens the other world on the worker: 1-2 s with the picture still, which looked like a hang.
+    game = Game(GameConfig(load_level("meadow")), lambda kind, size: None, ScriptedInput([]))
+    game.kind, game.split, game.side_seen, game.message = "reference", False, False, None
+    game._toggle_split()
+    assert game.split and game.message[0] == "split view: opening the generated world..."
+    game._toggle_split()
+    game.side_seen = True  # its first frame came
+    game._toggle_split()
+    assert game.message[0] == "split view: reference | generated"
