@@ -46,6 +46,19 @@ def heading(angle: float) -> float:
     return wrapped
 
 
+REST_METRES, REST_DEGREES = 1e-3, 0.02  # a camera that stays this close to a pose is at rest there
+
+
+def at_rest(there: Pose, poses) -> bool:
+    """Whether every pose in `poses` is where `there` is, within REST_METRES and REST_DEGREES (position, yaw, pitch,
+    roll, fov): the worlds are static, so a camera at rest sees the same picture."""
+    def angle(a: float, b: float) -> float:
+        return abs((a - b + 180.0) % 360.0 - 180.0)
+    return all(np.abs(np.subtract(p.position, there.position)).max() < REST_METRES
+               and max(angle(p.yaw, there.yaw), angle(p.pitch, there.pitch), angle(p.roll, there.roll),
+                       abs(p.fov - there.fov)) < REST_DEGREES for p in poses)
+
+
 @dataclass(frozen=True)
 class Pose:
     position: tuple[float, float, float] = (0.0, 0.0, 0.0)

@@ -52,7 +52,7 @@ import pygame  # noqa: E402
 
 from camera.controls import ControlSettings, InputState, MotionState, mouse_look, step as control_step  # noqa: E402
 from camera.errors import InputError  # noqa: E402
-from camera.pose import Pose  # noqa: E402
+from camera.pose import Pose, at_rest  # noqa: E402
 from explorer.hud import FrameStats, Hud, Menu, TextPanel  # noqa: E402
 from explorer.interrupts import HeldInterrupts  # noqa: E402
 from explorer.keys import InputSource, PygameInput  # noqa: E402
@@ -93,8 +93,8 @@ class GameConfig:
 class Snapshot:
     frame: int            # the session frame it follows: the last frame of its step
     step: int
-    played: int           # frames of play behind it on its timeline (a rewind takes the timeline back: the log's
-                          # frame numbers go on)
+    played: int           # frames of camera motion behind it on its timeline: rest does not count (the worlds
+                          # are static, nothing changes), and a rewind takes it back (the log's frame numbers go on)
     state: int            # the worker's token for World.state() after that step
     motion: MotionState   # the controls' state at that frame
     image: np.ndarray     # that frame, shown at once on rewinding
@@ -109,7 +109,9 @@ class SnapshotRing:
         self.ring: deque[Snapshot] = deque(maxlen=math.ceil(self.back / FRAMES_PER_STEP) + 2)
 
     def push(self, snapshot: Snapshot) -> None:
-        self.ring.append(snapshot)
+        """Keeps a snapshot that adds motion: at rest the ring would fill with the same moment and lose the walk."""
+        if not self.ring or snapshot.played > self.ring[-1].played:
+            self.ring.append(snapshot)
 
     def rewind(self) -> Snapshot | None:
         """The newest snapshot at least `back` frames of play before the newest one (the one on screen), else the
@@ -148,7 +150,7 @@ def open_window(size: tuple[int, int], fullscreen: bool, title: str) -> moderngl
     # context current cannot make a GLX context current (X error BadAccess, and Xlib ends the process), which
     # happens to any process that rendered headless before opening the window (tests, a replay).
     os.environ.setdefault("SDL_VIDEO_X11_FORCE_EGL", "1")
-    os.environ.setdefault("SDL_VIDEO_X11_WMCLASS", "explorer")  # else the script's name: "cli.py" under python -m
+    os.environ["SDL_VIDEO_X11_WMCLASS"] = "explorer"  # pygame's import set it to the script's name: "cli.py" under -m
     try:
         pygame.display.init()
         driver = pygame.display.get_driver()
@@ -333,7 +335,7 @@ class Game:
         self.buffer: deque[Shown] = deque()  # back from the worker, not yet shown
         self.ring = SnapshotRing()
         self.side_seen = False                # the split view's other world has sent a frame on this worker
-        self.played = -1                      # frames of play on screen's timeline after frame 0 (see Snapshot)
+        self.played = -1                      # frames of motion on the screen's timeline after frame 0 (Snapshot)
         self.generation, self.next_step, self.restore = 0, 1, None
         self.t0: float | None = None          # when frame 0 was shown, on the play clock (the menu's time left out)
         self.first_shown = 0.0                # and on the wall clock: --seconds counts the menu's time too
@@ -573,7 +575,8 @@ class Game:
             self.t0, self.first_shown = now, time.perf_counter()
         latency_ms = (now - shown.tick.sampled) * 1000
         frame = self.session.frames
-        self.played += 1
+        if self.last_shown is None or not at_rest(self.last_shown.tick.motion.pose, [shown.tick.motion.pose]):
+            self.played += 1  # a frame of motion: what R takes back
         self.session.frame(now - self.t0, shown.step, shown.tick.motion.pose, shown.tick.input, shown.step_ms,
                            latency_ms, shown.sha1)
         self.hud.presented(FrameStats(now, shown.step_ms, latency_ms))

@@ -15,7 +15,7 @@ world with random weights (`explorer play --random-weights`), null otherwise. `c
 turned the logged input into the logged poses (`camera.controls.ControlSettings`: mouse sensitivity, invert-y, ...;
 absent in older sessions, which used the defaults). The level's `sha256` is its file's when played (absent in older
 sessions): a replay whose frames differ says when the file has changed since. `hold_at_rest` is true where the
-generated world kept its last frame while the camera was at rest (`world.generated.at_rest`); older sessions,
+generated world kept its last frame while the camera was at rest (`camera.pose.at_rest`); older sessions,
 without it, are replayed with the model run at rest too, as they were played.
 
 `frame` counts presented frames from 0 (the world's first frame, at the start pose); `t` is when it was presented,

@@ -19,7 +19,7 @@ import pygame
 import pytest
 
 from camera.controls import ControlSettings, InputState, MotionState, replay as replay_controls
-from camera.pose import heading
+from camera.pose import at_rest, heading
 from explorer.cli import main
 from explorer.game import Game, GameConfig, Pacer, Snapshot, SnapshotRing, screenshot_path
 from explorer.keys import KEY_ACTIONS, PygameInput, ScriptedInput, held_actions, stick_axes
@@ -152,8 +152,11 @@ def test_scripted_play_logs_every_frame_rewinds_splits_and_replays(tmp_path, mon
     yaws = [f.pose.yaw for f in before[forward + 1:forward + turn + 1]]
     assert np.allclose(np.diff(yaws), -10.0 * ControlSettings().mouse_sensitivity)  # mouse right turns right
 
-    # The rewind went back 2 s, to a step boundary, and play continued from that frame's pose.
-    assert rewind["frame"] - 1 - rewind["to_frame"] == 48
+    # The rewind went back 2 s of motion (the rest after the turn does not count), to a step boundary, and play
+    # continued from that frame's pose.
+    span = session.frames[rewind["to_frame"]:rewind["frame"]]
+    moved = sum(not at_rest(a.pose, [b.pose]) for a, b in zip(span, span[1:]))
+    assert 48 <= moved < 48 + 4 and rewind["to_frame"] % 4 == 0, (moved, rewind)
     target = session.frames[rewind["to_frame"]]
     after = session.frames[rewind["frame"]]
     assert after.step > before[-1].step
@@ -668,6 +671,20 @@ def test_snapshot_ring_goes_back_two_seconds_of_play_each_time():
     target = ring.rewind()
     assert target.played == ring.ring[0].played < 152  # nothing 2 s older is kept: the oldest
     assert ring.rewind() is None  # nothing older at all: the game says so and stays
+
+
+
+def test_time_at_rest_is_not_rewound():
+    # With the camera at rest nothing changes; counted as play, 2 s of rest filled the ring with one moment and R
+    # undid a fraction of the walk, saying "rewound 2.0 s" (and then "1.0 s" with nothing changing at all).
+    ring = SnapshotRing(seconds=2.0, fps=24)
+    motion = MotionState.at(load_level("meadow").start)
+    for frame in range(0, 201, 4):  # walking: every frame is motion
+        ring.push(Snapshot(frame, frame // 4, frame, f"state {frame}", motion, None))
+    for frame in range(204, 401, 4):  # then 8 s at rest: the motion count stays at 200
+        ring.push(Snapshot(frame, frame // 4, 200, f"state {frame}", motion, None))
+    assert ring.ring[-1].frame == 200  # the rest added nothing
+    assert ring.rewind().played == 152  # 2 s of the walk
 
 
 def pace(turnarounds: list[int], ticks: int) -> tuple[list[int], list[int]]:

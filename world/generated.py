@@ -17,7 +17,7 @@ import torch
 
 from camera.embedding import CameraScaling, camera_embedding
 from camera.errors import InputError
-from camera.pose import Pose
+from camera.pose import Pose, at_rest
 from model.checkpoint import LoadedCheckpoint, checkpoint_sha256, default_checkpoint_path, load_checkpoint
 from model.config import ModelConfig, get_config
 from model.generator import Generator, KVCache
@@ -107,19 +107,6 @@ class GeneratedState:
     pose: Pose
     seed: int
     frame: np.ndarray     # the last frame made (H, W, 3) uint8: what a camera at rest goes on seeing
-
-
-REST_METRES, REST_DEGREES = 1e-3, 0.02  # a step whose camera stays this close to the last made frame's is at rest
-
-
-def at_rest(made: Pose, poses: Sequence[Pose]) -> bool:
-    """Whether every pose of a step is where the last frame was made from (within REST_*): the world is static, so
-    a camera at rest sees the same picture. Measured from the last frame made, so a slow creep still adds up."""
-    def angle(a: float, b: float) -> float:
-        return abs((a - b + 180.0) % 360.0 - 180.0)
-    return all(np.abs(np.subtract(p.position, made.position)).max() < REST_METRES
-               and max(angle(p.yaw, made.yaw), angle(p.pitch, made.pitch), angle(p.roll, made.roll),
-                       abs(p.fov - made.fov)) < REST_DEGREES for p in poses)
 
 
 class GeneratedWorld:
@@ -213,7 +200,9 @@ class GeneratedWorld:
         if len(poses) != FRAMES_PER_STEP:
             raise ValueError(f"a step takes {FRAMES_PER_STEP} poses, got {len(poses)}")
         s = self._state
-        if self.hold_at_rest and at_rest(s.pose, poses):  # nothing of the stream changes: rewind and replay agree
+        # At rest where the last frame was made (not the last step: a slow creep adds up): that frame again, and
+        # nothing of the stream changes, so the next step that moves goes on as if no time had passed.
+        if self.hold_at_rest and at_rest(s.pose, poses):
             self.last_timing = {"generator_ms": 0.0, "decode_ms": 0.0}
             return np.stack([s.frame] * FRAMES_PER_STEP)
         w, h = self.latent_size
