@@ -597,7 +597,7 @@ class Game:
             message = [f"opening the {self.kind} world..."]
         elif self.worker.busy and now - self.worker.submitted > STALL_SECONDS:
             message = [f"waiting for the world... {now - self.worker.submitted:.0f} s"]
-        split = f"{self.kind} | {OTHER_WORLD[self.kind]}" if self.split else None
+        split = f"{self.kind} | {OTHER_WORLD[self.kind]}" if self.split and self.side_seen else None
         panels = (("hud", self.hud_panel, self.hud.lines(self._clock(), pose, split) if self.show_hud else [],
                    "top-left"),
                   ("menu", self.menu_panel, self.menu.lines() if self.paused else [], "center"),
