@@ -267,7 +267,7 @@ class Game:
         self.hud_panel, self.menu_panel, self.message_panel = TextPanel(), TextPanel(size=28), TextPanel()
         self.warning_panel = TextPanel(size=24, color=(255, 110, 90))
         self.menu = Menu(self.menu_panel)
-        self.show_hud, self.split, self.screenshot_requested = True, False, False
+        self.show_hud, self.split, self.screenshots_requested = True, False, 0
         self.message: tuple[str, float] | None = None
         self.worker, self.tick = None, 0
         on_main_thread = threading.current_thread() is threading.main_thread()  # where Python runs signal handlers
@@ -382,7 +382,7 @@ class Game:
                 if self.t0 is None:  # the session has no frame yet to name the picture by
                     self._say("nothing to screenshot yet")
                 else:
-                    self.screenshot_requested = True
+                    self.screenshots_requested += 1  # two presses within a frame: two files
             elif self.paused:
                 self._choose(self.menu.key(event.key))
             elif event.key == pygame.K_ESCAPE:
@@ -549,7 +549,7 @@ class Game:
         if view is not self.screen_pose:  # re-projecting: a ray of the camera now, in the camera of the frame on screen
             self.presenter.set_view(self.screen_pose.rotation().as_matrix().T @ view.rotation().as_matrix(), view.fov)
         self.presenter.draw(self.ctx.screen, size)
-        if self.screenshot_requested:
+        while self.screenshots_requested:
             self._screenshot(size, self.session.frames - (shown is None))  # the frame on screen, logged or not
         pygame.display.flip()
         if shown is not None:
@@ -627,7 +627,7 @@ class Game:
 
     def _screenshot(self, size: tuple[int, int], frame: int) -> None:
         """Save what the window shows (HUD included) as a PNG in the session folder, named by the frame."""
-        self.screenshot_requested = False
+        self.screenshots_requested -= 1
         image = self.presenter.read(self.ctx.screen, size)
         path = screenshot_path(self.session.path, frame, self.screenshots)
         surface = pygame.image.frombuffer(image.tobytes(), size, "RGB")

@@ -761,3 +761,15 @@ def test_the_first_split_view_says_the_other_world_is_opening():
     game.side_seen = True  # its first frame came
     game._toggle_split()
     assert game.message[0] == "split view: reference | generated"
+
+
+def test_two_f12_presses_in_one_frame_make_two_files(tmp_path, monkeypatch, xvfb):
+    # The request was a yes/no flag: two presses handled in the same loop pass made one file.
+    if xvfb:
+        monkeypatch.setenv("DISPLAY", xvfb)
+        monkeypatch.setenv("SDL_VIDEODRIVER", "x11")
+    config = GameConfig(load_level("meadow"), "reference", SIZE, window=WINDOW, seconds=1.5, sessions_dir=tmp_path)
+    game = Game(config, lambda kind, size: ReferenceWorld(size), ScriptedInput([], {8: [pygame.K_F12, pygame.K_F12]}))
+    assert game.run() == 0
+    assert len(game.screenshots) == 2 and all(p.is_file() for p in game.screenshots), game.screenshots
+    assert game.screenshots[1].name == game.screenshots[0].stem + "-2.png"
