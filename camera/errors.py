@@ -4,6 +4,7 @@ Its message is a single line that names the file and the field, e.g.
     levels/meadow.toml: scene.fog.density: must be between 0 and 1, got 3.0
 The command line prints it as it is and exits with code 2.
 """
+import hashlib
 import json
 import math
 import os
@@ -76,6 +77,12 @@ def read_text(file, missing: str = "no such file") -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise InputError(file, None, f"not UTF-8 text (byte {e.start})") from None
+
+
+def file_sha256(path) -> str:
+    """A file's SHA-256 in hex (a checkpoint's pin, a session's level)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def read_toml(file, missing: str = "no such file") -> dict:

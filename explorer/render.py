@@ -31,10 +31,11 @@ def warn_below_ground(level, poses, path, fps: float) -> None:
         return
     from world.scene import height_at
     position = np.array([pose.position for pose in poses])
-    below = np.flatnonzero(position[:, 1] < height_at(level.scene, position[:, 0], position[:, 2]))
+    ground = height_at(level.scene, position[:, 0], position[:, 2])
+    below = np.flatnonzero(position[:, 1] < ground)
     if below.size:
         i = int(below[0])
-        y, ground = (round(float(v), 2) + 0.0 for v in (position[i, 1], height_at(level.scene, *position[i, ::2])))
+        y, ground = (round(float(v), 2) + 0.0 for v in (position[i, 1], ground[i]))  # no "-0.00"
         print(f"explorer: warning: {path}: the camera goes below the ground at {i / fps:.2f} s (frame {i}: y = "
               f"{y:.2f}, the ground at {ground:.2f}), where the terrain is seen through", file=sys.stderr)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from camera.errors import InputError
-from explorer.session import Session, file_sha256, frame_sha1, read_session
+from explorer.session import Session, frame_sha1, level_sha256, read_session
 from explorer.video import VideoWriter
 from world.base import FRAMES_PER_STEP
 from world.level import load_level
@@ -125,7 +125,7 @@ def run_replay(path, check: bool, out, device: str) -> int:
     if result.mismatch is not None:
         record = session.frames[result.mismatch]
         level = session.header["level"]
-        changed = level.get("sha256") is not None and file_sha256(level["path"]) != level["sha256"]
+        changed = level.get("sha256") is not None and level_sha256(level["path"]) != level["sha256"]
         why = f"; its level file {level['path']} has changed since" if changed else ""
         print(f"explorer: replay: {Path(path) / 'trajectory.jsonl'}:{record.line}: frame {result.mismatch} differs "
               f"from the recording (recorded on {session.header['device']}{why})", file=sys.stderr)

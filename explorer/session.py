@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from camera.controls import ControlSettings, InputState
-from camera.errors import InputError, is_number, parse_json, read_text
+from camera.errors import InputError, file_sha256, is_number, parse_json, read_text
 from camera.paths import FPS_RANGE
 from camera.pose import PITCH_LIMIT, Pose, check_pose_limits
 from world.base import FRAMES_PER_STEP, MAX_SEED
@@ -71,12 +71,10 @@ def _write_json(path: Path, data: dict) -> None:
 
 # --- writing -------------------------------------------------------------------------------------
 
-def file_sha256(path) -> str | None:
-    """A file's SHA-256 (the level a session was played in: a replay that differs can say the file changed), or
-    None if it cannot be read."""
+def level_sha256(path) -> str | None:
+    """The level file's SHA-256 (a replay that differs can say the file changed since), or None if unreadable."""
     try:
-        with open(path, "rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()
+        return file_sha256(path)
     except OSError:
         return None
 
@@ -99,7 +97,7 @@ class SessionWriter:
             raise InputError(root, None, "cannot find a free session folder name")
         self.header = {
             "format": FORMAT, "level": {"name": level.name, "path": str(Path(level.source).resolve()),
-                                        "sha256": file_sha256(level.source)},
+                                        "sha256": level_sha256(level.source)},
             "world": world, "checkpoint": None if checkpoint is None else str(Path(checkpoint).resolve()),
             "checkpoint_sha256": checkpoint_sha256, "random_config": random_config, "seed": int(seed),
             "fps": float(fps), "size": [int(size[0]), int(size[1])], "device": device, "threads": threads,

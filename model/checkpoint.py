@@ -16,7 +16,6 @@ record) still names every weight.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import shutil
@@ -30,7 +29,7 @@ import torch.nn as nn
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from camera.errors import InputError, parse_json
+from camera.errors import InputError, file_sha256, parse_json
 from explorer.interrupts import held_interrupts
 from model.config import ModelConfig, get_config
 from model.generator import Generator
@@ -63,8 +62,7 @@ def default_checkpoint_path() -> Path:
 
 
 def checkpoint_sha256(path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+    return file_sha256(path)
 
 
 # ---------------------------------------------------------------------------------------------------------------
