@@ -56,7 +56,7 @@ from camera.pose import Pose, at_rest  # noqa: E402
 from explorer.hud import FrameStats, Hud, Menu, TextPanel  # noqa: E402
 from explorer.interrupts import HeldInterrupts  # noqa: E402
 from explorer.keys import InputSource, PygameInput  # noqa: E402
-from explorer.presenter import Presenter, overlay_rect  # noqa: E402
+from explorer.presenter import Presenter, overlay_rect, split_stacked  # noqa: E402
 from explorer.session import SessionWriter  # noqa: E402
 from explorer.world_host import OTHER_WORLD, Job, Result, Tick, Worker, WorldFactory  # noqa: E402
 from world.base import FPS, FRAMES_PER_STEP  # noqa: E402
@@ -258,6 +258,7 @@ class Game:
         self.savers: list[threading.Thread] = []
         self.done = False
         self.paused, self.paused_seconds, self.paused_since = False, 0.0, 0.0  # time in the menu: off the play clock
+        self.worker: Worker | None = None
 
     # --- the loop ---
     def run(self) -> int:
@@ -450,6 +451,14 @@ class Game:
             self._begin(self.kind, start)
             self._say(f"cannot open the {kind} world: {str(e).splitlines()[0]}")
 
+    def _split_label(self) -> str:
+        """The split view's worlds in the order shown: side by side, or on a tall window one above the other."""
+        other = OTHER_WORLD[self.kind]
+        window = pygame.display.get_window_size() if pygame.display.get_surface() is not None else None
+        if window and self.worker is not None and split_stacked(self.worker.size, window):
+            return f"{self.kind} above | {other} below"
+        return f"{self.kind} | {other}"
+
     def _toggle_split(self) -> None:
         if self.config.level.scene is None:
             self._say("split view needs a level with a [scene] (the reference world draws it)")
@@ -459,7 +468,7 @@ class Game:
         if self.split and not self.side_seen:  # the worker opens it first: a second or two with the picture still
             self._say(f"split view: opening the {other} world...")
         else:
-            self._say(f"split view: {self.kind} | {other}" if self.split else "split view off")
+            self._say(f"split view: {self._split_label()}" if self.split else "split view off")
 
     # --- action ---
     def _action(self) -> InputState | None:
@@ -506,7 +515,7 @@ class Game:
             self._say(f"split view: {result.note}")
         elif result.side is not None and not self.side_seen:
             self.side_seen = True
-            self._say(f"split view: {self.kind} | {OTHER_WORLD[self.kind]}")
+            self._say(f"split view: {self._split_label()}")
         n = len(result.frames)
         for i, (tick, frame, sha1) in enumerate(zip(job.ticks, result.frames, result.sha1)):
             side = result.side[i] if result.side is not None else None
@@ -597,7 +606,7 @@ class Game:
             message = [f"opening the {self.kind} world..."]
         elif self.worker.busy and now - self.worker.submitted > STALL_SECONDS:
             message = [f"waiting for the world... {now - self.worker.submitted:.0f} s"]
-        split = f"{self.kind} | {OTHER_WORLD[self.kind]}" if self.split and self.side_seen else None
+        split = self._split_label() if self.split and self.side_seen else None
         panels = (("hud", self.hud_panel, self.hud.lines(self._clock(), pose, split) if self.show_hud else [],
                    "top-left"),
                   ("menu", self.menu_panel, self.menu.lines() if self.paused else [], "center"),

@@ -1,7 +1,8 @@
 """Puts world frames on the screen: texture upload, light sharpening, Catmull-Rom upscaling, letterbox, overlays.
 
 The world renders small (128x72 to 256x144) and the window is large, so the upscaling filter is most of what the
-player sees. Per panel (one world frame; two side by side in split view) and per presented frame:
+player sees. Per panel (one world frame; two in split view, side by side or, on a tall window, one above the
+other: `panel_rects`) and per presented frame:
 
 1. `texture.write` the frame into a texture kept from frame to frame (re-created only when its size changes);
 2. sharpen at the native size (a 5-tap unsharp mask into a small framebuffer: nearly free, and it restores some of
@@ -171,6 +172,40 @@ def letterbox(content: tuple[int, int], window: tuple[int, int]) -> tuple[int, i
     return (ww - w) // 2, (wh - h) // 2, w, h
 
 
+def panel_rects(panels: list[tuple[int, int]], window: tuple[int, int]) -> list[tuple[int, int, int, int]]:
+    """Where each panel (native width, height) is drawn: (x, y from the top, w, h) in window pixels, letterboxed
+    together. Two panels (split view) go side by side at one height, or, where that shows them larger (a window
+    taller than about 32:9), one above the other at one width: on a portrait window side by side would leave two
+    slivers. Worlds of different native sizes are scaled to the same height (or width)."""
+    if len(panels) < 2:
+        return [letterbox(panels[0] if panels else window, window)] if panels else []
+
+    def layout(across: bool):
+        along = [(w / h, 1.0) if across else (1.0, h / w) for w, h in panels]  # each panel at unit height / width
+        total = (sum(a for a, _ in along), 1.0) if across else (1.0, sum(b for _, b in along))
+        x, y, w, h = letterbox(total, window)
+        rects, offset = [], 0
+        for i, (a, b) in enumerate(along):
+            last = i == len(along) - 1
+            if across:  # the last panel takes what rounding left, so the panels tile the letterbox exactly
+                pw = w - offset if last else round(a * h)
+                rects.append((x + offset, y, pw, h))
+                offset += pw
+            else:
+                ph = h - offset if last else round(b * w)
+                rects.append((x, y + offset, w, ph))
+                offset += ph
+        return rects
+    across, stacked = layout(True), layout(False)
+    return across if across[0][2] * across[0][3] >= stacked[0][2] * stacked[0][3] else stacked
+
+
+def split_stacked(panel: tuple[int, int], window: tuple[int, int]) -> bool:
+    """Whether split view, two panels of this size, shows them one above the other in this window."""
+    first, second = panel_rects([panel, panel], window)
+    return first[0] == second[0]
+
+
 def overlay_rect(anchor: str, size: tuple[int, int], window: tuple[int, int]) -> tuple[int, int, int, int]:
     """Where an overlay of `size` is drawn at `anchor`: (x, y from the top, w, h) in window pixels. One that does
     not fit inside the margins (a long path in a message, the HUD in a small window) is scaled down until it does,
@@ -242,24 +277,19 @@ class Presenter:
 
     # --- drawing --------------------------------------------------------------------------------
     def draw(self, target: moderngl.Framebuffer, size: tuple[int, int]) -> None:
-        """Draw into `target` (size: its width, height in pixels): the panels side by side, letterboxed between
+        """Draw into `target` (size: its width, height in pixels): the panels (`panel_rects`), letterboxed between
         black bars, and the overlays over them."""
         if 0 in size:
             return  # a minimised window
         target.use()
         target.viewport = (0, 0, *size)
         self.ctx.disable(moderngl.DEPTH_TEST | moderngl.CULL_FACE | moderngl.BLEND)
-        # panels side by side at one height (split view may pair worlds of different native sizes)
-        height = max((p.size[1] for p in self._panels), default=size[1])
-        widths = [p.size[0] * height / p.size[1] for p in self._panels]
-        x, y, w, h = letterbox((sum(widths), height) if self._panels else size, size)
-        if not self._panels or (w, h) != size:
+        rects = panel_rects([p.size for p in self._panels], size)
+        if sum(w * h for _, _, w, h in rects) != size[0] * size[1]:
             target.clear(0.0, 0.0, 0.0, 1.0)  # black bars (where the panels cover everything, a waste of 0.2 ms)
-        for panel, width in zip(self._panels, widths):
-            pw = round(width * h / height)
+        for panel, (x, y, w, h) in zip(self._panels, rects):
             self._upscale(panel, self._reproject(panel) if self._turn is not None else panel.sharp, target, size,
-                          (x, y, pw, h))
-            x += pw
+                          (x, size[1] - y - h, w, h))
         if self._overlays:
             self.ctx.enable(moderngl.BLEND)
             self.ctx.blend_func = moderngl.SRC_ALPHA, moderngl.ONE_MINUS_SRC_ALPHA

@@ -8,7 +8,7 @@ import torch
 
 from camera.pose import Pose
 from explorer.hud import MENU_ITEMS, FrameStats, Hud, Menu, TextPanel
-from explorer.presenter import MARGIN, Presenter, letterbox, measure_cost, overlay_rect
+from explorer.presenter import MARGIN, Presenter, letterbox, measure_cost, overlay_rect, panel_rects, split_stacked
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +136,25 @@ def test_split_view_shows_both_frames_side_by_side(ctx):
     out = present(ctx, [left, np.repeat(np.repeat(right, 2, 0), 2, 1)], (256, 144))
     rows_left, rows_right = np.flatnonzero(out[:, 60, 1]), np.flatnonzero(out[:, 196, 2])
     assert (rows_left[0], rows_left[-1]) == (rows_right[0], rows_right[-1]) == (36, 107)
+
+
+def test_split_view_stacks_the_worlds_on_a_tall_window(ctx):
+    """Side by side, two 16:9 frames on a portrait window would be slivers: there they go one above the other."""
+    left = np.zeros((36, 64, 3), np.uint8)
+    left[..., 1] = 255
+    right = np.zeros((36, 64, 3), np.uint8)
+    right[..., 2] = 255
+    out = present(ctx, [left, right], (144, 256))
+    assert tuple(out[70, 72]) == (0, 255, 0) and tuple(out[186, 72]) == (0, 0, 255)  # the first world on top
+    assert (out[:40] == 0).all() and (out[-40:] == 0).all()  # 16:18 in 9:16: bars above and below
+    assert split_stacked((64, 36), (144, 256)) and not split_stacked((64, 36), (256, 144))
+    for window in ((144, 256), (256, 144), (301, 97), (97, 301), (1280, 721)):
+        rects = panel_rects([(64, 36), (128, 72)], window)
+        (x0, y0, w0, h0), (x1, y1, w1, h1) = rects
+        assert (y0, h0) == (y1, h1) or (x0, w0) == (x1, w1)  # one row or one column
+        assert (x1, y1) in ((x0 + w0, y0), (x0, y0 + h0))  # touching, with no gap
+        assert all(0 <= x and 0 <= y and x + w <= window[0] and y + h <= window[1] for x, y, w, h in rects)
+    assert panel_rects([(64, 36)], (256, 144)) == [(0, 0, 256, 144)] and panel_rects([], (10, 10)) == []
 
 
 def test_cost_per_frame_at_1280x720():
