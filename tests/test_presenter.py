@@ -123,11 +123,15 @@ def test_overlays_blend_at_their_anchor_and_go_away(ctx):
     target.release()
 
 
+def green_and_blue():
+    """Two 64x36 frames, one green, one blue: the two worlds of a split view."""
+    frames = np.zeros((2, 36, 64, 3), np.uint8)
+    frames[0, ..., 1] = frames[1, ..., 2] = 255
+    return frames[0], frames[1]
+
+
 def test_split_view_shows_both_frames_side_by_side(ctx):
-    left = np.zeros((36, 64, 3), np.uint8)
-    left[..., 1] = 255
-    right = np.zeros((36, 64, 3), np.uint8)
-    right[..., 2] = 255
+    left, right = green_and_blue()
     out = present(ctx, [left, right], (256, 144))
     assert tuple(out[72, 60]) == (0, 255, 0) and tuple(out[72, 196]) == (0, 0, 255)
     assert (out[:20] == 0).all() and (out[-20:] == 0).all()  # 32:9 in 16:9: bars above and below
@@ -140,10 +144,7 @@ def test_split_view_shows_both_frames_side_by_side(ctx):
 
 def test_split_view_stacks_the_worlds_on_a_tall_window(ctx):
     """Side by side, two 16:9 frames on a portrait window would be slivers: there they go one above the other."""
-    left = np.zeros((36, 64, 3), np.uint8)
-    left[..., 1] = 255
-    right = np.zeros((36, 64, 3), np.uint8)
-    right[..., 2] = 255
+    left, right = green_and_blue()
     out = present(ctx, [left, right], (144, 256))
     assert tuple(out[70, 72]) == (0, 255, 0) and tuple(out[186, 72]) == (0, 0, 255)  # the first world on top
     assert (out[:40] == 0).all() and (out[-40:] == 0).all()  # 16:18 in 9:16: bars above and below
