@@ -186,7 +186,7 @@ def cmd_replay(args) -> int:
     from explorer.video import check_video_path
     if args.out is not None:
         check_video_path(args.out)
-    return run_replay(args.session, check=args.check, out=args.out, device=args.device)
+    return run_replay(args.session, check=args.check, out=args.out, device=args.device, checkpoint=args.checkpoint)
 
 
 def cmd_path_from_session(args) -> int:
@@ -349,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true",
                    help="compare every frame's hash with the recording; exit 1 at the first difference, naming it")
     p.add_argument("--out", default=None, help="write the replayed frames to this video (.mp4, native size)")
+    p.add_argument("--checkpoint", default=None,
+                   help="the model the session was played with, where the file it recorded is gone (default: that "
+                   "file, else the shipped model if it is the same one)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help=DEVICE_HELP)
     p.set_defaults(run=cmd_replay)
 

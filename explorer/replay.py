@@ -30,8 +30,29 @@ class ReplayResult:
     mismatch: int | None = None    # the first frame whose hash differs (check=True), or None
 
 
-def open_session_world(session: Session, device: str = "auto"):
-    """The world a session was played in (same kind, size, checkpoint), and its level."""
+def session_checkpoint(session: Session, given=None) -> str | None:
+    """The checkpoint to replay a generated world's session with: `given` (--checkpoint), else the file the session
+    recorded, else, where that is gone (a session from another machine, or from a clone since deleted), the
+    shipped model if it is the same file. None for the reference world and for random weights."""
+    h = session.header
+    if h["world"] != "generated" or h["random_config"] is not None:
+        return None
+    if given is not None:
+        return str(given)
+    recorded, digest = h["checkpoint"], h["checkpoint_sha256"]
+    if recorded is not None and Path(recorded).is_file():
+        return recorded
+    from model.checkpoint import checkpoint_sha256, default_checkpoint_path
+    shipped = default_checkpoint_path()
+    if recorded is None or (digest is not None and shipped.is_file() and checkpoint_sha256(shipped) == digest):
+        return str(shipped)
+    raise InputError(session.path / "session.json", "checkpoint",
+                     f"{recorded} is gone and the shipped model is another one; pass --checkpoint with the file the "
+                     f"session was played with" + (f" (SHA-256 {digest})" if digest else ""))
+
+
+def open_session_world(session: Session, device: str = "auto", checkpoint=None):
+    """The world a session was played in (same kind, size, checkpoint: `session_checkpoint`), and its level."""
     h = session.header
     level_path, name = Path(h["level"]["path"]), h["level"]["name"]
     if level_path.is_file():
@@ -45,18 +66,26 @@ def open_session_world(session: Session, device: str = "auto"):
     if h["random_config"] is not None:
         from model.config import get_config
         get_config(h["random_config"], source=f"{session.path / 'session.json'}: random_config")
+    checkpoint = session_checkpoint(session, checkpoint)
     world = make_world(h["world"], size=session.size if h["world"] == "reference" else None,
-                       checkpoint=h["checkpoint"], device=device, level=level, random_config=h.get("random_config"))
+                       checkpoint=checkpoint, device=device, level=level, random_config=h.get("random_config"))
     if hasattr(world, "hold_at_rest"):  # as it was played: sessions from before the hold ran the model at rest
         world.hold_at_rest = bool(h.get("hold_at_rest"))
     if h["checkpoint_sha256"] is not None and getattr(world, "checkpoint_sha256", None) != h["checkpoint_sha256"]:
-        raise InputError(h["checkpoint"], None, f"is not the checkpoint session {session.path} was played with "
-                         "(its SHA-256 differs)")
+        close_world(world)
+        raise InputError(checkpoint, None, f"is not the checkpoint session {session.path} was played with "
+                         f"(its SHA-256 differs: the session's is {h['checkpoint_sha256']})")
     if tuple(world.size) != session.size:
+        close_world(world)
         raise InputError(session.path / "session.json", "size",
                          f"the world renders {world.size[0]}x{world.size[1]}, the session has "
                          f"{session.size[0]}x{session.size[1]}")
     return world, level
+
+
+def close_world(world) -> None:
+    if hasattr(world, "close"):  # test stand-ins have nothing to close
+        world.close()
 
 
 @contextmanager
@@ -96,10 +125,10 @@ def replay_frames(session: Session, world, level):
         i += FRAMES_PER_STEP
 
 
-def replay(session: Session, check: bool = False, out=None, device: str = "auto") -> ReplayResult:
+def replay(session: Session, check: bool = False, out=None, device: str = "auto", checkpoint=None) -> ReplayResult:
     """Replay a session; with `check`, stop at the first frame whose hash differs from the recording; with
     `out`, write the replayed frames (up to a difference) to a video at the native size."""
-    world, level = open_session_world(session, device)
+    world, level = open_session_world(session, device, checkpoint)
     result = ReplayResult(frames=0, total=len(session.frames))
     try:
         with VideoWriter(out, session.size, fps=session.header["fps"]) if out is not None else nullcontext() \
@@ -112,15 +141,14 @@ def replay(session: Session, check: bool = False, out=None, device: str = "auto"
                     writer.write(image)
                 result.frames += 1
     finally:
-        if hasattr(world, "close"):
-            world.close()
+        close_world(world)
     return result
 
 
-def run_replay(path, check: bool, out, device: str) -> int:
+def run_replay(path, check: bool, out, device: str, checkpoint=None) -> int:
     """The command: prints one line and returns the exit code (1 for a mismatch)."""
     session = read_session(path)
-    result = replay(session, check=check, out=out, device=device)
+    result = replay(session, check=check, out=out, device=device, checkpoint=checkpoint)
     skipped = result.total - result.frames
     if result.mismatch is not None:
         record = session.frames[result.mismatch]

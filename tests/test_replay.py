@@ -262,3 +262,38 @@ def test_a_session_from_before_the_hold_at_rest_replays_as_it_was_played(tmp_pat
         writer.close()
         assert main(["replay", str(writer.path), "--check"]) == 0, capsys.readouterr().err
         assert "9 of 9 frames match" in capsys.readouterr().out
+
+
+def test_a_session_whose_checkpoint_file_is_gone_replays_with_the_same_model(tmp_path, monkeypatch, capsys):
+    # A session recorded the checkpoint's absolute path: played in a clone since deleted (or on another machine),
+    # it could not be replayed at all, though the shipped model was the same file.
+    from model.checkpoint import checkpoint_sha256, default_checkpoint_path
+    opened = []
+
+    def make_world(kind, size=None, checkpoint=None, **_):
+        opened.append(checkpoint)
+        world = HistoryWorld()
+        world.checkpoint_sha256 = checkpoint_sha256(checkpoint)
+        return world
+    monkeypatch.setattr(explorer.replay, "make_world", make_world)
+    session = play_session(tmp_path, HistoryWorld(), "generated", steps=2)
+    header = json.loads((session / "session.json").read_text())
+    shipped = default_checkpoint_path()
+    header |= {"random_config": None, "checkpoint": str(tmp_path / "deleted-clone" / "mini.safetensors"),
+               "checkpoint_sha256": checkpoint_sha256(shipped)}
+    (session / "session.json").write_text(json.dumps(header))
+    assert main(["replay", str(session), "--check"]) == 0, capsys.readouterr().err
+    assert opened == [str(shipped)] and "9 of 9 frames match" in capsys.readouterr().out
+
+    other = tmp_path / "other.safetensors"  # not the model the session was played with
+    other.write_bytes(b"another model")
+    header["checkpoint_sha256"] = checkpoint_sha256(other)
+    (session / "session.json").write_text(json.dumps(header))
+    assert main(["replay", str(session), "--check"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "session.json: checkpoint:" in err and "--checkpoint" in err, err
+    assert main(["replay", str(session), "--check", "--checkpoint", str(other)]) == 0, capsys.readouterr().err
+    assert opened[-1] == str(other)
+    assert main(["replay", str(session), "--check", "--checkpoint", str(shipped)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is not the checkpoint" in err and str(shipped) in err, err
