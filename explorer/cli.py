@@ -273,6 +273,12 @@ def cmd_ship(args) -> int:
         check_output_path(path, (".safetensors",), field="--out's linked VAE file")
     loaded = load_checkpoint(args.checkpoint)
     CameraScaling.from_dict(loaded.camera_scaling, source=args.checkpoint)  # refuse what play would refuse
+    if loaded.stage == "vae":  # its generator is untrained: as the default, play would show noise
+        if not args.out:
+            raise InputError(args.checkpoint, "stage", "is from the vae stage, whose generator is untrained; ship a "
+                             "checkpoint from a later stage as the default (or write this one elsewhere with --out)")
+        print(f"explorer: warning: {args.checkpoint} is from the vae stage: its generator is untrained",
+              file=sys.stderr)
     source = Path(args.checkpoint)
     links = json.loads(loaded.metadata.get(LINKED, "{}"))
     reads = [source] + [source.parent / entry["file"] for entry in links.values()]
@@ -324,8 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help=DEVICE_HELP)
     p.add_argument("--seed", type=seed_int, default=0, help="generated world: the noise seed (default 0)")
     p.add_argument("--size", type=parse_frame_size, default=None,
-                   help="reference world: the frames' WIDTHxHEIGHT (default 256x144, the generated world's largest "
-                   "size); they are upscaled to the window")
+                   help="reference world only (--world reference): the frames' WIDTHxHEIGHT, even numbers (default "
+                   "256x144); they are upscaled to the window. The generated world renders at its model's size "
+                   "(128x72 for mini)")
     p.add_argument("--window", type=parse_size, default=(1280, 720), help="window WIDTHxHEIGHT (default 1280x720)")
     p.add_argument("--fullscreen", action="store_true", help="start in fullscreen (F11 toggles)")
     p.add_argument("--mouse-sensitivity", metavar="DEG", type=number_in(0.001, 10.0),
@@ -380,8 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the procedural reference scene, the neural generator, or compare: the generator (left) "
                    "next to the reference (right) on the same poses (default: reference)")
     p.add_argument("--size", type=parse_frame_size, default=None,
-                   help="output WIDTHxHEIGHT, per panel with compare (default: 640x360 for reference, the model's "
-                   "native size for generated and compare)")
+                   help="output WIDTHxHEIGHT, even numbers, per panel with compare (default: 640x360 for reference, "
+                   "the model's native size for generated and compare; larger sizes are upscaled)")
     p.add_argument("--checkpoint", default=None, help="generated world: a .safetensors checkpoint (default: shipped)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help=DEVICE_HELP)
     p.add_argument("--seed", type=seed_int, default=None, help="generated world: the noise seed (default 0)")

@@ -384,17 +384,20 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 
 if __name__ == "__main__":
-    # python -m explorer.session SESSION: one JSON line of numbers about a played session
+    # python -m explorer.session SESSION [SESSION ...]: one JSON line of numbers per played session
     import sys
-    usage = "usage: python -m explorer.session SESSION_FOLDER   (one JSON line: fps, dropped frames, latency, step time)"
+    usage = ("usage: python -m explorer.session SESSION_FOLDER [...]   (one JSON line each: fps, dropped frames, "
+             "latency, step time; with several, the line names its session)")
     if sys.argv[1:] in (["-h"], ["--help"]):
         print(usage)
         sys.exit(0)
-    if len(sys.argv) != 2:
+    if len(sys.argv) < 2:
         print(usage, file=sys.stderr)
         sys.exit(2)
     try:
-        print(json.dumps(summary(read_session(sys.argv[1]))))
+        for folder in sys.argv[1:]:
+            named = {"session": folder} if len(sys.argv) > 2 else {}
+            print(json.dumps(named | summary(read_session(folder))), flush=True)
     except InputError as error:
         print(f"explorer.session: error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -404,6 +404,28 @@ def test_a_linked_vae_file_loads_as_one_checkpoint_and_is_checked(saved, tmp_pat
         load_checkpoint(wrong)
 
 
+def test_ship_refuses_a_vae_stage_checkpoint_as_the_default(tmp_path, monkeypatch, capsys):
+    # Its generator is untrained: shipped as the default, play would show noise and bench would time it.
+    import torch
+    from explorer.cli import main
+    from model.checkpoint import save_checkpoint
+    from model.config import get_config
+    from model.generator import Generator
+    from model.vae import VAE
+    config = get_config("tiny")
+    torch.manual_seed(0)
+    source = tmp_path / "vae.safetensors"
+    save_checkpoint(source, config, VAE(config.vae), Generator(config.generator),
+                    {"origin_std": 1.0, "direction_std": 1.0}, "vae")
+    default = tmp_path / "checkpoints" / "mini.safetensors"
+    monkeypatch.setattr("model.checkpoint.default_checkpoint_path", lambda: default)
+    assert main(["ship", str(source)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "stage: is from the vae stage" in err and not default.exists(), err
+    assert main(["ship", str(source), "--out", str(tmp_path / "elsewhere.safetensors")]) == 0  # on purpose: a warning
+    assert "warning" in capsys.readouterr().err and (tmp_path / "elsewhere.safetensors").exists()
+
+
 def test_ship_replaces_a_linked_pair_together_or_not_at_all(tmp_path, monkeypatch, capsys):
     # The VAE file used to be renamed into place before the generator file was written: a full disk (or a Ctrl-C)
     # in between left the old generator pinning a VAE that had been replaced, and the shipped default unloadable.

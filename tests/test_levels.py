@@ -1,12 +1,17 @@
 """Level files, the scene vocabulary and its validation, terrain heights and object placement."""
 import itertools
+import re
+import typing
+from dataclasses import fields, is_dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from camera.errors import InputError
+from camera.paths import load_path
 from levels import LEVELS_DIR
-from world.level import list_levels, load_level
+from world.level import LevelHeader, Start, list_levels, load_level
 from world.reference import ReferenceWorld
 from world.scene import (CELL, GROUND_MATERIALS, OBJECT_KINDS, SKY_PRESETS, TERRAIN_KINDS, Objects, SceneParams,
                          Terrain, height_at, objects_in_cell, random_scene)
@@ -232,3 +237,32 @@ def test_objects_with_a_density_but_no_weighted_kind_are_refused(tmp_path):
         assert "scene.objects.kinds: no kind has a weight above 0" in error_of(write(tmp_path, text))
     none = GOOD.replace("[start]", "[scene.objects]\ndensity = 0.0\nkinds = {}\n\n[start]")
     assert load_level(write(tmp_path, none)).scene.objects.density == 0.0  # no objects, said so: fine
+
+
+def test_docs_levels_md_names_every_field_and_its_examples_load(tmp_path):
+    """docs/levels.md is how a player learns to write a level: every field the reader accepts is in its tables,
+    and its example level and camera path (and the README's path) load as they are."""
+    text = (Path(__file__).parent.parent / "docs" / "levels.md").read_text()
+
+    def dotted(cls, prefix=""):
+        for f in fields(cls):
+            tp = typing.get_type_hints(cls)[f.name]
+            if is_dataclass(tp):
+                yield from dotted(tp, f"{prefix}{f.name}.")
+            else:
+                yield prefix + f.name
+    documented = set(re.findall(r"^\| `([a-z_.]+)` \|", text, re.M))
+    for name in [*dotted(LevelHeader), *dotted(SceneParams), *dotted(Start)]:
+        assert name in documented, f"docs/levels.md has no row for {name}"
+    for word in (*SKY_PRESETS, *GROUND_MATERIALS, *TERRAIN_KINDS, *OBJECT_KINDS):
+        assert f"`{word}`" in text, word
+    level_toml, path_toml = re.findall(r"```toml\n(.*?)```", text, re.S)
+    (tmp_path / "lakeside.toml").write_text(level_toml)
+    (tmp_path / "p.toml").write_text(path_toml)
+    level = load_level(tmp_path / "lakeside.toml")
+    assert level.scene.sky.preset == "dusk" and level.scene.objects.kinds["lamp"] == 0.3
+    poses = load_path(tmp_path / "p.toml").poses(start=level.start)
+    assert len(poses) == 97 and abs(poses[-1].yaw - 45.0) < 1e-6
+    readme = (Path(__file__).parent.parent / "README.md").read_text()  # the README's camera path, copied as it is
+    (tmp_path / "readme.toml").write_text(re.search(r"### Camera paths\n\n```toml\n(.*?)```", readme, re.S)[1])
+    assert len(load_path(tmp_path / "readme.toml").poses(start=level.start)) == 97

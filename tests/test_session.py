@@ -214,6 +214,11 @@ def test_the_summary_module_prints_one_line_errors(tmp_path):
     for args in ([], [str(tmp_path / "nowhere")]):
         proc = subprocess.run([sys.executable, "-m", "explorer.session", *args], capture_output=True, text=True)
         assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    # several sessions (docs/benchmarks.md's `python -m explorer.session D/*/`): a line each, naming its session
+    folders = [str(write_session(tmp_path / name)[0].path) for name in ("a", "b")]
+    proc = subprocess.run([sys.executable, "-m", "explorer.session", *folders], capture_output=True, text=True)
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert proc.returncode == 0 and [line["session"] for line in lines] == folders and lines[0]["frames"] > 0
 
 
 def test_summary_counts_dropped_frames_and_latency(tmp_path):

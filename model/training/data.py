@@ -92,7 +92,8 @@ class Clips:
         is_val = np.isin(seeds, list(held))
         if is_val.all():
             raise InputError(source, "clips", f"{len(seeds)} clips from {len(held)} scenes leave nothing to train on "
-                             f"after holding out the scenes of the last {val_clips} clips for validation")
+                             f"after holding out the scenes of the last {val_clips} clips for validation (make more clips, or "
+                             f"hold out fewer with --val-clips)")
         return Clips(Path(folder), manifest, [s["frames"] for s in shards],
                      np.concatenate([s["poses"] for s in shards]), np.flatnonzero(~is_val), np.flatnonzero(is_val))
 
