@@ -94,6 +94,23 @@ def read_toml(file, missing: str = "no such file") -> dict:
         raise InputError(file, None, f"not valid TOML: {e}") from None
 
 
+def write_replacing(path, write, field: str = "--out") -> None:
+    """Write a file through `write(temporary path)` into a hidden file beside `path`, then rename it into place: a
+    full disk, an error or Ctrl-C part-way leaves the file that was there before as it was. A write that fails
+    for the disk's sake is an InputError naming `path` and `field`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise InputError(path, field, f"cannot write it: {e.strerror or e}") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 def check_output_path(path, suffixes: tuple[str, ...], field: str = "--out") -> Path:
     """A file the command will write, refused before any work is done if it could not be: it must
     end in one of `suffixes` (the formats written), must not be a folder and must not lie under a file
@@ -106,4 +123,6 @@ def check_output_path(path, suffixes: tuple[str, ...], field: str = "--out") -> 
     parent = next((p for p in path.parents if p.exists()), Path("."))
     if not parent.is_dir():
         raise InputError(path, field, f"{parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(path, field, f"cannot write into {parent}")
     return path

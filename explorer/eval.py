@@ -46,7 +46,7 @@ import torch
 from tqdm import tqdm
 
 from camera.embedding import camera_embedding
-from camera.errors import InputError, check_output_path
+from camera.errors import InputError, check_output_path, write_replacing
 from camera.paths import load_path
 from camera.pose import Pose
 from camera.trajectories import forward_trajectory, random_trajectory, yaw_trajectory
@@ -633,8 +633,7 @@ def plot(r: dict, path) -> None:
     axes[2].set(xlabel="time (s)", ylabel="Fréchet distance", title=f"features per {width} s window")
     axes[2].legend()
     fig.suptitle(f"{Path(r['checkpoint']).name}: {r['streams']} streams")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    write_replacing(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"), field="--plot")
 
 
 def main(args) -> int:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import threading
 from pathlib import Path
@@ -65,23 +66,28 @@ class VideoWriter:
             except OSError as e:  # ffmpeg quit: its own message is on stderr above
                 if self.interrupts:  # a terminal's Ctrl-C reaches ffmpeg too: it was the interrupt
                     raise KeyboardInterrupt from None
-                why = str(e).splitlines()[0]
-                raise InputError(self.path, None, f"ffmpeg stopped writing the video ({why})") from None
+                raise InputError(self.path, None, f"ffmpeg stopped writing the video ({self._why(e)})") from None
             self.frames += 1
 
     def close(self) -> None:
-        """Finish the file and put it in place; if ffmpeg failed, raise and leave an older file as it was."""
+        """Finish the file and put it in place; if ffmpeg failed, or a Ctrl-C or SIGTERM came before the file was
+        in place (while ffmpeg finishes, the last fraction of a second), raise and leave an older file as it was
+        and no partial one."""
         if self.interrupts:  # after the last frame: the video is whole, but it was not wanted any more
             self.abort()
             raise KeyboardInterrupt
-        self._restore_sigint()
-        self._gen.close()
-        status = getattr(self._ffmpeg, "returncode", 0)
-        if status != 0 or not self._tmp.is_file() or self._tmp.stat().st_size == 0:
+        try:
+            self._gen.close()  # Ctrl-C is still held here
+            status = getattr(self._ffmpeg, "returncode", 0)
+            if status != 0 or not self._tmp.is_file() or self._tmp.stat().st_size == 0:
+                kept = "; the file there before is unchanged" if self.path.exists() else ""
+                raise InputError(self.path, None, f"ffmpeg failed (exit status {status}){kept}")
+            if self.interrupts:
+                raise KeyboardInterrupt
+            os.replace(self._tmp, self.path)
+        finally:
+            self._restore_sigint()
             self._remove_partial()
-            kept = "; the file there before is unchanged" if self.path.exists() else ""
-            raise InputError(self.path, None, f"ffmpeg failed (exit status {status}){kept}")
-        os.replace(self._tmp, self.path)
 
     def abort(self) -> None:
         self._restore_sigint()
@@ -99,6 +105,15 @@ class VideoWriter:
         if self._previous_sigint is not None:
             signal.signal(signal.SIGINT, self._previous_sigint)
             self._previous_sigint = None
+
+    def _why(self, error: OSError) -> str:
+        """What most likely stopped ffmpeg: its broken pipe says nothing, the disk under the file often does."""
+        try:
+            if shutil.disk_usage(self.path.parent).free < 1 << 20:
+                return "the disk is full"
+        except OSError:
+            pass
+        return str(error).splitlines()[0]
 
     def _remove_partial(self) -> None:
         if self._tmp.is_file():

@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -197,6 +198,48 @@ def test_ctrl_c_while_a_video_is_open_is_held_to_the_next_frame_and_keeps_the_ol
     assert signal.getsignal(signal.SIGINT) is before
 
 
+@pytest.mark.parametrize("stop", ["held", "terminated"])
+def test_a_stop_while_ffmpeg_finishes_leaves_the_older_file_and_no_partial(tmp_path, stop):
+    # After the last frame, close() waits for ffmpeg; a Ctrl-C or SIGTERM there left .NAME.partial.mp4 behind.
+    import os
+    import signal
+    from explorer.video import VideoWriter
+
+    out = tmp_path / "keep.mp4"
+    out.write_bytes(b"precious")
+    before = signal.getsignal(signal.SIGINT)
+    writer = VideoWriter(out, (32, 16))
+    writer.write(np.zeros((4, 16, 32, 3), np.uint8))
+    ffmpeg = writer._gen
+
+    class FinishThenStop:  # ffmpeg's generator, stopped by a signal as it finishes
+        def close(self):
+            ffmpeg.close()
+            if stop == "held":
+                os.kill(os.getpid(), signal.SIGINT)  # held by the writer until the file would be in place
+            else:
+                raise SystemExit(143)  # what the command line's SIGTERM handler raises
+    writer._gen = FinishThenStop()
+    with pytest.raises(KeyboardInterrupt if stop == "held" else SystemExit):
+        writer.close()
+    assert out.read_bytes() == b"precious" and list(tmp_path.iterdir()) == [out]
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_a_video_into_a_folder_that_cannot_be_written_is_refused_before_any_work(tmp_path, monkeypatch):
+    # ffmpeg found out after the world had opened, printed its own lines and ours said "Broken pipe".
+    import camera.errors
+    from camera.errors import InputError
+    from explorer.video import check_video_path
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    # (as root every folder is writable, so the test asks the check's own question of a folder that says no)
+    monkeypatch.setattr(camera.errors.os, "access", lambda path, mode: Path(path) != locked)
+    with pytest.raises(InputError, match=f"{locked}/new/x.mp4: --out: cannot write into {locked}$"):
+        check_video_path(locked / "new" / "x.mp4")
+    assert check_video_path(tmp_path / "x.mp4") == tmp_path / "x.mp4"
+
+
 def test_ctrl_c_that_a_library_turns_into_another_error_is_still_an_interrupt(monkeypatch, capsys):
     """A Ctrl-C during scipy's import came out as a traceback (exit 1) raised from the KeyboardInterrupt."""
     import explorer.cli as cli
@@ -322,3 +365,22 @@ def test_a_ctrl_c_while_the_command_line_imports_is_one_line_and_exit_130(monkey
     assert capsys.readouterr().err == "explorer: interrupted\n"
     monkeypatch.setitem(sys.modules, "explorer.cli", types.SimpleNamespace(main=lambda: 7))
     assert launch.main() == 7  # otherwise it is the command line's main
+
+
+def test_a_plot_that_fills_the_disk_leaves_the_older_file_and_is_one_line(tmp_path):
+    # eval --plot (and a training run's loss.png) wrote straight onto the file: a full disk left half a PNG where
+    # a good one was, and a traceback.
+    import errno
+    from camera.errors import InputError, write_replacing
+
+    out = tmp_path / "plot.png"
+    out.write_bytes(b"precious")
+
+    def fill_the_disk(tmp):
+        tmp.write_bytes(b"half a pic")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(InputError, match=r"plot.png: --plot: cannot write it: No space left on device$"):
+        write_replacing(out, fill_the_disk, field="--plot")
+    assert out.read_bytes() == b"precious" and list(tmp_path.iterdir()) == [out]
+    write_replacing(out, lambda tmp: tmp.write_bytes(b"new"))
+    assert out.read_bytes() == b"new" and list(tmp_path.iterdir()) == [out]

@@ -27,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from camera.embedding import CameraScaling
-from camera.errors import InputError, parse_json, read_text
+from camera.errors import InputError, parse_json, read_text, write_replacing
 from model.config import ModelConfig
 from model.training.data import Clips, measure_camera_scaling
 from model.training.distributed import Dist
@@ -125,8 +125,10 @@ class Metrics:
         for ax in list(axes.flat)[len(keys):]:
             ax.axis("off")
         fig.tight_layout()
-        fig.savefig(self.plot_path, dpi=80)
-        plt.close(fig)
+        try:
+            write_replacing(self.plot_path, lambda tmp: fig.savefig(tmp, dpi=80, format="png"), field="loss plot")
+        finally:
+            plt.close(fig)
 
 
 def learning_rate(base: float, warmup: int, step: int) -> float:
