@@ -40,7 +40,9 @@ def load_realestate(file, aspect: float = 16 / 9) -> CameraPath:
     vertical fov follows from it."""
     file = Path(file)
     lines = read_text(file).splitlines()
-    first = 0 if lines and _is_camera_line(lines[0]) else 1  # a file cut from a longer one may lack the URL line
+    # A file cut from a longer one may lack the URL line: a first line that starts with a number is a camera's
+    # (and a damaged one is said, not skipped as if it were the URL).
+    first = 0 if lines and _starts_with_number(lines[0]) else 1
     rows = [(n, line) for n, line in enumerate(lines[first:], start=first + 1) if line.strip()]
     if len(rows) < 2:
         raise InputError(file, None, "needs a URL line and at least two camera lines")
@@ -58,11 +60,16 @@ def load_realestate(file, aspect: float = 16 / 9) -> CameraPath:
                       key_field=lambda i: f"line {rows[i][0]}")
 
 
-def _is_camera_line(line: str) -> bool:
+COLUMNS = ("timestamp", "fx", "fy", "cx", "cy", "column 6", "column 7",
+           *(f"r{i}{j}" if j < 3 else f"t{i}" for i in range(3) for j in range(4)))  # the 3x4 matrix, row-major
+
+
+def _starts_with_number(line: str) -> bool:
+    parts = line.split()
     try:
-        _parse_line(line, None, 1)
+        float(parts[0])
         return True
-    except InputError:
+    except (IndexError, ValueError):
         return False
 
 
@@ -71,13 +78,16 @@ def _parse_line(line: str, file, n: int) -> np.ndarray:
     if len(parts) != 19:
         raise InputError(file, f"line {n}",
                          f"expected 19 numbers (timestamp, fx fy cx cy, 0 0, 3x4 matrix), got {len(parts)}")
-    try:
-        v = np.array([float(p) for p in parts])
-    except ValueError:
-        raise InputError(file, f"line {n}", "not a list of numbers") from None
-    if not np.all(np.isfinite(v)):
-        raise InputError(file, f"line {n}", "numbers must be finite")
-    return v
+    values = []
+    for column, part in zip(COLUMNS, parts):
+        try:
+            value = float(part)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value):
+            raise InputError(file, f"line {n} ({column})", f"must be a finite number, got {part[:40]!r}")
+        values.append(value)
+    return np.array(values)
 
 
 def _pose(v: np.ndarray, aspect: float, file, n: int) -> Pose:

@@ -295,13 +295,22 @@ def test_a_realestate_file_without_its_url_line_keeps_its_first_camera(tmp_path)
     assert len(without.keys) == 3 and without.keys == with_url.keys  # it used to drop the first camera unsaid
 
 
+def test_a_damaged_first_camera_line_is_said_not_taken_for_the_url(tmp_path):
+    # A first line of 18 numbers (one lost) was skipped as if it were the URL line, and the render went on.
+    rows = [f"{41708 * i} 0.5 0.9 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 {-i}" for i in range(3)]
+    (tmp_path / "cut.txt").write_text(rows[0].rsplit(" ", 1)[0] + "\n" + "\n".join(rows[1:]) + "\n")
+    with pytest.raises(InputError, match="cut.txt: line 1: expected 19 numbers"):
+        load_realestate(tmp_path / "cut.txt")
+
+
 @pytest.mark.parametrize("line, message", [
     ("5 0.5 0.9 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1", "cams.txt: line 3: expected 19 numbers"),
-    ("5 0.5 0.9 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 x", "cams.txt: line 3: not a list of numbers"),
+    ("5 0.5 0.9 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 x", "cams.txt: line 3 (t2): must be a finite number, got 'x'"),
+    ("5 nan 0.9 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 0", "cams.txt: line 3 (fx): must be a finite number, got 'nan'"),
     ("0 0.5 0.9 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 0", "cams.txt: line 3: timestamps must increase"),
     ("5 0.5 0.9 0.5 0.5 0 0 2 0 0 0 0 1 0 0 0 0 1 0", "cams.txt: line 3: the 3x3 part of the matrix is not a rotation"),
     ("5 0.5 0 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 0", "cams.txt: line 3: focal lengths must be positive"),
-    ("5 0.5 0.9 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 inf", "cams.txt: line 3: numbers must be finite"),
+    ("5 0.5 0.9 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 inf", "cams.txt: line 3 (t2): must be a finite number"),
     ("5 0.5 0.9 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 0", "cams.txt: timestamps: must be between 1 and 240"),
     ("41708 1e300 1e300 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 0", "cams.txt: line 3.fov: must be between 1 and 179"),
     ("9999999999999 0.5 0.9 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 0", "cams.txt: timestamps: must be between 1 and 240"),
