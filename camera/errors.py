@@ -29,13 +29,17 @@ def is_number(v) -> bool:
 MAX_PROBLEM_CHARS = 600  # a long value quoted in a problem is cut in the middle; every message of ours fits
 
 
+def _cut(text: str) -> str:
+    """Text over MAX_PROBLEM_CHARS, cut in the middle."""
+    return text if len(text) <= MAX_PROBLEM_CHARS else text[:MAX_PROBLEM_CHARS - 20] + " ... " + text[-15:]
+
+
 class InputError(ValueError):
     """Bad input from a user-supplied file or argument; the message names the file and the field."""
 
     def __init__(self, source, field: str | None, problem: str):
-        where = f"{source}: {field}" if field else f"{source}"
-        if len(problem) > MAX_PROBLEM_CHARS:  # a value quoted whole (a 400-digit number, a long list) stays one line
-            problem = problem[:MAX_PROBLEM_CHARS - 20] + " ... " + problem[-15:]
+        where = f"{_cut(str(source))}: {field}" if field else _cut(str(source))  # a 5000-letter name given
+        problem = _cut(problem)  # a value quoted whole (a 400-digit number, a long list) stays one line
         super().__init__(f"{where}: {problem}")
         self.source, self.field, self.problem = str(source), field, problem
 
@@ -90,8 +94,10 @@ def read_toml(file, missing: str = "no such file") -> dict:
     text = read_text(file, missing)
     try:
         return tomllib.loads(text)
-    except ValueError as e:  # TOMLDecodeError, or an integer of more digits than Python converts (4300)
+    except tomllib.TOMLDecodeError as e:
         raise InputError(file, None, f"not valid TOML: {e}") from None
+    except ValueError:  # an integer of more digits than Python converts (4300): its advice is for programmers
+        raise InputError(file, None, "not valid TOML for us: it holds an integer of over 4300 digits") from None
 
 
 def write_replacing(path, write, field: str = "--out") -> None:

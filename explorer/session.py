@@ -286,7 +286,7 @@ def _parse_frame(r: dict, where: str, number: int, frames: list[FrameRecord], re
         raise InputError(where, "t", f"must not go back in time ({r['t']} after {frames[-1].t})")
     if not (_is_int(r["step"]) and r["step"] >= 0):
         raise InputError(where, "step", f"must be a whole number, got {r['step']!r}")
-    if not (isinstance(r["frame_sha1"], str) and len(r["frame_sha1"]) == 40):
+    if not (isinstance(r["frame_sha1"], str) and re.fullmatch(r"[0-9a-f]{40}", r["frame_sha1"])):
         raise InputError(where, "frame_sha1", "must be 40 hex digits")
     latency = r.get("latency_ms")
     return FrameRecord(r["frame"], float(r["t"]), r["step"], _parse_pose(r["pose"], where),
@@ -400,4 +400,7 @@ if __name__ == "__main__":
             print(json.dumps(named | summary(read_session(folder))), flush=True)
     except InputError as error:
         print(f"explorer.session: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as error:  # a name the system refuses (too long), a folder it cannot read
+        print(f"explorer.session: error: {error.filename}: {error.strerror}", file=sys.stderr)
         sys.exit(2)

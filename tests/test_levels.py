@@ -117,6 +117,9 @@ def test_structure_errors(tmp_path):
     assert "scene: a level needs a [scene] table or a [level] image" in error_of(write(tmp_path, no_scene))
     missing_image = no_scene.replace('title = "A test level"', 'title = "x"\nimage = "nope.png"')
     assert "level.image: no such file" in error_of(write(tmp_path, missing_image))
+    folder_image = no_scene.replace('title = "A test level"', 'title = "x"\nimage = "."')
+    assert "level.image: " in error_of(write(tmp_path, folder_image)) and "is a folder, not a picture" in \
+        error_of(write(tmp_path, folder_image))
 
 
 def test_start_images_are_checked_when_the_level_loads(tmp_path):
@@ -163,6 +166,10 @@ def test_a_missing_level_lists_the_available_ones():
     message = str(e.value)
     assert message.startswith("atlantis: no such level")
     assert all(level.name in message for level in list_levels())
+    with pytest.raises(InputError) as e:  # no level can have this name: not looked up ("File name too long")
+        load_level("a" * 5000)
+    message = str(e.value)
+    assert "no such level" in message and len(message) < 800 and all(lv.name in message for lv in list_levels())
 
 
 def test_a_folder_given_as_a_level_is_called_a_folder(tmp_path):

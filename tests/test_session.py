@@ -115,6 +115,7 @@ def set_field(field, value):
     (3, set_field("latency_ms", 1e300), "trajectory.jsonl:3", "latency_ms"),
     (3, set_field("input", {"actions": ["jump"]}), "trajectory.jsonl:3", "input.actions"),
     (3, set_field("frame_sha1", "abc"), "trajectory.jsonl:3", "frame_sha1"),
+    (3, set_field("frame_sha1", "ZZ" * 20), "trajectory.jsonl:3", "frame_sha1"),  # 40 characters, not hex
     (4, set_field("step", 2), "trajectory.jsonl:2", "step"),                   # step 1 (from line 2) is short
     (1, set_field("step", 1), "trajectory.jsonl:1", "step"),
     (10, lambda line: json.dumps({"event": "teleport", "frame": 9}), "trajectory.jsonl:10", "event"),
@@ -211,7 +212,7 @@ def test_missing_pieces_are_named(tmp_path):
 def test_the_summary_module_prints_one_line_errors(tmp_path):
     import subprocess
     import sys
-    for args in ([], [str(tmp_path / "nowhere")]):
+    for args in ([], [str(tmp_path / "nowhere")], [str(tmp_path / ("n" * 300))]):  # the last: a name too long
         proc = subprocess.run([sys.executable, "-m", "explorer.session", *args], capture_output=True, text=True)
         assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     # several sessions (docs/benchmarks.md's `python -m explorer.session D/*/`): a line each, naming its session

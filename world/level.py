@@ -78,6 +78,8 @@ def level_from_dict(d: dict, source: Path) -> Level:
     image = None
     if header.image is not None:
         image = (source.parent / header.image).resolve()
+        if image.is_dir():
+            raise InputError(source, "level.image", f"{image} is a folder, not a picture")
         if not image.is_file():
             raise InputError(source, "level.image", f"no such file: {image}")
         _check_image(image, source)
@@ -126,7 +128,9 @@ def load_level(name_or_path) -> Level:
     by_name = not (text.lower().endswith(".toml") or path.parent != Path("."))
     if by_name:
         path = LEVELS_DIR / f"{text}.toml"
-    if not path.exists():  # a folder or a pipe is not "no such file": read_text says what it is
+    # A name no level can have is not looked up (5000 letters gave the system's "File name too long"); a folder
+    # or a pipe is not "no such file": read_text says what it is.
+    if (by_name and not LEVEL_NAME.fullmatch(text)) or not path.exists():
         available = ", ".join(p.stem for p in sorted(LEVELS_DIR.glob("*.toml")))
         problem = "no such level" if by_name else "no such level file"
         raise InputError(text, None, f"{problem} (available levels: {available})")
