@@ -329,6 +329,10 @@ def test_stage_refuses_to_restart_or_change_on_resume(data, tmp_path, init):
     assert resolve(resumed, {"steps", "resume"}, RunFolder(opts.run)).lr == LR
     with pytest.raises(InputError, match="spec.size"):
         make_stage("diffusion", data, tmp_path / "other", init, config="mini")
+    # a batch of more clips than the data have to train on (4 here): refused before the run folder is made
+    with pytest.raises(InputError, match="--batch: 1000 clips per step, but the data have 4 to train on"):
+        make_stage("diffusion", data, tmp_path / "big", init, batch=1000)
+    assert not (tmp_path / "big").exists()
 
 
 @pytest.mark.parametrize("text, words", [("[]", "must be a JSON object"), ("{", "not valid JSON"),

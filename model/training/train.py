@@ -58,6 +58,9 @@ def build_stage(opts: TrainOptions, run: RunFolder, d: Dist) -> Stage:
     if opts.warp_gate or opts.gate_only or opts.stage == "gate":
         config = with_warp_gate(config)
     clips = Clips.open(opts.data, config, opts.val_clips)
+    if opts.batch > len(clips.train):  # each step would repeat clips, and a large one runs out of memory unsaid
+        raise InputError("command line", "--batch", f"{opts.batch} clips per step, but the data have "
+                         f"{len(clips.train)} to train on: use a smaller --batch or make more clips")
     scaling = run.open(config, clips, d)
     return STAGE_CLASSES[opts.stage](opts, d, run, config, clips, scaling)
 
