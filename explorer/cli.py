@@ -425,8 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None,
                    help="weights to time (default: the shipped checkpoint if it is of --config, else random weights)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.add_argument("--threads", type=number_in(1, 1024, int), default=None,
-                   help="torch intra-op threads on the CPU (default: one per core)")
+    # (more than a few per core only fight over it: 1024 on two cores ran for minutes per step)
+    p.add_argument("--threads", type=number_in(1, 4 * (os.cpu_count() or 1), int), default=None,
+                   help="torch intra-op threads on the CPU, at most 4 per core (default: one per core)")
     p.add_argument("--window", type=number_in(1, 1024, int), default=None,
                    help="override the generator's window, for timing with random weights (e.g. 30 for mini)")
     p.add_argument("--baseline-steps", type=positive_int, default=24,

@@ -128,6 +128,9 @@ def replay_frames(session: Session, world, level):
 def replay(session: Session, check: bool = False, out=None, device: str = "auto", checkpoint=None) -> ReplayResult:
     """Replay a session; with `check`, stop at the first frame whose hash differs from the recording; with
     `out`, write the replayed frames (up to a difference) to a video at the native size."""
+    if out is not None and (session.size[0] % 2 or session.size[1] % 2):  # said before the world opens
+        raise InputError(session.path / "session.json", "size", f"{session.size[0]}x{session.size[1]} frames cannot "
+                         "be an H.264 video, which needs even sizes (replay --check needs no video)")
     world, level = open_session_world(session, device, checkpoint)
     result = ReplayResult(frames=0, total=len(session.frames))
     try:

@@ -297,3 +297,19 @@ def test_a_session_whose_checkpoint_file_is_gone_replays_with_the_same_model(tmp
     assert main(["replay", str(session), "--check", "--checkpoint", str(shipped)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "is not the checkpoint" in err and str(shipped) in err, err
+
+
+def test_replay_out_of_a_session_with_odd_frames_blames_session_json(tmp_path, capsys):
+    # It blamed the video (--out: "H.264 needs even width and height"), after opening the world.
+    world = ReferenceWorld((32, 18))
+    try:
+        session = play_session(tmp_path, world, "reference", steps=1)
+    finally:
+        world.close()
+    header = json.loads((session / "session.json").read_text())
+    header["size"] = [31, 18]
+    (session / "session.json").write_text(json.dumps(header))
+    assert main(["replay", str(session), "--out", str(tmp_path / "r.mp4")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "session.json: size: 31x18 frames" in err, err
+    assert not (tmp_path / "r.mp4").exists()
