@@ -135,12 +135,17 @@ def test_a_step_cut_short_is_left_out_and_said(tmp_path, history_world, capsys):
     assert out.startswith("21 of 23 frames match") and "frames 21-22 not replayed" in out
 
 
-def test_out_writes_the_replay_of_a_reference_session(tmp_path, capsys):
+def play_reference_session(root, steps: int):
+    """A session of the reference world at 32x18, written as the game writes one."""
     world = ReferenceWorld((32, 18))
     try:
-        session = play_session(tmp_path, world, "reference", steps=3)
+        return play_session(root, world, "reference", steps=steps)
     finally:
         world.close()
+
+
+def test_out_writes_the_replay_of_a_reference_session(tmp_path, capsys):
+    session = play_reference_session(tmp_path, steps=3)
     out = tmp_path / "replay.mp4"
     assert main(["replay", str(session), "--check", "--out", str(out)]) == 0
     assert "13 of 13 frames match" in capsys.readouterr().out
@@ -301,11 +306,7 @@ def test_a_session_whose_checkpoint_file_is_gone_replays_with_the_same_model(tmp
 
 def test_replay_out_of_a_session_with_odd_frames_blames_session_json(tmp_path, capsys):
     # It blamed the video (--out: "H.264 needs even width and height"), after opening the world.
-    world = ReferenceWorld((32, 18))
-    try:
-        session = play_session(tmp_path, world, "reference", steps=1)
-    finally:
-        world.close()
+    session = play_reference_session(tmp_path, steps=1)
     header = json.loads((session / "session.json").read_text())
     header["size"] = [31, 18]
     (session / "session.json").write_text(json.dumps(header))
