@@ -174,10 +174,11 @@ def cmd_play(args) -> int:
                         reproject=args.reproject)
     game = Game(config, open_world)
     code = game.run()
-    for path, dropped in zip(game.sessions, game.dropped):  # what the HUD counted, for whoever played unseen
+    for path in game.sessions:  # the session's numbers (python -m explorer.session's), for whoever played unseen
         numbers = {k: "n/a" if v is None else v for k, v in summary(read_session(path)).items()}  # one frame: no rates
-        print(f"{path}: {numbers['frames']} frames in {numbers['seconds']} s ({numbers['fps']} fps), {dropped} "
-              f"dropped, latency p50 {numbers['latency_ms_p50']} ms, step p99 {numbers['step_ms_p99']} ms")
+        print(f"{path}: {numbers['frames']} frames in {numbers['seconds']} s ({numbers['fps']} fps), "
+              f"{numbers['dropped']} dropped, latency p50 {numbers['latency_ms_p50']} ms, step p99 "
+              f"{numbers['step_ms_p99']} ms")
     return code
 
 

@@ -176,13 +176,17 @@ class Ticker:
         self.period = 1.0 / fps
         self.next = time.perf_counter()
 
-    def wait(self) -> None:
+    def wait(self) -> int:
+        """Sleep to the next tick; returns the ticks missed (the loop ran late by more than a tick: a huge window
+        on a software renderer, a busy machine), which showed no frame and count as dropped."""
         self.next += self.period
         delay = self.next - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
         elif delay < -self.period:
             self.next = time.perf_counter()
+            return int(-delay / self.period)
+        return 0
 
 
 class Pacer:
@@ -253,7 +257,6 @@ class Game:
         level = config.level
         self.ground = (lambda x, z: float(height_at(level.scene, x, z))) if level.scene is not None else None
         self.sessions: list[Path] = []       # the session folders written, in order
-        self.dropped: list[int] = []         # per session, the HUD's count of ticks that showed no new frame
         self.screenshots: list[Path] = []
         self.savers: list[threading.Thread] = []
         self.done = False
@@ -290,7 +293,9 @@ class Game:
                 if self.config.seconds is not None and self.t0 is not None \
                         and time.perf_counter() - self.first_shown >= self.config.seconds:
                     self.done = True
-                ticker.wait()
+                missed = ticker.wait()
+                if missed and not self.paused and not self.filling and self.t0 is not None:
+                    self.hud.dropped += missed
             self._end()
         finally:
             if self.worker is not None:
@@ -358,9 +363,7 @@ class Game:
         self.worker.close()
 
     def _close_session(self) -> None:
-        if self.session.close():
-            self.dropped.append(self.hud.dropped)
-        elif self.session.path in self.sessions:  # no frame was shown: nothing to keep
+        if not self.session.close() and self.session.path in self.sessions:  # no frame was shown: nothing to keep
             self.sessions.remove(self.session.path)
 
     def _clock(self) -> float:
