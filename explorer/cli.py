@@ -319,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Walk through a level. WASD / arrows move, the mouse looks, Space / C up and "
                        "down, Shift faster, Q / E roll; a gamepad's left stick moves and right stick looks. "
                        "Esc: menu (resume, restart, switch world, quit). F1 HUD, F11 fullscreen, F12 screenshot, "
-                       "R rewind 2 s, Tab split view (generated | reference). Every session is logged for replay.")
+                       "R rewind 2 s, Tab split view (the world played and the other, side by side). Every session is logged for replay.")
     p.add_argument("--level", default="meadow", help="a shipped level's name or a level .toml (default: meadow)")
     p.add_argument("--world", choices=["reference", "generated"], default=None,
                    help="the procedural reference scene, or the neural generator (default: generated when a "

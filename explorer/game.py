@@ -360,7 +360,7 @@ class Game:
         while self.buffer and not self.at_boundary:
             self._draw(advance=True)
         self._close_session()
-        self.worker.close()
+        self.worker.close()  # waits for the step in flight
 
     def _close_session(self) -> None:
         if not self.session.close() and self.session.path in self.sessions:  # no frame was shown: nothing to keep
@@ -445,9 +445,15 @@ class Game:
         self._pause(False)  # the menu goes at once, not after the seconds the new world takes to open
         if self.menu_panel.render([]):
             self.presenter.set_overlay("menu", None)
+        opening = f"opening the {kind} world..."
+        # Said before _end, whose last frames show it and which waits for a step in flight (the split view's other
+        # world opening: seconds, with the menu up as if the choice had not been taken)
+        self._say(opening)
+        self._show_now(opening)
         self._end()
+        self.message = None  # from here the screen says it until the new world's first frame, and no longer
         start = self.screen_pose if here and self.screen_pose is not None else self.config.level.start
-        self._show_now(f"opening the {kind} world...")  # the loop stops for the seconds a world takes to open
+        self._show_now(opening)  # the loop stops for the seconds a world takes to open
         try:
             self._begin(kind, start)
         except Exception as e:  # noqa: BLE001 - a world that cannot be opened must not end the game
@@ -607,8 +613,8 @@ class Game:
         message = [self.message[0]] if self.message else []
         if self.t0 is None and not self.paused:  # no picture of this world yet: the screen says why
             message = [f"opening the {self.kind} world..."]
-        elif self.worker.busy and now - self.worker.submitted > STALL_SECONDS:
-            message = [f"waiting for the world... {now - self.worker.submitted:.0f} s"]
+        elif self.worker.busy and now - self.worker.submitted > STALL_SECONDS:  # under what was said (F12's file)
+            message = message + [f"waiting for the world... {now - self.worker.submitted:.0f} s"]
         split = self._split_label() if self.split and self.side_seen else None
         panels = (("hud", self.hud_panel, self.hud.lines(self._clock(), pose, split) if self.show_hud else [],
                    "top-left"),

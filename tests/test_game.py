@@ -430,12 +430,18 @@ def test_restart_from_the_menu_closes_it_before_the_new_world_opens(tmp_path, mo
             self.menu_while_opening.append("menu" in self.presenter._overlays)
             super()._show_now(text)
 
+        def _end(self):  # it waits for the step in flight: seconds, when the split view's other world is opening
+            self.menu_while_opening.append(("menu" in self.presenter._overlays, self.message and self.message[0]))
+            super()._end()
+
     config = GameConfig(load_level("meadow"), "reference", SIZE, window=WINDOW, seconds=3.0, sessions_dir=tmp_path)
     keys = {24: [pygame.K_ESCAPE, pygame.K_DOWN, pygame.K_RETURN]}  # menu, Restart, choose
     game = Watched(config, lambda kind, size: ReferenceWorld(size), ScriptedInput([InputState()] * 200, keys))
     assert game.run() == 0
     assert len(game.sessions) == 2 and not game.paused
-    assert game.menu_while_opening == [False, False]  # at the start, and at the restart
+    # at the start; at the restart, before the old world closes (saying what comes) and after; at the end
+    assert game.menu_while_opening == [False, False, (False, "opening the reference world..."), False,
+                                       (False, None)], game.menu_while_opening
 
 
 def test_a_rewind_in_split_view_shows_both_worlds_at_once():
