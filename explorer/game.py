@@ -140,6 +140,18 @@ NO_DISPLAY = ("cannot open a window ({why}); without a screen use `explorer rend
               "(plays unseen and logs the session)")
 
 
+def fit_on_screen(size: tuple[int, int], screen: tuple[int, int]) -> tuple[int, int]:
+    """A window `size` that fits on the screen: one larger is scaled down to fit, keeping its shape, and said
+    (it opened off-screen, the HUD and half the picture out of sight)."""
+    scale = min(1.0, screen[0] / size[0], screen[1] / size[1]) if min(screen) > 0 else 1.0
+    if scale == 1.0:
+        return size
+    fitted = (max(1, int(size[0] * scale)), max(1, int(size[1] * scale)))
+    print(f"explorer: warning: --window {size[0]}x{size[1]} is larger than the screen ({screen[0]}x{screen[1]}); "
+          f"opening {fitted[0]}x{fitted[1]}", file=sys.stderr)
+    return fitted
+
+
 def open_window(size: tuple[int, int], fullscreen: bool, title: str) -> moderngl.Context:
     """A resizable OpenGL 3.3 window and a ModernGL context on it. No display: InputError (one line, exit 2)."""
     requested = os.environ.get("SDL_VIDEODRIVER", "")
@@ -159,8 +171,11 @@ def open_window(size: tuple[int, int], fullscreen: bool, title: str) -> moderngl
         pygame.display.gl_set_attribute(pygame.GL_CONTEXT_MAJOR_VERSION, 3)
         pygame.display.gl_set_attribute(pygame.GL_CONTEXT_MINOR_VERSION, 3)
         pygame.display.gl_set_attribute(pygame.GL_CONTEXT_PROFILE_MASK, pygame.GL_CONTEXT_PROFILE_CORE)
-        flags = pygame.OPENGL | pygame.DOUBLEBUF | pygame.RESIZABLE | (pygame.FULLSCREEN if fullscreen else 0)
-        pygame.display.set_mode((0, 0) if fullscreen else size, flags)
+        if driver not in ("offscreen", "dummy"):  # their "screen" is a made-up 1024x768
+            size = fit_on_screen(size, pygame.display.get_desktop_sizes()[0])
+        pygame.display.set_mode(size, pygame.OPENGL | pygame.DOUBLEBUF | pygame.RESIZABLE)
+        if fullscreen:  # from a window of `size`, so that F11 comes back to it (not to the desktop's size)
+            pygame.display.toggle_fullscreen()
     except pygame.error as e:
         pygame.display.quit()
         raise InputError("display", None, NO_DISPLAY.format(why=str(e))) from None

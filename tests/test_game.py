@@ -791,3 +791,29 @@ def test_ticks_the_loop_missed_count_as_dropped():
     ticker.next = time.perf_counter() - 0.5  # half a second late: 12 ticks' worth, the one due now among them
     assert ticker.wait() in (11, 12)
     assert abs(ticker.next - time.perf_counter()) < 0.05  # a new schedule from now, no rush through the missed ones
+
+
+def test_a_window_larger_than_the_screen_fits_and_fullscreen_comes_back_to_the_window(xvfb, monkeypatch, capsys):
+    # --window 3000x2000 opened off-screen, its HUD out of sight; --fullscreen then F11 gave a desktop-sized window.
+    from explorer.game import fit_on_screen, open_window
+    assert fit_on_screen((1280, 720), (1920, 1080)) == (1280, 720) and capsys.readouterr().err == ""
+    assert fit_on_screen((3000, 2000), (1280, 800)) == (1200, 800)
+    assert "larger than the screen (1280x800); opening 1200x800" in capsys.readouterr().err
+    if not xvfb:
+        pytest.skip("Xvfb is not installed: no screen to fit a window on")
+    monkeypatch.setenv("DISPLAY", xvfb)
+    monkeypatch.setenv("SDL_VIDEODRIVER", "x11")
+    for size, fullscreen, opened in (((3000, 2000), False, (1200, 800)), ((400, 300), True, (1280, 800))):
+        ctx = open_window(size, fullscreen, "test")
+        try:
+            for _ in range(3):
+                pygame.event.pump()
+            assert pygame.display.get_window_size() == opened
+            if fullscreen:
+                pygame.display.toggle_fullscreen()  # F11
+                for _ in range(3):
+                    pygame.event.pump()
+                assert pygame.display.get_window_size() == size
+        finally:
+            ctx.release()
+            pygame.display.quit()
