@@ -191,6 +191,8 @@ def cmd_replay(args) -> int:
 
 
 def cmd_path_from_session(args) -> int:
+    import shlex
+
     from camera.errors import check_output_path
     from camera.paths import check_path, path_from_poses, save_path
     from explorer.session import read_session
@@ -212,7 +214,13 @@ def cmd_path_from_session(args) -> int:
     save_path(path, args.out)
     print(f"wrote {args.out}: {len(path.keys)} {path.interpolation} keys for {len(poses)} frames, within "
           f"{args.tolerance_m:g} m and {args.tolerance_deg:g} degrees of every recorded pose")
-    print("to film it as it was played: explorer render " + " ".join(render_options(session.header, args.out)))
+    # A rewind took the world back where the path goes on: a generated world, whose frames depend on its past,
+    # shows other frames from there (`replay --out` films exactly what was played).
+    caveat = (f" (the generated world's frames differ from the session's after its first rewind, at frame "
+              f"{session.rewinds[0].frame}; `explorer replay {shlex.quote(str(args.session))} --out walk.mp4` films "
+              f"exactly what was played)" if session.rewinds and session.header["world"] == "generated" else "")
+    print("to film the same camera path: explorer render " + " ".join(render_options(session.header, args.out))
+          + caveat)
     return 0
 
 
@@ -230,6 +238,8 @@ def render_options(header: dict, path) -> list[str]:
             options += ["--checkpoint", header["checkpoint"]]
         if header["seed"]:
             options += ["--seed", str(header["seed"])]
+    else:  # at the size it was played at, not render's default
+        options += ["--size", "x".join(map(str, header["size"]))]
     return [shlex.quote(option) for option in options]
 
 

@@ -161,8 +161,16 @@ def test_path_from_session_is_within_the_stated_tolerance(tmp_path, history_worl
     assert "0.02 m" in message and "0.5 degrees" in message
     # how to film it in the world it was played in: a path alone renders with seed 0 and the shipped model
     hint = message.splitlines()[-1]
-    assert hint.startswith("to film it as it was played: explorer render --level ") and f"--path {out}" in hint
-    assert "--world generated" in hint and "--seed 3" in hint, hint
+    assert hint.startswith("to film the same camera path: explorer render --level ") and f"--path {out}" in hint
+    assert "--world generated" in hint and "--seed 3" in hint and "rewind" not in hint, hint
+    # after a rewind the generated world's frames depend on a past the path does not have: said, with what films it
+    rewound = play_session(tmp_path / "rewound", history_world, "generated", steps=12, rewind_after=2)
+    assert main(["path", "from-session", str(rewound), "--out", str(tmp_path / "r.toml")]) == 0
+    hint = capsys.readouterr().out.splitlines()[-1]
+    assert "after its first rewind, at frame 9" in hint and f"explorer replay {rewound} --out" in hint, hint
+    reference = play_reference_session(tmp_path / "reference", steps=2)  # rendered at the size it was played at
+    assert main(["path", "from-session", str(reference), "--out", str(tmp_path / "ref.toml")]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].endswith("--world reference --size 32x18")
     path = load_path(out)
     recorded = [json.loads(line)["pose"] for line in (session / "trajectory.jsonl").read_text().splitlines()]
     resampled = path.poses()
