@@ -103,7 +103,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, args, words):
     (["bench", "--seconds", "0"], ["--seconds", "between"]),
     (["bench", "--window", "100000"], ["--window", "between 1 and 1024"]),
     (["bench", "--threads", "0"], ["--threads"]),
-    (["bench", "--threads", "100000"], ["--threads", "between 1 and 1024"]),
+    (["bench", "--threads", "100000"], ["--threads", "between 1 and"]),
     (["eval", "--seconds", "1e10"], ["--seconds", "between 0 and 3600"]),
     (["train", "vae", "--data", "d", "--run", "r", "--kl-weight", "inf"], ["--kl-weight", "between 0 and"]),
     (["data", "--out", "afile", "--clips", "1"], ["--out", "afile is a file"]),
