@@ -285,7 +285,7 @@ def cmd_ship(args) -> int:
     loaded = load_checkpoint(args.checkpoint)
     CameraScaling.from_dict(loaded.camera_scaling, source=args.checkpoint)  # refuse what play would refuse
     if loaded.stage == "vae":  # its generator is untrained: as the default, play would show noise
-        if not args.out:
+        if out.resolve() == default_checkpoint_path().resolve():  # given as --out too, by any path to it
             raise InputError(args.checkpoint, "stage", "is from the vae stage, whose generator is untrained; ship a "
                              "checkpoint from a later stage as the default (or write this one elsewhere with --out)")
         print(f"explorer: warning: {args.checkpoint} is from the vae stage: its generator is untrained",

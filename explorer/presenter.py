@@ -136,6 +136,7 @@ void main() { color = texture(image, uv); }
 
 ANCHORS = ("top-left", "top-right", "center", "bottom")
 MARGIN = 8  # pixels between an overlay and the window's edge
+STACK_GAIN = 1.5  # split view stacks the worlds where that shows them this much wider than side by side
 
 
 @dataclass
@@ -174,9 +175,10 @@ def letterbox(content: tuple[int, int], window: tuple[int, int]) -> tuple[int, i
 
 def panel_rects(panels: list[tuple[int, int]], window: tuple[int, int]) -> list[tuple[int, int, int, int]]:
     """Where each panel (native width, height) is drawn: (x, y from the top, w, h) in window pixels, letterboxed
-    together. Two panels (split view) go side by side at one height, or, where that shows them larger (a window
-    taller than about 32:9), one above the other at one width: on a portrait window side by side would leave two
-    slivers. Worlds of different native sizes are scaled to the same height (or width)."""
+    together. Two panels (split view) go side by side at one height, as a comparison is read, unless one above
+    the other at one width shows them half as large again (STACK_GAIN: for 16:9 worlds, a window about square or
+    taller), where side by side would leave two slivers. Worlds of different native sizes are scaled to the same
+    height (or width)."""
     if len(panels) < 2:
         return [letterbox(panels[0] if panels else window, window)] if panels else []
 
@@ -197,7 +199,7 @@ def panel_rects(panels: list[tuple[int, int]], window: tuple[int, int]) -> list[
                 offset += ph
         return rects
     across, stacked = layout(True), layout(False)
-    return across if across[0][2] * across[0][3] >= stacked[0][2] * stacked[0][3] else stacked
+    return stacked if stacked[0][2] >= STACK_GAIN * across[0][2] else across
 
 
 def split_stacked(panel: tuple[int, int], window: tuple[int, int]) -> bool:

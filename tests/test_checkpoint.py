@@ -419,9 +419,11 @@ def test_ship_refuses_a_vae_stage_checkpoint_as_the_default(tmp_path, monkeypatc
                     {"origin_std": 1.0, "direction_std": 1.0}, "vae")
     default = tmp_path / "checkpoints" / "mini.safetensors"
     monkeypatch.setattr("model.checkpoint.default_checkpoint_path", lambda: default)
-    assert main(["ship", str(source)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "stage: is from the vae stage" in err and not default.exists(), err
+    default.parent.mkdir()
+    for out in ([], ["--out", str(default)], ["--out", str(default.parent / ".." / "checkpoints" / default.name)]):
+        assert main(["ship", str(source), *out]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "stage: is from the vae stage" in err and not default.exists(), err
     assert main(["ship", str(source), "--out", str(tmp_path / "elsewhere.safetensors")]) == 0  # on purpose: a warning
     assert "warning" in capsys.readouterr().err and (tmp_path / "elsewhere.safetensors").exists()
 

@@ -149,6 +149,11 @@ def test_split_view_stacks_the_worlds_on_a_tall_window(ctx):
     assert tuple(out[70, 72]) == (0, 255, 0) and tuple(out[186, 72]) == (0, 0, 255)  # the first world on top
     assert (out[:40] == 0).all() and (out[-40:] == 0).all()  # 16:18 in 9:16: bars above and below
     assert split_stacked((64, 36), (144, 256)) and not split_stacked((64, 36), (256, 144))
+    # side by side on every landscape window (4:3, 16:10 fullscreen), as a comparison is read; stacked from about
+    # square, where side by side would be slivers
+    for window, stacked in (((1024, 768), False), ((1280, 800), False), ((1200, 720), False), ((1000, 1000), True),
+                            ((1250, 1000), False), ((360, 800), True)):
+        assert split_stacked((128, 72), window) == stacked, window
     for window in ((144, 256), (256, 144), (301, 97), (97, 301), (1280, 721)):
         rects = panel_rects([(64, 36), (128, 72)], window)
         (x0, y0, w0, h0), (x1, y1, w1, h1) = rects

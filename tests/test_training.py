@@ -333,6 +333,15 @@ def test_stage_refuses_to_restart_or_change_on_resume(data, tmp_path, init):
     with pytest.raises(InputError, match="--batch: 1000 clips per step, but the data have 4 to train on"):
         make_stage("diffusion", data, tmp_path / "big", init, batch=1000)
     assert not (tmp_path / "big").exists()
+    # an option the stage itself refuses, once the run folder was made: the folder goes again
+    with pytest.raises(InputError, match="--vae-frames: 13 is longer than the data's clips"):
+        make_stage("vae", data, tmp_path / "long", init, vae_frames=13)
+    assert not (tmp_path / "long").exists()
+    (tmp_path / "mine").mkdir()  # but what someone else keeps there stays
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="--vae-frames"):
+        make_stage("vae", data, tmp_path / "mine", init, vae_frames=13)
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
 
 
 @pytest.mark.parametrize("text, words", [("[]", "must be a JSON object"), ("{", "not valid JSON"),

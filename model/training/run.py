@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import time
 from collections import defaultdict
@@ -48,6 +49,14 @@ class RunFolder:
 
     def state_path(self, stage: str) -> Path:
         return self.root / stage / "state.safetensors"
+
+    def remove_unstarted(self) -> None:
+        """Take back what `open` and a stage that then refused its options made: run.json and empty folders; a file
+        that anything else put there stays, and so does its folder."""
+        (self.root / "run.json").unlink(missing_ok=True)
+        for folder, _, _ in sorted(os.walk(self.root), key=lambda entry: -len(entry[0])):  # deepest first
+            if not os.listdir(folder):
+                os.rmdir(folder)
 
     def open(self, config: ModelConfig, clips: Clips, d: Dist) -> CameraScaling:
         """Creates run.json on first use (measuring the camera scaling on the data) and checks it later; returns the

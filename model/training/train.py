@@ -61,8 +61,14 @@ def build_stage(opts: TrainOptions, run: RunFolder, d: Dist) -> Stage:
     if opts.batch > len(clips.train):  # each step would repeat clips, and a large one runs out of memory unsaid
         raise InputError("command line", "--batch", f"{opts.batch} clips per step, but the data have "
                          f"{len(clips.train)} to train on: use a smaller --batch or make more clips")
+    fresh = not (run.root / "run.json").exists()
     scaling = run.open(config, clips, d)
-    return STAGE_CLASSES[opts.stage](opts, d, run, config, clips, scaling)
+    try:
+        return STAGE_CLASSES[opts.stage](opts, d, run, config, clips, scaling)
+    except InputError:  # an option the stage refuses (--vae-frames longer than the clips): no run was started
+        if fresh and d.main:
+            run.remove_unstarted()
+        raise
 
 
 def train(opts: TrainOptions, explicit: set[str] = frozenset()) -> None:
