@@ -195,6 +195,7 @@ def cmd_path_from_session(args) -> int:
 
     from camera.errors import check_output_path
     from camera.paths import check_path, path_from_poses, save_path
+    from explorer.replay import session_checkpoint
     from explorer.session import read_session
 
     out = check_output_path(args.out, (".toml",))
@@ -219,23 +220,30 @@ def cmd_path_from_session(args) -> int:
     caveat = (f" (the generated world's frames differ from the session's after its first rewind, at frame "
               f"{session.rewinds[0].frame}; `explorer replay {shlex.quote(str(args.session))} --out walk.mp4` films "
               f"exactly what was played)" if session.rewinds and session.header["world"] == "generated" else "")
-    print("to film the same camera path: explorer render " + " ".join(render_options(session.header, args.out))
+    try:  # the model where it is now (the recorded file, or the shipped one if the same)
+        model = session_checkpoint(session)
+    except InputError:
+        model, caveat = session.header["checkpoint"], caveat + (f" (its checkpoint {session.header['checkpoint']} "
+                                                                "is gone: give the model it was played with)")
+    print("to film the same camera path: explorer render " + " ".join(render_options(session.header, args.out, model))
           + caveat)
     return 0
 
 
-def render_options(header: dict, path) -> list[str]:
-    """`explorer render`'s options for the world a session was played in (its level, world, seed and model):
-    a path alone would be rendered with seed 0 and the shipped model."""
+def render_options(header: dict, path, model: str | None = None) -> list[str]:
+    """`explorer render`'s options for the world a session was played in (its level, world, seed and model, where
+    the file is now: `model`, default the recorded one): a path alone would be rendered with seed 0 and the shipped
+    model."""
     import shlex
     from model.checkpoint import default_checkpoint_path
+    model = model or header["checkpoint"]
     level = header["level"]["path"] if Path(header["level"]["path"]).is_file() else header["level"]["name"]
     options = ["--level", level, "--path", str(path), "--out", "walk.mp4", "--world", header["world"]]
     if header["world"] == "generated":
         if header.get("random_config"):
             options += ["--random-weights", header["random_config"]]
-        elif header["checkpoint"] and Path(header["checkpoint"]) != default_checkpoint_path().resolve():
-            options += ["--checkpoint", header["checkpoint"]]
+        elif model and Path(model).resolve() != default_checkpoint_path().resolve():
+            options += ["--checkpoint", model]
         if header["seed"]:
             options += ["--seed", str(header["seed"])]
     else:  # at the size it was played at, not render's default

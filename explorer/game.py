@@ -140,15 +140,20 @@ NO_DISPLAY = ("cannot open a window ({why}); without a screen use `explorer rend
               "(plays unseen and logs the session)")
 
 
+TITLE_BAR = 48  # pixels a window manager may take above a window (a 1280x720 window still fits a 1366x768 screen)
+
+
 def fit_on_screen(size: tuple[int, int], screen: tuple[int, int]) -> tuple[int, int]:
-    """A window `size` that fits on the screen: one larger is scaled down to fit, keeping its shape, and said
-    (it opened off-screen, the HUD and half the picture out of sight)."""
-    scale = min(1.0, screen[0] / size[0], screen[1] / size[1]) if min(screen) > 0 else 1.0
+    """A window `size` that fits on the screen, below a window manager's title bar (TITLE_BAR): one larger is
+    scaled down to fit, keeping its shape, and said (it opened off-screen, the HUD and half the picture out of
+    sight)."""
+    usable = (screen[0], screen[1] - TITLE_BAR)
+    scale = min(1.0, usable[0] / size[0], usable[1] / size[1]) if min(usable) > 0 else 1.0
     if scale == 1.0:
         return size
     fitted = (max(1, int(size[0] * scale)), max(1, int(size[1] * scale)))
-    print(f"explorer: warning: --window {size[0]}x{size[1]} is larger than the screen ({screen[0]}x{screen[1]}); "
-          f"opening {fitted[0]}x{fitted[1]}", file=sys.stderr)
+    print(f"explorer: warning: --window {size[0]}x{size[1]} does not fit on the screen ({screen[0]}x{screen[1]}, "
+          f"less {TITLE_BAR} px for a title bar); opening {fitted[0]}x{fitted[1]}", file=sys.stderr)
     return fitted
 
 

@@ -36,6 +36,10 @@ def session_checkpoint(session: Session, given=None) -> str | None:
     shipped model if it is the same file. None for the reference world and for random weights."""
     h = session.header
     if h["world"] != "generated" or h["random_config"] is not None:
+        if given is not None:
+            what = "the reference world" if h["world"] != "generated" else f"random weights ({h['random_config']})"
+            raise InputError("command line", "--checkpoint", f"session {session.path} was played in {what}, "
+                             "with no checkpoint")
         return None
     if given is not None:
         return str(given)
@@ -71,10 +75,11 @@ def open_session_world(session: Session, device: str = "auto", checkpoint=None):
                        checkpoint=checkpoint, device=device, level=level, random_config=h.get("random_config"))
     if hasattr(world, "hold_at_rest"):  # as it was played: sessions from before the hold ran the model at rest
         world.hold_at_rest = bool(h.get("hold_at_rest"))
-    if h["checkpoint_sha256"] is not None and getattr(world, "checkpoint_sha256", None) != h["checkpoint_sha256"]:
+    digest = getattr(world, "checkpoint_sha256", None)
+    if h["checkpoint_sha256"] is not None and digest != h["checkpoint_sha256"]:
         close_world(world)
         raise InputError(checkpoint, None, f"is not the checkpoint session {session.path} was played with "
-                         f"(its SHA-256 differs: the session's is {h['checkpoint_sha256']})")
+                         f"(SHA-256 {digest}; the session's is {h['checkpoint_sha256']})")
     if tuple(world.size) != session.size:
         close_world(world)
         raise InputError(session.path / "session.json", "size",

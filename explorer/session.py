@@ -394,13 +394,15 @@ if __name__ == "__main__":
     if len(sys.argv) < 2:
         print(usage, file=sys.stderr)
         sys.exit(2)
-    try:
-        for folder in sys.argv[1:]:
+    failed = False
+    for folder in sys.argv[1:]:  # a bad one is said and the others still go
+        try:
             named = {"session": folder} if len(sys.argv) > 2 else {}
             print(json.dumps(named | summary(read_session(folder))), flush=True)
-    except InputError as error:
-        print(f"explorer.session: error: {error}", file=sys.stderr)
-        sys.exit(2)
-    except OSError as error:  # a name the system refuses (too long), a folder it cannot read
-        print(f"explorer.session: error: {error.filename}: {error.strerror}", file=sys.stderr)
-        sys.exit(2)
+        except InputError as error:
+            print(f"explorer.session: error: {error}", file=sys.stderr)
+            failed = True
+        except OSError as error:  # a name the system refuses (too long), a folder it cannot read
+            print(f"explorer.session: error: {error.filename}: {error.strerror}", file=sys.stderr)
+            failed = True
+    sys.exit(2 if failed else 0)

@@ -796,14 +796,16 @@ def test_ticks_the_loop_missed_count_as_dropped():
 def test_a_window_larger_than_the_screen_fits_and_fullscreen_comes_back_to_the_window(xvfb, monkeypatch, capsys):
     # --window 3000x2000 opened off-screen, its HUD out of sight; --fullscreen then F11 gave a desktop-sized window.
     from explorer.game import fit_on_screen, open_window
-    assert fit_on_screen((1280, 720), (1920, 1080)) == (1280, 720) and capsys.readouterr().err == ""
-    assert fit_on_screen((3000, 2000), (1280, 800)) == (1200, 800)
-    assert "larger than the screen (1280x800); opening 1200x800" in capsys.readouterr().err
+    assert fit_on_screen((1280, 720), (1366, 768)) == (1280, 720) and capsys.readouterr().err == ""
+    assert fit_on_screen((3000, 2000), (1280, 800)) == (1128, 752)  # below a title bar too
+    assert "does not fit on the screen (1280x800, less 48 px for a title bar); opening 1128x752" in \
+        capsys.readouterr().err
+    assert fit_on_screen((360, 800), (1280, 800)) == (338, 752)  # the screen's height is too tall with a title bar
     if not xvfb:
         pytest.skip("Xvfb is not installed: no screen to fit a window on")
     monkeypatch.setenv("DISPLAY", xvfb)
     monkeypatch.setenv("SDL_VIDEODRIVER", "x11")
-    for size, fullscreen, opened in (((3000, 2000), False, (1200, 800)), ((400, 300), True, (1280, 800))):
+    for size, fullscreen, opened in (((3000, 2000), False, (1128, 752)), ((400, 300), True, (1280, 800))):
         ctx = open_window(size, fullscreen, "test")
         try:
             for _ in range(3):

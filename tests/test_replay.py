@@ -310,6 +310,14 @@ def test_a_session_whose_checkpoint_file_is_gone_replays_with_the_same_model(tmp
     assert main(["replay", str(session), "--check", "--checkpoint", str(shipped)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "is not the checkpoint" in err and str(shipped) in err, err
+    assert f"SHA-256 {checkpoint_sha256(shipped)}; the session's is {checkpoint_sha256(other)}" in err, err
+
+
+def test_a_checkpoint_for_a_session_without_a_model_is_refused(tmp_path, capsys):
+    session = play_reference_session(tmp_path, steps=1)
+    assert main(["replay", str(session), "--check", "--checkpoint", "any.safetensors"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--checkpoint: session" in err and "reference world, with no checkpoint" in err, err
 
 
 def test_replay_out_of_a_session_with_odd_frames_blames_session_json(tmp_path, capsys):
@@ -322,3 +330,18 @@ def test_replay_out_of_a_session_with_odd_frames_blames_session_json(tmp_path, c
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "session.json: size: 31x18 frames" in err, err
     assert not (tmp_path / "r.mp4").exists()
+
+
+def test_path_from_session_hint_names_the_model_where_it_is_now(tmp_path, history_world, capsys):
+    # The hint gave the recorded checkpoint path even where the file had gone, so the command it suggested failed.
+    from model.checkpoint import checkpoint_sha256, default_checkpoint_path
+    session = play_session(tmp_path, history_world, "generated", steps=2)
+    header = json.loads((session / "session.json").read_text())
+    gone = str(tmp_path / "deleted-clone" / "mini.safetensors")
+    for digest, words, absent in ((checkpoint_sha256(default_checkpoint_path()), [], ["--checkpoint", "gone"]),
+                                  ("0" * 64, [f"--checkpoint {gone}", f"its checkpoint {gone} is gone"], [])):
+        header |= {"random_config": None, "checkpoint": gone, "checkpoint_sha256": digest}
+        (session / "session.json").write_text(json.dumps(header))
+        assert main(["path", "from-session", str(session), "--out", str(tmp_path / "p.toml")]) == 0
+        hint = capsys.readouterr().out.splitlines()[-1]
+        assert all(w in hint for w in words) and not any(w in hint for w in absent), hint

@@ -220,6 +220,10 @@ def test_the_summary_module_prints_one_line_errors(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "explorer.session", *folders], capture_output=True, text=True)
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     assert proc.returncode == 0 and [line["session"] for line in lines] == folders and lines[0]["frames"] > 0
+    # a bad one among them is said, and the ones after it still come; exit 2
+    proc = subprocess.run([sys.executable, "-m", "explorer.session", folders[0], str(tmp_path / "nowhere"),
+                           folders[1]], capture_output=True, text=True)
+    assert proc.returncode == 2 and "nowhere" in proc.stderr and len(proc.stdout.splitlines()) == 2, proc
 
 
 def test_summary_counts_dropped_frames_and_latency(tmp_path):

@@ -72,7 +72,7 @@ def level_from_dict(d: dict, source: Path) -> Level:
     header = parse_table(LevelHeader, d["level"], source, "level")
     if not LEVEL_NAME.fullmatch(header.name):
         # The name becomes part of a session folder's name, so it must not hold "/", ".." or a newline.
-        raise InputError(source, "level.name", f"must be letters, digits, '-' or '_' (got {header.name!r})")
+        raise InputError(source, "level.name", f"must be 1 to 64 letters, digits, '-' or '_' (got {header.name!r})")
     start = parse_table(Start, d["start"], source, "start")
     scene = SceneParams.from_dict(d["scene"], source) if "scene" in d else None
     image = None
@@ -89,7 +89,8 @@ def level_from_dict(d: dict, source: Path) -> Level:
         x, y, z = start.position
         ground = float(height_at(scene, x, z))
         if y < ground + 0.2:
-            raise InputError(source, "start.position", f"is below the ground (y = {y}, ground at {ground:.2f})")
+            where = "is below the ground" if y < ground else "must be at least 0.2 m above the ground"
+            raise InputError(source, "start.position", f"{where} (y = {y}, ground at {ground:.2f})")
         if scene.objects.density > 0 and not any(w > 0 for w in scene.objects.kinds.values()):
             raise InputError(source, "scene.objects.kinds", "no kind has a weight above 0, so no object would be "
                              "placed; give one, or set density = 0 for none")
