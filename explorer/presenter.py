@@ -1,8 +1,8 @@
 """Puts world frames on the screen: texture upload, light sharpening, Catmull-Rom upscaling, letterbox, overlays.
 
 The world renders small (128x72 to 256x144) and the window is large, so the upscaling filter is most of what the
-player sees. Per panel (one world frame; two in split view, side by side or, on a tall window, one above the
-other: `panel_rects`) and per presented frame:
+player sees. Per panel (one world frame; two in split view, side by side or, on a window about square or taller,
+one above the other: `panel_rects`) and per presented frame:
 
 1. `texture.write` the frame into a texture kept from frame to frame (re-created only when its size changes);
 2. sharpen at the native size (a 5-tap unsharp mask into a small framebuffer: nearly free, and it restores some of
