@@ -481,7 +481,7 @@ class Game:
             self._say(f"cannot open the {kind} world: {str(e).splitlines()[0]}")
 
     def _split_label(self) -> str:
-        """The split view's worlds in the order shown: side by side, or on a tall window one above the other."""
+        """The split view's worlds in the order shown: side by side, or one above the other (`panel_rects`)."""
         other = OTHER_WORLD[self.kind]
         window = pygame.display.get_window_size() if pygame.display.get_surface() is not None else None
         if window and self.worker is not None and split_stacked(self.worker.size, window):
