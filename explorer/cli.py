@@ -290,10 +290,15 @@ def cmd_ship(args) -> int:
     writes = [out] + list((linked or {}).values())
     for path in writes[1:]:
         check_output_path(path, (".safetensors",), field="--out's linked VAE file")
+    default = default_checkpoint_path()
+    shipped_vae = default.with_name(f"{default.stem}-vae.safetensors")  # what the shipped model links to
+    if out.resolve() != default.resolve() and any(path.resolve() == shipped_vae.resolve() for path in writes):
+        raise InputError(out, "--out", f"would write over {shipped_vae}, the VAE file the shipped model links to "
+                         "(it would no longer load); choose another --out")
     loaded = load_checkpoint(args.checkpoint)
     CameraScaling.from_dict(loaded.camera_scaling, source=args.checkpoint)  # refuse what play would refuse
     if loaded.stage == "vae":  # its generator is untrained: as the default, play would show noise
-        if out.resolve() == default_checkpoint_path().resolve():  # given as --out too, by any path to it
+        if out.resolve() == default.resolve():  # given as --out too, by any path to it
             raise InputError(args.checkpoint, "stage", "is from the vae stage, whose generator is untrained; ship a "
                              "checkpoint from a later stage as the default (or write this one elsewhere with --out)")
         print(f"explorer: warning: {args.checkpoint} is from the vae stage: its generator is untrained",

@@ -424,6 +424,11 @@ def test_ship_refuses_a_vae_stage_checkpoint_as_the_default(tmp_path, monkeypatc
         assert main(["ship", str(source), *out]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "stage: is from the vae stage" in err and not default.exists(), err
+    vae_file = default.with_name("mini-vae.safetensors")  # what the shipped model links to: any checkpoint written
+    vae_file.write_bytes(b"the shipped VAE")               # there would break it (it would no longer load)
+    for single in ([], ["--single-file"]):
+        assert main(["ship", str(source), "--out", str(vae_file), *single]) == 2
+        assert "would write over" in capsys.readouterr().err and vae_file.read_bytes() == b"the shipped VAE"
     assert main(["ship", str(source), "--out", str(tmp_path / "elsewhere.safetensors")]) == 0  # on purpose: a warning
     assert "warning" in capsys.readouterr().err and (tmp_path / "elsewhere.safetensors").exists()
 

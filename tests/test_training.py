@@ -335,8 +335,8 @@ def test_stage_refuses_to_restart_or_change_on_resume(data, tmp_path, init):
     assert not (tmp_path / "big").exists()
     # an option the stage itself refuses, once the run folder was made: the folder goes again
     with pytest.raises(InputError, match="--vae-frames: 13 is longer than the data's clips"):
-        make_stage("vae", data, tmp_path / "long", init, vae_frames=13)
-    assert not (tmp_path / "long").exists()
+        make_stage("vae", data, tmp_path / "long" / "nested" / "run", init, vae_frames=13)
+    assert not (tmp_path / "long").exists()  # the folders its path made too
     (tmp_path / "mine").mkdir()  # but what someone else keeps there stays
     (tmp_path / "mine" / "notes.txt").write_text("mine")
     with pytest.raises(InputError, match="--vae-frames"):

@@ -50,13 +50,20 @@ class RunFolder:
     def state_path(self, stage: str) -> Path:
         return self.root / stage / "state.safetensors"
 
-    def remove_unstarted(self) -> None:
-        """Take back what `open` and a stage that then refused its options made: run.json and empty folders; a file
-        that anything else put there stays, and so does its folder."""
+    def remove_unstarted(self, made: Path | None = None) -> None:
+        """Take back what `open` and a stage that then refused its options made: run.json and empty folders, up to
+        `made` (the first folder of the run's path that did not exist before); a file that anything else put there
+        stays, and so does its folder."""
         (self.root / "run.json").unlink(missing_ok=True)
         for folder, _, _ in sorted(os.walk(self.root), key=lambda entry: -len(entry[0])):  # deepest first
             if not os.listdir(folder):
                 os.rmdir(folder)
+        if made is not None and self.root != made and made in self.root.parents:
+            for folder in self.root.parents:  # the parents the run's path made, while empty
+                if folder.exists() and not os.listdir(folder):
+                    folder.rmdir()
+                if folder == made:
+                    break
 
     def open(self, config: ModelConfig, clips: Clips, d: Dist) -> CameraScaling:
         """Creates run.json on first use (measuring the camera scaling on the data) and checks it later; returns the

@@ -62,12 +62,13 @@ def build_stage(opts: TrainOptions, run: RunFolder, d: Dist) -> Stage:
         raise InputError("command line", "--batch", f"{opts.batch} clips per step, but the data have "
                          f"{len(clips.train)} to train on: use a smaller --batch or make more clips")
     fresh = not (run.root / "run.json").exists()
+    made = next((p for p in reversed([run.root, *run.root.parents]) if not p.exists()), None)  # the first folder made
     scaling = run.open(config, clips, d)
     try:
         return STAGE_CLASSES[opts.stage](opts, d, run, config, clips, scaling)
     except InputError:  # an option the stage refuses (--vae-frames longer than the clips): no run was started
         if fresh and d.main:
-            run.remove_unstarted()
+            run.remove_unstarted(made)
         raise
 
 
