@@ -56,7 +56,7 @@ from camera.pose import Pose, at_rest  # noqa: E402
 from explorer.hud import FrameStats, Hud, Menu, TextPanel  # noqa: E402
 from explorer.interrupts import HeldInterrupts  # noqa: E402
 from explorer.keys import InputSource, PygameInput  # noqa: E402
-from explorer.presenter import Presenter, overlay_rect, split_stacked  # noqa: E402
+from explorer.presenter import Presenter, overlap, overlay_rect, split_stacked  # noqa: E402
 from explorer.session import SessionWriter  # noqa: E402
 from explorer.world_host import OTHER_WORLD, Job, Result, Tick, Worker, WorldFactory  # noqa: E402
 from world.base import FPS, FRAMES_PER_STEP  # noqa: E402
@@ -186,6 +186,15 @@ def open_window(size: tuple[int, int], fullscreen: bool, title: str) -> moderngl
         raise InputError("display", None, NO_DISPLAY.format(why=str(e))) from None
     pygame.display.set_caption(title)
     return moderngl.create_context(require=330)
+
+
+def clear_of(panels: list, above: tuple, window: tuple[int, int]) -> list:
+    """The overlays (name, TextPanel, lines, anchor) with no lines for those that would overlap `above` (the menu)
+    in this window: in a small one, the HUD and a message were drawn over the menu's items."""
+    name, panel, lines, anchor = above
+    rect = overlay_rect(anchor, panel.size_of(lines), window)
+    return [(n, p, [] if ls and overlap(overlay_rect(a, p.size_of(ls), window), rect) else ls, a)
+            for n, p, ls, a in panels]
 
 
 class Ticker:
@@ -636,11 +645,14 @@ class Game:
         elif self.worker.busy and now - self.worker.submitted > STALL_SECONDS:  # under what was said (F12's file)
             message = message + [f"waiting for the world... {now - self.worker.submitted:.0f} s"]
         split = self._split_label() if self.split and self.side_seen else None
-        panels = (("hud", self.hud_panel, self.hud.lines(self._clock(), pose, split) if self.show_hud else [],
+        panels = [("hud", self.hud_panel, self.hud.lines(self._clock(), pose, split) if self.show_hud else [],
                    "top-left"),
-                  ("menu", self.menu_panel, self.menu.lines() if self.paused else [], "center"),
                   ("message", self.message_panel, message, "bottom"),
-                  ("warning", self.warning_panel, self._warning(), "top-right"))
+                  ("warning", self.warning_panel, self._warning(), "top-right")]
+        menu = ("menu", self.menu_panel, self.menu.lines() if self.paused else [], "center")
+        if self.paused:  # what would lie under the menu (a small window) waits until it closes: the menu is read
+            panels = clear_of(panels, menu, pygame.display.get_window_size())
+        panels.append(menu)
         for name, panel, lines, anchor in panels:
             if panel.render(lines):
                 self.presenter.set_overlay(name, panel.image, anchor)

@@ -38,6 +38,11 @@ class TextPanel:
     def line_height(self) -> int:
         return self.font.get_linesize()
 
+    def size_of(self, lines) -> tuple[int, int]:
+        """The (w, h) in pixels that `render(lines)` would make, without rendering."""
+        w = max((self.font.size(line)[0] for line in lines), default=0) + 2 * self.padding
+        return w, self.line_height * len(lines) + 2 * self.padding
+
     def render(self, lines) -> bool:
         """Render `lines` into `image` if they differ from the last call; True when the image changed."""
         lines = tuple(lines)

@@ -220,6 +220,11 @@ def overlay_rect(anchor: str, size: tuple[int, int], window: tuple[int, int]) ->
     return x, y, w, h
 
 
+def overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    """Whether two rects (x, y, w, h) share any pixel."""
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
+
+
 class Presenter:
     def __init__(self, ctx: moderngl.Context, sharpen: float = 0.35):
         """ctx: the context that owns the target framebuffer (the window's, or a standalone one).

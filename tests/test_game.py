@@ -21,7 +21,7 @@ import pytest
 from camera.controls import ControlSettings, InputState, MotionState, replay as replay_controls
 from camera.pose import at_rest, heading
 from explorer.cli import main
-from explorer.game import Game, GameConfig, Pacer, Snapshot, SnapshotRing, Ticker, screenshot_path
+from explorer.game import Game, GameConfig, Pacer, Snapshot, SnapshotRing, Ticker, clear_of, screenshot_path
 from explorer.keys import KEY_ACTIONS, PygameInput, ScriptedInput, held_actions, stick_axes
 from explorer.session import read_session, summary
 from world.base import FRAMES_PER_STEP
@@ -819,3 +819,15 @@ def test_a_window_larger_than_the_screen_fits_and_fullscreen_comes_back_to_the_w
         finally:
             ctx.release()
             pygame.display.quit()
+
+
+def test_in_a_small_window_the_menu_is_not_drawn_over():
+    # At 320x180 the HUD's text ran under "Paused" and a message sat over Quit.
+    from explorer.hud import MENU_ITEMS, Hud, Menu, TextPanel
+    hud, menu = TextPanel(), Menu(TextPanel(size=28))
+    lines = Hud("reference", "cpu", 24).lines(now=1.0, pose=load_level("meadow").start)
+    panels = [("hud", hud, lines, "top-left"), ("message", TextPanel(), ["waiting for the world... 2 s"], "bottom")]
+    above = ("menu", menu.panel, menu.lines(), "center")
+    assert [p[2] for p in clear_of(panels, above, (1280, 720))] == [lines, ["waiting for the world... 2 s"]]
+    assert [p[2] for p in clear_of(panels, above, (320, 180))] == [[], []]
+    assert len(menu.lines()) == len(MENU_ITEMS) + 1
