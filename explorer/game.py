@@ -185,7 +185,45 @@ def open_window(size: tuple[int, int], fullscreen: bool, title: str) -> moderngl
         pygame.display.quit()
         raise InputError("display", None, NO_DISPLAY.format(why=str(e))) from None
     pygame.display.set_caption(title)
+    if pygame.display.get_driver() == "x11":
+        XErrors.install()
     return moderngl.create_context(require=330)
+
+
+class XErrors:
+    """Xlib's default error handler ends the process (exit 1, a session without its end) when the window is
+    destroyed from outside (xkill, `xdotool windowclose`) and SDL then asks X about it. This handler notes the
+    error instead (BadWindow: the window is gone), and the loop ends the game as if the window had been closed;
+    any other error goes on to the handler before it (SDL's, then Xlib's), as it did."""
+    BAD_WINDOW = 3
+    window_gone = False
+    _handler = _previous = None  # kept alive: Xlib calls them
+
+    @classmethod
+    def install(cls) -> None:
+        """For a new window (SDL sets its own handler when its video starts): note BadWindow from now on."""
+        import ctypes
+        import ctypes.util
+        name = ctypes.util.find_library("X11")
+        if name is None:
+            return
+        handler_type = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
+        if cls._handler is None:
+            def on_error(display, event) -> int:
+                # XErrorEvent: int type; Display *display; XID resourceid; unsigned long serial; uchar error_code
+                code = ctypes.cast(event, ctypes.POINTER(ctypes.c_ubyte))[4 * ctypes.sizeof(ctypes.c_void_p)]
+                if code == cls.BAD_WINDOW:
+                    cls.window_gone = True
+                    return 0
+                return cls._previous(display, event) if cls._previous else 0
+            cls._handler = handler_type(on_error)
+        x11 = ctypes.CDLL(name)
+        x11.XSetErrorHandler.argtypes, x11.XSetErrorHandler.restype = [handler_type], handler_type
+        previous = x11.XSetErrorHandler(cls._handler)
+        ours = ctypes.cast(cls._handler, ctypes.c_void_p).value
+        if ctypes.cast(previous, ctypes.c_void_p).value != ours:  # not ourselves, from an earlier window
+            cls._previous = previous
+        cls.window_gone = False
 
 
 def clear_of(panels: list, above: tuple, window: tuple[int, int]) -> list:
@@ -316,6 +354,8 @@ class Game:
                 self.tick += 1
                 for event in pygame.event.get():  # events
                     self._handle(event)
+                if XErrors.window_gone:  # destroyed from outside: as if closed
+                    self.done = True
                 inp = self._action()              # action
                 self._step(inp)                   # step
                 self._draw(advance=not self.paused)  # draw

@@ -831,3 +831,22 @@ def test_in_a_small_window_the_menu_is_not_drawn_over():
     assert [p[2] for p in clear_of(panels, above, (1280, 720))] == [lines, ["waiting for the world... 2 s"]]
     assert [p[2] for p in clear_of(panels, above, (320, 180))] == [[], []]
     assert len(menu.lines()) == len(MENU_ITEMS) + 1
+
+
+def test_a_window_destroyed_from_outside_ends_the_session_cleanly(tmp_path, xvfb):
+    # `xdotool windowclose` (as a task manager or a crashed window manager might): Xlib's default error handler
+    # ended the process with exit 1 and "X Error of failed request: BadWindow", the session without its end.
+    if xvfb is None or shutil.which("xdotool") is None:
+        pytest.skip("no Xvfb or xdotool: no X window to destroy")
+    sessions = tmp_path / "sessions"
+    proc = play_cli(sessions, xvfb, seconds=60)
+    session = wait_for_lines(sessions, 24)
+    env = display_env(xvfb)
+    window = subprocess.run(["xdotool", "search", "--class", "explorer"], env=env, capture_output=True,
+                            text=True).stdout.split()[0]
+    subprocess.run(["xdotool", "windowclose", window], env=env, check=True)
+    out, err = proc.communicate(timeout=30)  # well before --seconds
+    assert proc.returncode == 0 and "X Error" not in err, err
+    assert "ended" in json.loads((session / "session.json").read_text())
+    code, out, err = run_cli("replay", str(session), "--check")
+    assert code == 0 and "frames match" in out, err
