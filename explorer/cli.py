@@ -179,6 +179,13 @@ def cmd_play(args) -> int:
         print(f"{path}: {numbers['frames']} frames in {numbers['seconds']} s ({numbers['fps']} fps), "
               f"{numbers['dropped']} dropped, latency p50 {numbers['latency_ms_p50']} ms, step p99 "
               f"{numbers['step_ms_p99']} ms")
+    from explorer.game import XErrors
+    if XErrors.window_gone:  # destroyed from outside: SDL's exit would wait forever for X to confirm the window
+        import multiprocessing.util  # gone (under a window manager), so the process ends here, its session closed
+        multiprocessing.util._exit_function()  # what exit would do for the world's process and its queues
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     return code
 
 

@@ -373,8 +373,9 @@ class Game:
                 self._close_session()  # the world failed before its first frame: no empty session folder
             for saver in self.savers:
                 saver.join()
-            self.presenter.release()
-            pygame.display.quit()
+            if not XErrors.window_gone:  # SDL would wait for X to tell it about the window it no longer has
+                self.presenter.release()
+                pygame.display.quit()
             for s, handler in previous.items():
                 signal.signal(s, handler)
         return 0
