@@ -230,6 +230,8 @@ def clear_of(panels: list, above: tuple, window: tuple[int, int]) -> list:
     """The overlays (name, TextPanel, lines, anchor) with no lines for those that would overlap `above` (the menu)
     in this window: in a small one, the HUD and a message were drawn over the menu's items."""
     name, panel, lines, anchor = above
+    if not lines:
+        return panels
     rect = overlay_rect(anchor, panel.size_of(lines), window)
     return [(n, p, [] if ls and overlap(overlay_rect(a, p.size_of(ls), window), rect) else ls, a)
             for n, p, ls, a in panels]
@@ -686,14 +688,14 @@ class Game:
         elif self.worker.busy and now - self.worker.submitted > STALL_SECONDS:  # under what was said (F12's file)
             message = message + [f"waiting for the world... {now - self.worker.submitted:.0f} s"]
         split = self._split_label() if self.split and self.side_seen else None
-        panels = [("hud", self.hud_panel, self.hud.lines(self._clock(), pose, split) if self.show_hud else [],
-                   "top-left"),
-                  ("message", self.message_panel, message, "bottom"),
-                  ("warning", self.warning_panel, self._warning(), "top-right")]
+        hud = ("hud", self.hud_panel, self.hud.lines(self._clock(), pose, split) if self.show_hud else [], "top-left")
+        warning = ("warning", self.warning_panel, self._warning(), "top-right")
         menu = ("menu", self.menu_panel, self.menu.lines() if self.paused else [], "center")
-        if self.paused:  # what would lie under the menu (a small window) waits until it closes: the menu is read
-            panels = clear_of(panels, menu, pygame.display.get_window_size())
-        panels.append(menu)
+        window = pygame.display.get_window_size()
+        # In a small window what would lie under the menu waits until it closes (the menu is read), and the HUD
+        # under the warning (an untrained model must be said)
+        panels = clear_of([*clear_of([hud], warning, window), ("message", self.message_panel, message, "bottom"),
+                           warning], menu, window) + [menu]
         for name, panel, lines, anchor in panels:
             if panel.render(lines):
                 self.presenter.set_overlay(name, panel.image, anchor)

@@ -831,6 +831,12 @@ def test_in_a_small_window_the_menu_is_not_drawn_over():
     assert [p[2] for p in clear_of(panels, above, (1280, 720))] == [lines, ["waiting for the world... 2 s"]]
     assert [p[2] for p in clear_of(panels, above, (320, 180))] == [[], []]
     assert len(menu.lines()) == len(MENU_ITEMS) + 1
+    closed = ("menu", menu.panel, [], "center")  # no menu: nothing gives way
+    assert [p[2] for p in clear_of(panels, closed, (320, 180))] == [lines, ["waiting for the world... 2 s"]]
+    # the untrained model's warning (top right) over the HUD (top left) in a narrow window: the HUD gives way
+    warning = ("warning", TextPanel(size=24), ["RANDOM WEIGHTS (mini): the generated world is an untrained model"],
+               "top-right")
+    assert clear_of(panels[:1], warning, (480, 270))[0][2] == [] and clear_of(panels[:1], warning, (1280, 720))[0][2]
 
 
 @pytest.mark.parametrize("window_manager", [None, "openbox"])
