@@ -237,13 +237,11 @@ def cmd_path_from_session(args) -> int:
     return 0
 
 
-def render_options(header: dict, path, model: str | None = None) -> list[str]:
-    """`explorer render`'s options for the world a session was played in (its level, world, seed and model, where
-    the file is now: `model`, default the recorded one): a path alone would be rendered with seed 0 and the shipped
-    model."""
+def render_options(header: dict, path, model: str | None) -> list[str]:
+    """`explorer render`'s options for the world a session was played in (its level, world, seed, and `model`:
+    its checkpoint where the file is now): a path alone would be rendered with seed 0 and the shipped model."""
     import shlex
     from model.checkpoint import default_checkpoint_path
-    model = model or header["checkpoint"]
     level = header["level"]["path"] if Path(header["level"]["path"]).is_file() else header["level"]["name"]
     options = ["--level", level, "--path", str(path), "--out", "walk.mp4", "--world", header["world"]]
     if header["world"] == "generated":
@@ -291,7 +289,7 @@ def cmd_ship(args) -> int:
     from camera.embedding import CameraScaling
     from camera.errors import check_output_path
     from model.checkpoint import (LINKED, RESERVED, checkpoint_sha256, default_checkpoint_path, load_checkpoint,
-                                  save_checkpoint)
+                                  save_checkpoint, warn_if_untrained)
     out = check_output_path(args.out if args.out else default_checkpoint_path(), (".safetensors",))
     linked = None if args.single_file else {"vae": out.with_name(f"{out.stem}-vae.safetensors")}
     writes = [out] + list((linked or {}).values())
@@ -304,12 +302,10 @@ def cmd_ship(args) -> int:
                          "(it would no longer load); choose another --out")
     loaded = load_checkpoint(args.checkpoint)
     CameraScaling.from_dict(loaded.camera_scaling, source=args.checkpoint)  # refuse what play would refuse
-    if loaded.stage == "vae":  # its generator is untrained: as the default, play would show noise
-        if out.resolve() == default.resolve():  # given as --out too, by any path to it
-            raise InputError(args.checkpoint, "stage", "is from the vae stage, whose generator is untrained; ship a "
-                             "checkpoint from a later stage as the default (or write this one elsewhere with --out)")
-        print(f"explorer: warning: {args.checkpoint} is from the vae stage: its generator is untrained",
-              file=sys.stderr)
+    if loaded.stage == "vae" and out.resolve() == default.resolve():  # as the default (by any path), play: noise
+        raise InputError(args.checkpoint, "stage", "is from the vae stage, whose generator is untrained; ship a "
+                         "checkpoint from a later stage as the default (or write this one elsewhere with --out)")
+    warn_if_untrained(args.checkpoint, loaded.stage)
     source = Path(args.checkpoint)
     links = json.loads(loaded.metadata.get(LINKED, "{}"))
     reads = [source] + [source.parent / entry["file"] for entry in links.values()]
@@ -349,7 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Walk through a level. WASD / arrows move, the mouse looks, Space / C up and "
                        "down, Shift faster, Q / E roll; a gamepad's left stick moves and right stick looks. "
                        "Esc: menu (resume, restart, switch world, quit). F1 HUD, F11 fullscreen, F12 screenshot, "
-                       "R rewind 2 s, Tab split view (the world played and the other, side by side). Every session is logged for replay.")
+                       "R rewind 2 s, Tab split view (the world played and the other, side by side). Every session is "
+                       "logged for replay.")
     p.add_argument("--level", default="meadow", help="a shipped level's name or a level .toml (default: meadow)")
     p.add_argument("--world", choices=["reference", "generated"], default=None,
                    help="the procedural reference scene, or the neural generator (default: generated when a "
@@ -593,7 +590,6 @@ def main(argv=None) -> int:
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
-
 
 
 if __name__ == "__main__":

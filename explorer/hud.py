@@ -53,8 +53,7 @@ class TextPanel:
             self.image = None
             return True
         rendered = [self.font.render(line, True, self.color) for line in lines]
-        w = max(r.get_width() for r in rendered) + 2 * self.padding
-        h = self.line_height * len(lines) + 2 * self.padding
+        w, h = self.size_of(lines)
         surface = pygame.Surface((w, h), pygame.SRCALPHA)
         surface.fill(self.background)
         for i, r in enumerate(rendered):

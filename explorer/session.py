@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -43,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from camera.controls import ControlSettings, InputState
-from camera.errors import InputError, file_sha256, is_number, parse_json, read_text
+from camera.errors import InputError, file_sha256, is_number, parse_json, read_text, write_replacing
 from camera.paths import FPS_RANGE
 from camera.pose import PITCH_LIMIT, Pose, check_pose_limits
 from world.base import FRAMES_PER_STEP, MAX_SEED
@@ -64,9 +63,7 @@ def now_iso() -> str:
 
 def _write_json(path: Path, data: dict) -> None:
     """Write-then-rename, so session.json is never seen half written."""
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_replacing(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"), field=None)
 
 
 # --- writing -------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import struct
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,8 +62,15 @@ def default_checkpoint_path() -> Path:
     return Path(__file__).resolve().parent / "checkpoints" / "mini.safetensors"
 
 
-def checkpoint_sha256(path) -> str:
-    return file_sha256(path)
+checkpoint_sha256 = file_sha256  # a checkpoint's pin (a linked file's, a session's model)
+
+
+def warn_if_untrained(path, stage: str) -> None:
+    """A vae-stage checkpoint loads and runs, and its frames of noise look like a bug of the client: said."""
+    if stage == "vae":
+        print(f"explorer: warning: {path} is from the vae stage: its generator is untrained (use a checkpoint from "
+              "a later stage)", file=sys.stderr)
+
 
 
 # ---------------------------------------------------------------------------------------------------------------

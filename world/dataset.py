@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from camera.errors import InputError, parse_json, read_text
+from camera.errors import InputError, parse_json, read_text, write_replacing
 from camera.pose import Pose
 from camera.trajectories import random_trajectory
 from world.scene import height_at, random_scene
@@ -113,9 +113,7 @@ def _size(n: int) -> str:
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    write_replacing(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=1)), field=None)
 
 
 def _read_manifest(path: Path) -> dict:

@@ -6,7 +6,6 @@ global random state, so a replay of the same level, seed and poses reproduces ev
 """
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,7 +17,8 @@ import torch
 from camera.embedding import CameraScaling, camera_embedding
 from camera.errors import InputError
 from camera.pose import Pose, at_rest
-from model.checkpoint import LoadedCheckpoint, checkpoint_sha256, default_checkpoint_path, load_checkpoint
+from model.checkpoint import (LoadedCheckpoint, checkpoint_sha256, default_checkpoint_path, load_checkpoint,
+                              warn_if_untrained)
 from model.config import ModelConfig, get_config
 from model.generator import Generator, KVCache
 from model.vae import VAE, DecoderCache, from_uint8, to_uint8
@@ -142,9 +142,7 @@ class GeneratedWorld:
             raise InputError(path, None, f"{what} (train one with `explorer train`, or use random weights)")
         loaded: LoadedCheckpoint = load_checkpoint(path, device=device)
         scaling = CameraScaling.from_dict(loaded.camera_scaling, source=str(path))
-        if loaded.stage == "vae":  # loads and runs, and a frame of noise looks like a bug of the client
-            print(f"explorer: warning: {path} is from the vae stage: its generator is untrained (use a checkpoint "
-                  "from a later stage)", file=sys.stderr)
+        warn_if_untrained(path, loaded.stage)
         return cls(loaded.config, loaded.vae, loaded.generator, scaling, device, path, loaded.stage)
 
     @classmethod

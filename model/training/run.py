@@ -71,11 +71,9 @@ class RunFolder:
         path = self.root / "run.json"
         if not path.exists() and d.main:
             scaling = measure_camera_scaling(clips, config)
-            self.root.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"format": RUN_FORMAT, "config": config.name, "data": str(clips.folder),
-                                       "camera_scaling": scaling.to_dict()}, indent=1))
-            tmp.replace(path)
+            run = {"format": RUN_FORMAT, "config": config.name, "data": str(clips.folder),
+                   "camera_scaling": scaling.to_dict()}
+            write_replacing(path, lambda tmp: tmp.write_text(json.dumps(run, indent=1)), field=None)
         d.barrier()
         info = parse_json(read_text(path), path, None)
         if not isinstance(info, dict):
