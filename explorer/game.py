@@ -345,7 +345,7 @@ class Game:
         self.worker, self.tick = None, 0
         on_main_thread = threading.current_thread() is threading.main_thread()  # where Python runs signal handlers
         quits = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; `kill`, `timeout`, a service manager
-        self.interrupts = HeldInterrupts()
+        self.interrupts, self.stopped_by = HeldInterrupts(), None
         previous = {s: signal.signal(s, self._interrupted) for s in quits} if on_main_thread else {}
         try:
             self._show_now(f"opening the {self.config.world} world...")
@@ -380,7 +380,7 @@ class Game:
                 pygame.display.quit()
             for s, handler in previous.items():
                 signal.signal(s, handler)
-        return 0
+        return 0 if self.stopped_by is None else 128 + self.stopped_by  # as the shell reports a signal's end
 
     def _interrupted(self, signum, frame) -> None:
         """Ctrl-C in the terminal (or SIGTERM) quits as closing the window does: the step on screen is shown to its
@@ -390,6 +390,8 @@ class Game:
             raise KeyboardInterrupt
         self.interrupts(signum, frame)
         self.done = True
+        if self.stopped_by is None:
+            self.stopped_by = signum
 
     def _begin(self, kind: str, start: Pose | None = None) -> None:
         """Open a world of `kind` on a new worker, start a session, and ask for the first frame, seen from `start`
