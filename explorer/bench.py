@@ -262,6 +262,7 @@ def measure_baseline_or_oom(world: GeneratedWorld, kind: str, steps: int) -> dic
 
 
 def describe_device(device: torch.device) -> str:
+    """The device in bench's and eval's JSON: a GPU's name, or the CPU with its cores and torch's threads."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"

@@ -51,6 +51,7 @@ from camera.paths import load_path
 from camera.pose import Pose
 from camera.trajectories import forward_trajectory, random_trajectory, yaw_trajectory
 from explorer import metrics
+from explorer.bench import describe_device
 from model.vae import VAE, from_uint8, to_uint8
 from world.base import FPS, FRAMES_PER_STEP
 from world.dataset import EYE_HEIGHT, HELD_OUT_SEEDS
@@ -526,7 +527,7 @@ def run_eval(options: EvalOptions) -> dict:
     generated, diffusion, hold, vae = scores["generated"], scores["diffusion"], scores["hold"], scores["vae"]
     return clean({
         "checkpoint": str(world.checkpoint), "checkpoint_sha256": world.checkpoint_sha256, "stage": world.stage,
-        "config": world.config.name, "size": list(world.size), "device": str(world.device),
+        "config": world.config.name, "size": list(world.size), "device": describe_device(world.device),
         "levels": [level.name for level in levels], "paths": list(options.paths),
         "scenes": list(HELD_OUT_SEEDS[:options.scenes]), "streams": len(streams), "seconds": options.seconds,
         "psnr": generated["psnr"], "ssim": generated["ssim"], "hold_psnr": hold["psnr"], "hold_ssim": hold["ssim"],

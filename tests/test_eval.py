@@ -144,6 +144,7 @@ def test_short_eval_prints_every_field_and_is_deterministic(tiny_checkpoint, tmp
     r = json.loads(outputs[0])
     assert r["checkpoint"] == str(tiny_checkpoint) and r["levels"] == ["meadow"] and r["seconds"] == 2
     assert r["streams"] == 2 and r["size"] == [64, 32]
+    assert r["device"].startswith("cpu (") and "threads)" in r["device"]  # as bench's JSON names it
     for key in ("psnr", "ssim", "hold_psnr"):
         assert set(r[key]) == {"1s", "5s", "10s", "60s"}
         assert r[key]["5s"] is None and r[key]["10s"] is None and r[key]["60s"] is None  # past --seconds
