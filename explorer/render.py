@@ -15,13 +15,17 @@ from world.make import WorldOpener
 
 
 def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(N, H, W, 3) uint8 -> (N, size[1], size[0], 3) uint8, bicubic with antialiasing (identity if the size matches)."""
+    """(N, H, W, 3) uint8 -> (N, size[1], size[0], 3) uint8, bicubic with antialiasing (identity if the size matches).
+    A frame at a time: the float intermediates of a large size (8192x8192: 0.8 GB a frame) are then held once."""
     if frames.shape[2:0:-1] == tuple(size):
         return frames
-    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
-    x = torch.nn.functional.interpolate(x, size=(size[1], size[0]), mode="bicubic", antialias=True,
-                                        align_corners=False)
-    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+    out = np.empty((len(frames), size[1], size[0], 3), np.uint8)
+    for i, frame in enumerate(frames):
+        x = torch.from_numpy(frame).permute(2, 0, 1)[None].float()
+        x = torch.nn.functional.interpolate(x, size=(size[1], size[0]), mode="bicubic", antialias=True,
+                                            align_corners=False)
+        out[i] = x[0].round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    return out
 
 
 def warn_below_ground(level, poses, path, fps: float) -> None:

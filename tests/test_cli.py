@@ -384,3 +384,16 @@ def test_a_plot_that_fills_the_disk_leaves_the_older_file_and_is_one_line(tmp_pa
     assert out.read_bytes() == b"precious" and list(tmp_path.iterdir()) == [out]
     write_replacing(out, lambda tmp: tmp.write_bytes(b"new"))
     assert out.read_bytes() == b"new" and list(tmp_path.iterdir()) == [out]
+
+
+def test_render_resizes_each_frame_as_a_batch_would():
+    """render resizes a step's frames one at a time (a batch's float copies at 8192x8192 took 12 GB); the same
+    pixels as resizing them together, and the frames are not mixed up."""
+    import torch
+    from explorer.render import resize_frames
+    frames = np.random.default_rng(0).integers(0, 256, (4, 18, 32, 3), dtype=np.uint8)
+    batch = torch.nn.functional.interpolate(torch.from_numpy(frames).permute(0, 3, 1, 2).float(), size=(45, 80),
+                                            mode="bicubic", antialias=True, align_corners=False)
+    expected = batch.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    assert np.array_equal(resize_frames(frames, (80, 45)), expected)
+    assert resize_frames(frames, (32, 18)) is frames
