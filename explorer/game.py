@@ -329,7 +329,8 @@ class Game:
         self.screenshots: list[Path] = []
         self.savers: list[threading.Thread] = []
         self.done = False
-        self.paused, self.paused_seconds, self.paused_since = False, 0.0, 0.0  # time in the menu: off the play clock
+        # time in the menu is off the play clock, from when the frames asked for before it are shown (`_settle`)
+        self.paused, self.paused_seconds, self.paused_since = False, 0.0, None
         self.worker: Worker | None = None
 
     # --- the loop ---
@@ -360,7 +361,8 @@ class Game:
                     self.done = True
                 inp = self._action()              # action
                 self._step(inp)                   # step
-                self._draw(advance=not self.paused)  # draw
+                self._draw(advance=not self.paused or bool(self.buffer))  # draw (under the menu: what is in flight)
+                self._settle()
                 if self.config.seconds is not None and self.t0 is not None \
                         and time.perf_counter() - self.first_shown >= self.config.seconds:
                     self.done = True
@@ -443,7 +445,14 @@ class Game:
     def _clock(self) -> float:
         """Seconds of play: time.perf_counter() less the time spent paused (standing still while paused)."""
         now = time.perf_counter()
-        return now - self.paused_seconds - (now - self.paused_since if self.paused else 0.0)
+        return now - self.paused_seconds - (now - self.paused_since if self.paused_since is not None else 0.0)
+
+    def _settle(self) -> None:
+        """Stop the play clock once the menu is open and the world's frames for what was played before it are
+        shown: the picture catches up with the camera under the menu (a turn in flight used to leave a dark band
+        there, and its glide to play out after Resume)."""
+        if self.paused and self.paused_since is None and not self.buffer and not self.worker.busy:
+            self.paused_since = time.perf_counter()
 
     # --- events ---
     def _handle(self, event) -> None:
@@ -499,11 +508,12 @@ class Game:
             self._restart(OTHER_WORLD[self.kind], here=True)
 
     def _pause(self, on: bool) -> None:
-        now = time.perf_counter()
-        if on and not self.paused:
-            self.paused_since = now
-        elif self.paused and not on:
-            self.paused_seconds += now - self.paused_since
+        if on and not self.paused and self.t0 is not None:  # the camera stops where it is: no glide after Resume
+            self.motion = MotionState.at(self.motion.pose, self.motion.altitude)
+        elif self.paused and not on and self.paused_since is not None:
+            self.paused_seconds += time.perf_counter() - self.paused_since
+        if not on:
+            self.paused_since = None
         self.paused = on
         self.menu.open()
         self._capture(not on)
