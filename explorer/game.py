@@ -490,7 +490,7 @@ class Game:
             if event.type == pygame.MOUSEMOTION:
                 self.menu.hover(event.pos, rect)
             else:
-                self._choose(self.menu.click(event.pos, rect))
+                self._choose(self.menu.click(event.pos, rect, event.button))
         elif event.type == pygame.CONTROLLERBUTTONDOWN:
             if event.button == pygame.CONTROLLER_BUTTON_START:
                 self._pause(not self.paused)

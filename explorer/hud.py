@@ -108,6 +108,9 @@ class Hud:
         return self._text
 
 
+MOUSE_LEFT, MOUSE_WHEEL_UP, MOUSE_WHEEL_DOWN = 1, 4, 5  # SDL's button numbers (the wheel comes as buttons 4 and 5 too)
+
+
 class Menu:
     """The pause menu: arrows and Enter, or a click, choose an item; Esc resumes. The walking keys (WASD, Space)
     do nothing here: one held as the menu opens, or pressed again as the window gets focus back, would move the
@@ -127,19 +130,34 @@ class Menu:
 
     def key(self, key: int) -> str | None:
         """The chosen item's name for a key press, or None (selection moved, or the key means nothing here)."""
-        if key == pygame.K_UP:
-            self.selected = (self.selected - 1) % len(MENU_ITEMS)
+        if key == pygame.K_UP:  # no wrapping round: Esc, Up, Enter must not quit
+            self.selected = max(0, self.selected - 1)
         elif key == pygame.K_DOWN:
-            self.selected = (self.selected + 1) % len(MENU_ITEMS)
+            self.selected = min(len(MENU_ITEMS) - 1, self.selected + 1)
         elif key in (pygame.K_RETURN, pygame.K_KP_ENTER):
             return MENU_ITEMS[self.selected]
         elif key == pygame.K_ESCAPE:
             return "Resume"
         return None
 
-    def click(self, pos: tuple[int, int], rect: tuple[int, int, int, int]) -> str | None:
-        """The item under a click at window pixel `pos`, the menu's image being drawn over `rect` (x, y from the
-        top, w, h: smaller than the image in a window too small for it)."""
+    def click(self, pos: tuple[int, int], rect: tuple[int, int, int, int], button: int) -> str | None:
+        """The chosen item's name for a mouse button pressed at window pixel `pos`, or None. The left button chooses
+        the marked item when the pointer is on it, and otherwise marks the item under the pointer: the released
+        pointer sits over the middle of the menu, and a click there to get back into the game used to restart it.
+        The wheel moves the marker; the other buttons do nothing."""
+        if button in (MOUSE_WHEEL_UP, MOUSE_WHEEL_DOWN):
+            return self.key(pygame.K_UP if button == MOUSE_WHEEL_UP else pygame.K_DOWN)
+        item = self.item_at(pos, rect)
+        if button != MOUSE_LEFT or item is None:
+            return None
+        if MENU_ITEMS.index(item) == self.selected:
+            return item
+        self.selected = MENU_ITEMS.index(item)
+        return None
+
+    def item_at(self, pos: tuple[int, int], rect: tuple[int, int, int, int]) -> str | None:
+        """The item under window pixel `pos`, the menu's image being drawn over `rect` (x, y from the top, w, h:
+        smaller than the image in a window too small for it)."""
         if self.panel.image is None:
             return None
         x, y, w, h = rect
@@ -152,7 +170,7 @@ class Menu:
         """The mouse moving onto an item selects it, so the marker shows what a click would choose. The first move
         after opening only notes where the pointer is: releasing the mouse puts it over the middle of the menu, and
         that must not move the selection away from Resume."""
-        item = self.click(pos, rect)
+        item = self.item_at(pos, rect)
         if item is not None and self._pointed != "unknown" and item != self._pointed:
             self.selected = MENU_ITEMS.index(item)
         self._pointed = item

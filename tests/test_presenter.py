@@ -215,7 +215,9 @@ def test_menu_keys_and_clicks():
     assert menu.key(pygame.K_RETURN) == "Switch world"
     assert menu.key(pygame.K_UP) is None and menu.key(pygame.K_KP_ENTER) == "Restart"
     menu.selected = 0
-    assert menu.key(pygame.K_UP) is None and menu.lines()[-1].startswith("> ")  # wraps round to Quit
+    assert menu.key(pygame.K_UP) is None and menu.selected == 0  # no wrapping round to Quit
+    menu.selected = len(MENU_ITEMS) - 1
+    assert menu.key(pygame.K_DOWN) is None and menu.selected == len(MENU_ITEMS) - 1
     assert menu.key(pygame.K_ESCAPE) == "Resume"
     menu.selected = 0
     for walking in (pygame.K_w, pygame.K_s, pygame.K_a, pygame.K_d, pygame.K_SPACE):  # held into the menu: nothing
@@ -228,10 +230,10 @@ def test_menu_keys_and_clicks():
         def at(row, dx=10):  # window pixel in the middle of menu row `row` (0: the title)
             return x + dx, y + round((panel.padding + row * panel.line_height + panel.line_height // 2) * s)
         for row, item in enumerate(MENU_ITEMS, start=1):
-            assert menu.click(at(row), rect) == item, (rect, item)
-        assert menu.click(at(0), rect) is None  # the title
-        assert menu.click(at(1, dx=-5), rect) is None and menu.click(at(1, dx=rect[2] + 2), rect) is None
-        assert menu.click(at(len(MENU_ITEMS) + 1), rect) is None  # below the last item
+            assert menu.item_at(at(row), rect) == item, (rect, item)
+        assert menu.item_at(at(0), rect) is None  # the title
+        assert menu.item_at(at(1, dx=-5), rect) is None and menu.item_at(at(1, dx=rect[2] + 2), rect) is None
+        assert menu.item_at(at(len(MENU_ITEMS) + 1), rect) is None  # below the last item
     top_left = (100, 50)
     rect = (100, 50, w, h)
 
@@ -243,6 +245,33 @@ def test_menu_keys_and_clicks():
     menu.hover((top_left[0] + 10, row_y(len(MENU_ITEMS))), rect)  # moving onto the last item marks it
     menu.hover((top_left[0] - 5, top_left[1]), rect)  # off the menu, nothing moves
     assert menu.lines()[-1] == "> " + MENU_ITEMS[-1] and menu.key(pygame.K_RETURN) == MENU_ITEMS[-1]
+
+
+def test_a_click_chooses_only_the_marked_item_and_the_wheel_only_moves_the_marker():
+    """The released pointer sits over the middle of the menu: a click there to get back into the game used to
+    restart the level, and a right click, a middle click or the wheel over an item chose it (Quit by scrolling)."""
+    panel = TextPanel(size=28)
+    menu = Menu(panel)
+    panel.render(menu.lines())
+    h, w = panel.image.shape[:2]
+    rect = (100, 50, w, h)
+
+    def on(item):  # window pixel in the middle of the item's row
+        row = MENU_ITEMS.index(item) + 1
+        return rect[0] + 10, rect[1] + panel.padding + row * panel.line_height + panel.line_height // 2
+    middle = on(MENU_ITEMS[len(MENU_ITEMS) // 2])
+    for button in (2, 3, 4, 5, 6, 7):  # middle, right, the wheel, side buttons: nothing chosen
+        menu.open()
+        assert menu.click(on("Quit"), rect, button) is None
+    menu.open()
+    assert menu.click(middle, rect, 1) is None and menu.selected == MENU_ITEMS.index(MENU_ITEMS[len(MENU_ITEMS) // 2])
+    assert menu.click(middle, rect, 1) == MENU_ITEMS[len(MENU_ITEMS) // 2]  # marked now: a second click chooses it
+    menu.open()
+    assert menu.click(on("Resume"), rect, 1) == "Resume"  # on the marked item: chosen at once
+    menu.open()
+    assert menu.click(middle, rect, 5) is None and menu.selected == 1  # the wheel down moves the marker a row
+    assert menu.click(middle, rect, 4) is None and menu.click(middle, rect, 4) is None and menu.selected == 0
+    assert menu.click((rect[0] - 5, rect[1]), rect, 1) is None and menu.selected == 0  # off the menu: nothing
 
 
 @pytest.mark.parametrize("yaw, pitch", [(6.0, 0.0), (-6.0, 0.0), (0.0, 4.0), (3.0, -3.0)])
