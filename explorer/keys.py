@@ -5,6 +5,8 @@ happens in between adds up in the source (mouse motion; a key pressed and releas
 next frame), so nothing is lost when the loop samples late or skips frames while the world catches up.
 
 Keys: WASD or the arrows move, Space / C up and down, Shift faster, Q / E roll, the mouse looks (while captured).
+The camera's keys go by where they are on the keyboard (SDL's scancodes, named after a US layout), not by the
+letter printed on them: on AZERTY the same hand position is ZQSD, and the letters W and A there would not walk.
 Gamepad: left stick moves, right stick looks (SDL's game-controller mapping, so any pad SDL knows reads the same).
 """
 from __future__ import annotations
@@ -18,14 +20,14 @@ from pygame._sdl2 import controller  # noqa: E402
 
 from camera.controls import InputState  # noqa: E402
 
-KEY_ACTIONS = {
-    pygame.K_w: "forward", pygame.K_UP: "forward",
-    pygame.K_s: "back", pygame.K_DOWN: "back",
-    pygame.K_a: "left", pygame.K_LEFT: "left",
-    pygame.K_d: "right", pygame.K_RIGHT: "right",
-    pygame.K_SPACE: "up", pygame.K_c: "down",
-    pygame.K_LSHIFT: "fast", pygame.K_RSHIFT: "fast",
-    pygame.K_q: "roll_left", pygame.K_e: "roll_right",
+KEY_ACTIONS = {  # scancode -> action
+    pygame.KSCAN_W: "forward", pygame.KSCAN_UP: "forward",
+    pygame.KSCAN_S: "back", pygame.KSCAN_DOWN: "back",
+    pygame.KSCAN_A: "left", pygame.KSCAN_LEFT: "left",
+    pygame.KSCAN_D: "right", pygame.KSCAN_RIGHT: "right",
+    pygame.KSCAN_SPACE: "up", pygame.KSCAN_C: "down",
+    pygame.KSCAN_LSHIFT: "fast", pygame.KSCAN_RSHIFT: "fast",
+    pygame.KSCAN_Q: "roll_left", pygame.KSCAN_E: "roll_right",
 }
 STICK_AXES = (pygame.CONTROLLER_AXIS_LEFTX, pygame.CONTROLLER_AXIS_LEFTY,
               pygame.CONTROLLER_AXIS_RIGHTX, pygame.CONTROLLER_AXIS_RIGHTY)
@@ -44,8 +46,14 @@ class InputSource(Protocol):
 
 
 def held_actions(pressed) -> frozenset[str]:
-    """Actions held on a keyboard state (pygame.key.get_pressed(), or any mapping key -> bool)."""
-    return frozenset(action for key, action in KEY_ACTIONS.items() if pressed[key])
+    """Actions held on a keyboard state indexed by scancode (`keyboard_state()`, or any mapping scancode -> bool)."""
+    return frozenset(action for scancode, action in KEY_ACTIONS.items() if pressed[scancode])
+
+
+def keyboard_state() -> tuple[bool, ...]:
+    """Whether each key is down, indexed by scancode. (pygame's get_pressed() is such a tuple whose indexing
+    takes a key code, the letter; iterating it gives the scancodes' own order.)"""
+    return tuple(pygame.key.get_pressed())
 
 
 def stick_axes(pad) -> tuple[float, float, float, float]:
@@ -56,7 +64,7 @@ def stick_axes(pad) -> tuple[float, float, float, float]:
 class PygameInput:
     """The keyboard, the mouse (only while grabbed: a released mouse is for the menu) and the first gamepad."""
 
-    def __init__(self, pressed=pygame.key.get_pressed):
+    def __init__(self, pressed=keyboard_state):
         self._pressed = pressed  # the keyboard's state now (a test's stand-in without a window)
         self._mouse = [0.0, 0.0]
         self._tapped: set[str] = set()  # actions whose key went down since the last sample
@@ -67,10 +75,10 @@ class PygameInput:
         if event.type == pygame.MOUSEMOTION and pygame.event.get_grab():
             self._mouse[0] += event.rel[0]
             self._mouse[1] += event.rel[1]
-        elif event.type == pygame.KEYDOWN and event.key in KEY_ACTIONS:
+        elif event.type == pygame.KEYDOWN and event.scancode in KEY_ACTIONS:
             # a tap shorter than the gap between samples (the loop samples only when a step needs input) still
             # moves the camera: it counts as held for the next frame
-            self._tapped.add(KEY_ACTIONS[event.key])
+            self._tapped.add(KEY_ACTIONS[event.scancode])
         elif event.type == pygame.CONTROLLERDEVICEADDED:
             pad = controller.Controller(event.device_index)
             self._pads[pad.as_joystick().get_instance_id()] = pad

@@ -669,7 +669,7 @@ def test_play_bad_input_is_one_line_and_exit_2(tmp_path, xvfb, args, words):
 # --- the pieces -------------------------------------------------------------------------------------
 
 def test_keys_map_to_actions_and_sticks_scale():
-    pressed = {key: key in (pygame.K_w, pygame.K_LSHIFT, pygame.K_e) for key in KEY_ACTIONS}
+    pressed = {key: key in (pygame.KSCAN_W, pygame.KSCAN_LSHIFT, pygame.KSCAN_E) for key in KEY_ACTIONS}
     assert held_actions(pressed) == {"forward", "fast", "roll_right"}
 
     class Pad:  # SDL game-controller axes are int16
@@ -687,14 +687,20 @@ def test_keys_map_to_actions_and_sticks_scale():
 def test_a_key_tapped_between_samples_counts_as_held_for_one_frame():
     keyboard = {key: False for key in KEY_ACTIONS}
     source = PygameInput(pressed=lambda: keyboard)
-    down = lambda key: pygame.event.Event(pygame.KEYDOWN, key=key, mod=0, unicode="", scancode=0)  # noqa: E731
-    source.handle(down(pygame.K_w))  # pressed and released again before the loop sampled
-    source.handle(down(pygame.K_F1))  # not a camera key
+    down = lambda key, scancode: pygame.event.Event(pygame.KEYDOWN, key=key, mod=0, unicode="",  # noqa: E731
+                                                    scancode=scancode)
+    source.handle(down(pygame.K_w, pygame.KSCAN_W))  # pressed and released again before the loop sampled
+    source.handle(down(pygame.K_F1, pygame.KSCAN_F1))  # not a camera key
     assert source.sample().actions == {"forward"}
     assert source.sample().actions == frozenset()  # one frame, not two
-    keyboard[pygame.K_q] = True
-    source.handle(down(pygame.K_q))
+    keyboard[pygame.KSCAN_Q] = True
+    source.handle(down(pygame.K_q, pygame.KSCAN_Q))
     assert source.sample().actions == {"roll_left"} and source.sample().actions == {"roll_left"}  # held: held
+    # AZERTY: the key where W is on a US keyboard is Z; it walks, and the letter W (where Z is) does nothing
+    keyboard[pygame.KSCAN_Q] = False
+    source.handle(down(pygame.K_z, pygame.KSCAN_W))
+    source.handle(down(pygame.K_w, pygame.KSCAN_Z))
+    assert source.sample().actions == {"forward"}
 
 
 def test_scripted_input_gives_its_inputs_then_nothing():
