@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shutil
 import struct
 import sys
@@ -228,10 +229,19 @@ def load_checkpoint(path, expect_config: str | ModelConfig | None = None, device
             new_tensors = tuple(prefix for field in grown for prefix in GROWABLE[field][2])
     camera_scaling = parse_json(metadata["camera_scaling"], path, "camera_scaling")
 
+    # The config is checked against the tensors on the meta device first: one edited to describe a far larger model
+    # than the file holds would otherwise be allocated (tens of GiB) before any tensor was compared.
+    _check_depth(path, config, tensors)
+    try:
+        with torch.device("meta"):
+            shapes = {"vae": VAE(config.vae), "generator": Generator(config.generator)}
+    except (RuntimeError, TypeError, ValueError, OverflowError) as error:
+        raise InputError(path, "config", f"describes no model that can be built ({str(error).splitlines()[0]})") \
+            from None
+    _check_tensors(path, tensors, {**shapes, **(modules or {})}, new_tensors)
     with torch.device(device):
         vae, generator = VAE(config.vae), Generator(config.generator)
     parts = {"vae": vae, "generator": generator, **(modules or {})}
-    _check_tensors(path, tensors, parts, new_tensors)
     for prefix, module in parts.items():
         module.load_state_dict({k[len(prefix) + 1:]: t for k, t in tensors.items() if k.startswith(prefix + ".")},
                                strict=not new_tensors)
@@ -281,6 +291,16 @@ def _check_expected(path: Path, found: ModelConfig, expected: ModelConfig) -> li
     more = f" ({len(differ) - 1} more fields differ: {', '.join(differ[1:])})" if len(differ) > 1 else ""
     raise InputError(path, f"config.{k}", f"differs from the {expected.name!r} config: "
                      f"expected {a.get(k)!r}, found {b.get(k)!r}{more}")
+
+
+def _check_depth(path: Path, config: ModelConfig, tensors: dict[str, torch.Tensor]) -> None:
+    """The generator's depth against the blocks the file holds, before even an empty model is built: a depth of
+    65536 takes a minute to build on the meta device."""
+    blocks = {int(m.group(1)) for name in tensors if (m := re.match(r"generator\.backbone\.blocks\.(\d+)\.", name))}
+    stored = max(blocks) + 1 if blocks else 0
+    if config.generator.depth != stored:
+        raise InputError(path, "config.generator.depth", f"{config.generator.depth}, but the file holds {stored} "
+                         "transformer blocks")
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

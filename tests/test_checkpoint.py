@@ -150,6 +150,28 @@ def test_config_values_are_checked_before_a_model_is_built(saved, tmp_path, fiel
     assert f"config.generator.{field}: must" in message and words in message, message
 
 
+@pytest.mark.parametrize("field, value, words", [
+    ("depth", 65536, "config.generator.depth: 65536, but the file holds 2 transformer blocks"),
+    ("dim", 65536, "generator."), ("mlp_ratio", 1e300, "config: describes no model that can be built"),
+])
+def test_a_config_far_larger_than_its_tensors_is_refused_before_anything_is_allocated(saved, tmp_path, field,
+                                                                                       value, words, monkeypatch):
+    # In range field by field, but a model of 17 GiB (dim), 65536 blocks (a minute to build even empty) or an
+    # overflowing width: QA's traceback or an exhausted machine. Nothing may be built off the meta device.
+    import model.checkpoint as checkpoint
+    built = []
+    monkeypatch.setattr(checkpoint, "Generator", lambda config: built.append(torch.get_default_device()) or
+                        Generator(config))
+
+    def edit(m):
+        d = json.loads(m["config"])
+        d["generator"][field] = value
+        m["config"] = json.dumps(d)
+    message = refused(rewrite(saved[0], tmp_path / "c.safetensors", edit_metadata=edit))
+    assert words in message, message
+    assert all(device.type == "meta" for device in built), built
+
+
 def test_missing_tensor(saved, tmp_path):
     name = "vae.decoder.conv_out.weight"
     path = rewrite(saved[0], tmp_path / "m.safetensors", edit_tensors=lambda t: t.pop(name))

@@ -185,3 +185,29 @@ def test_memory_needed_counts_what_a_stream_allocates_and_a_model_too_big_is_ref
     assert "'tiny'" in message and "GiB" in message and "\n" not in message
     monkeypatch.setattr(generated, "memory_free", lambda device: None)  # a system that does not say: no check
     GeneratedWorld.random(get_config("tiny"), torch.device("cpu"))
+
+
+def test_a_checkpoint_whose_window_cannot_fit_is_refused_by_field(tmp_path, monkeypatch):
+    """The window is the one size of a checkpoint's config that no tensor bounds: edited to 65536 latent frames it
+    asked for a 4.5 GiB KV cache, a traceback under a memory limit and the OOM killer without one."""
+    import dataclasses
+    import torch
+    import world.generated as generated
+    from model.checkpoint import save_checkpoint
+    from model.config import get_config
+    from model.generator import Generator
+    from model.vae import VAE
+    config = get_config("tiny")
+    config.generator = dataclasses.replace(config.generator, window=65536)
+    path = tmp_path / "wide.safetensors"
+    save_checkpoint(path, config, VAE(config.vae), Generator(config.generator),
+                    {"origin_std": 1.0, "direction_std": 1.0}, "consistency")
+    cache = generated.memory_needed(config, torch.float32)[1]
+    monkeypatch.setattr(generated, "memory_free", lambda device: cache - 1)
+    with pytest.raises(InputError) as refused:
+        GeneratedWorld.open(checkpoint=path, device="cpu")
+    message = str(refused.value)
+    assert message.startswith(f"{path}: config.generator.window: 65536 latent frames need a KV cache of ") \
+        and "\n" not in message, message
+    monkeypatch.setattr(generated, "memory_free", lambda device: cache)
+    GeneratedWorld.open(checkpoint=path, device="cpu")  # it fits: it opens

@@ -61,12 +61,19 @@ def memory_free(device: torch.device) -> int | None:
         return None
 
 
-def check_memory(config: ModelConfig, device: torch.device, dtype: torch.dtype) -> None:
+def check_memory(config: ModelConfig, device: torch.device, dtype: torch.dtype, checkpoint=None) -> None:
     """InputError, before anything is allocated, when a stream of `config` cannot fit in `device`'s free memory:
-    a one-line answer instead of the kernel's OOM killer (a silent `Killed`) or a CUDA out-of-memory traceback."""
+    a one-line answer instead of the kernel's OOM killer (a silent `Killed`) or a CUDA out-of-memory traceback.
+    With a `checkpoint`, its weights are loaded already, and what is left to fit is the KV cache (its window is
+    the one size in a config that no tensor in the file bounds)."""
     free = memory_free(device)
     weights, cache = memory_needed(config, dtype)
-    if free is not None and weights + cache > free:
+    if free is None:
+        return
+    if checkpoint is not None and cache > free:
+        raise InputError(checkpoint, "config.generator.window", f"{config.generator.window} latent frames need a KV "
+                         f"cache of {cache / GiB:.1f} GiB on {device.type}, and {free / GiB:.1f} GiB is free")
+    if checkpoint is None and weights + cache > free:
         raise InputError(f"model config {config.name!r}", None,
                          f"needs about {(weights + cache) / GiB:.1f} GiB on {device.type} (weights "
                          f"{weights / GiB:.1f} GiB, KV cache {cache / GiB:.1f} GiB) and {free / GiB:.1f} GiB is "
@@ -141,6 +148,8 @@ class GeneratedWorld:
             what = "the shipped checkpoint is missing" if checkpoint is None else "no such checkpoint"
             raise InputError(path, None, f"{what} (train one with `explorer train`, or use random weights)")
         loaded: LoadedCheckpoint = load_checkpoint(path, device=device)
+        check_memory(loaded.config, device, loaded.config.torch_dtype() if device.type == "cpu" else torch.bfloat16,
+                     checkpoint=path)
         scaling = CameraScaling.from_dict(loaded.camera_scaling, source=str(path))
         warn_if_untrained(path, loaded.stage)
         return cls(loaded.config, loaded.vae, loaded.generator, scaling, device, path, loaded.stage)
