@@ -100,8 +100,12 @@ class SessionWriter:
             "fps": float(fps), "size": [int(size[0]), int(size[1])], "device": device, "threads": threads,
             "controls": controls.to_dict(), "hold_at_rest": world == "generated" or None, "started": now_iso(),
         }
-        _write_json(self.path / HEADER, self.header)
-        self._file = open(self.path / TRAJECTORY, "w", buffering=1, encoding="utf-8")  # line-buffered: flushed per line
+        try:
+            _write_json(self.path / HEADER, self.header)
+            self._file = open(self.path / TRAJECTORY, "w", buffering=1, encoding="utf-8")  # line-buffered: per line
+        except BaseException:
+            shutil.rmtree(self.path, ignore_errors=True)  # a full disk: no empty session folder left behind
+            raise
         self.frames = 0
 
     def frame(self, t: float, step: int, pose: Pose, inp: InputState, step_ms: float, latency_ms: float,
@@ -129,7 +133,10 @@ class SessionWriter:
         return True
 
     def _line(self, record: dict) -> None:
-        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+        try:
+            self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+        except OSError as e:  # a full disk: the error names the file (one line), and the lines before it stay
+            raise OSError(e.errno, e.strerror, str(self.path / TRAJECTORY)) from None
 
 
 # --- reading -------------------------------------------------------------------------------------

@@ -917,3 +917,33 @@ def test_a_window_destroyed_from_outside_ends_the_session_cleanly(tmp_path, xvfb
     assert out.startswith(str(session)) and "ended" in json.loads((session / "session.json").read_text())
     code, out, err = run_cli("replay", str(session), "--check")
     assert code == 0 and "frames match" in out, err
+
+
+def test_a_full_disk_while_logging_names_the_file_and_a_session_that_cannot_start_leaves_no_folder(tmp_path,
+                                                                                                   monkeypatch):
+    """A full disk mid-play was a 24-line traceback (the OSError named no file, so the command line re-raised it)."""
+    import errno
+    from camera.pose import Pose
+    from explorer import session as session_module
+    level = load_level("meadow")
+    session = session_module.SessionWriter(tmp_path, level, "reference", 0, 24.0, SIZE, "llvmpipe")
+    session.frame(0.0, 0, Pose((0.0, 1.7, 0.0)), InputState(), 1.0, 100.0, "0" * 40)
+
+    class FullDisk:
+        closed = False
+
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    good, session._file = session._file, FullDisk()
+    with pytest.raises(OSError) as full:
+        session.frame(0.04, 1, Pose((0.0, 1.7, 0.0)), InputState(), 1.0, 100.0, "0" * 40)
+    assert full.value.filename == str(session.path / "trajectory.jsonl") and full.value.errno == errno.ENOSPC
+    good.close()
+    assert len(trajectory(session.path)) == 1  # the line before it stays
+
+    def no_room(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    monkeypatch.setattr(session_module, "_write_json", no_room)
+    with pytest.raises(OSError):
+        session_module.SessionWriter(tmp_path / "later", level, "reference", 0, 24.0, SIZE, "llvmpipe")
+    assert list((tmp_path / "later").iterdir()) == []  # no empty session folder
