@@ -354,3 +354,15 @@ def test_a_damaged_run_description_is_one_line(tmp_path, text, words):
     (tmp_path / "run.json").write_text(text)
     with pytest.raises(InputError, match=f"run.json: .*{words}"):
         RunFolder(tmp_path).open(get_config("tiny"), None, Dist())
+
+
+def test_clips_too_short_to_train_on_are_refused_by_the_data_and_write_no_run(tmp_path, init):
+    """Clips of one frame left NaN camera scaling in run.json (after numpy's warning), so the run folder refused
+    every later command, good data included."""
+    from world.dataset import DataSpec, write_dataset
+    short = tmp_path / "short"
+    write_dataset(short, DataSpec(clips=4, size=(64, 32), frames=1, clips_per_scene=1, clips_per_shard=4))
+    for stage in ("vae", "diffusion"):
+        with pytest.raises(InputError, match="manifest.json: spec.frames: clips of 1 frame; training needs at least 5"):
+            make_stage(stage, short, tmp_path / "run", init, val_clips=1)
+        assert not (tmp_path / "run" / "run.json").exists()

@@ -87,6 +87,11 @@ class Clips:
                              f"{config.width}x{config.height} (make data with --size {config.width}x{config.height})")
         if not shards:
             raise InputError(source, "shards", "the dataset has no finished shard yet")
+        frames = shards[0]["frames"].shape[1]
+        if frames < 1 + FRAMES_PER_STEP:  # a 1-frame clip left NaN camera scaling in run.json, and the run unusable
+            raise InputError(source, "spec.frames", f"clips of {frames} frame{'s' * (frames != 1)}; training needs "
+                             f"at least {1 + FRAMES_PER_STEP} (a first frame and one latent step: make data with "
+                             "--frames 9 or more)")
         seeds = np.concatenate([s["scene_seeds"] for s in shards])
         held = set(seeds[-val_clips:].tolist())
         is_val = np.isin(seeds, list(held))
@@ -146,7 +151,10 @@ def measure_camera_scaling(clips: Clips, config: ModelConfig) -> CameraScaling:
     """measure_scaling over up to SCALING_CLIPS training trajectories, on the model's latent ray grid."""
     chosen = clips.train[np.linspace(0, len(clips.train) - 1, min(SCALING_CLIPS, len(clips.train))).astype(int)]
     trajectories = [[Pose.from_array(p) for p in clips.poses[i]] for i in chosen]
-    return measure_scaling(trajectories, config.width / config.height, config.latent_size())
+    try:
+        return measure_scaling(trajectories, config.width / config.height, config.latent_size())
+    except ValueError as e:  # cameras that never move or never turn
+        raise InputError(clips.folder / "manifest.json", "poses", str(e)) from None
 
 
 def vae_digest(vae: VAE) -> str:
