@@ -288,8 +288,8 @@ def cmd_ship(args) -> int:
 
     from camera.embedding import CameraScaling
     from camera.errors import check_output_path
-    from model.checkpoint import (LINKED, RESERVED, checkpoint_sha256, default_checkpoint_path, load_checkpoint,
-                                  save_checkpoint, warn_if_untrained)
+    from model.checkpoint import (LINKED, RESERVED, checkpoint_sha256, default_checkpoint_path, is_part,
+                                  load_checkpoint, save_checkpoint, warn_if_untrained)
     out = check_output_path(args.out if args.out else default_checkpoint_path(), (".safetensors",))
     linked = None if args.single_file else {"vae": out.with_name(f"{out.stem}-vae.safetensors")}
     writes = [out] + list((linked or {}).values())
@@ -313,6 +313,10 @@ def cmd_ship(args) -> int:
         if any(path.resolve() == read.resolve() for read in reads):
             what = "the checkpoint being shipped" if path.resolve() == source.resolve() else "a file it links to"
             raise InputError(path, "--out", f"would overwrite {what}; choose another --out")
+    for path in writes[1:]:  # OUT-vae.safetensors: an earlier ship's VAE part may go, anything else stays
+        if path.exists() and not is_part(path):
+            raise InputError(out, "--out", f"would overwrite {path}, which is not the VAE part of an earlier ship "
+                             "(a checkpoint of its own?); choose another --out or move that file")
     extra = {k: v for k, v in loaded.metadata.items() if k not in RESERVED + (LINKED,)}
     extra["source_sha256"] = checkpoint_sha256(args.checkpoint)
     save_checkpoint(out, loaded.config, loaded.vae.float(), loaded.generator.float(), loaded.camera_scaling,

@@ -73,6 +73,14 @@ def warn_if_untrained(path, stage: str) -> None:
               "a later stage)", file=sys.stderr)
 
 
+def is_part(path) -> bool:
+    """Whether `path` is a readable safetensors file holding a linked part of a checkpoint (its header alone is read)."""
+    try:
+        with safe_open(path, framework="pt") as f:
+            return (f.metadata() or {}).get("format") == PART_FORMAT
+    except (SafetensorError, OSError):
+        return False
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # Generic safetensors files (also for training's own files: discriminator, optimiser state)

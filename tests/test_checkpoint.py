@@ -486,6 +486,33 @@ def test_ship_replaces_a_linked_pair_together_or_not_at_all(tmp_path, monkeypatc
     load_checkpoint(shipped)
 
 
+def test_ship_does_not_write_its_vae_part_over_a_checkpoint_of_its_own(tmp_path, capsys):
+    """`ship --out a.safetensors` writes a-vae.safetensors beside it: a whole checkpoint kept under that name was
+    replaced without a word (an earlier ship's VAE part is replaced as before)."""
+    import torch
+    from explorer.cli import main
+    from model.checkpoint import checkpoint_sha256, save_checkpoint
+    from model.generator import Generator
+    from model.vae import VAE
+    config = get_config("tiny")
+    torch.manual_seed(0)
+    source = tmp_path / "long.safetensors"
+    save_checkpoint(source, config, VAE(config.vae), Generator(config.generator),
+                    {"origin_std": 2.0, "direction_std": 1.0}, "long")
+    own = tmp_path / "a-vae.safetensors"
+    assert main(["ship", str(source), "--out", str(own), "--single-file"]) == 0
+    before = checkpoint_sha256(own)
+    capsys.readouterr()
+    assert main(["ship", str(source), "--out", str(tmp_path / "a.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert f"would overwrite {own}, which is not the VAE part" in err and err.count("\n") == 1, err
+    assert checkpoint_sha256(own) == before and not (tmp_path / "a.safetensors").exists()
+    own.unlink()
+    for _ in range(2):  # shipped twice to the same place: its own part is replaced
+        assert main(["ship", str(source), "--out", str(tmp_path / "a.safetensors")]) == 0
+    load_checkpoint(tmp_path / "a.safetensors")
+
+
 def test_held_interrupts_act_after_the_block():
     import signal
 
