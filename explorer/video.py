@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
+import tempfile
 import threading
 from pathlib import Path
 
@@ -37,14 +39,26 @@ class VideoWriter:
         self._held = HeldInterrupts()
         on_main_thread = threading.current_thread() is threading.main_thread()  # where signal handlers run
         self._previous_sigint = signal.signal(signal.SIGINT, self._held) if on_main_thread else None
+        # ffmpeg's own messages go to a log of its own (FFREPORT), not to the terminal: a failure is then one line of
+        # ours that quotes its last, instead of ffmpeg's several lines and ours blaming the disk.
+        handle, log = tempfile.mkstemp(prefix="explorer-ffmpeg-", suffix=".log")
+        os.close(handle)
+        self._log = Path(log)
+        escaped = log.replace("\\", "\\\\").replace(":", "\\:")
+        before = os.environ.get("FFREPORT")
         try:
             # One encoder thread: x264 is deterministic either way, but this keeps a render from starving the game.
             self._gen = imageio_ffmpeg.write_frames(
                 str(self._tmp), self.size, fps=fps, quality=quality, codec="libx264", macro_block_size=1,
-                output_params=["-threads", "1"], ffmpeg_log_level="error")
-            self._gen.send(None)
+                output_params=["-threads", "1"], ffmpeg_log_level="quiet")
+            os.environ["FFREPORT"] = f"file={escaped}:level=16"  # errors; read by ffmpeg as it starts, just below
+            try:
+                self._gen.send(None)
+            finally:
+                os.environ.pop("FFREPORT") if before is None else os.environ.update(FFREPORT=before)
         except BaseException:
             self._restore_sigint()
+            self._log.unlink(missing_ok=True)
             if self.interrupts:  # a terminal's Ctrl-C reached the ffmpeg being started too ("no ffmpeg found")
                 raise KeyboardInterrupt from None
             raise
@@ -63,9 +77,10 @@ class VideoWriter:
                 raise ValueError(f"frame of size {frame.shape[1]}x{frame.shape[0]} for a {self.size} video")
             try:
                 self._gen.send(np.ascontiguousarray(frame, dtype=np.uint8))
-            except OSError as e:  # ffmpeg quit: its own message is on stderr above
+            except OSError as e:  # ffmpeg quit
                 if self.interrupts:  # a terminal's Ctrl-C reaches ffmpeg too: it was the interrupt
                     raise KeyboardInterrupt from None
+                self._gen.close()  # ffmpeg has exited, and its log is whole
                 raise InputError(self.path, None, f"ffmpeg stopped writing the video ({self._why(e)})") from None
             self.frames += 1
 
@@ -81,7 +96,8 @@ class VideoWriter:
             status = getattr(self._ffmpeg, "returncode", 0)
             if status != 0 or not self._tmp.is_file() or self._tmp.stat().st_size == 0:
                 kept = "; the file there before is unchanged" if self.path.exists() else ""
-                raise InputError(self.path, None, f"ffmpeg failed (exit status {status}){kept}")
+                said = self._said()
+                raise InputError(self.path, None, f"ffmpeg failed ({said or f'exit status {status}'}){kept}")
             if self.interrupts:
                 raise KeyboardInterrupt
             os.replace(self._tmp, self.path)
@@ -107,7 +123,10 @@ class VideoWriter:
             self._previous_sigint = None
 
     def _why(self, error: OSError) -> str:
-        """What most likely stopped ffmpeg: its broken pipe says nothing, the disk under the file often does."""
+        """What stopped ffmpeg: its broken pipe says nothing; its log, or else the disk under the file, do."""
+        said = self._said()
+        if said:
+            return said
         try:
             if shutil.disk_usage(self.path.parent).free < 1 << 20:
                 return "the disk is full"
@@ -115,9 +134,21 @@ class VideoWriter:
             pass
         return str(error).splitlines()[0]
 
+    def _said(self) -> str | None:
+        """ffmpeg's last error line, with the partial file's name put back to the video's."""
+        try:
+            lines = [line.strip() for line in self._log.read_text(errors="replace").splitlines()[2:] if line.strip()]
+        except OSError:
+            return None
+        if not lines:
+            return None
+        last = re.sub(r"^\[[^]]*@ 0x[0-9a-f]+\]\s*", "", lines[-1])  # "[out#0/mp4 @ 0x5635...] Error closing file"
+        return last.replace(str(self._tmp), str(self.path))
+
     def _remove_partial(self) -> None:
         if self._tmp.is_file():
             self._tmp.unlink()
+        self._log.unlink(missing_ok=True)
 
     def __enter__(self):
         return self

@@ -166,17 +166,25 @@ def test_render_does_not_replace_a_good_video_on_error(tmp_path):
     assert out.read_bytes() == b"precious"
 
 
-def test_a_failing_ffmpeg_leaves_the_older_video_and_says_so(tmp_path):
+def test_a_failing_ffmpeg_leaves_the_older_video_and_says_so(tmp_path, capfd):
+    """In one line of ours that quotes ffmpeg (it printed several lines of its own, and ours blamed a full disk
+    wherever the folder's file system had no free space to report, as /proc)."""
+    import glob
+    import tempfile
     from camera.errors import InputError
     from explorer.video import VideoWriter
 
     out = tmp_path / "keep.mp4"
     out.write_bytes(b"precious")
     (tmp_path / ".keep.partial.mp4").mkdir()  # where ffmpeg writes first: it cannot open it and quits
-    with pytest.raises(InputError, match="keep.mp4: .*ffmpeg"):
+    with pytest.raises(InputError) as failed:
         with VideoWriter(out, (32, 16)) as writer:
             writer.write(np.zeros((4, 16, 32, 3), np.uint8))
     assert out.read_bytes() == b"precious"
+    message = str(failed.value)
+    assert message.startswith(f"{out}: ffmpeg ") and "Is a directory" in message and "partial" not in message, message
+    assert capfd.readouterr().err == ""  # nothing from ffmpeg itself
+    assert not glob.glob(f"{tempfile.gettempdir()}/explorer-ffmpeg-*.log")  # its log went with it
 
 
 def test_ctrl_c_while_a_video_is_open_is_held_to_the_next_frame_and_keeps_the_older_file(tmp_path):
