@@ -24,7 +24,12 @@ from typing import Callable, Sequence
 import numpy as np
 
 from camera.errors import InputError, is_number
-from camera.pose import Pose
+from camera.pose import ANGLE_LIMIT, Pose
+
+# Yaw winds on past +-180 so that motion stays continuous, but a session may hold only ANGLE_LIMIT degrees of it:
+# about 2800 turns one way (a stick held for two hours, or --mouse-sensitivity 10) wrote a session that its own
+# replay refused. Past this, a step takes the yaw back by whole turns.
+WIND_LIMIT = ANGLE_LIMIT / 10
 
 ACTIONS = frozenset({"forward", "back", "left", "right", "up", "down", "fast", "roll_left", "roll_right"})
 
@@ -184,6 +189,8 @@ def step(state: MotionState, inp: InputState, settings: ControlSettings = Contro
     look_vel = _ease(np.array(state.look_velocity), look_target, a)
     yaw, pitch = mouse_look(pose.yaw, pose.pitch, inp.mouse, s)
     yaw, pitch = yaw + look_vel[0] * dt, pitch + look_vel[1] * dt
+    if abs(yaw) > WIND_LIMIT:  # wound this far round, it is taken back by whole turns: the same view
+        yaw = math.remainder(yaw, 360.0)
 
     roll_input = held("roll_left") - held("roll_right")  # positive roll tilts the view left
     if roll_input:

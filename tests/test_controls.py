@@ -82,6 +82,26 @@ def test_pitch_is_clamped():
     assert poses[-1].pitch == 89.0
 
 
+def test_yaw_wound_past_what_a_session_may_hold_is_taken_back_by_whole_turns():
+    """At --mouse-sensitivity 10, seven 20000-pixel flicks wound the yaw to 1.4 million degrees: play wrote a
+    session that its own replay, path from-session and summary refused (yaw within 1e6 degrees)."""
+    from camera.controls import WIND_LIMIT
+    from camera.pose import ANGLE_LIMIT, check_pose_limits
+    settings = ControlSettings(mouse_sensitivity=10.0)
+    state = MotionState.at(Pose((0.0, 1.7, 0.0), yaw=WIND_LIMIT - 50.0))
+    turned, _ = step(state, InputState(mouse=(-20.0, 0.0)), settings)  # 200 degrees left: past the limit
+    assert abs(turned.pose.yaw) <= 180.0
+    assert np.allclose(turned.pose.rotation().as_matrix(),
+                       Pose((0.0, 1.7, 0.0), yaw=WIND_LIMIT + 150.0).rotation().as_matrix(), atol=1e-9)
+    state = MotionState.at(Pose((0.0, 1.7, 0.0)))
+    for _ in range(8):  # as QA turned it
+        state, _ = step(state, InputState(mouse=(-20000.0, 0.0)), settings)
+        check_pose_limits("session", "pose", state.pose.position, state.pose.yaw, state.pose.roll, state.pose.fov)
+    assert abs(state.pose.yaw) < ANGLE_LIMIT
+    near, _ = step(MotionState.at(Pose((0.0, 1.7, 0.0), yaw=720.0)), InputState(mouse=(-1.0, 0.0)), settings)
+    assert near.pose.yaw == 730.0  # below the limit it winds on as before (continuous for paths and plots)
+
+
 def test_gamepad_moves_and_looks_with_dead_zone():
     still = replay(START, hold(gamepad=(0.1, -0.1, 0.1, 0.0), n=24))
     assert still[-1] == START  # inside the dead zone
