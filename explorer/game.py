@@ -736,8 +736,14 @@ class Game:
         image = self.presenter.read(self.ctx.screen, size)
         path = screenshot_path(self.session.path, frame, self.screenshots)
         surface = pygame.image.frombuffer(image.tobytes(), size, "RGB")
-        saver = threading.Thread(target=pygame.image.save, args=(surface, str(path)), name="screenshot")
+
+        def save() -> None:  # a full disk, or the folder gone: said on screen, as the saving was, and play goes on
+            try:
+                pygame.image.save(surface, str(path))
+            except (pygame.error, OSError) as e:
+                self._say(f"screenshot not saved: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+        saver = threading.Thread(target=save, name="screenshot")
+        self._say(f"screenshot: {path}")
         saver.start()  # PNG compression takes ~0.1 s: longer than a frame
         self.savers.append(saver)
         self.screenshots.append(path)
-        self._say(f"screenshot: {path}")

@@ -828,6 +828,23 @@ def test_two_f12_presses_in_one_frame_make_two_files(tmp_path, monkeypatch, xvfb
     assert game.screenshots[1].name == game.screenshots[0].stem + "-2.png"
 
 
+def test_a_screenshot_that_cannot_be_saved_is_said_on_screen_and_play_goes_on(tmp_path, monkeypatch, xvfb, capfd):
+    # The saver thread printed a traceback, and the screen said the file had been saved.
+    if xvfb:
+        monkeypatch.setenv("DISPLAY", xvfb)
+        monkeypatch.setenv("SDL_VIDEODRIVER", "x11")
+
+    def full_disk(surface, path):
+        raise pygame.error(f"Couldn't open {path}")
+    monkeypatch.setattr(pygame.image, "save", full_disk)
+    config = GameConfig(load_level("meadow"), "reference", SIZE, window=WINDOW, seconds=1.0, sessions_dir=tmp_path)
+    game = Game(config, lambda kind, size: ReferenceWorld(size), ScriptedInput([], {8: [pygame.K_F12]}))
+    assert game.run() == 0
+    assert game.message is not None and game.message[0].startswith("screenshot not saved: Couldn't open "), \
+        game.message
+    assert "Traceback" not in capfd.readouterr().err
+
+
 def test_ticks_the_loop_missed_count_as_dropped():
     # The HUD counted only loop passes that had no new frame: a loop running late (a 3000x2000 window on a software
     # renderer: 13.6 fps) showed "0 dropped" where the session log counted 79.
