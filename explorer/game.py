@@ -433,7 +433,9 @@ class Game:
 
     def _end(self) -> None:
         """Show the rest of the step on screen (so the log holds whole steps), close the session and the world."""
+        ticker = Ticker(FPS)  # at the frame rate: drawn at once, the log gave them one time and latencies too low
         while self.buffer and not self.at_boundary:
+            ticker.wait()
             self._draw(advance=True)
         self._close_session()
         self.worker.close()  # waits for the step in flight

@@ -613,6 +613,8 @@ def test_ctrl_c_in_the_terminal_quits_like_closing_the_window(tmp_path, xvfb):
     assert proc.returncode == 130 and "Traceback" not in err, err  # the world's process too: no KeyboardInterrupt
     assert "ended" in json.loads((session / "session.json").read_text())  # closed, not cut off
     n = len(trajectory(session))
+    t = [f["t"] for f in trajectory(session)]
+    assert min(np.diff(t)) > 0.005, t[-5:]  # the rest of the step at the frame rate (it was drawn at one time)
     assert (n - 1) % FRAMES_PER_STEP == 0  # whole steps only
     assert out.startswith(f"{session}: {n} frames")  # the numbers, as after any quit
     code, out, err = run_cli("replay", str(session), "--check")
