@@ -8,6 +8,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import stat
 import sys
 from pathlib import Path
@@ -34,17 +35,34 @@ def _cut(text: str) -> str:
     return text if len(text) <= MAX_PROBLEM_CHARS else text[:MAX_PROBLEM_CHARS - 20] + " ... " + text[-15:]
 
 
+# What would break a message's line or hide in it: ASCII's and Latin-1's control characters (a newline, a NUL, an
+# escape sequence) and Unicode's line and paragraph separators.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escape_controls(text: str) -> str:
+    """Text with its control characters written as Python writes them in a string (a newline as \\n, a NUL as \\x00):
+    one line that shows what is there. Text without any (every ordinary name) is returned as it is."""
+    return CONTROL_CHARACTERS.sub(lambda m: repr(m.group())[1:-1], text)
+
+
 class InputError(ValueError):
     """Bad input from a user-supplied file or argument; the message names the file and the field."""
 
     def __init__(self, source, field: str | None, problem: str):
-        where = f"{_cut(str(source))}: {field}" if field else _cut(str(source))  # a 5000-letter name given
-        problem = _cut(problem)  # a value quoted whole (a 400-digit number, a long list) stays one line
+        # Escaped here, once for every caller: a file named "x\ny.toml" (or a path holding it quoted in the problem,
+        # or a key read from a file) printed two lines, the first a bare "x".
+        shown = _cut(escape_controls(str(source)))  # a 5000-letter name given
+        where = f"{shown}: {escape_controls(field)}" if field else shown
+        problem = _cut(escape_controls(problem))  # a value quoted whole (a 400-digit number, a long list): one line
         super().__init__(f"{where}: {problem}")
         self.source, self.field, self.problem = str(source), field, problem
 
     def __reduce__(self):  # pickles whole (a world's child process sends its errors to the game)
         return InputError, (self.source, self.field, self.problem)
+
+
+TOO_DEEP = "it is nested too deeply (brackets or braces inside each other hundreds of levels deep)"
 
 
 def parse_json(text: str, source, field: str | None):
@@ -53,6 +71,8 @@ def parse_json(text: str, source, field: str | None):
         return json.loads(text)
     except ValueError as e:  # JSONDecodeError, or an integer of more digits than Python converts (4300)
         raise InputError(source, field, f"not valid JSON ({e})") from None
+    except RecursionError:  # "[[[[..." a thousand deep: the parser recurses once a level
+        raise InputError(source, field, f"not valid JSON for us: {TOO_DEEP}") from None
 
 
 MAX_TEXT_BYTES = 2**30  # a level, path or manifest is far smaller, and so is the log of a day's play
@@ -98,6 +118,8 @@ def read_toml(file, missing: str = "no such file") -> dict:
         raise InputError(file, None, f"not valid TOML: {e}") from None
     except ValueError:  # an integer of more digits than Python converts (4300): its advice is for programmers
         raise InputError(file, None, "not valid TOML for us: it holds an integer of over 4300 digits") from None
+    except RecursionError:  # "a = [[[[..." a few hundred deep: the parser recurses once a level
+        raise InputError(file, None, f"not valid TOML for us: {TOO_DEEP}") from None
 
 
 def write_replacing(path, write, field: str = "--out") -> None:

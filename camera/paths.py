@@ -27,7 +27,6 @@ and yaw/pitch/roll are added to the start's, so one path works on every level.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
@@ -36,7 +35,7 @@ import numpy as np
 from scipy.interpolate import CubicHermiteSpline
 from scipy.spatial.transform import Rotation, RotationSpline, Slerp
 
-from camera.errors import InputError, is_number, read_toml
+from camera.errors import InputError, is_number, read_toml, write_replacing
 from camera.pose import PITCH_LIMIT, Pose, check_pose_limits
 
 INTERPOLATIONS = ("catmull-rom", "linear")
@@ -328,8 +327,9 @@ def _number(v, source, field: str) -> float:
     return float(v)
 
 
-def save_path(path: CameraPath, file) -> None:
-    """Write a readable TOML file that load_path reads back to the same path (floats by repr)."""
+def save_path(path: CameraPath, file, field: str = "--out") -> None:
+    """Write a readable TOML file that load_path reads back to the same path (floats by repr). A write that fails
+    (a full disk) is an InputError naming `file` and `field`, the option that named it."""
     lines = ["# camera path for explorer render --path (the format: the README, \"Camera paths\")", "[path]",
              f"fps = {float(path.fps)!r}", f'interpolation = "{path.interpolation}"',
              f"relative = {'true' if path.relative else 'false'}"]
@@ -339,8 +339,7 @@ def save_path(path: CameraPath, file) -> None:
                   f"yaw = {float(k.yaw)!r}", f"pitch = {float(k.pitch)!r}", f"roll = {float(k.roll)!r}"]
         if k.fov is not None:
             lines.append(f"fov = {float(k.fov)!r}")
-    file = Path(file)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    partial = file.with_name(file.name + ".partial")  # written whole, then renamed: an older file is never half gone
-    partial.write_text("\n".join(lines) + "\n")
-    os.replace(partial, file)
+    # Written whole, then renamed, by the one helper that also cleans up: on a full disk the older file stays and
+    # no partial file is left behind (one was, empty, with a traceback).
+    text = "\n".join(lines) + "\n"
+    write_replacing(file, lambda partial: partial.write_text(text), field)

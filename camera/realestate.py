@@ -26,7 +26,7 @@ from scipy.spatial.transform import Rotation
 
 from camera.errors import InputError, read_text
 from camera.paths import CameraPath, check_path, keys_from_poses, relative_to_first
-from camera.pose import Pose
+from camera.pose import PITCH_LIMIT, Pose
 
 _FLIP = np.diag([1.0, -1.0, -1.0, 1.0])  # OpenCV <-> OpenGL axes, for cameras and for the world
 _ORTHONORMAL_TOLERANCE = 1e-2  # the files print matrices with about six digits
@@ -102,7 +102,14 @@ def _pose(v: np.ndarray, aspect: float, file, n: int) -> Pose:
     c2w = _FLIP @ np.linalg.inv(w2c) @ _FLIP
     focal = 0.5 * (fy + fx * aspect)  # vertical focal length / image height
     fov = math.degrees(2.0 * math.atan(0.5 / focal))
-    return Pose.from_rotation(c2w[:3, 3], Rotation.from_matrix(c2w[:3, :3]), fov)
+    rotation = Rotation.from_matrix(c2w[:3, :3])
+    # The pitch is the forward axis's (-Z's) height, read before the Euler angles: looking straight up or down, yaw
+    # and roll are one (scipy warns of a gimbal lock), and a TOML path's pitch is refused there too.
+    pitch = math.degrees(math.asin(float(np.clip(-rotation.as_matrix()[1, 2], -1.0, 1.0))))
+    if abs(pitch) > PITCH_LIMIT:
+        raise InputError(file, f"line {n} (pitch)", f"the camera's pitch must be within [-{PITCH_LIMIT:g}, "
+                         f"{PITCH_LIMIT:g}] degrees, got {pitch:.6g}")
+    return Pose.from_rotation(c2w[:3, 3], rotation, fov)
 
 
 def save_realestate(poses: Sequence[Pose], timestamps_us: Sequence[int], file, aspect: float = 16 / 9,

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from camera.controls import ControlSettings
-from camera.errors import InputError
+from camera.errors import InputError, escape_controls
 from model.training.options import STAGES
 from world.base import MAX_SEED
 
@@ -209,6 +209,14 @@ def cmd_path_from_session(args) -> int:
     session = read_session(args.session)
     if out.resolve().parent == session.path.resolve():
         raise InputError(out, "--out", "is inside the session folder; write the path somewhere else")
+    # Nor over another file of the session's, whatever name leads to it (a link, "new/../"): a session.json whose
+    # level is --out had its level replaced by the path (which the hint below then offered as the level).
+    header = session.header
+    for what, file in (("session.json", session.path / "session.json"),
+                       ("trajectory.jsonl", session.path / "trajectory.jsonl"),
+                       ("level file", Path(header["level"]["path"]))):
+        if file.is_file() and (out.resolve() == file.resolve() or out.is_file() and out.samefile(file)):
+            raise InputError(out, "--out", f"is the session's {what}; write the path somewhere else")
     poses = [record.pose for record in session.frames]
     if len(poses) < 2:
         raise InputError(args.session, None, "a camera path needs at least two frames; this session has one")
@@ -232,7 +240,25 @@ def cmd_path_from_session(args) -> int:
     except InputError:
         model, caveat = session.header["checkpoint"], caveat + (f" (its checkpoint {session.header['checkpoint']} "
                                                                 "is gone: give the model it was played with)")
-    print("to film the same camera path: explorer render " + " ".join(render_options(session.header, args.out, model))
+    # The hint offers only what render takes, checked as render checks it: a hand-edited session.json may hold an
+    # odd size (H.264 halves frames) or a config no model has.
+    if header["world"] != "generated":
+        try:
+            parse_frame_size("x".join(map(str, header["size"])))
+        except argparse.ArgumentTypeError:
+            even = [min(8192, max(16, v + v % 2)) for v in header["size"]]
+            caveat += (f" (--size {even[0]}x{even[1]}: render takes even sizes from 16 to 8192, not the session's "
+                       f"{header['size'][0]}x{header['size'][1]})")
+            header = header | {"size": even}
+    elif header["random_config"] is not None:
+        from model.config import CONFIGS, get_config
+        try:
+            get_config(header["random_config"])
+        except InputError:
+            caveat += (f" (session.json's random_config {header['random_config']!r} is no config render knows: add "
+                       f"--random-weights with one of {', '.join(CONFIGS)})")
+            header = header | {"random_config": None}
+    print("to film the same camera path: explorer render " + " ".join(render_options(header, args.out, model))
           + caveat)
     return 0
 
@@ -581,7 +607,7 @@ def main(argv=None) -> int:
         # which is all a user can act on.
         if os.environ.get("EXPLORER_DEBUG") or error.filename is None:
             raise
-        print(f"explorer: error: {error.filename}: {error.strerror or error}", file=sys.stderr)
+        print(f"explorer: error: {escape_controls(str(error.filename))}: {error.strerror or error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("explorer: interrupted", file=sys.stderr)

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from camera.controls import ControlSettings, InputState
-from camera.errors import InputError, file_sha256, is_number, parse_json, read_text, write_replacing
+from camera.errors import InputError, escape_controls, file_sha256, is_number, parse_json, read_text, write_replacing
 from camera.paths import FPS_RANGE
 from camera.pose import PITCH_LIMIT, Pose, check_pose_limits
 from world.base import FRAMES_PER_STEP, MAX_SEED
@@ -200,7 +200,7 @@ def read_session(path) -> Session:
     else:  # no newline at the end: the last line may have been cut while being written
         try:
             json.loads(lines[-1])
-        except ValueError:  # not JSON (or a number of more digits than Python converts): the cut line
+        except (ValueError, RecursionError):  # not JSON (a number of too many digits, "[[[..." too deep): cut
             lines.pop()
             torn = True
     frames: list[FrameRecord] = []
@@ -407,6 +407,7 @@ if __name__ == "__main__":
             print(f"explorer.session: error: {error}", file=sys.stderr)
             failed = True
         except OSError as error:  # a name the system refuses (too long), a folder it cannot read
-            print(f"explorer.session: error: {error.filename}: {error.strerror}", file=sys.stderr)
+            print(f"explorer.session: error: {escape_controls(str(error.filename))}: {error.strerror}",
+                  file=sys.stderr)
             failed = True
     sys.exit(2 if failed else 0)

@@ -275,3 +275,48 @@ def test_docs_levels_md_names_every_field_and_its_examples_load(tmp_path):
     readme = (Path(__file__).parent.parent / "README.md").read_text()  # the README's camera path, copied as it is
     (tmp_path / "readme.toml").write_text(re.search(r"### Camera paths\n\n```toml\n(.*?)```", readme, re.S)[1])
     assert len(load_path(tmp_path / "readme.toml").poses(start=level.start)) == 97
+
+
+def test_deeply_nested_toml_is_one_line_not_a_recursion_error(tmp_path):
+    # tomllib recurses once a level: an array or table a thousand deep was a RecursionError traceback (exit 1).
+    from camera.errors import TOO_DEEP
+    for text in ("a = " + "[" * 1000 + "]" * 1000, "a = " + "{ b = " * 1000 + "1" + " }" * 1000):
+        path = write(tmp_path, text + "\n")
+        assert error_of(path) == f"{path}: not valid TOML for us: {TOO_DEEP}"
+
+
+@pytest.mark.parametrize("field, value", [("title", "x \\u0000"), ("title", "two\\nlines"), ("title", "bell\\u0007"),
+                                          ("image", "a\\u0000b.png"), ("image", "a\\nb.png"),
+                                          ("image", "a\\u0085b.png")])
+def test_control_characters_in_the_levels_text_are_refused(tmp_path, field, value):
+    # A NUL in the image's name raised "ValueError: embedded null byte" from Path.resolve, in the title from pygame's
+    # set_caption; a newline would break the window's title and messages.
+    path = write(tmp_path, GOOD.replace('title = "A test level"', f'{field} = "{value}"'))
+    message = error_of(path)
+    assert message.startswith(f"{path}: level.{field}: must not hold control characters") and "\n" not in message
+    assert "\x00" not in message and "\x85" not in message, message
+
+
+def test_a_file_name_with_control_characters_is_said_on_one_line(tmp_path, capsys):
+    from explorer.cli import main
+    from levels import PATHS_DIR
+    # A name holding a newline printed two lines ("explorer: error: x", then "y.toml: no such level file ...").
+    assert main(["render", "--level", "x\ny.toml", "--path", str(PATHS_DIR / "walk.toml"),
+                 "--out", str(tmp_path / "o.mp4")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("explorer: error: x\\ny.toml: no such level file (available levels: ") and \
+        len(err.splitlines()) == 1, err
+    # in a path quoted in the problem, and a key read from the file, too
+    folder = tmp_path / "a\tb\x1b[31m"
+    folder.mkdir()
+    message = error_of(write(folder, GOOD.replace('title = "A test level"', 'image = "nope.png"')))
+    assert message == (f"{tmp_path}/a\\tb\\x1b[31m/test.toml: level.image: no such file: "
+                       f"{tmp_path.resolve()}/a\\tb\\x1b[31m/nope.png")
+    message = error_of(write(tmp_path, '"x\\u2028y" = 1\n' + GOOD))
+    assert message == f"{tmp_path / 'test.toml'}: x\\u2028y: unknown table (allowed: level, scene, start)"
+    # ordinary names, accented ones included, print as they always did
+    assert error_of(tmp_path / "café.toml").startswith(f"{tmp_path / 'café.toml'}: no such level file")
+    # the error pickles whole (a world's process sends it to the game) and says the same
+    import pickle
+    error = InputError("x\ny.toml", "f\x00", "a\rb")
+    assert str(error) == "x\\ny.toml: f\\x00: a\\rb" and str(pickle.loads(pickle.dumps(error))) == str(error)

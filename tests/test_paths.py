@@ -1,5 +1,8 @@
 """camera.paths (keyframes -> poses, files, reduction) and camera.realestate (RealEstate10K files)."""
+import errno
 import os
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -322,3 +325,49 @@ def test_realestate_validation(tmp_path, monkeypatch, line, message):
     with pytest.raises(InputError) as e:
         load_path("cams.txt")
     assert str(e.value).startswith(message)
+
+
+def test_deeply_nested_toml_is_one_line_not_a_recursion_error(tmp_path):
+    from camera.errors import TOO_DEEP
+    (tmp_path / "walk.toml").write_text("[path]\nfps = " + "[" * 1000 + "]" * 1000 + "\n")
+    with pytest.raises(InputError) as e:  # a RecursionError traceback before
+        load_path(tmp_path / "walk.toml")
+    assert str(e.value) == f"{tmp_path / 'walk.toml'}: not valid TOML for us: {TOO_DEEP}"
+
+
+@pytest.mark.parametrize("rows, pitch", [("1 0 0 0 0 0 -1 0 0 1 0 0", "-90"), ("1 0 0 0 0 0 1 0 0 -1 0 0", "90")])
+def test_a_realestate_camera_looking_straight_down_or_up_is_refused_as_a_toml_key_is(tmp_path, rows, pitch):
+    # At pitch 90 yaw and roll are one: scipy's "Gimbal lock detected" warning leaked and the file was accepted,
+    # where a TOML key's pitch must be within 89 degrees.
+    (tmp_path / "cams.txt").write_text("url\n0 0.5 0.9 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 0\n"
+                                       f"41708 0.5 0.9 0.5 0.5 0 0 {rows}\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning leaks
+        with pytest.raises(InputError) as e:
+            load_path(tmp_path / "cams.txt")
+    assert str(e.value) == (f"{tmp_path / 'cams.txt'}: line 3 (pitch): the camera's pitch must be within [-89, 89] "
+                            f"degrees, got {pitch}")
+    save_realestate([Pose((0.0, 0.0, 0.0)), Pose((0.0, 0.0, 0.0), pitch=-88.5)], [0, 41708], tmp_path / "c.txt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_path(tmp_path / "c.txt").keys[1].pitch == pytest.approx(-88.5)  # within the limit: as it was
+
+
+def test_save_path_on_a_full_disk_keeps_the_older_file_and_leaves_no_partial(tmp_path, monkeypatch):
+    # It wrote p.toml.partial in place: a traceback, and an empty partial file left beside the older one.
+    out = tmp_path / "p.toml"
+    out.write_text("older\n")
+    write_text = Path.write_text
+
+    def full_disk(self, data, *args, **kwargs):  # the disk fills part-way through the file
+        write_text(self, data[:10], *args, **kwargs)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(InputError) as e:
+        save_path(path(), out)
+    monkeypatch.undo()
+    assert str(e.value) == f"{out}: --out: cannot write it: No space left on device"
+    assert out.read_text() == "older\n" and list(tmp_path.iterdir()) == [out]
+    save_path(path(), out)  # with room, it is replaced
+    assert load_path(out) == path() and list(tmp_path.iterdir()) == [out]

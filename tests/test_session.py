@@ -251,3 +251,83 @@ def test_summary_nets_out_timing_jitter(tmp_path):
         writer.frame(t, 0 if i == 0 else (i + 3) // 4, level.start, InputState(), 10.0, 100.0, "0" * 40)
     writer.close()
     assert summary(read_session(writer.path))["dropped"] == 0
+
+
+def test_deeply_nested_json_is_one_line_not_a_recursion_error(tmp_path):
+    # json.loads recurses once a level: a thousand deep was a RecursionError traceback from replay, path
+    # from-session and python -m explorer.session.
+    from camera.errors import TOO_DEEP
+    deep = "[" * 100000 + "]" * 100000
+    writer, _ = write_session(tmp_path)
+    writer.close()
+    edit_line(writer.path, 3, lambda line: deep)
+    with pytest.raises(InputError) as e:
+        read_session(writer.path)
+    assert str(e.value) == f"{writer.path / 'trajectory.jsonl'}:3: not valid JSON for us: {TOO_DEEP}"
+    whole, _ = write_session(tmp_path / "torn")
+    whole.close()
+    log = whole.path / "trajectory.jsonl"
+    n = len(log.read_text().splitlines())
+    log.write_text(log.read_text() + deep)  # as the last line, cut (no newline after it)
+    assert len(read_session(whole.path).frames) == n  # a torn line, dropped as any other
+    (writer.path / "session.json").write_text(deep)
+    with pytest.raises(InputError) as e:
+        read_session(writer.path)
+    assert str(e.value) == f"{writer.path / 'session.json'}: not valid JSON for us: {TOO_DEEP}"
+
+
+def test_path_from_session_does_not_write_over_the_sessions_own_files(tmp_path, capsys):
+    # A session.json whose level is --out had its level replaced by the camera path (and the hint then offered
+    # the path as the level).
+    from explorer.cli import main
+    from levels import LEVELS_DIR
+    level = tmp_path / "my.toml"
+    level.write_text((LEVELS_DIR / "meadow.toml").read_text())
+    writer, _ = write_session(tmp_path / "s")
+    writer.close()
+    header = json.loads((writer.path / "session.json").read_text())
+    header["level"]["path"] = str(level)
+    (writer.path / "session.json").write_text(json.dumps(header))
+    (tmp_path / "link.toml").symlink_to(level)
+    (tmp_path / "hard.toml").hardlink_to(level)
+    (tmp_path / "log.toml").hardlink_to(writer.path / "trajectory.jsonl")
+    before = {f: f.read_bytes() for f in (level, writer.path / "trajectory.jsonl", writer.path / "session.json")}
+    for out, what in ((level, "level file"), (tmp_path / "new" / ".." / "my.toml", "level file"),
+                      (tmp_path / "link.toml", "level file"), (tmp_path / "hard.toml", "level file"),
+                      (tmp_path / "log.toml", "trajectory.jsonl")):
+        assert main(["path", "from-session", str(writer.path), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err == f"explorer: error: {out}: --out: is the session's {what}; write the path somewhere else\n"
+    assert {f: f.read_bytes() for f in before} == before and not (tmp_path / "new").exists()
+    assert main(["path", "from-session", str(writer.path), "--out", str(tmp_path / "p.toml")]) == 0
+
+
+def test_path_from_session_hints_only_what_render_takes(tmp_path, capsys):
+    # A hand-edited session.json's odd size and unknown random_config went into the hint as they were: render
+    # refuses both (--size 255x143, --random-weights nope).
+    import shlex
+    from explorer.cli import build_parser, check_model_options, main
+    writer, _ = write_session(tmp_path / "s")
+    writer.close()
+    header = json.loads((writer.path / "session.json").read_text())
+
+    def hint(**edit) -> tuple[list[str], str]:
+        """The render options the hint gives (checked as render checks them), and its remarks."""
+        (writer.path / "session.json").write_text(json.dumps(header | edit))
+        assert main(["path", "from-session", str(writer.path), "--out", str(tmp_path / "p.toml")]) == 0
+        line = capsys.readouterr().out.splitlines()[-1]
+        command, _, remarks = line.removeprefix("to film the same camera path: explorer render ").partition(" (")
+        options = shlex.split(command)
+        check_model_options(build_parser().parse_args(["render", *options]))  # exits 2 if render refuses them
+        return options, remarks
+
+    options, remarks = hint(size=[255, 143])
+    assert options[-2:] == ["--size", "256x144"] and "render takes even sizes from 16 to 8192, not the " \
+        "session's 255x143" in remarks, remarks
+    options, remarks = hint(size=[32, 18])
+    assert options[-2:] == ["--size", "32x18"] and not remarks
+    options, remarks = hint(world="generated", random_config="nope")
+    assert "--random-weights" not in options and "random_config 'nope' is no config render knows: add " \
+        "--random-weights with one of tiny, mini" in remarks, remarks
+    options, remarks = hint(world="generated", random_config="tiny")
+    assert options[options.index("--random-weights") + 1] == "tiny" and not remarks

@@ -27,7 +27,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from camera.errors import InputError, read_toml
+from camera.errors import CONTROL_CHARACTERS, InputError, read_toml
 from camera.pose import PITCH_LIMIT, POSITION_LIMIT, Pose
 from levels import LEVELS_DIR
 from world.scene import SceneParams, height_at, parse_table, spec
@@ -73,6 +73,13 @@ def level_from_dict(d: dict, source: Path) -> Level:
     if not LEVEL_NAME.fullmatch(header.name):
         # The name becomes part of a session folder's name, so it must not hold "/", ".." or a newline.
         raise InputError(source, "level.name", f"must be 1 to 64 letters, digits, '-' or '_' (got {header.name!r})")
+    for name in ("title", "image"):
+        # The title becomes the window's caption and the image a file name: a NUL in either was a traceback
+        # (ValueError from pygame's set_caption, or "embedded null byte" from Path.resolve), a newline two lines.
+        value = getattr(header, name)
+        if value is not None and CONTROL_CHARACTERS.search(value):
+            raise InputError(source, f"level.{name}", f"must not hold control characters such as a newline or NUL "
+                             f"(got {value!r})")
     start = parse_table(Start, d["start"], source, "start")
     scene = SceneParams.from_dict(d["scene"], source) if "scene" in d else None
     image = None
