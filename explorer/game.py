@@ -65,6 +65,9 @@ from world.scene import height_at  # noqa: E402
 PLAY_SIZE = (256, 144)  # the reference world's frames: twice mini's 128x72, the largest native size a config may have
 REWIND_SECONDS = 2.0
 MESSAGE_SECONDS = 3.0
+# Said under the first picture: the HUD lists the client's keys, and a new player needs the walking ones first
+CONTROLS_HINT = "WASD or arrows move   mouse looks   Space / C up, down   Shift faster   Esc menu"
+HINT_SECONDS = 8.0
 STALL_SECONDS = 1.0  # a job out this long (a model loading, the split view's other world opening) is said on screen
 TURNAROUNDS = 24  # the world's answer time is the slowest of this many recent steps (4 s): a slow step now and
                  # then makes the pipeline carry one tick more for a while, not show frames twice every time
@@ -677,6 +680,8 @@ class Game:
     def _log(self, shown: Shown, now: float) -> None:
         if self.t0 is None:
             self.t0, self.first_shown = now, time.perf_counter()
+            if len(self.sessions) == 1 and self.message is None:  # the game's first picture: how to play it
+                self._say(CONTROLS_HINT, seconds=HINT_SECONDS)
         latency_ms = (now - shown.tick.sampled) * 1000
         frame = self.session.frames
         if self.last_shown is None or not at_rest(self.last_shown.tick.motion.pose, [shown.tick.motion.pose]):
@@ -721,8 +726,8 @@ class Game:
             return [f"RANDOM WEIGHTS ({config}): the generated world is an untrained model"]
         return []
 
-    def _say(self, text: str) -> None:
-        self.message = (text, time.perf_counter() + MESSAGE_SECONDS)
+    def _say(self, text: str, seconds: float = MESSAGE_SECONDS) -> None:
+        self.message = (text, time.perf_counter() + seconds)
 
     def _show_now(self, text: str) -> None:
         """Put `text` on screen at once, over the last frame, before something that holds up the loop (the next

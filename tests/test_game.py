@@ -847,6 +847,18 @@ def test_a_screenshot_that_cannot_be_saved_is_said_on_screen_and_play_goes_on(tm
     assert "Traceback" not in capfd.readouterr().err
 
 
+def test_the_first_picture_says_how_to_walk(tmp_path, monkeypatch, xvfb):
+    # The HUD lists F1, F12, R, Tab and Esc; nothing on screen said that WASD and the mouse move the camera.
+    from explorer.game import CONTROLS_HINT
+    if xvfb:
+        monkeypatch.setenv("DISPLAY", xvfb)
+        monkeypatch.setenv("SDL_VIDEODRIVER", "x11")
+    config = GameConfig(load_level("meadow"), "reference", SIZE, window=WINDOW, seconds=1.0, sessions_dir=tmp_path)
+    game = Game(config, lambda kind, size: ReferenceWorld(size), ScriptedInput([]))
+    assert game.run() == 0
+    assert game.message is not None and game.message[0] == CONTROLS_HINT and "WASD" in CONTROLS_HINT
+
+
 def test_ticks_the_loop_missed_count_as_dropped():
     # The HUD counted only loop passes that had no new frame: a loop running late (a 3000x2000 window on a software
     # renderer: 13.6 fps) showed "0 dropped" where the session log counted 79.
