@@ -167,8 +167,10 @@ def run_replay(path, check: bool, out, device: str, checkpoint=None) -> int:
               f"from the recording (recorded on {session.header['device']}{why})", file=sys.stderr)
         return 1
     what = "match the recording" if check else "replayed"
-    tail = (f"; frames {result.frames}-{result.total - 1} not replayed: their step was cut short when the session "
-            f"ended" if skipped else "")
+    ending = ("when the session ended" if session.ended else
+              "where the log stops (the session has no end: it is still being played, or was cut off)")
+    tail = f"; frames {result.frames}-{result.total - 1} not replayed: their step was cut short {ending}" \
+        if skipped else ""
     written = f"; wrote {out}" if out is not None else ""
     print(f"{result.frames} of {result.total} frames {what}{tail}{written}")
     return 0

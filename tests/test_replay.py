@@ -133,6 +133,7 @@ def test_a_step_cut_short_is_left_out_and_said(tmp_path, history_world, capsys):
     assert main(["replay", str(session), "--check"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("21 of 23 frames match") and "frames 21-22 not replayed" in out
+    assert "the session has no end: it is still being played, or was cut off" in out  # it had not "ended"
 
 
 def play_reference_session(root, steps: int):
