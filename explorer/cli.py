@@ -151,6 +151,10 @@ def cmd_play(args) -> int:
     if args.world == "generated" and args.size is not None:
         raise InputError("command line", "--size", "the generated world renders at its checkpoint's size; --size is "
                          "for the reference world")
+    if args.size is not None and args.size[0] * args.size[1] > 1920 * 1080:  # allowed, but a new player would wait
+        print(f"explorer: warning: --size {args.size[0]}x{args.size[1]}: the reference world draws frames this "
+              "large slowly (1920x1080 runs at about 11 fps on two CPU cores with software OpenGL; 8192x8192 showed "
+              "one frame in 20 s); the window upscales smaller ones", file=sys.stderr)
     check_model_options(args)
     if args.checkpoint:  # fail before the window opens, not on the world's thread after
         try:

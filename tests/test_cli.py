@@ -143,6 +143,17 @@ def test_play_checks_its_sessions_folder_before_opening_a_window(monkeypatch, ca
     assert err.startswith("explorer: error: /proc/explorer-test: --sessions-dir: cannot make the folder"), err
 
 
+def test_play_warns_of_a_reference_size_too_large_to_play(monkeypatch, capsys):
+    # 8192x8192 was taken without a word: one frame in 20 s, and a close that took 8 s.
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.delenv("SDL_VIDEODRIVER", raising=False)
+    for size, warned in (("8192x8192", True), ("1920x1080", False)):  # then no display: exit 2, after the check
+        assert main(["play", "--world", "reference", "--size", size, "--sessions-dir", "/proc/explorer-test"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"explorer: warning: --size {size}: ") == warned, err
+
+
 def test_render_warns_where_a_path_goes_below_the_ground(tmp_path):
     # Under the terrain the ground is seen through: rendered without a word, it looked like a renderer bug.
     path = tmp_path / "under.toml"
