@@ -456,7 +456,7 @@ class Game:
         """Stop the play clock once the menu is open and the world's frames for what was played before it are
         shown: the picture catches up with the camera under the menu (a turn in flight used to leave a dark band
         there, and its glide to play out after Resume)."""
-        if self.paused and self.paused_since is None and not self.buffer and not self.worker.busy:
+        if self.paused and self.paused_since is None and not (self.buffer or self.pending or self.worker.busy):
             self.paused_since = time.perf_counter()
 
     # --- events ---
@@ -515,6 +515,10 @@ class Game:
     def _pause(self, on: bool) -> None:
         if on and not self.paused and self.t0 is not None:  # the camera stops where it is: no glide after Resume
             self.motion = MotionState.at(self.motion.pose, self.motion.altitude)
+            # and the step being gathered is filled with frames at rest and sent, so that the picture under the menu
+            # catches up with the camera (a turn's last frames left a dark band there for as long as it was open)
+            while self.pending and len(self.pending) % FRAMES_PER_STEP:
+                self.pending.append(Tick(self._clock(), InputState(), self.motion))
         elif self.paused and not on and self.paused_since is not None:
             self.paused_seconds += time.perf_counter() - self.paused_since
         if not on:
@@ -707,7 +711,10 @@ class Game:
         elif self.worker.busy and now - self.worker.submitted > STALL_SECONDS:  # under what was said (F12's file)
             message = message + [f"waiting for the world... {now - self.worker.submitted:.0f} s"]
         split = self._split_label() if self.split and self.side_seen else None
-        hud = ("hud", self.hud_panel, self.hud.lines(self._clock(), pose, split) if self.show_hud else [], "top-left")
+        # refreshed on the wall clock: the play clock stands still under the menu, and the HUD with it showed a pose
+        # from before the frames that were in flight
+        hud = ("hud", self.hud_panel, self.hud.lines(time.perf_counter(), pose, split) if self.show_hud else [],
+               "top-left")
         warning = ("warning", self.warning_panel, self._warning(), "top-right")
         menu = ("menu", self.menu_panel, self.menu.lines() if self.paused else [], "center")
         window = pygame.display.get_window_size()
