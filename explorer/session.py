@@ -35,6 +35,7 @@ import hashlib
 import json
 import re
 import shutil
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -127,6 +128,10 @@ class SessionWriter:
         self._file.close()
         if self.frames == 0:
             shutil.rmtree(self.path, ignore_errors=True)
+            return False
+        if not self.path.is_dir():  # removed while it was played: a session.json alone would be a session refused
+            print(f"explorer: warning: {self.path}: the session folder was removed during play; its log is gone",
+                  file=sys.stderr)
             return False
         self.header["ended"] = now_iso()
         _write_json(self.path / HEADER, self.header)
@@ -389,7 +394,6 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 if __name__ == "__main__":
     # python -m explorer.session SESSION [SESSION ...]: one JSON line of numbers per played session
-    import sys
     usage = ("usage: python -m explorer.session SESSION_FOLDER [...]   (one JSON line each: fps, dropped frames, "
              "latency, step time; with several, the line names its session)")
     if sys.argv[1:] in (["-h"], ["--help"]):

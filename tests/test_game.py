@@ -979,3 +979,15 @@ def test_a_full_disk_while_logging_names_the_file_and_a_session_that_cannot_star
     with pytest.raises(OSError):
         session_module.SessionWriter(tmp_path / "later", level, "reference", 0, 24.0, SIZE, "llvmpipe")
     assert list((tmp_path / "later").iterdir()) == []  # no empty session folder
+
+
+def test_a_session_folder_removed_during_play_is_not_made_again_at_the_end(tmp_path, capsys):
+    # Its close wrote session.json into a new folder of that name: a session with no log, refused by replay.
+    import shutil
+    from camera.pose import Pose
+    from explorer.session import SessionWriter
+    session = SessionWriter(tmp_path, load_level("meadow"), "reference", 0, 24.0, SIZE, "llvmpipe")
+    session.frame(0.0, 0, Pose((0.0, 1.7, 0.0)), InputState(), 1.0, 100.0, "0" * 40)
+    shutil.rmtree(session.path)
+    assert session.close() is False and not session.path.exists()
+    assert "the session folder was removed during play" in capsys.readouterr().err
