@@ -11,6 +11,7 @@ import os
 import re
 import stat
 import sys
+import tempfile
 from pathlib import Path
 
 try:
@@ -153,4 +154,10 @@ def check_output_path(path, suffixes: tuple[str, ...], field: str = "--out") -> 
         raise InputError(path, field, f"{parent} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(path, field, f"cannot write into {parent}")
+    try:  # as root os.access says yes everywhere, /proc and /sys included: a file made and removed says for sure
+        handle, probe = tempfile.mkstemp(prefix=".explorer-write-test-", dir=parent)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as e:
+        raise InputError(path, field, f"cannot write into {parent}: {e.strerror or e}") from None
     return path

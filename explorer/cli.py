@@ -16,6 +16,7 @@ from camera.controls import ControlSettings
 from camera.errors import InputError, escape_controls
 from model.training.options import STAGES
 from world.base import MAX_SEED
+from world.dataset import HELD_OUT_SEEDS
 
 
 class Parser(argparse.ArgumentParser):
@@ -577,10 +578,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="camera paths to walk on each of --levels (default: a random walk on each)")
     p.add_argument("--seconds", type=number_in(0.0, 3600.0), default=60.0,
                    help="seconds of video per stream (default 60)")
-    p.add_argument("--scenes", type=positive_int, default=4, help="held-out scenes to walk (default 4)")
+    p.add_argument("--scenes", type=number_in(1, len(HELD_OUT_SEEDS), int), default=4,
+                   help=f"held-out scenes to walk (default 4, at most the {len(HELD_OUT_SEEDS)} held out)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help=DEVICE_HELP)
-    p.add_argument("--baseline-steps", type=positive_int, default=4,
-                   help="Euler steps of the autoregressive diffusion baseline (default 4)")
+    # each step keeps a KV cache of its own (about 30 MB for mini): 100000 steps took the machine's memory
+    p.add_argument("--baseline-steps", type=number_in(1, 64, int), default=4,
+                   help="Euler steps of the autoregressive diffusion baseline (default 4, at most 64)")
     p.add_argument("--baseline-checkpoint", default=None,
                    help="the diffusion baseline's checkpoint, e.g. the diffusion stage's (default: --checkpoint)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")

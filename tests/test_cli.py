@@ -81,6 +81,9 @@ def test_render_compare_puts_the_generated_world_beside_the_reference(tmp_path):
     (["render", "--level", "meadow", "--path", WALK, "--out", "walk.toml/x.mp4"], ["walk.toml is a file"]),
     (["replay", "nowhere", "--out", "x.txt"], ["x.txt", "--out", ".mp4"]),
     (["eval", "--plot", "x.txt"], ["x.txt", "--plot", ".png"]),
+    # /proc takes no new file, though os.access says yes to root (eval ran its minutes before it found out)
+    (["eval", "--plot", "/proc/explorer-test/p.png"], ["/proc/explorer-test/p.png: --plot: cannot write into /proc"]),
+    (["render", "--level", "meadow", "--path", WALK, "--out", "/proc/o.mp4"], ["--out: cannot write into /proc"]),
     (["render", "--level", "meadow", "--path", ".", "--out", "x.mp4"], ["unknown camera path type"]),
     (["render", "--level", "meadow", "--path", "folder.toml", "--out", "x.mp4"], ["folder.toml: is a folder"]),
 ])
@@ -105,6 +108,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, args, words):
     (["bench", "--threads", "0"], ["--threads"]),
     (["bench", "--threads", "100000"], ["--threads", "between 1 and"]),
     (["eval", "--seconds", "1e10"], ["--seconds", "between 0 and 3600"]),
+    (["eval", "--scenes", "10001"], ["--scenes", "between 1 and 10000"]),  # cut to 10000 without a word
+    (["eval", "--baseline-steps", "100000"], ["--baseline-steps", "between 1 and 64"]),  # the OOM killer
     (["train", "vae", "--data", "d", "--run", "r", "--kl-weight", "inf"], ["--kl-weight", "between 0 and"]),
     (["data", "--out", "afile", "--clips", "1"], ["--out", "afile is a file"]),
     (["data", "--out", "d", "--clips", "1", "--seed", "-1"], ["--seed", "between 0"]),
