@@ -136,7 +136,7 @@ def cmd_render(args) -> int:
 
 
 def cmd_play(args) -> int:
-    from explorer.game import PLAY_SIZE, Game, GameConfig
+    from explorer.game import PLAY_SIZE, STATES_HELD, Game, GameConfig
     from explorer.session import read_session, summary
     from world.level import load_level
     from world.make import WorldOpener
@@ -171,7 +171,7 @@ def cmd_play(args) -> int:
     if not os.access(sessions_dir, os.W_OK | os.X_OK):
         raise InputError(sessions_dir, "--sessions-dir", "cannot write into this folder")
 
-    open_world = WorldOpener(args.checkpoint, args.device, level, args.random_weights)
+    open_world = WorldOpener(args.checkpoint, args.device, level, args.random_weights, caches=STATES_HELD)
     config = GameConfig(level, args.world, size=args.size or PLAY_SIZE, seed=args.seed, window=args.window,
                         fullscreen=args.fullscreen, seconds=args.seconds, sessions_dir=sessions_dir,
                         random_weights=args.random_weights, world_process=True,

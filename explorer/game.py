@@ -129,6 +129,11 @@ class SnapshotRing:
         return target
 
 
+# The world's states play holds at once: the live one, the ring's and those of a step's frames still buffered; each
+# a copy of the generated world's KV cache, which its memory check counts (an edited window passed it, then ran out)
+STATES_HELD = 1 + SnapshotRing().ring.maxlen + 2
+
+
 # --- the window --------------------------------------------------------------------------------------
 
 def screenshot_path(folder: Path, frame: int, taken: list[Path]) -> Path:

@@ -211,3 +211,10 @@ def test_a_checkpoint_whose_window_cannot_fit_is_refused_by_field(tmp_path, monk
         and "\n" not in message, message
     monkeypatch.setattr(generated, "memory_free", lambda device: cache)
     GeneratedWorld.open(checkpoint=path, device="cpu")  # it fits: it opens
+    # play holds a copy with each state it can rewind to: it used 4x the check's figure, and past it ran out
+    from explorer.game import STATES_HELD
+    from world.make import WorldOpener
+    with pytest.raises(InputError, match=f"\\({STATES_HELD} copies: one for each state kept to rewind to\\)"):
+        WorldOpener(str(path), "cpu", caches=STATES_HELD)("generated", None)
+    monkeypatch.setattr(generated, "memory_free", lambda device: cache * STATES_HELD)
+    WorldOpener(str(path), "cpu", caches=STATES_HELD)("generated", None)

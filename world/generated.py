@@ -61,18 +61,22 @@ def memory_free(device: torch.device) -> int | None:
         return None
 
 
-def check_memory(config: ModelConfig, device: torch.device, dtype: torch.dtype, checkpoint=None) -> None:
+def check_memory(config: ModelConfig, device: torch.device, dtype: torch.dtype, checkpoint=None,
+                 caches: int = 1) -> None:
     """InputError, before anything is allocated, when a stream of `config` cannot fit in `device`'s free memory:
     a one-line answer instead of the kernel's OOM killer (a silent `Killed`) or a CUDA out-of-memory traceback.
     With a `checkpoint`, its weights are loaded already, and what is left to fit is the KV cache (its window is
-    the one size in a config that no tensor in the file bounds)."""
+    the one size in a config that no tensor in the file bounds). `caches`: the KV caches held at once (play keeps
+    a copy with each state it can rewind to)."""
     free = memory_free(device)
     weights, cache = memory_needed(config, dtype)
+    cache *= caches
     if free is None:
         return
     if checkpoint is not None and cache > free:
+        held = f" ({caches} copies: one for each state kept to rewind to)" if caches > 1 else ""
         raise InputError(checkpoint, "config.generator.window", f"{config.generator.window} latent frames need a KV "
-                         f"cache of {cache / GiB:.1f} GiB on {device.type}, and {free / GiB:.1f} GiB is free")
+                         f"cache of {cache / GiB:.1f} GiB on {device.type}{held}, and {free / GiB:.1f} GiB is free")
     if checkpoint is None and weights + cache > free:
         raise InputError(f"model config {config.name!r}", None,
                          f"needs about {(weights + cache) / GiB:.1f} GiB on {device.type} (weights "
@@ -138,29 +142,31 @@ class GeneratedWorld:
         self.hold_at_rest = True
 
     @classmethod
-    def open(cls, checkpoint=None, device: str = "auto", random_config: str | None = None) -> "GeneratedWorld":
-        """The model in `checkpoint` (default: the shipped one), or random weights of a named config."""
+    def open(cls, checkpoint=None, device: str = "auto", random_config: str | None = None,
+             caches: int = 1) -> "GeneratedWorld":
+        """The model in `checkpoint` (default: the shipped one), or random weights of a named config. `caches`: the
+        KV caches its user will hold at once (for the memory check)."""
         device = pick_device(device)
         if random_config is not None:
-            return cls.random(get_config(random_config), device)
+            return cls.random(get_config(random_config), device, caches)
         path = Path(checkpoint) if checkpoint is not None else default_checkpoint_path()
         if not path.exists():
             what = "the shipped checkpoint is missing" if checkpoint is None else "no such checkpoint"
             raise InputError(path, None, f"{what} (train one with `explorer train`, or use random weights)")
         loaded: LoadedCheckpoint = load_checkpoint(path, device=device)
         check_memory(loaded.config, device, loaded.config.torch_dtype() if device.type == "cpu" else torch.bfloat16,
-                     checkpoint=path)
+                     checkpoint=path, caches=caches)
         scaling = CameraScaling.from_dict(loaded.camera_scaling, source=str(path))
         warn_if_untrained(path, loaded.stage)
         return cls(loaded.config, loaded.vae, loaded.generator, scaling, device, path, loaded.stage)
 
     @classmethod
-    def random(cls, config: ModelConfig, device: torch.device) -> "GeneratedWorld":
+    def random(cls, config: ModelConfig, device: torch.device, caches: int = 1) -> "GeneratedWorld":
         """Random weights (seed 0) of `config`: for tests and benchmarks, e.g. a config with another window."""
         torch.manual_seed(0)
         # Built straight on the device in the inference dtype: an 8B model never exists in fp32 on the host.
         dtype, default = (config.torch_dtype() if device.type == "cpu" else torch.bfloat16), torch.get_default_dtype()
-        check_memory(config, device, dtype)
+        check_memory(config, device, dtype, caches=caches)
         torch.set_default_dtype(dtype)
         try:
             with device:

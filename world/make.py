@@ -10,10 +10,11 @@ REFERENCE_SIZE = (640, 360)  # the reference world renders at any size; this is 
 
 
 def make_world(kind: str, size: tuple[int, int] | None = None, checkpoint=None, device: str = "auto", level=None,
-               random_config: str | None = None):
+               random_config: str | None = None, caches: int = 1):
     """A World of the given kind. `level` (optional) is checked for what the world needs (a scene, for reference).
     random_config: the generated world with random weights of that config instead of a checkpoint (tests, benchmarks;
-    the client shows a warning)."""
+    the client shows a warning). caches: the generated world's KV caches its user holds at once (play: one per
+    state it can rewind to), for the check that they fit in memory."""
     if kind == "reference":
         from world.reference import ReferenceWorld
         if level is not None and level.scene is None:
@@ -22,7 +23,7 @@ def make_world(kind: str, size: tuple[int, int] | None = None, checkpoint=None, 
         return ReferenceWorld(size=size or REFERENCE_SIZE)
     if kind == "generated":
         from world.generated import GeneratedWorld
-        return GeneratedWorld.open(checkpoint=checkpoint, device=device, random_config=random_config)
+        return GeneratedWorld.open(checkpoint=checkpoint, device=device, random_config=random_config, caches=caches)
     raise InputError("command line", "--world", f"unknown world {kind!r} (known: {', '.join(WORLDS)})")
 
 
@@ -34,7 +35,8 @@ class WorldOpener:
     device: str = "auto"
     level: object = None                # a world.level.Level
     random_config: str | None = None    # for the generated world only
+    caches: int = 1                     # the generated world's KV caches held at once (make_world)
 
     def __call__(self, kind: str, size: tuple[int, int] | None):
         return make_world(kind, size=size, checkpoint=self.checkpoint, device=self.device, level=self.level,
-                          random_config=self.random_config if kind == "generated" else None)
+                          random_config=self.random_config if kind == "generated" else None, caches=self.caches)
