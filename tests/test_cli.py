@@ -337,6 +337,11 @@ def test_data_writes_resumable_shards(tmp_path):
     code, _, err = run_cli(*args[:-6], "--size", "32x18", "--frames", "9")
     assert code == 2 and "spec.size" in err
     assert json.loads((out / "manifest.json").read_text())["clips"] == 3
+    # So is a smaller --clips: it rewrote the shard it cut into and kept the ones after it, a hole in the clips.
+    before = (out / "manifest.json").read_bytes()
+    code, _, err = run_cli(*args[:4], "2", *args[5:])
+    assert code == 2 and "manifest.json: clips: this folder holds 3 clips; --clips 2 would drop some" in err, err
+    assert (out / "manifest.json").read_bytes() == before
 
     # A shard file emptied or cut short (a full disk, a copy stopped half way) names itself.
     (out / "shard_00000" / "frames.npy").write_bytes(b"")

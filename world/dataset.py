@@ -160,6 +160,10 @@ def write_dataset(out, spec: DataSpec) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     done = {s["name"] for s in manifest["shards"] if (out / s["name"]).is_dir()}
     manifest["shards"] = [s for s in manifest["shards"] if s["name"] in done]
+    held = max((s["first_clip"] + s["clips"] for s in manifest["shards"]), default=0)
+    if spec.clips < held:  # it rewrote the shard it cut into and kept those after it: a hole in the clips
+        raise InputError(out / "manifest.json", "clips", f"this folder holds {held} clips; --clips {spec.clips} would "
+                         f"drop some (give --clips {held} or more to resume or add to it, or another --out)")
     n_shards = -(-spec.clips // spec.clips_per_shard)
     world = ReferenceWorld(size=spec.size)
     current_seed, scene = None, None
