@@ -366,3 +366,24 @@ def test_clips_too_short_to_train_on_are_refused_by_the_data_and_write_no_run(tm
         with pytest.raises(InputError, match="manifest.json: spec.frames: clips of 1 frame; training needs at least 5"):
             make_stage(stage, short, tmp_path / "run", init, val_clips=1)
         assert not (tmp_path / "run" / "run.json").exists()
+
+
+@pytest.mark.parametrize("stage, option, value", [
+    ("vae", "warp_gate", True), ("vae", "segments", 5), ("vae", "cd_steps", 5), ("vae", "diffusion", "d.safetensors"),
+    ("vae", "r1_lambda", 5.0), ("vae", "history_noise", 1.0), ("vae", "shift", 3.0), ("diffusion", "kl_weight", 1.0),
+    ("consistency", "segments", 5), ("adversarial", "adv_weight", 1.0),
+])
+def test_an_option_for_other_stages_is_refused_by_name(tmp_path, stage, option, value):
+    # `train vae --warp-gate` wrote a VAE-stage model with a gate, which every later stage then refused (unless
+    # given --warp-gate too); the other options here did nothing at all, without a word.
+    opts = TrainOptions(stage, str(tmp_path / "data"), str(tmp_path / "run"), **{option: value})
+    flag = "--" + option.replace("_", "-")
+    with pytest.raises(InputError, match=f"command line: {flag}: is for the .* not {stage}"):
+        resolve(opts, {option}, RunFolder(opts.run))
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_option_for_its_own_stages_is_taken():
+    for stage, option, value in (("long", "segments", 5), ("consistency", "diffusion", "d.safetensors"),
+                                 ("decoder", "adv_weight", 1.0), ("gate", "warp_gate", True)):
+        TrainOptions(stage, "d", "r", **{option: value}).check_scope({option})

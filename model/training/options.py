@@ -90,6 +90,15 @@ class TrainOptions:
             if value is not None and not value >= 0:
                 raise InputError(where, f"--{name.replace('_', '-')}", f"must be 0 or more, got {value}")
 
+    def check_scope(self, explicit: set[str]) -> None:
+        """An option given for a stage it does nothing in is refused: `train vae --warp-gate` wrote a VAE-stage
+        model with a gate, which every later stage of the run then refused unless given --warp-gate too."""
+        for name in sorted(explicit & OPTION_STAGES.keys()):
+            stages = OPTION_STAGES[name]
+            if self.stage not in stages:
+                raise InputError("command line", f"--{name.replace('_', '-')}", f"is for the {', '.join(stages)} "
+                                 f"stage{'s' * (len(stages) > 1)}, not {self.stage}")
+
     def with_defaults(self) -> "TrainOptions":
         """Fills what was not given from the stage's defaults."""
         given = {k: v for k, v in STAGE_DEFAULTS[self.stage].items() if getattr(self, k) is None}
@@ -126,6 +135,20 @@ STAGE_DEFAULTS = {
                  r1_lambda=1000.0, r1_sigma=0.1, disc_lr_scale=10.0),
     # gate: one linear layer on a frozen model, hence the high rate
     "gate": dict(steps=300, batch=8, lr=1e-3, warmup=10, grad_clip=1.0, save_every=50, precision="bf16"),
+}
+
+
+GENERATOR_STAGES = ("pretrain", "diffusion", "consistency", "adversarial", "long", "gate")
+# The stages each stage-specific option acts in (the ones above that name no stage act in all)
+OPTION_STAGES = {
+    "vae_frames": ("vae", "decoder"), "kl_weight": ("vae", "decoder"), "grad_weight": ("vae", "decoder"),
+    "colour_weight": ("vae", "decoder"),
+    "shift": GENERATOR_STAGES, "warp_gate": GENERATOR_STAGES,
+    "history_noise": ("pretrain", "diffusion", "consistency"), "sample_steps": ("pretrain", "diffusion"),
+    "cd_steps": ("consistency",), "diffusion": ("consistency", "adversarial", "long"),
+    "r1_lambda": ("decoder", *ADVERSARIAL), "r1_sigma": ("decoder", *ADVERSARIAL),
+    "disc_lr_scale": ("decoder", *ADVERSARIAL), "adv_weight": ("decoder",),
+    "segments": ("long",), "overlap": ("long",), "gate_only": ADVERSARIAL,
 }
 
 

@@ -31,6 +31,7 @@ def resolve(opts: TrainOptions, explicit: set[str], run: RunFolder) -> TrainOpti
     """The options to run with: a resumed stage's stored ones (see options.merge_resumed), or the given ones with
     the stage's defaults. Refuses to start a stage over one that already has a state."""
     opts.check()
+    opts.check_scope(explicit)
     state = run.state_path(opts.stage)
     if opts.resume:
         if not state.exists():
