@@ -40,7 +40,7 @@ class VideoWriter:
         on_main_thread = threading.current_thread() is threading.main_thread()  # where signal handlers run
         self._previous_sigint = signal.signal(signal.SIGINT, self._held) if on_main_thread else None
         # ffmpeg's own messages go to a log of its own (FFREPORT), not to the terminal: a failure is then one line of
-        # ours that quotes its last, instead of ffmpeg's several lines and ours blaming the disk.
+        # ours that quotes its first, instead of ffmpeg's several lines and ours blaming the disk.
         handle, log = tempfile.mkstemp(prefix="explorer-ffmpeg-", suffix=".log")
         os.close(handle)
         self._log = Path(log)
@@ -135,15 +135,16 @@ class VideoWriter:
         return str(error).splitlines()[0]
 
     def _said(self) -> str | None:
-        """ffmpeg's last error line, with the partial file's name put back to the video's."""
+        """ffmpeg's first error line (the cause: what follows tells of what it stopped), with the partial file's
+        name put back to the video's."""
         try:
             lines = [line.strip() for line in self._log.read_text(errors="replace").splitlines()[2:] if line.strip()]
         except OSError:
             return None
         if not lines:
             return None
-        last = re.sub(r"^\[[^]]*@ 0x[0-9a-f]+\]\s*", "", lines[-1])  # "[out#0/mp4 @ 0x5635...] Error closing file"
-        return last.replace(str(self._tmp), str(self.path))
+        first = re.sub(r"^\[[^]]*@ 0x[0-9a-f]+\]\s*", "", lines[0])  # "[out#0/mp4 @ 0x5635...] Error closing file"
+        return first.replace(str(self._tmp), str(self.path))
 
     def _remove_partial(self) -> None:
         if self._tmp.is_file():

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, replace
 
 import torch
@@ -109,6 +110,7 @@ def _expect_fields(d, cls, field: str, source: str) -> None:
 
 
 SIZE_LIMIT = 65536  # a bound on every count and size in a config (the 8B model's largest, its width, is 3456)
+FLOAT_LIMITS = {"mlp_ratio": 64.0}  # the MLP's width over the model's (4 in every preset); 1e300 overflowed torch
 
 
 def _check_values(d: dict, cls, field: str, source: str) -> None:
@@ -129,8 +131,9 @@ def _check_values(d: dict, cls, field: str, source: str) -> None:
         elif isinstance(default, int):
             ok, want = whole(v, 1), f"a whole number from 1 to {SIZE_LIMIT}"
         elif isinstance(default, float):
-            ok = is_number(v) and v > 0
-            want = "a positive number"
+            limit = FLOAT_LIMITS.get(f.name, math.inf)
+            ok = is_number(v) and 0 < v <= limit
+            want = "a positive number" + (f" up to {limit:g}" if limit < math.inf else "")
         elif f.name == "attention_backend":
             ok, want = v in BACKENDS, f"one of {', '.join(BACKENDS)}"
         elif isinstance(default, str):

@@ -137,7 +137,7 @@ def test_config_with_a_bad_field(saved, tmp_path):
 @pytest.mark.parametrize("field, value, words", [
     ("dim", "256", "whole number"), ("dim", True, "whole number"), ("dim", -1, "whole number"),
     ("dim", 10**7, "whole number"), ("heads", 0, "whole number"), ("heads", 3, "must divide dim"),
-    ("mlp_ratio", float("nan"), "positive number"), ("attention_backend", "xyz", "one of auto"),
+    ("mlp_ratio", float("nan"), "positive number"), ("mlp_ratio", 1e300, "positive number up to 64"), ("attention_backend", "xyz", "one of auto"),
     ("warp", 1, "true or false"), ("disc_layers", [99], "depths from 1"),
 ])
 def test_config_values_are_checked_before_a_model_is_built(saved, tmp_path, field, value, words):
@@ -152,7 +152,7 @@ def test_config_values_are_checked_before_a_model_is_built(saved, tmp_path, fiel
 
 @pytest.mark.parametrize("field, value, words", [
     ("depth", 65536, "config.generator.depth: 65536, but the file holds 2 transformer blocks"),
-    ("dim", 65536, "generator."), ("mlp_ratio", 1e300, "config: describes no model that can be built"),
+    ("dim", 65536, "generator."), ("mlp_ratio", 64.0, "generator.backbone.blocks.0.mlp"),
 ])
 def test_a_config_far_larger_than_its_tensors_is_refused_before_anything_is_allocated(saved, tmp_path, field,
                                                                                        value, words, monkeypatch):
