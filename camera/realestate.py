@@ -108,7 +108,7 @@ def _pose(v: np.ndarray, aspect: float, file, n: int) -> Pose:
     pitch = math.degrees(math.asin(float(np.clip(-rotation.as_matrix()[1, 2], -1.0, 1.0))))
     if abs(pitch) > PITCH_LIMIT:
         raise InputError(file, f"line {n} (pitch)", f"the camera's pitch must be within [-{PITCH_LIMIT:g}, "
-                         f"{PITCH_LIMIT:g}] degrees, got {pitch:.4f}")  # 89.00003 is out: "-89" would read as in range
+                         f"{PITCH_LIMIT:g}] degrees, got {pitch:.10g}")  # 89.00003 is out: "89" would read as in range
     return Pose.from_rotation(c2w[:3, 3], rotation, fov)
 
 
