@@ -107,8 +107,10 @@ def _pose(v: np.ndarray, aspect: float, file, n: int) -> Pose:
     # and roll are one (scipy warns of a gimbal lock), and a TOML path's pitch is refused there too.
     pitch = math.degrees(math.asin(float(np.clip(-rotation.as_matrix()[1, 2], -1.0, 1.0))))
     if abs(pitch) > PITCH_LIMIT:
+        shown = f"{pitch:.6g}"  # the files print six digits; but a pitch just past the limit must not read as on it
+        shown = shown if abs(float(shown)) > PITCH_LIMIT else f"{pitch:.10g}"
         raise InputError(file, f"line {n} (pitch)", f"the camera's pitch must be within [-{PITCH_LIMIT:g}, "
-                         f"{PITCH_LIMIT:g}] degrees, got {pitch:.10g}")  # 89.00003 is out: "89" would read as in range
+                         f"{PITCH_LIMIT:g}] degrees, got {shown}")
     return Pose.from_rotation(c2w[:3, 3], rotation, fov)
 
 
