@@ -30,6 +30,7 @@ from camera.pose import PITCH_LIMIT, Pose
 
 _FLIP = np.diag([1.0, -1.0, -1.0, 1.0])  # OpenCV <-> OpenGL axes, for cameras and for the world
 _ORTHONORMAL_TOLERANCE = 1e-2  # the files print matrices with about six digits
+PITCH_SLACK = 1e-3  # degrees past the pitch limit that six printed digits can put a camera at the limit
 
 
 def load_realestate(file, aspect: float = 16 / 9) -> CameraPath:
@@ -106,11 +107,9 @@ def _pose(v: np.ndarray, aspect: float, file, n: int) -> Pose:
     # The pitch is the forward axis's (-Z's) height, read before the Euler angles: looking straight up or down, yaw
     # and roll are one (scipy warns of a gimbal lock), and a TOML path's pitch is refused there too.
     pitch = math.degrees(math.asin(float(np.clip(-rotation.as_matrix()[1, 2], -1.0, 1.0))))
-    if abs(pitch) > PITCH_LIMIT:
-        shown = f"{pitch:.6g}"  # the files print six digits; but a pitch just past the limit must not read as on it
-        shown = shown if abs(float(shown)) > PITCH_LIMIT else f"{pitch:.10g}"
+    if abs(pitch) > PITCH_LIMIT + PITCH_SLACK:
         raise InputError(file, f"line {n} (pitch)", f"the camera's pitch must be within [-{PITCH_LIMIT:g}, "
-                         f"{PITCH_LIMIT:g}] degrees, got {shown}")
+                         f"{PITCH_LIMIT:g}] degrees, got {pitch:.6g}")
     return Pose.from_rotation(c2w[:3, 3], rotation, fov)
 
 
