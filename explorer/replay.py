@@ -163,8 +163,9 @@ def run_replay(path, check: bool, out, device: str, checkpoint=None) -> int:
         level = session.header["level"]
         changed = level.get("sha256") is not None and level_sha256(level["path"]) != level["sha256"]
         why = f"; its level file {level['path']} has changed since" if changed else ""
+        written = f"; wrote {out} up to it" if out is not None else ""  # the file there before is replaced
         print(f"explorer: replay: {Path(path) / 'trajectory.jsonl'}:{record.line}: frame {result.mismatch} differs "
-              f"from the recording (recorded on {session.header['device']}{why})", file=sys.stderr)
+              f"from the recording (recorded on {session.header['device']}{why}){written}", file=sys.stderr)
         return 1
     what = "match the recording" if check else "replayed"
     ending = ("when the session ended" if session.ended else

@@ -118,6 +118,9 @@ def test_a_frame_that_differs_after_its_level_file_changed_says_so(tmp_path, his
     assert main(["replay", str(session), "--check"]) == 1
     err = capsys.readouterr().err
     assert f"(recorded on test; its level file {level_file} has changed since)" in err, err
+    video = tmp_path / "r.mp4"  # the video written up to the difference replaced the one there, unsaid
+    assert main(["replay", str(session), "--check", "--out", str(video)]) == 1
+    assert capsys.readouterr().err.strip().endswith(f"; wrote {video} up to it") and video.is_file()
 
 
 def test_a_replay_that_ignored_the_rewind_would_differ(tmp_path, history_world, monkeypatch):
