@@ -152,12 +152,17 @@ def check_output_path(path, suffixes: tuple[str, ...], field: str = "--out") -> 
     parent = next((p for p in path.parents if p.exists()), Path("."))
     if not parent.is_dir():
         raise InputError(path, field, f"{parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(path, field, f"cannot write into {parent}")
+    check_writable(parent, path, field)
+    return path
+
+
+def check_writable(folder: Path, source, field: str) -> None:
+    """InputError naming `source` and `field` unless files can be made in `folder` (an existing folder)."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(source, field, f"cannot write into {folder}")
     try:  # as root os.access says yes everywhere, /proc and /sys included: a file made and removed says for sure
-        handle, probe = tempfile.mkstemp(prefix=".explorer-write-test-", dir=parent)
+        handle, probe = tempfile.mkstemp(prefix=".explorer-write-test-", dir=folder)
         os.close(handle)
         os.unlink(probe)
     except OSError as e:
-        raise InputError(path, field, f"cannot write into {parent}: {e.strerror or e}") from None
-    return path
+        raise InputError(source, field, f"cannot write into {folder} ({e.strerror or e})") from None

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from camera.controls import ControlSettings
-from camera.errors import InputError, escape_controls
+from camera.errors import InputError, check_writable, escape_controls
 from model.training.options import STAGES
 from world.base import MAX_SEED
 from world.dataset import HELD_OUT_SEEDS
@@ -168,8 +168,7 @@ def cmd_play(args) -> int:
         sessions_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise InputError(sessions_dir, "--sessions-dir", f"cannot make the folder: {e.strerror or e}") from None
-    if not os.access(sessions_dir, os.W_OK | os.X_OK):
-        raise InputError(sessions_dir, "--sessions-dir", "cannot write into this folder")
+    check_writable(sessions_dir, sessions_dir, "--sessions-dir")
 
     open_world = WorldOpener(args.checkpoint, args.device, level, args.random_weights, caches=STATES_HELD)
     config = GameConfig(level, args.world, size=args.size or PLAY_SIZE, seed=args.seed, window=args.window,
@@ -385,7 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--level", default="meadow", help="a shipped level's name or a level .toml (default: meadow)")
     p.add_argument("--world", choices=["reference", "generated"], default=None,
                    help="the procedural reference scene, or the neural generator (default: generated when a "
-                   "trained model ships or --checkpoint is given, else reference)")
+                   "trained model ships, --checkpoint or --random-weights is given, or the level has only an image; "
+                   "else reference)")
     p.add_argument("--checkpoint", default=None, help="generated world: a .safetensors checkpoint (default: shipped)")
     p.add_argument("--random-weights", metavar="CONFIG", default=None,
                    help="the generated world (played, in split view or switched to) is an untrained model of this "
@@ -467,7 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "renders damaged shards again. Scene seeds 0-9999 are held out for eval (--split heldout).")
     p.add_argument("--out", type=folder, required=True,
                    help="the dataset folder (resumes if it already holds part of this dataset)")
-    p.add_argument("--clips", type=positive_int, required=True, help="how many clips in total")
+    p.add_argument("--clips", type=positive_int, required=True,
+                   help="how many clips in total (on a folder that holds some: more adds to them; fewer is refused)")
     p.add_argument("--size", type=parse_size, default=(128, 72), help="WIDTHxHEIGHT (default 128x72, mini's native size)")
     p.add_argument("--frames", type=positive_int, default=33,
                    help="frames per clip, 1 + 4k (default 33: the first frame and 8 latent steps)")
@@ -479,7 +480,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clips-per-shard", type=positive_int, default=64,
                    help="clips per shard folder: the unit of resuming, held in memory while rendered (default 64)")
     p.set_defaults(run=cmd_data)
-    p = sub.add_parser("bench", help="steady-state speed of the generated world, with baselines in the same run")
+    p = sub.add_parser("bench", help="steady-state speed of the generated world, with baselines in the same run",
+                       description="Time the generated world's steady-state stream (fps, step p50/p99, decode, "
+                       "memory) and, in the same run, the no-KV-cache and 4-step AR-diffusion baselines (on a GPU "
+                       "also the step without CUDA graphs); docs/benchmarks.md records the numbers.")
     p.add_argument("--config", default=None, help="model config: tiny, mini, apt2-8b (default: --checkpoint's, "
                    "else mini)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help=DEVICE_HELP)
@@ -515,7 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=positive_float, help="learning rate (default per stage)")
     p.add_argument("--resume", action="store_true", help="continue the stage from its last save")
     p.add_argument("--init", help="start from this checkpoint instead of the previous stage's model")
-    p.add_argument("--diffusion", help="consistency, adversarial: the diffusion model (teacher, discriminator "
+    p.add_argument("--diffusion", help="consistency, adversarial, long: the diffusion model (teacher, discriminator "
                    "init); default: the run's diffusion stage")
     p.add_argument("--seed", type=seed_int, help="seed of the initialisation, data order and noise (default 0)")
     p.add_argument("--warmup", type=int, help="learning-rate warm-up steps (default per stage)")
@@ -527,7 +531,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=positive_int, help="steps between metric lines (default 10)")
     p.add_argument("--save-every", type=positive_int,
                    help="steps between saves, validation and sample videos (default per stage: about 30 min)")
-    p.add_argument("--vae-frames", type=positive_int, help="vae: frames per training window, 1 + 4k (default 9)")
+    p.add_argument("--vae-frames", type=positive_int,
+                   help="vae, decoder: frames per training window, 1 + 4k (default 9)")
     p.add_argument("--kl-weight", type=weight, help="vae: KL weight (default 1e-4)")
     p.add_argument("--grad-weight", type=weight, help="vae, decoder: image-gradient loss weight (default 1)")
     p.add_argument("--colour-weight", type=weight, help="vae, decoder: weight of the MSE of 8x8 patch colours "
@@ -535,7 +540,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adv-weight", type=weight, help="decoder: the adversarial term's pull on the decoded pixels, "
                    "relative to the reconstruction terms' (default 0.5)")
     p.add_argument("--shift", type=positive_float,
-                   help="time shift s (default: the paper's 24 scaled to the latent size; 4.2 for mini)")
+                   help="pretrain, diffusion, consistency: time shift s (default: the paper's 24 scaled to the latent "
+                   "size; 4.2 for mini)")
     p.add_argument("--cd-steps", type=positive_int, help="consistency: fixed distillation steps (default 32)")
     p.add_argument("--history-noise", type=weight, help="diffusion, consistency: noise the recycled latents with a "
                    "std drawn from U(0, this) per clip, against drift at play (default 0, the paper's teacher forcing)")
@@ -555,7 +561,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap", type=int, help="long: latent steps shared by consecutive windows (default 2)")
     p.set_defaults(run=cmd_train)
 
-    p = sub.add_parser("ship", help="write a trained checkpoint, in bf16, as the default model of play/render/eval",
+    p = sub.add_parser("ship", help="write a trained checkpoint, in bf16, as the default model of "
+                       "play/render/eval/bench",
                        description="Stores CHECKPOINT's weights in bfloat16 (half the size) at --out, by default "
                        "model/checkpoints/mini.safetensors inside the package: the model play, render, eval and "
                        "bench use when no --checkpoint is given.")
@@ -577,7 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paths", nargs="+", default=[], metavar="PATH",
                    help="camera paths to walk on each of --levels (default: a random walk on each)")
     p.add_argument("--seconds", type=number_in(0.0, 3600.0), default=60.0,
-                   help="seconds of video per stream (default 60)")
+                   help="seconds of video per stream (default 60; at least one step, 1/6 s, and at most 3600)")
     p.add_argument("--scenes", type=number_in(1, len(HELD_OUT_SEEDS), int), default=4,
                    help=f"held-out scenes to walk (default 4, at most the {len(HELD_OUT_SEEDS)} held out)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help=DEVICE_HELP)

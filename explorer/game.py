@@ -4,8 +4,8 @@ Every 1/24 s the loop does four things, in this order, and never waits for the w
 
     events  pygame events: keys that toggle things (Esc, F1, F11, F12, R, Tab), the menu, the window
     action  the player's input for the next video frame, integrated by camera.controls into the next pose
-    step    results from the world's thread go into the jitter buffer; once four poses are waiting and the
-            thread is free, they go to it as the next step
+    step    results from the world's worker go into the jitter buffer; once four poses are waiting and the
+            worker is free, they go to it as the next step
     draw    the next frame from the jitter buffer is presented and logged (none ready: the last frame stays
             and the tick counts as dropped), turned to where the camera looks now (the mouse moves the view at
             once; the world's frames for the turn come a step later), with the HUD and menu over it
@@ -21,8 +21,9 @@ once, and the pipeline then carries one tick more until the slow steps have pass
 real time, the poses of a step are taken in the ticks just before the world is free for it (time slows down for
 the camera instead of the camera running ahead of what is shown).
 
-Time is measured on a play clock (`_clock`) that stands still while the menu is open, so a pause is neither
-dropped frames nor latency in the HUD and the session log. Input-to-photon latency is measured per frame: from the
+Time is measured on a play clock (`_clock`) that stops once the menu is open and the frames in flight are shown
+under it (`_settle`), so a pause is neither dropped frames nor latency in the HUD and the session log.
+Input-to-photon latency is measured per frame: from the
 moment the input that produced its pose was sampled to the moment the frame was flipped to the screen. With four
 frames per step it is at least three frames (the first pose of a step waits for the fourth) plus the step time plus
 the frames queued before it.

@@ -146,6 +146,9 @@ def test_play_checks_its_sessions_folder_before_opening_a_window(monkeypatch, ca
     assert main(["play", "--world", "reference", "--sessions-dir", "/proc/explorer-test"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("explorer: error: /proc/explorer-test: --sessions-dir: cannot make the folder"), err
+    assert main(["play", "--world", "reference", "--sessions-dir", "/proc"]) == 2  # there, but takes no file
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("explorer: error: /proc: --sessions-dir: cannot write into /proc"), err
 
 
 def test_play_warns_of_a_reference_size_too_large_to_play(monkeypatch, capsys):

@@ -1,7 +1,8 @@
 """The options of `explorer train STAGE`, with each stage's defaults.
 
 The defaults are for the `mini` config on this 2-core CPU (docs/training.md gives the measured speeds behind them);
-a GPU run raises --batch and --steps. A resumed stage keeps the options it was started with: only --steps may change.
+a GPU run raises --batch and --steps. A resumed stage keeps the options it was started with: only --steps, --data
+and --device may change. An option for other stages than the one run is refused (OPTION_STAGES).
 """
 from __future__ import annotations
 
@@ -141,10 +142,10 @@ STAGE_DEFAULTS = {
 GENERATOR_STAGES = ("pretrain", "diffusion", "consistency", "adversarial", "long", "gate")
 # The stages each stage-specific option acts in (the ones above that name no stage act in all)
 OPTION_STAGES = {
-    "vae_frames": ("vae", "decoder"), "kl_weight": ("vae", "decoder"), "grad_weight": ("vae", "decoder"),
+    "vae_frames": ("vae", "decoder"), "kl_weight": ("vae",), "grad_weight": ("vae", "decoder"),
     "colour_weight": ("vae", "decoder"),
-    "shift": GENERATOR_STAGES, "warp_gate": GENERATOR_STAGES,
-    "history_noise": ("pretrain", "diffusion", "consistency"), "sample_steps": ("pretrain", "diffusion"),
+    "shift": ("pretrain", "diffusion", "consistency"), "warp_gate": GENERATOR_STAGES,
+    "history_noise": ("diffusion", "consistency"), "sample_steps": ("pretrain", "diffusion"),
     "cd_steps": ("consistency",), "diffusion": ("consistency", "adversarial", "long"),
     "r1_lambda": ("decoder", *ADVERSARIAL), "r1_sigma": ("decoder", *ADVERSARIAL),
     "disc_lr_scale": ("decoder", *ADVERSARIAL), "adv_weight": ("decoder",),
