@@ -371,7 +371,8 @@ def test_clips_too_short_to_train_on_are_refused_by_the_data_and_write_no_run(tm
 @pytest.mark.parametrize("stage, option, value", [
     ("vae", "warp_gate", True), ("vae", "segments", 5), ("vae", "cd_steps", 5), ("vae", "diffusion", "d.safetensors"),
     ("vae", "r1_lambda", 5.0), ("vae", "history_noise", 1.0), ("vae", "shift", 3.0), ("diffusion", "kl_weight", 1.0),
-    ("consistency", "segments", 5), ("adversarial", "adv_weight", 1.0),
+    ("consistency", "segments", 5), ("adversarial", "adv_weight", 1.0), ("decoder", "kl_weight", 1.0),
+    ("adversarial", "shift", 3.0), ("pretrain", "history_noise", 0.1),  # read by no code of theirs
 ])
 def test_an_option_for_other_stages_is_refused_by_name(tmp_path, stage, option, value):
     # `train vae --warp-gate` wrote a VAE-stage model with a gate, which every later stage then refused (unless
