@@ -519,7 +519,12 @@ class Game:
             self._restart(OTHER_WORLD[self.kind], here=True)
 
     def _pause(self, on: bool) -> None:
-        if on and not self.paused and self.t0 is not None:  # the camera stops where it is: no glide after Resume
+        if on and not self.paused and self.t0 is not None:
+            if self.inputs.pending_mouse() != (0.0, 0.0):  # the mouse turned on up to the Esc: the camera goes too
+                inp = self.inputs.sample()
+                self.motion, _ = control_step(self.motion, inp, self.config.controls, ground=self.ground)
+                self.pending.append(Tick(self._clock(), inp, self.motion))
+            # the camera stops where it is: no glide after Resume
             self.motion = MotionState.at(self.motion.pose, self.motion.altitude)
             # and the step being gathered is filled with frames at rest and sent, so that the picture under the menu
             # catches up with the camera (a turn's last frames left a dark band there for as long as it was open)

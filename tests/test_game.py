@@ -277,16 +277,25 @@ def test_the_menu_shows_what_was_in_flight_and_play_goes_on_from_rest(tmp_path, 
 
     def look():  # a second into the menu
         seen.update(caught_up=not game.buffer and not game.worker.busy, screen=game.screen_pose,
-                    camera=game.motion.pose, frames=game.session.frames)
+                    camera=game.motion.pose, view=game._view_pose(), frames=game.session.frames)
 
     def resume():
         seen["resumed_at"] = game.session.frames
         press()
 
     class PauseMidTurn(ScriptedInput):
+        turning = False  # mouse motion that came after the last sample, as the Esc did
+
+        def pending_mouse(self):
+            return (12.0, 0.0) if self.turning else (0.0, 0.0)
+
         def sample(self):
+            if self.turning:  # the game takes it as the menu opens
+                self.turning = False
+                return InputState(mouse=(12.0, 0.0))
             if self.taken == 30:
                 press()
+                self.turning = True
                 threading.Timer(1.0, look).start()
                 threading.Timer(1.5, resume).start()
             return super().sample()
@@ -296,6 +305,7 @@ def test_the_menu_shows_what_was_in_flight_and_play_goes_on_from_rest(tmp_path, 
     game = Game(config, lambda kind, size: ReferenceWorld(size), PauseMidTurn(walk))
     assert game.run() == 0
     assert seen["caught_up"] and seen["screen"] == seen["camera"], seen  # the turn's last frames too
+    assert seen["view"].yaw == seen["screen"].yaw, seen  # and the mouse's turn up to the Esc: no band
     frames = trajectory(game.sessions[0])
     moved = [i for i in range(seen["resumed_at"], len(frames))
              if frames[i]["pose"]["position"] != frames[i - 1]["pose"]["position"]]
