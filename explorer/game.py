@@ -518,12 +518,14 @@ class Game:
         elif item == "Switch world":
             self._restart(OTHER_WORLD[self.kind], here=True)
 
-    def _pause(self, on: bool) -> None:
+    def _pause(self, on: bool, resume: bool = True) -> None:
+        """Open or close the menu; closed with `resume`, play goes on (not so for Restart and Switch world)."""
         if on and not self.paused and self.t0 is not None:
-            if self.inputs.pending_mouse() != (0.0, 0.0):  # the mouse turned on up to the Esc: the camera goes too
-                inp = self.inputs.sample()
-                self.motion, _ = control_step(self.motion, inp, self.config.controls, ground=self.ground)
-                self.pending.append(Tick(self._clock(), inp, self.motion))
+            # what came in up to the Esc (a mouse turn, a key tapped) is the last input before the menu: taken now,
+            # it goes to the world with the rest, where after Resume it played on and the camera glided
+            inp = self.inputs.sample()
+            self.motion, _ = control_step(self.motion, inp, self.config.controls, ground=self.ground)
+            self.pending.append(Tick(self._clock(), inp, self.motion))
             # the camera stops where it is: no glide after Resume
             self.motion = MotionState.at(self.motion.pose, self.motion.altitude)
             # and the step being gathered is filled with frames at rest and sent, so that the picture under the menu
@@ -532,6 +534,9 @@ class Game:
                 self.pending.append(Tick(self._clock(), InputState(), self.motion))
         elif self.paused and not on and self.paused_since is not None:
             self.paused_seconds += time.perf_counter() - self.paused_since
+            if resume:  # everything was shown under the menu: the pipeline refills, as at the start
+                self.session.resume()
+                self.filling = True
         if not on:
             self.paused_since = None
         self.paused = on
@@ -546,7 +551,7 @@ class Game:
     def _restart(self, kind: str, here: bool = False) -> None:
         """A new session, in a world of `kind`, at the level's start or (`here`) where the camera is on screen; if
         that world cannot be opened, say so and stay."""
-        self._pause(False)  # the menu goes at once, not after the seconds the new world takes to open
+        self._pause(False, resume=False)  # the menu goes at once, not after the seconds the new world takes to open
         if self.menu_panel.render([]):
             self.presenter.set_overlay("menu", None)
         opening = f"opening the {kind} world..."
@@ -556,7 +561,9 @@ class Game:
         self._show_now(opening)
         self._end()
         self.message = None  # from here the screen says it until the new world's first frame, and no longer
-        start = self.screen_pose if here and self.screen_pose is not None else self.config.level.start
+        # where the camera is, not the frame on screen: a choice made as the menu opened came before the last turn's
+        # frames did, and the new world opened without that turn
+        start = self.motion.pose if here and self.screen_pose is not None else self.config.level.start
         self._show_now(opening)  # the loop stops for the seconds a world takes to open
         try:
             self._begin(kind, start)

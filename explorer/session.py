@@ -7,6 +7,7 @@
         trajectory.jsonl   one line per presented video frame:
                            {"frame", "t", "step", "pose", "input", "step_ms", "latency_ms", "frame_sha1"}
                            and a line per rewind: {"event": "rewind", "frame", "to_frame", "to_step"}
+                           and per resume from the menu: {"event": "resume", "frame"}
 
 `threads` is the number of CPU threads a model world computed with (null for the reference world and on a GPU):
 a CPU's matmuls sum in an order that depends on it, so a replay computes with as many to reproduce the frames.
@@ -23,6 +24,8 @@ in seconds of play from frame 0 (time paused in the menu counts neither here nor
 world step that made it (0 for the first frame; every later step makes four frames, and a session only ever shows
 whole steps, except where the process died). A rewind line, only ever after a step's last frame, says that the
 world went back to its state after step `to_step` (whose last frame was `to_frame`) before the frame `frame`.
+A resume line says that play went on from the pause menu before the frame `frame`, the frames asked for before the
+menu all shown under it: the pipeline refills there, as at the start and after a rewind (older sessions have none).
 `frame_sha1` is the SHA-1 of the world's frame at its native size, (H, W, 3) uint8 bytes, before any upscaling.
 
 Every line is flushed as it is written and `ended` is added to session.json only on a clean exit, so a crash
@@ -36,7 +39,7 @@ import json
 import re
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -120,6 +123,9 @@ class SessionWriter:
     def rewind(self, to_frame: int, to_step: int) -> None:
         self._line({"event": "rewind", "frame": self.frames, "to_frame": to_frame, "to_step": to_step})
 
+    def resume(self) -> None:
+        self._line({"event": "resume", "frame": self.frames})
+
     def close(self) -> bool:
         """A clean end: session.json gets `ended`. A session that never showed a frame (the world failed to start,
         or the player quit while it loaded) holds nothing to replay: its folder is removed, and False returned."""
@@ -174,6 +180,7 @@ class Session:
     frames: list[FrameRecord]
     rewinds: list[Rewind]
     torn: bool  # the last line was cut short (the process died while writing it) and was left out
+    resumes: list[int] = field(default_factory=list)  # the first frame after each resume from the menu
 
     @property
     def ended(self) -> bool:
@@ -210,6 +217,7 @@ def read_session(path) -> Session:
             torn = True
     frames: list[FrameRecord] = []
     rewinds: list[Rewind] = []
+    resumes: list[int] = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():  # a blank line (an editor's) says nothing
             continue
@@ -217,14 +225,16 @@ def read_session(path) -> Session:
         record = parse_json(line, where, None)
         if not isinstance(record, dict):
             raise InputError(where, None, "must be a JSON object")
-        if "event" in record:
+        if record.get("event") == "resume":
+            resumes.append(_parse_resume(record, where, frames))
+        elif "event" in record:
             rewinds.append(_parse_rewind(record, where, number, frames))
         else:
             frames.append(_parse_frame(record, where, number, frames, rewinds))
     if not frames:
         raise InputError(source, None, "no frames")
     _check_steps(frames, source)
-    return Session(path, header, frames, rewinds, torn)
+    return Session(path, header, frames, rewinds, torn, resumes)
 
 
 def _read_header(source: Path) -> dict:
@@ -318,9 +328,15 @@ def _parse_pose(d, where: str) -> Pose:
     return Pose.from_dict(d)
 
 
+def _parse_resume(r: dict, where: str, frames: list[FrameRecord]) -> int:
+    if r.get("frame") != len(frames) or not _is_int(r.get("frame")):
+        raise InputError(where, "frame", f"expected {len(frames)}, got {r.get('frame')!r}")
+    return r["frame"]
+
+
 def _parse_rewind(r: dict, where: str, number: int, frames: list[FrameRecord]) -> Rewind:
     if r["event"] != "rewind":
-        raise InputError(where, "event", f"unknown event {r['event']!r} (known: rewind)")
+        raise InputError(where, "event", f"unknown event {r['event']!r} (known: rewind, resume)")
     for name in ("frame", "to_frame", "to_step"):
         if not _is_int(r.get(name)):
             raise InputError(where, name, f"must be a whole number, got {r.get(name)!r}")
@@ -367,9 +383,9 @@ def summary(session: Session) -> dict:
 
     Dropped: the ticks between two frames that showed no new one, netted over each stretch of play, so that a frame
     late by half a tick and the next one early by as much (the loop's timing jitter) count none, as in the HUD. The
-    start and each rewind are left out, since the pipeline refills."""
+    start, each rewind and each resume from the menu are left out, since the pipeline refills."""
     frames, fps = session.frames, session.header["fps"]
-    refills = {1} | {r.frame for r in session.rewinds}
+    refills = {1} | {r.frame for r in session.rewinds} | set(session.resumes)
     stretches, start = [], frames[0]
     for a, b in zip(frames, frames[1:]):
         if b.frame in refills:

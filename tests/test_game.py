@@ -306,10 +306,13 @@ def test_the_menu_shows_what_was_in_flight_and_play_goes_on_from_rest(tmp_path, 
     assert game.run() == 0
     assert seen["caught_up"] and seen["screen"] == seen["camera"], seen  # the turn's last frames too
     assert seen["view"].yaw == seen["screen"].yaw, seen  # and the mouse's turn up to the Esc: no band
-    frames = trajectory(game.sessions[0])
+    frames = [line for line in trajectory(game.sessions[0]) if "event" not in line]
     moved = [i for i in range(seen["resumed_at"], len(frames))
              if frames[i]["pose"]["position"] != frames[i - 1]["pose"]["position"]]
     assert moved == [], moved  # everything played before the menu was shown under it
+    session = read_session(game.sessions[0])
+    assert session.resumes == [seen["resumed_at"]]  # the refill after it is logged, as a rewind's is
+    assert summary(session)["dropped"] <= 1, summary(session)  # and is not dropped frames (it counted 3 to 4)
 
 
 def test_the_walk_pauses_when_the_window_loses_focus(tmp_path, monkeypatch, xvfb):

@@ -119,6 +119,7 @@ def set_field(field, value):
     (4, set_field("step", 2), "trajectory.jsonl:2", "step"),                   # step 1 (from line 2) is short
     (1, set_field("step", 1), "trajectory.jsonl:1", "step"),
     (10, lambda line: json.dumps({"event": "teleport", "frame": 9}), "trajectory.jsonl:10", "event"),
+    (10, lambda line: json.dumps({"event": "resume", "frame": 99}), "trajectory.jsonl:10", "frame"),
     (10, lambda line: json.dumps({"event": "rewind", "frame": 9, "to_frame": 3, "to_step": 1}),
      "trajectory.jsonl:10", "to_frame"),                                      # frame 3 is not a step's last
     (8, lambda line: json.dumps({"event": "rewind", "frame": 7, "to_frame": 4, "to_step": 1}) + "\n" + line,
