@@ -522,10 +522,12 @@ class Game:
         """Open or close the menu; closed with `resume`, play goes on (not so for Restart and Switch world)."""
         if on and not self.paused and self.t0 is not None:
             # what came in up to the Esc (a mouse turn, a key tapped) is the last input before the menu: taken now,
-            # it goes to the world with the rest, where after Resume it played on and the camera glided
-            inp = self.inputs.sample()
-            self.motion, _ = control_step(self.motion, inp, self.config.controls, ground=self.ground)
-            self.pending.append(Tick(self._clock(), inp, self.motion))
+            # it goes to the world with the rest, where after Resume it played on and the camera glided. Not the
+            # keyboard's state: by now it can hold the menu's own arrow key, pressed right after the Esc
+            inp = self.inputs.take_pending()
+            if inp != InputState():
+                self.motion, _ = control_step(self.motion, inp, self.config.controls, ground=self.ground)
+                self.pending.append(Tick(self._clock(), inp, self.motion))
             # the camera stops where it is: no glide after Resume
             self.motion = MotionState.at(self.motion.pose, self.motion.altitude)
             # and the step being gathered is filled with frames at rest and sent, so that the picture under the menu

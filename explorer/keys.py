@@ -44,6 +44,10 @@ class InputSource(Protocol):
     def pending_mouse(self) -> tuple[float, float]:
         """The mouse motion the next sample will carry, so far (the screen turns by it before the world does)."""
 
+    def take_pending(self) -> InputState:
+        """What events brought since the last sample (mouse motion, keys pressed), without the keyboard's state
+        now, and reset it: the last input before the pause menu, whose own arrow keys are down by then."""
+
 
 def held_actions(pressed) -> frozenset[str]:
     """Actions held on a keyboard state indexed by scancode (`keyboard_state()`, or any mapping scancode -> bool)."""
@@ -90,6 +94,11 @@ class PygameInput:
     def pending_mouse(self) -> tuple[float, float]:
         return self._mouse[0], self._mouse[1]
 
+    def take_pending(self) -> InputState:
+        mouse, self._mouse = tuple(self._mouse), [0.0, 0.0]
+        actions, self._tapped = frozenset(self._tapped), set()
+        return InputState(actions, mouse)
+
     def sample(self) -> InputState:
         mouse, self._mouse = tuple(self._mouse), [0.0, 0.0]
         actions, self._tapped = held_actions(self._pressed()) | self._tapped, set()
@@ -113,6 +122,9 @@ class ScriptedInput:
 
     def pending_mouse(self) -> tuple[float, float]:
         return 0.0, 0.0  # a scripted input's motion arrives whole when it is taken
+
+    def take_pending(self) -> InputState:
+        return InputState()  # nothing comes between its inputs
 
     def sample(self) -> InputState:
         for key in self._keys.get(self.taken, []):
