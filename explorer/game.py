@@ -565,7 +565,7 @@ class Game:
         self.message = None  # from here the screen says it until the new world's first frame, and no longer
         # where the camera is, not the frame on screen: a choice made as the menu opened came before the last turn's
         # frames did, and the new world opened without that turn
-        start = self.motion.pose if here and self.screen_pose is not None else self.config.level.start
+        start = self.motion.pose if here else self.config.level.start
         self._show_now(opening)  # the loop stops for the seconds a world takes to open
         try:
             self._begin(kind, start)

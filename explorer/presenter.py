@@ -180,7 +180,7 @@ def panel_rects(panels: list[tuple[int, int]], window: tuple[int, int]) -> list[
     taller), where side by side would leave two slivers. Worlds of different native sizes are scaled to the same
     height (or width)."""
     if len(panels) < 2:
-        return [letterbox(panels[0] if panels else window, window)] if panels else []
+        return [letterbox(panels[0], window)] if panels else []
 
     def layout(across: bool):
         along = [(w / h, 1.0) if across else (1.0, h / w) for w, h in panels]  # each panel at unit height / width

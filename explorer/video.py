@@ -55,7 +55,10 @@ class VideoWriter:
             try:
                 self._gen.send(None)
             finally:
-                os.environ.pop("FFREPORT") if before is None else os.environ.update(FFREPORT=before)
+                if before is None:
+                    del os.environ["FFREPORT"]
+                else:
+                    os.environ["FFREPORT"] = before
         except BaseException:
             self._restore_sigint()
             self._log.unlink(missing_ok=True)

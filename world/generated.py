@@ -45,9 +45,13 @@ def memory_needed(config: ModelConfig, dtype: torch.dtype) -> tuple[int, int]:
     with torch.device("meta"):
         parts = (VAE(config.vae), Generator(config.generator))
     weights = sum(t.numel() for part in parts for t in (*part.parameters(), *part.buffers()))
+    return weights * dtype.itemsize, kv_cache_bytes(config, dtype)
+
+
+def kv_cache_bytes(config: ModelConfig, dtype: torch.dtype) -> int:
+    """The KV cache of one stream, preallocated for the whole window: keys and values of every block."""
     g = config.generator
-    cache = 2 * g.depth * (2 + g.window) * g.tokens_per_frame() * g.dim  # keys and values, one stream
-    return weights * dtype.itemsize, cache * dtype.itemsize
+    return 2 * g.depth * (2 + g.window) * g.tokens_per_frame() * g.dim * dtype.itemsize
 
 
 def memory_free(device: torch.device) -> int | None:
@@ -69,15 +73,18 @@ def check_memory(config: ModelConfig, device: torch.device, dtype: torch.dtype, 
     the one size in a config that no tensor in the file bounds). `caches`: the KV caches held at once (play keeps
     a copy with each state it can rewind to)."""
     free = memory_free(device)
-    weights, cache = memory_needed(config, dtype)
-    cache *= caches
     if free is None:
         return
-    if checkpoint is not None and cache > free:
-        held = f" ({caches} copies: one for each state kept to rewind to)" if caches > 1 else ""
-        raise InputError(checkpoint, "config.generator.window", f"{config.generator.window} latent frames need a KV "
-                         f"cache of {cache / GiB:.1f} GiB on {device.type}{held}, and {free / GiB:.1f} GiB is free")
-    if checkpoint is None and weights + cache > free:
+    cache = caches * kv_cache_bytes(config, dtype)
+    if checkpoint is not None:  # no need to count the weights on the meta device: they are in memory
+        if cache > free:
+            held = f" ({caches} copies: one for each state kept to rewind to)" if caches > 1 else ""
+            raise InputError(checkpoint, "config.generator.window", f"{config.generator.window} latent frames need "
+                             f"a KV cache of {cache / GiB:.1f} GiB on {device.type}{held}, and {free / GiB:.1f} GiB "
+                             "is free")
+        return
+    weights = memory_needed(config, dtype)[0]
+    if weights + cache > free:
         raise InputError(f"model config {config.name!r}", None,
                          f"needs about {(weights + cache) / GiB:.1f} GiB on {device.type} (weights "
                          f"{weights / GiB:.1f} GiB, KV cache {cache / GiB:.1f} GiB) and {free / GiB:.1f} GiB is "
