@@ -636,5 +636,6 @@ def main(argv=None) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # torchrun runs the command line this way (`-m explorer.cli`)
+    from explorer.launch import end_process
+    sys.exit(end_process(main()))

@@ -65,3 +65,16 @@ def test_two_gloo_processes_take_the_single_process_step(setup):
         torch.testing.assert_close(two[key][clear], one[key][clear], rtol=1e-4, atol=1e-6, msg=key)
         compared, total = compared + int(clear.sum()), total + clear.numel()
     assert compared > 0.5 * total, (compared, total)
+
+
+@pytest.mark.parametrize("world, code, printed", [("2", 3, "saved\n"), ("1", 3, "saved\ncleaned up\n"),
+                                                  (None, 0, "saved\ncleaned up\n")])
+def test_a_torchrun_worker_ends_past_the_interpreters_shutdown(world, code, printed):
+    # A worker's gloo threads can abort the interpreter's shutdown: it exits with its code at once, output flushed;
+    # a process on its own shuts down as usual (its atexit handlers run).
+    script = ("import atexit, sys\nfrom explorer.launch import end_process\n"
+              "atexit.register(lambda: print('cleaned up'))\nprint('saved')\nsys.exit(end_process(int(sys.argv[1])))")
+    env = {k: v for k, v in os.environ.items() if k != "WORLD_SIZE"} | ({"WORLD_SIZE": world} if world else {})
+    result = subprocess.run([sys.executable, "-c", script, str(code)], capture_output=True, text=True, env=env,
+                            timeout=60)
+    assert (result.returncode, result.stdout) == (code, printed), result.stderr
