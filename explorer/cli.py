@@ -180,7 +180,7 @@ def cmd_play(args) -> int:
     code = game.run()
     for path in game.sessions:  # the session's numbers (python -m explorer.session's), for whoever played unseen
         numbers = {k: "n/a" if v is None else v for k, v in summary(read_session(path)).items()}  # one frame: no rates
-        print(f"{path}: {numbers['frames']} frames in {numbers['seconds']} s ({numbers['fps']} fps), "
+        print(f"{escape_controls(str(path))}: {numbers['frames']} frames in {numbers['seconds']} s ({numbers['fps']} fps), "
               f"{numbers['dropped']} dropped, latency p50 {numbers['latency_ms_p50']} ms, step p99 "
               f"{numbers['step_ms_p99']} ms")
     from explorer.game import XErrors
@@ -232,7 +232,7 @@ def cmd_path_from_session(args) -> int:
         raise InputError(args.session, None, f"cannot be a camera path: its {e.field} would be out of range "
                          f"({e.problem})") from None
     save_path(path, args.out)
-    print(f"wrote {args.out}: {len(path.keys)} {path.interpolation} keys for {len(poses)} frames, within "
+    print(f"wrote {escape_controls(str(args.out))}: {len(path.keys)} {path.interpolation} keys for {len(poses)} frames, within "
           f"{args.tolerance_m:g} m and {args.tolerance_deg:g} degrees of every recorded pose")
     # A rewind took the world back where the path goes on: a generated world, whose frames depend on its past,
     # shows other frames from there (`replay --out` films exactly what was played).
@@ -352,8 +352,8 @@ def cmd_ship(args) -> int:
     save_checkpoint(out, loaded.config, loaded.vae.float(), loaded.generator.float(), loaded.camera_scaling,
                     loaded.stage, extra=extra, storage_dtype=torch.bfloat16, linked=linked)
     for path in [out] + list((linked or {}).values()):
-        print(f"{path}: {path.stat().st_size / 2**20:.1f} MiB")
-    print(f"{out}: {loaded.config.name} ({loaded.stage}), sha256 {checkpoint_sha256(out)}")
+        print(f"{escape_controls(str(path))}: {path.stat().st_size / 2**20:.1f} MiB")
+    print(f"{escape_controls(str(out))}: {loaded.config.name} ({loaded.stage}), sha256 {checkpoint_sha256(out)}")
     return 0
 
 

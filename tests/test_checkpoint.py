@@ -373,6 +373,11 @@ def test_ship_writes_bf16_with_the_metadata_and_the_source_digest(tmp_path, caps
     assert main(["ship", str(source), "--out", str(single), "--single-file"]) == 0
     assert not (tmp_path / "single-vae.safetensors").exists() and "linked" not in load_checkpoint(single).metadata
     assert main(["ship", str(source), "--out", str(tmp_path / "x.pt")]) == 2 and "--out" in capsys.readouterr().err
+    capsys.readouterr()
+    odd = tmp_path / "two\nlines.safetensors"  # each file's line stays one line: the newline is shown as \n
+    assert main(["ship", str(source), "--out", str(odd)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 3 and all(line.startswith(str(tmp_path / "two\\nlines")) for line in printed), printed
 
     # What is shipped is never overwritten: the source, or a file it links to (shipping shipped.safetensors onto
     # shipped-vae.safetensors once replaced the VAE it loads from); nor is anything written when --out is a folder.
