@@ -156,6 +156,15 @@ def check_output_path(path, suffixes: tuple[str, ...], field: str = "--out") -> 
     return path
 
 
+def refuse_overwriting(out: Path, inputs, field: str, advice: str) -> None:
+    """InputError unless `out` is none of `inputs`, (what, path) pairs of the files the command reads, by whatever
+    name leads there (a link, "new/../"): writing one would destroy what the output is made from."""
+    for what, file in inputs:
+        file = Path(file)
+        if file.is_file() and (out.resolve() == file.resolve() or out.is_file() and out.samefile(file)):
+            raise InputError(out, field, f"is {what}; {advice}")
+
+
 def check_writable(folder: Path, source, field: str) -> None:
     """InputError naming `source` and `field` unless files can be made in `folder` (an existing folder)."""
     if not os.access(folder, os.W_OK | os.X_OK):

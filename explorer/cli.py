@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from camera.controls import ControlSettings
-from camera.errors import InputError, check_writable, escape_controls
+from camera.errors import InputError, check_writable, escape_controls, refuse_overwriting
 from model.training.options import STAGES
 from world.base import MAX_SEED
 from world.dataset import HELD_OUT_SEEDS
@@ -180,7 +180,8 @@ def cmd_play(args) -> int:
     code = game.run()
     for path in game.sessions:  # the session's numbers (python -m explorer.session's), for whoever played unseen
         numbers = {k: "n/a" if v is None else v for k, v in summary(read_session(path)).items()}  # one frame: no rates
-        print(f"{escape_controls(str(path))}: {numbers['frames']} frames in {numbers['seconds']} s ({numbers['fps']} fps), "
+        print(f"{escape_controls(str(path))}: {numbers['frames']} frames in {numbers['seconds']} s "
+              f"({numbers['fps']} fps), "
               f"{numbers['dropped']} dropped, latency p50 {numbers['latency_ms_p50']} ms, step p99 "
               f"{numbers['step_ms_p99']} ms")
     from explorer.game import XErrors
@@ -216,11 +217,10 @@ def cmd_path_from_session(args) -> int:
     # Nor over another file of the session's, whatever name leads to it (a link, "new/../"): a session.json whose
     # level is --out had its level replaced by the path (which the hint below then offered as the level).
     header = session.header
-    for what, file in (("session.json", session.path / "session.json"),
-                       ("trajectory.jsonl", session.path / "trajectory.jsonl"),
-                       ("level file", Path(header["level"]["path"]))):
-        if file.is_file() and (out.resolve() == file.resolve() or out.is_file() and out.samefile(file)):
-            raise InputError(out, "--out", f"is the session's {what}; write the path somewhere else")
+    refuse_overwriting(out, (("the session's session.json", session.path / "session.json"),
+                             ("the session's trajectory.jsonl", session.path / "trajectory.jsonl"),
+                             ("the session's level file", Path(header["level"]["path"]))),
+                       "--out", "write the path somewhere else")
     poses = [record.pose for record in session.frames]
     if len(poses) < 2:
         raise InputError(args.session, None, "a camera path needs at least two frames; this session has one")
@@ -232,7 +232,8 @@ def cmd_path_from_session(args) -> int:
         raise InputError(args.session, None, f"cannot be a camera path: its {e.field} would be out of range "
                          f"({e.problem})") from None
     save_path(path, args.out)
-    print(f"wrote {escape_controls(str(args.out))}: {len(path.keys)} {path.interpolation} keys for {len(poses)} frames, within "
+    print(f"wrote {escape_controls(str(args.out))}: {len(path.keys)} {path.interpolation} keys for {len(poses)} "
+          f"frames, within "
           f"{args.tolerance_m:g} m and {args.tolerance_deg:g} degrees of every recorded pose")
     # A rewind took the world back where the path goes on: a generated world, whose frames depend on its past,
     # shows other frames from there (`replay --out` films exactly what was played).
@@ -338,11 +339,10 @@ def cmd_ship(args) -> int:
     warn_if_untrained(args.checkpoint, loaded.stage)
     source = Path(args.checkpoint)
     links = json.loads(loaded.metadata.get(LINKED, "{}"))
-    reads = [source] + [source.parent / entry["file"] for entry in links.values()]
     for path in writes:  # overwriting what is shipped would destroy it (the fp32 original, or a VAE it links to)
-        if any(path.resolve() == read.resolve() for read in reads):
-            what = "the checkpoint being shipped" if path.resolve() == source.resolve() else "a file it links to"
-            raise InputError(path, "--out", f"would overwrite {what}; choose another --out")
+        refuse_overwriting(path, [("the checkpoint being shipped", source)]
+                           + [("a file it links to", source.parent / entry["file"]) for entry in links.values()],
+                           "--out", "choose another --out")
     for path in writes[1:]:  # OUT-vae.safetensors: an earlier ship's VAE part may go, anything else stays
         if path.exists() and not is_part(path):
             raise InputError(out, "--out", f"would overwrite {path}, which is not the VAE part of an earlier ship "

@@ -46,12 +46,13 @@ import torch
 from tqdm import tqdm
 
 from camera.embedding import camera_embedding
-from camera.errors import InputError, check_output_path, write_replacing
+from camera.errors import InputError, check_output_path, refuse_overwriting, write_replacing
 from camera.paths import load_path
 from camera.pose import Pose
 from camera.trajectories import forward_trajectory, random_trajectory, yaw_trajectory
 from explorer import metrics
 from explorer.bench import describe_device
+from model.checkpoint import default_checkpoint_path
 from model.vae import VAE, from_uint8, to_uint8
 from world.base import FPS, FRAMES_PER_STEP
 from world.dataset import EYE_HEIGHT, HELD_OUT_SEEDS
@@ -637,12 +638,24 @@ def plot(r: dict, path) -> None:
     write_replacing(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"), field="--plot")
 
 
+def read_files(options: EvalOptions) -> Iterator[tuple[str, Path]]:
+    """(what, path) for each file the evaluation reads, which its plot must not be written over."""
+    for level in map(load_level, options.levels):
+        yield f"the level file of {level.name}", level.source
+        if level.image is not None:
+            yield f"the start image of level {level.name}", level.image
+    yield from (("a camera path it walks", Path(p)) for p in options.paths)
+    checkpoints = [options.checkpoint or default_checkpoint_path(), options.baseline_checkpoint]
+    yield from (("a checkpoint it evaluates", Path(c)) for c in checkpoints if c is not None)
+
+
 def main(args) -> int:
-    if args.plot is not None:  # refused now, not after the evaluation's minutes
-        check_output_path(args.plot, (".png",), field="--plot")
     options = EvalOptions(checkpoint=args.checkpoint, levels=list(args.levels), paths=list(args.paths),
                           seconds=args.seconds, scenes=args.scenes, device=args.device,
                           baseline_steps=args.baseline_steps, baseline_checkpoint=args.baseline_checkpoint)
+    if args.plot is not None:  # refused now, not after the evaluation's minutes
+        out = check_output_path(args.plot, (".png",), field="--plot")
+        refuse_overwriting(out, read_files(options), "--plot", "write the plot somewhere else")
     result = run_eval(options)
     if args.json:
         print(json.dumps(result))

@@ -10,7 +10,7 @@ from camera.trajectories import forward_trajectory, random_trajectory, yaw_traje
 from explorer.cli import main
 from explorer.eval import (CHECKS, YAW_DEG_PER_S, Autoencoder, MultiStepWorld, _relative_error, drive, held_out_start,
                            implied_shifts, measured_log_zooms, measured_shifts)
-from levels import PATHS_DIR
+from levels import LEVELS_DIR, PATHS_DIR
 from model.checkpoint import save_checkpoint
 from world.dataset import HELD_OUT_SEEDS
 from world.generated import GeneratedWorld
@@ -211,3 +211,25 @@ def test_a_path_shorter_than_seconds_is_said(capsys):
     assert f"{walk} lasts 8.0 s, less than --seconds (10 s); its streams end there" in capsys.readouterr().err
     level_streams([load_level("meadow")], [walk], frames=5 * FPS + 1)
     assert "lasts" not in capsys.readouterr().err
+
+
+def test_the_plot_is_not_written_over_a_file_the_evaluation_reads(tmp_path, capsys):
+    # A level's start image is a .png like the plot: --plot naming it replaced the picture the level starts from.
+    import matplotlib.pyplot as plt
+    from camera.errors import refuse_overwriting
+    from explorer.eval import EvalOptions, read_files
+    image = tmp_path / "start.png"
+    plt.imsave(image, np.full((72, 128, 3), 0.4))
+    level = tmp_path / "picture.toml"
+    level.write_text((LEVELS_DIR / "meadow.toml").read_text().replace("[level]\n", '[level]\nimage = "start.png"\n', 1))
+    before = image.read_bytes()
+    (tmp_path / "link.png").symlink_to(level)
+    for plot in (image, tmp_path / "sub" / ".." / "start.png", tmp_path / "link.png"):
+        assert main(["eval", "--levels", str(level), "--seconds", "1", "--plot", str(plot)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "--plot" in err and "write the plot somewhere else" in err, err
+    assert image.read_bytes() == before and level.is_file()
+    options = EvalOptions(levels=[str(level)], paths=[str(PATHS_DIR / "walk.toml")])
+    read = {what: path for what, path in read_files(options)}
+    assert read["a camera path it walks"] == PATHS_DIR / "walk.toml" and read["a checkpoint it evaluates"].is_file()
+    refuse_overwriting(tmp_path / "other.png", read_files(options), "--plot", "")  # another name passes
