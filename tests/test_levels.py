@@ -122,6 +122,8 @@ def test_structure_errors(tmp_path):
     folder_image = no_scene.replace('title = "A test level"', 'title = "x"\nimage = "."')
     assert "level.image: " in error_of(write(tmp_path, folder_image)) and "is a folder, not a picture" in \
         error_of(write(tmp_path, folder_image))
+    device_image = no_scene.replace('title = "A test level"', 'title = "x"\nimage = "/dev/zero"')
+    assert "level.image: /dev/zero is not a regular file" in error_of(write(tmp_path, device_image))
 
 
 def test_start_images_are_checked_when_the_level_loads(tmp_path):

@@ -87,8 +87,10 @@ def level_from_dict(d: dict, source: Path) -> Level:
         image = (source.parent / header.image).resolve()
         if image.is_dir():
             raise InputError(source, "level.image", f"{image} is a folder, not a picture")
-        if not image.is_file():
+        if not image.exists():
             raise InputError(source, "level.image", f"no such file: {image}")
+        if not image.is_file():  # a device or a pipe, which reading could hang on
+            raise InputError(source, "level.image", f"{image} is not a regular file")
         _check_image(image, source)
     if scene is None and image is None:
         raise InputError(source, "scene", "a level needs a [scene] table or a [level] image")
