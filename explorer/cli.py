@@ -89,11 +89,15 @@ weight = number_in(0.0, 1e9)  # a loss weight, clip norm or noise level: finite 
 
 def folder(text: str) -> str:
     """A folder the command writes into: it may be missing (it is made), but neither it nor the nearest folder
-    above it that exists may be a file."""
+    above it that exists may be a file, and that one must take new files (not /proc, not read-only)."""
     path = Path(text)
     existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
     if not existing.is_dir():
         raise argparse.ArgumentTypeError(f"{existing} is a file, not a folder")
+    try:
+        check_writable(existing, path, None)
+    except InputError as e:
+        raise argparse.ArgumentTypeError(e.problem) from None
     return text
 
 

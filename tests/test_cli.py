@@ -84,6 +84,9 @@ def test_render_compare_puts_the_generated_world_beside_the_reference(tmp_path):
     # /proc takes no new file, though os.access says yes to root (eval ran its minutes before it found out)
     (["eval", "--plot", "/proc/explorer-test/p.png"], ["/proc/explorer-test/p.png: --plot: cannot write into /proc"]),
     (["render", "--level", "meadow", "--path", WALK, "--out", "/proc/o.mp4"], ["--out: cannot write into /proc"]),
+    # a folder to write in: said of the folder, not as a full disk (data) or on the first write (train)
+    (["data", "--out", "/proc/ds", "--clips", "1", "--frames", "9"], ["argument --out: cannot write into /proc"]),
+    (["train", "pretrain", "--data", "d", "--run", "/proc/r"], ["argument --run: cannot write into /proc"]),
     (["render", "--level", "meadow", "--path", ".", "--out", "x.mp4"], ["unknown camera path type"]),
     (["render", "--level", "meadow", "--path", "folder.toml", "--out", "x.mp4"], ["folder.toml: is a folder"]),
 ])
@@ -143,12 +146,10 @@ def test_play_checks_its_sessions_folder_before_opening_a_window(monkeypatch, ca
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     monkeypatch.delenv("SDL_VIDEODRIVER", raising=False)
-    assert main(["play", "--world", "reference", "--sessions-dir", "/proc/explorer-test"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("explorer: error: /proc/explorer-test: --sessions-dir: cannot make the folder"), err
-    assert main(["play", "--world", "reference", "--sessions-dir", "/proc"]) == 2  # there, but takes no file
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("explorer: error: /proc: --sessions-dir: cannot write into /proc"), err
+    for folder in ("/proc/explorer-test", "/proc"):  # to be made in, or there: /proc takes no file
+        code, out, err = run_cli("play", "--world", "reference", "--sessions-dir", folder)
+        assert code == 2 and err.startswith("explorer play: error: argument --sessions-dir: cannot write into /proc")
+        assert len(err.strip().splitlines()) == 1, err
 
 
 def test_play_warns_of_a_reference_size_too_large_to_play(monkeypatch, capsys):
