@@ -55,7 +55,7 @@ def build_stage(opts: TrainOptions, run: RunFolder, d: Dist) -> Stage:
     """The stage's modules, optimisers and data, from resolved options (before any resume)."""
     if opts.batch % d.world:
         raise InputError("command line", "--batch", f"{opts.batch} clips do not split over {d.world} processes")
-    config = get_config(opts.config, source="command line --config")
+    config = get_config(opts.config, source="command line: --config")
     if opts.warp_gate or opts.gate_only or opts.stage == "gate":
         config = with_warp_gate(config)
     clips = Clips.open(opts.data, config, opts.val_clips)
