@@ -318,10 +318,10 @@ def _parse_pose(d, where: str) -> Pose:
         raise InputError(where, "pose", "must be an object")
     position = d.get("position")
     if not (isinstance(position, list) and len(position) == 3 and all(is_number(v) for v in position)):
-        raise InputError(where, "pose.position", f"must be [x, y, z], got {position!r}")
+        raise InputError(where, "pose.position", f"must be [x, y, z], three finite numbers, got {position!r}")
     for name in ("yaw", "pitch", "roll", "fov"):
         if not is_number(d.get(name)):
-            raise InputError(where, f"pose.{name}", f"must be a number, got {d.get(name)!r}")
+            raise InputError(where, f"pose.{name}", f"must be a finite number, got {d.get(name)!r}")
     if abs(d["pitch"]) > PITCH_LIMIT:
         raise InputError(where, "pose.pitch", f"must be within {PITCH_LIMIT:g} degrees, got {d['pitch']!r}")
     check_pose_limits(where, "pose", position, d["yaw"], d["roll"], d["fov"])

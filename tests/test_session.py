@@ -137,6 +137,16 @@ def test_corrupt_lines_are_named(tmp_path, number, change, where, field):
     assert "\n" not in str(e.value)
 
 
+def test_a_pose_that_is_not_finite_is_said_to_be(tmp_path):
+    writer, _ = write_session(tmp_path, steps=2)
+    writer.close()
+    for pose, field in (({"position": [float("inf"), 0, 0], "yaw": 0, "pitch": 0, "roll": 0, "fov": 60}, "position"),
+                        ({"position": [0, 0, 0], "yaw": float("nan"), "pitch": 0, "roll": 0, "fov": 60}, "yaw")):
+        edit_line(writer.path, 3, set_field("pose", pose))  # json writes Infinity and NaN, which it reads back
+        with pytest.raises(InputError, match=f"pose.{field}: must be .*finite"):
+            read_session(writer.path)
+
+
 @pytest.mark.parametrize("field, value", [("format", "explorer-session/0"), ("size", [16]), ("world", "dream"),
                                           ("seed", "zero"), ("fps", 0), ("fps", 1e9), ("level", "meadow"),
                                           ("threads", 0), ("threads", 10**9),
