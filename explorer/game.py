@@ -69,6 +69,7 @@ MESSAGE_SECONDS = 3.0
 # Said under the first picture: the HUD lists the client's keys, and a new player needs the walking ones first
 CONTROLS_HINT = "WASD or arrows move   mouse looks   Space / C up, down   Shift faster   Esc menu"
 HINT_SECONDS = 8.0
+NO_SCENE = "this level has only a start image: the reference world needs a [scene] to draw"
 STALL_SECONDS = 1.0  # a job out this long (a model loading, the split view's other world opening) is said on screen
 TURNAROUNDS = 24  # the world's answer time is the slowest of this many recent steps (4 s): a slow step now and
                  # then makes the pipeline carry one tick more for a while, not show frames twice every time
@@ -326,6 +327,7 @@ class Shown:
     step: int
     step_ms: float
     snapshot: int | None = None  # the token of the world's state after this frame's step, on its last frame only
+    refill: bool = False  # the first after a wait not paced (the split view's other world opening): logged as a resume
 
 
 class Game:
@@ -515,6 +517,8 @@ class Game:
             self.done = True
         elif item == "Restart":
             self._restart(self.kind)
+        elif item == "Switch world" and OTHER_WORLD[self.kind] == "reference" and self.config.level.scene is None:
+            self._say(NO_SCENE)  # and the menu stays: the session goes on in the world it has
         elif item == "Switch world":
             self._restart(OTHER_WORLD[self.kind], here=True)
 
@@ -583,7 +587,7 @@ class Game:
 
     def _toggle_split(self) -> None:
         if self.config.level.scene is None:
-            self._say("split view needs a level with a [scene] (the reference world draws it)")
+            self._say(NO_SCENE)
             return
         self.split = not self.split
         other = OTHER_WORLD[self.kind]
@@ -615,6 +619,8 @@ class Game:
         if not self.worker.busy and len(self.pending) >= FRAMES_PER_STEP:
             ticks, self.pending = self.pending[:FRAMES_PER_STEP], self.pending[FRAMES_PER_STEP:]
             start = self.last_sent.motion.pose
+            if self.split and not self.side_seen and self.t0 is not None:
+                self.filling = True  # the worker opens the other world first: seconds, and no frame dropped by play
             self.worker.submit(Job(ticks, self.next_step, self.generation, start, restore=self.restore,
                                    split=self.split, keep=self._held_states()))
             self.pacer.submitted(self.tick)
@@ -635,14 +641,16 @@ class Game:
         if job.split and result.side is None:
             self.split = False
             self._say(f"split view: {result.note}")
-        elif result.side is not None and not self.side_seen:
+        opened = result.side is not None and not self.side_seen  # the seconds it took are no stall of play
+        if opened:
             self.side_seen = True
-            self._say(f"split view: {self._split_label()}")
+            if self.split:  # and not if it was turned off while it opened
+                self._say(f"split view: {self._split_label()}")
         n = len(result.frames)
         for i, (tick, frame, sha1) in enumerate(zip(job.ticks, result.frames, result.sha1)):
             side = result.side[i] if result.side is not None else None
             self.buffer.append(Shown(frame, side, sha1, tick, job.step, result.step_ms,
-                                     snapshot=result.state if i == n - 1 else None))
+                                     snapshot=result.state if i == n - 1 else None, refill=opened and i == 0))
 
     def _rewind(self) -> None:
         """Back ~2 s: the world to a snapshot (with the next job), the camera to its motion state, the screen to
@@ -708,6 +716,8 @@ class Game:
                 self._say(CONTROLS_HINT, seconds=HINT_SECONDS)
         latency_ms = (now - shown.tick.sampled) * 1000
         frame = self.session.frames
+        if shown.refill:
+            self.session.resume()
         if self.last_shown is None or not at_rest(self.last_shown.tick.motion.pose, [shown.tick.motion.pose]):
             self.played += 1  # a frame of motion: what R takes back
         self.session.frame(now - self.t0, shown.step, shown.tick.motion.pose, shown.tick.input, shown.step_ms,

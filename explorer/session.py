@@ -7,7 +7,7 @@
         trajectory.jsonl   one line per presented video frame:
                            {"frame", "t", "step", "pose", "input", "step_ms", "latency_ms", "frame_sha1"}
                            and a line per rewind: {"event": "rewind", "frame", "to_frame", "to_step"}
-                           and per resume from the menu: {"event": "resume", "frame"}
+                           and per resume: {"event": "resume", "frame"}
 
 `threads` is the number of CPU threads a model world computed with (null for the reference world and on a GPU):
 a CPU's matmuls sum in an order that depends on it, so a replay computes with as many to reproduce the frames.
@@ -24,8 +24,9 @@ in seconds of play from frame 0 (time paused in the menu counts neither here nor
 world step that made it (0 for the first frame; every later step makes four frames, and a session only ever shows
 whole steps, except where the process died). A rewind line, only ever after a step's last frame, says that the
 world went back to its state after step `to_step` (whose last frame was `to_frame`) before the frame `frame`.
-A resume line says that play went on from the pause menu before the frame `frame`, the frames asked for before the
-menu all shown under it: the pipeline refills there, as at the start and after a rewind (older sessions have none).
+A resume line says that play went on before the frame `frame` after a wait the game did not pace: from the pause
+menu (the frames asked for before it all shown under it), or once the split view's other world had opened (the
+seconds that took). The pipeline refills there, as at the start and after a rewind (older sessions have none).
 `frame_sha1` is the SHA-1 of the world's frame at its native size, (H, W, 3) uint8 bytes, before any upscaling.
 
 Every line is flushed as it is written and `ended` is added to session.json only on a clean exit, so a crash

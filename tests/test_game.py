@@ -838,6 +838,55 @@ def test_the_first_split_view_says_the_other_world_is_opening():
     assert game.message[0] == "split view: reference | generated"
 
 
+def test_opening_the_split_views_other_world_is_not_dropped_frames(tmp_path, monkeypatch, xvfb):
+    # Its seconds counted as frames dropped by play: about 64 in the HUD and the session's numbers for one Tab.
+    if xvfb:
+        monkeypatch.setenv("DISPLAY", xvfb)
+        monkeypatch.setenv("SDL_VIDEODRIVER", "x11")
+
+    def open_world(kind, size):
+        if kind == "generated":
+            time.sleep(1.5)  # a model loading
+        return ReferenceWorld(size)
+
+    config = GameConfig(load_level("meadow"), "reference", SIZE, window=WINDOW, seconds=4.0, sessions_dir=tmp_path)
+    game = Game(config, open_world, ScriptedInput([InputState({"forward"})] * 200, {12: [pygame.K_TAB]}))
+    assert game.run() == 0
+    session = read_session(game.sessions[0])
+    [opened] = session.resumes  # logged before the first frame with both worlds: the pipeline refills there
+    assert 12 <= opened < 40 and session.frames[opened].t - session.frames[opened - 1].t > 1.0
+    assert summary(session)["dropped"] <= 2 and game.hud.dropped <= 4, (summary(session), game.hud.dropped)
+
+
+def test_the_split_label_is_not_said_once_split_view_is_off_again():
+    # Tab twice before the other world opened: "split view off", then its label as it came, with one picture.
+    from explorer.world_host import Job, Result
+    game = Game(GameConfig(load_level("meadow")), lambda kind, size: None, ScriptedInput([]))
+    game.kind, game.split, game.side_seen, game.message, game.generation = "reference", False, False, None, 0
+    game.buffer, game.filling = deque(), True
+    frame = np.zeros((4, 4, 3), np.uint8)
+    tick = game.last_sent = type("T", (), {})()
+    result = Result(Job([tick] * 4, 1, 0, None, split=True), [frame] * 4, ["0" * 40] * 4, 30.0, 1,
+                    side=[frame] * 4, note=None)
+    game._receive(result)
+    assert game.side_seen and game.message is None
+    assert [s.refill for s in game.buffer] == [True, False, False, False]
+
+
+def test_switch_world_on_a_level_without_a_scene_says_so_and_stays(tmp_path):
+    # It closed the session and began a new one, then said the reference world could not open, with a
+    # command-line hint (--world generated) to a player already in the generated world.
+    import matplotlib.pyplot as plt
+    plt.imsave(tmp_path / "start.png", np.full((72, 128, 3), 0.5))
+    level = tmp_path / "photo.toml"
+    level.write_text('[level]\nname = "photo"\nimage = "start.png"\n\n[start]\nposition = [0.0, 1.7, 0.0]\n')
+    game = Game(GameConfig(load_level(str(level))), lambda kind, size: None, ScriptedInput([]))
+    game.kind, game.message = "generated", None
+    game._restart = lambda *a, **k: pytest.fail("restarted")
+    game._choose("Switch world")
+    assert "reference world needs a [scene]" in game.message[0]
+
+
 def test_two_f12_presses_in_one_frame_make_two_files(tmp_path, monkeypatch, xvfb):
     # The request was a yes/no flag: two presses handled in the same loop pass made one file.
     if xvfb:
