@@ -134,8 +134,10 @@ def cmd_render(args) -> int:
         option = "--checkpoint" if args.checkpoint else "--random-weights" if args.random_weights else "--seed"
         raise InputError("command line", option, "the reference world has no model; add --world generated or "
                          "--world compare")
-    render_path(level=args.level, path=args.path, out=args.out, world_kind=args.world, size=args.size,
-                checkpoint=args.checkpoint, device=args.device, seed=args.seed or 0, random_config=args.random_weights)
+    frames = render_path(level=args.level, path=args.path, out=args.out, world_kind=args.world, size=args.size,
+                         checkpoint=args.checkpoint, device=args.device, seed=args.seed or 0,
+                         random_config=args.random_weights)
+    print(f"wrote {escape_controls(str(args.out))}: {frames} frames")  # as replay --out says
     return 0
 
 

@@ -29,7 +29,7 @@ def test_levels_lists_every_shipped_level(capsys):
         assert name in out
 
 
-def test_render_writes_one_frame_per_pose_and_is_deterministic(tmp_path):
+def test_render_writes_one_frame_per_pose_and_is_deterministic(tmp_path, capsys):
     from camera.paths import load_path
     level = list_levels()[0]
     path = PATHS_DIR / "walk.toml"
@@ -39,6 +39,7 @@ def test_render_writes_one_frame_per_pose_and_is_deterministic(tmp_path):
         out = tmp_path / f"walk{i}.mp4"
         assert main(["render", "--level", level.name, "--path", str(path), "--out", str(out),
                      "--size", "96x54"]) == 0
+        assert capsys.readouterr().out == f"wrote {out}: {expected} frames\n"  # it said nothing, done
         outs.append(read_video(out))
     assert outs[0].shape == (expected, 54, 96, 3)
     assert np.array_equal(outs[0], outs[1])
