@@ -650,7 +650,8 @@ class Game:
         for i, (tick, frame, sha1) in enumerate(zip(job.ticks, result.frames, result.sha1)):
             side = result.side[i] if result.side is not None else None
             self.buffer.append(Shown(frame, side, sha1, tick, job.step, result.step_ms,
-                                     snapshot=result.state if i == n - 1 else None, refill=opened and i == 0))
+                                     snapshot=result.state if i == n - 1 else None,
+                                     refill=opened and job.reset is None and i == 0))  # a reset refills anyway
 
     def _rewind(self) -> None:
         """Back ~2 s: the world to a snapshot (with the next job), the camera to its motion state, the screen to

@@ -872,6 +872,12 @@ def test_the_split_label_is_not_said_once_split_view_is_off_again():
     game._receive(result)
     assert game.side_seen and game.message is None
     assert [s.refill for s in game.buffer] == [True, False, False, False]
+    # a world opened (Restart, Switch world) in split view: its first frame is the start, not a refill to log
+    game.side_seen, game.buffer = False, deque()
+    reset = Result(Job([tick], 0, 0, None, reset=load_level("meadow"), split=True), [frame], ["0" * 40], 30.0, 1,
+                   side=[frame], note=None)
+    game._receive(reset)
+    assert game.side_seen and [s.refill for s in game.buffer] == [False]
 
 
 def test_switch_world_on_a_level_without_a_scene_says_so_and_stays(tmp_path):
