@@ -432,7 +432,7 @@ class Game:
         self.generation, self.next_step, self.restore = 0, 1, None
         self.t0: float | None = None          # when frame 0 was shown, on the play clock (the menu's time left out)
         self.first_shown = 0.0                # and on the wall clock: --seconds counts the menu's time too
-        self.last_shown: Shown | None = None
+        self.logged_pose: Pose | None = None  # the camera of the last frame logged (after a rewind: its target's)
         self.screen_pose = None               # the pose of the frame on screen (this world's): see _view_pose
         self.at_boundary = False              # the last frame shown was the last of its step
         self.filling = True                   # no step back yet since the start or a rewind: not a stall
@@ -669,6 +669,9 @@ class Game:
         # the camera lands at rest: the speed it had then would carry it on with no key held
         self.restore, self.motion = target.state, MotionState.at(target.motion.pose, target.motion.altitude)
         self.last_sent = Tick(self._clock(), InputState(), target.motion)
+        # the frame on screen is the target's: at rest, the frames after it are no motion (R again went back by the
+        # one frame that compared them with the frame before the rewind: "rewound 0.0 s")
+        self.logged_pose = target.motion.pose
         self.filling = True
         self._present(target.image, target.side, target.motion.pose)
         back = (now - target.played) / FPS
@@ -719,12 +722,12 @@ class Game:
         frame = self.session.frames
         if shown.refill:
             self.session.resume()
-        if self.last_shown is None or not at_rest(self.last_shown.tick.motion.pose, [shown.tick.motion.pose]):
+        if self.logged_pose is None or not at_rest(self.logged_pose, [shown.tick.motion.pose]):
             self.played += 1  # a frame of motion: what R takes back
         self.session.frame(now - self.t0, shown.step, shown.tick.motion.pose, shown.tick.input, shown.step_ms,
                            latency_ms, shown.sha1)
         self.hud.presented(FrameStats(now, shown.step_ms, latency_ms))
-        self.last_shown = shown
+        self.logged_pose = shown.tick.motion.pose
         self.at_boundary = shown.snapshot is not None
         if self.at_boundary:
             self.ring.push(Snapshot(frame, shown.step, self.played, shown.snapshot, shown.tick.motion, shown.frame,

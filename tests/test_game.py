@@ -519,6 +519,30 @@ def test_a_rewind_in_split_view_shows_both_worlds_at_once():
     assert len(shown[1]) == 1
 
 
+def test_r_again_at_rest_after_a_rewind_has_nothing_older(tmp_path, monkeypatch, xvfb):
+    # The first frame after a rewind was compared with the frame before it, counted as motion and kept as a
+    # snapshot: R again said "rewound 0.0 s (as far back as kept)" and nothing moved.
+    if xvfb:
+        monkeypatch.setenv("DISPLAY", xvfb)
+        monkeypatch.setenv("SDL_VIDEODRIVER", "x11")
+
+    class Watched(Game):
+        said: list = []
+
+        def _say(self, text, seconds=None):
+            self.said.append(text)
+            super()._say(text) if seconds is None else super()._say(text, seconds=seconds)
+
+    walk = [InputState({"right"})] * 12  # 0.5 s held (and a glide), then at rest: R goes back to the start
+    config = GameConfig(load_level("meadow"), "reference", SIZE, window=WINDOW, seconds=6.0, sessions_dir=tmp_path)
+    game = Watched(config, lambda kind, size: ReferenceWorld(size), ScriptedInput(walk, {60: [pygame.K_r],
+                                                                                         84: [pygame.K_r]}))
+    assert game.run() == 0
+    rewinds = [text for text in game.said if "rewound" in text or "rewind to" in text]
+    assert "as far back as kept" in rewinds[0] and rewinds[1:] == ["nothing older to rewind to"], rewinds
+    assert len(read_session(game.sessions[0]).rewinds) == 1
+
+
 def test_generated_world_session_with_a_rewind_replays_exactly(tmp_path, monkeypatch, xvfb):
     """The model's world (random weights of the tiny config) in a child process, as `explorer play` runs it: its
     state stays there and goes through the snapshot ring on a rewind, and the replay restores the same snapshot and
