@@ -384,7 +384,8 @@ def summary(session: Session) -> dict:
 
     Dropped: the ticks between two frames that showed no new one, netted over each stretch of play, so that a frame
     late by half a tick and the next one early by as much (the loop's timing jitter) count none, as in the HUD. The
-    start, each rewind and each resume from the menu are left out, since the pipeline refills."""
+    start, each rewind and each resume (from the menu, or once the split view's other world opened) are left out,
+    since the pipeline refills."""
     frames, fps = session.frames, session.header["fps"]
     refills = {1} | {r.frame for r in session.rewinds} | set(session.resumes)
     stretches, start = [], frames[0]
@@ -394,12 +395,17 @@ def summary(session: Session) -> dict:
             start = b
     stretches.append((start, frames[-1]))
     dropped = sum(max(0, round((b.t - a.t) * fps) - (b.frame - a.frame)) for a, b in stretches)
-    latency = [f.latency_ms for f in frames[1:] if f.latency_ms is not None]
-    steps = [f.step_ms for f in frames[1:]]
+    # nor does the step after a resume count in latency and step time: where the split view's other world opened,
+    # it holds the seconds that took (a step p99 of a second in a session of 10 ms steps)
+    opening = {frames[r].step for r in session.resumes if r < len(frames)}
+    timed = [f for f in frames[1:] if f.step not in opening]
+    latency = [f.latency_ms for f in timed if f.latency_ms is not None]
+    steps = [f.step_ms for f in timed]
     seconds = frames[-1].t
+    played = sum(b.t - a.t for a, b in stretches)  # the frame rate of play, the refills' waits left out too
     return {"world": session.header["world"], "size": "x".join(map(str, session.size)),
             "device": session.header["device"], "frames": len(frames), "seconds": round(seconds, 2),
-            "fps": round((len(frames) - 1) / seconds, 2) if seconds else None,
+            "fps": round(sum(b.frame - a.frame for a, b in stretches) / played, 2) if played else None,
             "dropped": int(dropped),
             "latency_ms_p50": _percentile(latency, 50), "latency_ms_p90": _percentile(latency, 90),
             "step_ms_p50": _percentile(steps, 50), "step_ms_p99": _percentile(steps, 99)}
