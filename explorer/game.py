@@ -478,11 +478,8 @@ class Game:
                 self.show_hud = not self.show_hud
             elif event.key == pygame.K_F11:
                 pygame.display.toggle_fullscreen()
-            elif event.key == pygame.K_F12:
-                if self.t0 is None:  # the session has no frame yet to name the picture by
-                    self._say("nothing to screenshot yet")
-                else:
-                    self.screenshots_requested += 1  # two presses within a frame: two files
+            elif event.key == pygame.K_F12:  # two presses within a frame: two files; before the world's first
+                self.screenshots_requested += 1  # frame (pressed as it opened), of that frame
             elif self.paused:
                 self._choose(self.menu.key(event.key))
             elif event.key == pygame.K_ESCAPE:
@@ -692,7 +689,7 @@ class Game:
         if view is not self.screen_pose:  # re-projecting: a ray of the camera now, in the camera of the frame on screen
             self.presenter.set_view(self.screen_pose.rotation().as_matrix().T @ view.rotation().as_matrix(), view.fov)
         self.presenter.draw(self.ctx.screen, size)
-        while self.screenshots_requested:
+        while self.screenshots_requested and self.screen_pose is not None:
             self._screenshot(size, self.session.frames - (shown is None))  # the frame on screen, logged or not
         pygame.display.flip()
         if shown is not None:
