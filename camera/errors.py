@@ -4,6 +4,7 @@ Its message is a single line that names the file and the field, e.g.
     levels/meadow.toml: scene.fog.density: must be between 0 and 1, got 3.0
 The command line prints it as it is and exits with code 2.
 """
+import errno
 import hashlib
 import json
 import math
@@ -173,5 +174,6 @@ def check_writable(folder: Path, source, field: str) -> None:
         handle, probe = tempfile.mkstemp(prefix=".explorer-write-test-", dir=folder)
         os.close(handle)
         os.unlink(probe)
-    except OSError as e:
-        raise InputError(source, field, f"cannot write into {folder} ({e.strerror or e})") from None
+    except OSError as e:  # /proc answers "no such file" for the one being made: said as what it means
+        reason = "it takes no new files" if e.errno == errno.ENOENT else e.strerror or e
+        raise InputError(source, field, f"cannot write into {folder} ({reason})") from None
