@@ -737,8 +737,8 @@ class Game:
         if self.message is not None and now > self.message[1]:
             self.message = None
         message = [self.message[0]] if self.message else []
-        if self.t0 is None and not self.paused:  # no picture of this world yet: the screen says why, above what was
-            message = [f"opening the {self.kind} world..."] + message  # said (F12 or R pressed: nothing yet)
+        if self.screen_pose is None and not self.paused:  # no picture of this world yet: the screen says why, above
+            message = [f"opening the {self.kind} world..."] + message  # what was said (R pressed: nothing yet)
         elif self.worker.busy and now - self.worker.submitted > STALL_SECONDS:  # under what was said (F12's file)
             message = message + [f"waiting for the world... {now - self.worker.submitted:.0f} s"]
         split = self._split_label() if self.split and self.side_seen else None

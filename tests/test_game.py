@@ -441,7 +441,7 @@ def test_the_screen_says_the_world_is_opening_until_its_first_frame(tmp_path, mo
 
         def _overlays(self, pose):
             super()._overlays(pose)
-            self.said.append((self.t0 is not None, tuple(self.message_panel._lines)))
+            self.said.append((self.screen_pose is not None, tuple(self.message_panel._lines)))
             if len(self.said) == 2:  # F12 over the empty screen: no picture named frame -1 in the session
                 pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_F12, mod=0, unicode="", scancode=0))
 
@@ -455,6 +455,8 @@ def test_the_screen_says_the_world_is_opening_until_its_first_frame(tmp_path, mo
     # F12 over the empty screen is a picture of the first frame (it said "nothing to screenshot yet", which, for a
     # press made while the window opened, came up over the first picture)
     assert [p.name for p in game.screenshots] == ["screenshot-00000.png"]
+    # without the opening line, which goes with the frame that ends it
+    assert after[0] == () and game.said[len(before)][0]
 
 
 def test_a_world_that_fails_before_its_first_frame_leaves_no_session_folder(tmp_path, monkeypatch, xvfb):
