@@ -187,9 +187,8 @@ def cmd_play(args) -> int:
     for path in game.sessions:  # the session's numbers (python -m explorer.session's), for whoever played unseen
         numbers = {k: "n/a" if v is None else v for k, v in summary(read_session(path)).items()}  # one frame: no rates
         print(f"{escape_controls(str(path))}: {numbers['frames']} frames in {numbers['seconds']} s "
-              f"({numbers['fps']} fps), "
-              f"{numbers['dropped']} dropped, latency p50 {numbers['latency_ms_p50']} ms, step p99 "
-              f"{numbers['step_ms_p99']} ms")
+              f"({numbers['fps']} fps), {numbers['dropped']} dropped, latency p50 {numbers['latency_ms_p50']} ms, "
+              f"step p99 {numbers['step_ms_p99']} ms")
     from explorer.game import XErrors
     if XErrors.window_gone:  # destroyed from outside: SDL's exit would wait forever for X to confirm the window
         import multiprocessing.util  # gone (under a window manager), so the process ends here, its session closed
@@ -239,8 +238,7 @@ def cmd_path_from_session(args) -> int:
                          f"({e.problem})") from None
     save_path(path, args.out)
     print(f"wrote {escape_controls(str(args.out))}: {len(path.keys)} {path.interpolation} keys for {len(poses)} "
-          f"frames, within "
-          f"{args.tolerance_m:g} m and {args.tolerance_deg:g} degrees of every recorded pose")
+          f"frames, within {args.tolerance_m:g} m and {args.tolerance_deg:g} degrees of every recorded pose")
     # A rewind took the world back where the path goes on: a generated world, whose frames depend on its past,
     # shows other frames from there (`replay --out` films exactly what was played).
     caveat = (f" (the generated world's frames differ from the session's after its first rewind, at frame "
