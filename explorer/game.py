@@ -514,9 +514,7 @@ class Game:
             self.done = True
         elif item == "Restart":
             self._restart(self.kind)
-        elif item == "Switch world" and OTHER_WORLD[self.kind] == "reference" and self.config.level.scene is None:
-            self._say(NO_SCENE)  # and the menu stays: the session goes on in the world it has
-        elif item == "Switch world":
+        elif item == "Switch world" and self._can_open(OTHER_WORLD[self.kind]):  # else the menu and session stay
             self._restart(OTHER_WORLD[self.kind], here=True)
 
     def _pause(self, on: bool, resume: bool = True) -> None:
@@ -527,8 +525,7 @@ class Game:
             # keyboard's state: by now it can hold the menu's own arrow key, pressed right after the Esc
             inp = self.inputs.take_pending()
             if inp != InputState():
-                self.motion, _ = control_step(self.motion, inp, self.config.controls, ground=self.ground)
-                self.pending.append(Tick(self._clock(), inp, self.motion))
+                self._integrate(inp)
             # the camera stops where it is: no glide after Resume
             self.motion = MotionState.at(self.motion.pose, self.motion.altitude)
             # and the step being gathered is filled with frames at rest and sent, so that the picture under the menu
@@ -582,9 +579,16 @@ class Game:
             return f"{self.kind} above | {other} below"
         return f"{self.kind} | {other}"
 
-    def _toggle_split(self) -> None:
-        if self.config.level.scene is None:
+    def _can_open(self, kind: str) -> bool:
+        """Whether a world of `kind` can open on this level; if not, said on screen (the reference world draws the
+        level's [scene], which a level of a start image alone lacks)."""
+        if kind == "reference" and self.config.level.scene is None:
             self._say(NO_SCENE)
+            return False
+        return True
+
+    def _toggle_split(self) -> None:
+        if not self._can_open("reference"):  # one of its two worlds
             return
         self.split = not self.split
         other = OTHER_WORLD[self.kind]
@@ -609,8 +613,7 @@ class Game:
                 self.pacer.received(self.tick)
             self._receive(result)
         if inp is not None:
-            self.motion, _ = control_step(self.motion, inp, self.config.controls, ground=self.ground)
-            self.pending.append(Tick(self._clock(), inp, self.motion))
+            self._integrate(inp)
         if self.rewind_requested and self.at_boundary:
             self._rewind()
         if not self.worker.busy and len(self.pending) >= FRAMES_PER_STEP:
@@ -622,6 +625,11 @@ class Game:
                                    split=self.split, keep=self._held_states()))
             self.pacer.submitted(self.tick)
             self.last_sent, self.next_step, self.restore = ticks[-1], self.next_step + 1, None
+
+    def _integrate(self, inp: InputState) -> None:
+        """The camera moved by one frame's input, its pose the next to send to the world."""
+        self.motion, _ = control_step(self.motion, inp, self.config.controls, ground=self.ground)
+        self.pending.append(Tick(self._clock(), inp, self.motion))
 
     def _held_states(self) -> tuple[int, ...]:
         """The tokens of the world states the game may still rewind to: the ring's and the buffered frames'."""

@@ -181,7 +181,7 @@ class Session:
     frames: list[FrameRecord]
     rewinds: list[Rewind]
     torn: bool  # the last line was cut short (the process died while writing it) and was left out
-    resumes: list[int] = field(default_factory=list)  # the first frame after each resume from the menu
+    resumes: list[int] = field(default_factory=list)  # the first frame after each resume (menu, split view opened)
 
     @property
     def ended(self) -> bool:

@@ -58,6 +58,15 @@ def xvfb():
         server.wait(timeout=10)
 
 
+@pytest.fixture
+def window(xvfb, monkeypatch):
+    """The test's windows open on the Xvfb display (where there is none, on SDL's offscreen driver); the display."""
+    if xvfb:
+        monkeypatch.setenv("DISPLAY", xvfb)
+        monkeypatch.setenv("SDL_VIDEODRIVER", "x11")
+    return xvfb
+
+
 def display_env(xvfb) -> dict:
     """The environment of a command that should open its window on our display."""
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
@@ -107,10 +116,7 @@ def shows(screenshot: np.ndarray, frame: np.ndarray) -> float:
     return float(np.abs(small[rows] - frame[rows].astype(float)).mean())
 
 
-def test_scripted_play_logs_every_frame_rewinds_splits_and_replays(tmp_path, monkeypatch, xvfb):
-    if xvfb:
-        monkeypatch.setenv("DISPLAY", xvfb)
-        monkeypatch.setenv("SDL_VIDEODRIVER", "x11")
+def test_scripted_play_logs_every_frame_rewinds_splits_and_replays(tmp_path, window):
     level = load_level("meadow")
     forward, turn = 36, 24
     inputs = [InputState({"forward"})] * forward + [InputState(mouse=(10.0, 0.0))] * turn
@@ -183,12 +189,9 @@ def test_scripted_play_logs_every_frame_rewinds_splits_and_replays(tmp_path, mon
     assert main(["replay", str(game.sessions[0]), "--check"]) == 0
 
 
-def test_a_mouse_turn_shows_on_screen_before_the_world_draws_it(tmp_path, monkeypatch, xvfb):
+def test_a_mouse_turn_shows_on_screen_before_the_world_draws_it(tmp_path, monkeypatch, window):
     """The screen shows the camera's newest orientation (the frame on screen, re-projected), not the ~5 frames older
     one the world drew; with reprojection off, the frame as it is."""
-    if xvfb:
-        monkeypatch.setenv("DISPLAY", xvfb)
-        monkeypatch.setenv("SDL_VIDEODRIVER", "x11")
     monkeypatch.setattr("explorer.hud.HUD_REFRESH", 0.0)  # the HUD's numbers as of each draw
     level = load_level("meadow")
     turning = [InputState(mouse=(-30.0, 0.0))] * 200  # 3.6 degrees left a frame: 86 degrees a second
@@ -223,15 +226,12 @@ def test_a_mouse_turn_shows_on_screen_before_the_world_draws_it(tmp_path, monkey
     assert errors[False][1] < 0.6 * errors[False][0], errors  # off: the frame the world drew
 
 
-def test_time_in_the_pause_menu_is_not_play_time(tmp_path, monkeypatch, xvfb):
+def test_time_in_the_pause_menu_is_not_play_time(tmp_path, window):
     """Esc opens the menu for ~1.5 s mid-walk: the log's clock and latencies leave the pause out, so the session
     shows no gap and no dropped frames (it used to count the whole pause as both). --seconds is the wall clock's:
     a run with the menu open still ends (a demo left paused, or paused by a lost focus, used to run for ever)."""
     import threading
     from explorer.session import summary
-    if xvfb:
-        monkeypatch.setenv("DISPLAY", xvfb)
-        monkeypatch.setenv("SDL_VIDEODRIVER", "x11")
 
     def press(key=pygame.K_ESCAPE):
         pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=key, mod=0, unicode="", scancode=0))
@@ -262,14 +262,11 @@ def test_time_in_the_pause_menu_is_not_play_time(tmp_path, monkeypatch, xvfb):
     assert game.inputs.keys_seen == [pygame.K_ESCAPE], game.inputs.keys_seen
 
 
-def test_the_menu_shows_what_was_in_flight_and_play_goes_on_from_rest(tmp_path, monkeypatch, xvfb):
+def test_the_menu_shows_what_was_in_flight_and_play_goes_on_from_rest(tmp_path, window):
     """Esc mid-walk and mid-turn: under the menu the world's frames for what was played before it are shown (the
     picture used to stay a step or two behind the camera there, a dark band where the turn had gone on), and after
     Resume the camera does not glide on by itself (it went on ~1 m with no key held)."""
     import threading
-    if xvfb:
-        monkeypatch.setenv("DISPLAY", xvfb)
-        monkeypatch.setenv("SDL_VIDEODRIVER", "x11")
     seen = {}
 
     def press(key=pygame.K_ESCAPE):
@@ -316,12 +313,9 @@ def test_the_menu_shows_what_was_in_flight_and_play_goes_on_from_rest(tmp_path, 
     assert summary(session)["dropped"] <= 1, summary(session)  # and is not dropped frames (it counted 3 to 4)
 
 
-def test_the_walk_pauses_when_the_window_loses_focus(tmp_path, monkeypatch, xvfb):
+def test_the_walk_pauses_when_the_window_loses_focus(tmp_path, window):
     """Alt-tab mid-walk: the menu opens and the world waits, as Esc would; the session does not go on without the
     player (it used to walk on, generating, until the window came back)."""
-    if xvfb:
-        monkeypatch.setenv("DISPLAY", xvfb)
-        monkeypatch.setenv("SDL_VIDEODRIVER", "x11")
 
     class LoseFocusOnce(ScriptedInput):
         def sample(self):
@@ -337,13 +331,10 @@ def test_the_walk_pauses_when_the_window_loses_focus(tmp_path, monkeypatch, xvfb
     assert 24 <= frames < 48, frames  # without the pause: 3.5 s x 24 fps
 
 
-def test_switch_world_keeps_the_place_and_restart_goes_back_to_the_start(tmp_path, monkeypatch, xvfb):
+def test_switch_world_keeps_the_place_and_restart_goes_back_to_the_start(tmp_path, window):
     """Walk 1 s, then Switch world in the menu: the other world opens where the camera was (it used to open at the
     level's start, unsaid); Restart there goes back to the start."""
     import threading
-    if xvfb:
-        monkeypatch.setenv("DISPLAY", xvfb)
-        monkeypatch.setenv("SDL_VIDEODRIVER", "x11")
 
     def press(*keys):
         for key in keys:
@@ -372,10 +363,7 @@ def test_switch_world_keeps_the_place_and_restart_goes_back_to_the_start(tmp_pat
     assert third.frames[0].pose == level.start  # restarted at the start
 
 
-def test_mouse_sensitivity_and_invert_y_steer_the_camera_and_are_logged(tmp_path, monkeypatch, xvfb):
-    if xvfb:
-        monkeypatch.setenv("DISPLAY", xvfb)
-        monkeypatch.setenv("SDL_VIDEODRIVER", "x11")
+def test_mouse_sensitivity_and_invert_y_steer_the_camera_and_are_logged(tmp_path, window):
     controls = ControlSettings(mouse_sensitivity=0.3, invert_y=True)
     level = load_level("meadow")
     config = GameConfig(level, "reference", SIZE, window=WINDOW, seconds=1.5, sessions_dir=tmp_path, controls=controls)
@@ -394,10 +382,7 @@ def test_mouse_sensitivity_and_invert_y_steer_the_camera_and_are_logged(tmp_path
     assert [f.pose for f in session.frames[1:]] == poses  # the logged settings turn the logged input into the poses
 
 
-def test_a_world_that_keeps_the_loop_waiting_is_said_on_screen(tmp_path, monkeypatch, xvfb):
-    if xvfb:
-        monkeypatch.setenv("DISPLAY", xvfb)
-        monkeypatch.setenv("SDL_VIDEODRIVER", "x11")
+def test_a_world_that_keeps_the_loop_waiting_is_said_on_screen(tmp_path, window):
 
     class StallingWorld(ReferenceWorld):
         def step(self, poses):
@@ -424,12 +409,9 @@ def test_a_world_that_keeps_the_loop_waiting_is_said_on_screen(tmp_path, monkeyp
     assert any(line.startswith("waiting for the world...") for line in game.said), game.said
 
 
-def test_the_screen_says_the_world_is_opening_until_its_first_frame(tmp_path, monkeypatch, xvfb):
+def test_the_screen_says_the_world_is_opening_until_its_first_frame(tmp_path, window):
     """A world whose first frame takes a while: the message stays up over the empty screen until the picture comes
     (it used to go with the first tick, leaving a black screen)."""
-    if xvfb:
-        monkeypatch.setenv("DISPLAY", xvfb)
-        monkeypatch.setenv("SDL_VIDEODRIVER", "x11")
 
     class SlowStart(ReferenceWorld):
         def reset(self, level, seed=0):
@@ -459,10 +441,7 @@ def test_the_screen_says_the_world_is_opening_until_its_first_frame(tmp_path, mo
     assert after[0] == () and game.said[len(before)][0]
 
 
-def test_a_world_that_fails_before_its_first_frame_leaves_no_session_folder(tmp_path, monkeypatch, xvfb):
-    if xvfb:
-        monkeypatch.setenv("DISPLAY", xvfb)
-        monkeypatch.setenv("SDL_VIDEODRIVER", "x11")
+def test_a_world_that_fails_before_its_first_frame_leaves_no_session_folder(tmp_path, window):
 
     class BrokenWorld(ReferenceWorld):
         def reset(self, level, seed=0):
@@ -476,10 +455,7 @@ def test_a_world_that_fails_before_its_first_frame_leaves_no_session_folder(tmp_
     assert game.sessions == [] and list(sessions.iterdir()) == []
 
 
-def test_restart_from_the_menu_closes_it_before_the_new_world_opens(tmp_path, monkeypatch, xvfb):
-    if xvfb:
-        monkeypatch.setenv("DISPLAY", xvfb)
-        monkeypatch.setenv("SDL_VIDEODRIVER", "x11")
+def test_restart_from_the_menu_closes_it_before_the_new_world_opens(tmp_path, window):
 
     class Watched(Game):
         menu_while_opening: list = []
@@ -521,12 +497,9 @@ def test_a_rewind_in_split_view_shows_both_worlds_at_once():
     assert len(shown[1]) == 1
 
 
-def test_r_again_at_rest_after_a_rewind_has_nothing_older(tmp_path, monkeypatch, xvfb):
+def test_r_again_at_rest_after_a_rewind_has_nothing_older(tmp_path, window):
     # The first frame after a rewind was compared with the frame before it, counted as motion and kept as a
     # snapshot: R again said "rewound 0.0 s (as far back as kept)" and nothing moved.
-    if xvfb:
-        monkeypatch.setenv("DISPLAY", xvfb)
-        monkeypatch.setenv("SDL_VIDEODRIVER", "x11")
 
     class Watched(Game):
         said: list = []
@@ -545,14 +518,11 @@ def test_r_again_at_rest_after_a_rewind_has_nothing_older(tmp_path, monkeypatch,
     assert len(read_session(game.sessions[0]).rewinds) == 1
 
 
-def test_generated_world_session_with_a_rewind_replays_exactly(tmp_path, monkeypatch, xvfb):
+def test_generated_world_session_with_a_rewind_replays_exactly(tmp_path, window):
     """The model's world (random weights of the tiny config) in a child process, as `explorer play` runs it: its
     state stays there and goes through the snapshot ring on a rewind, and the replay restores the same snapshot and
     reproduces every frame."""
     from world.make import WorldOpener
-    if xvfb:
-        monkeypatch.setenv("DISPLAY", xvfb)
-        monkeypatch.setenv("SDL_VIDEODRIVER", "x11")
     inputs = [InputState({"forward"}, (4.0, 0.0))] * 200
     config = GameConfig(load_level("meadow"), "generated", window=WINDOW, seconds=3.0, sessions_dir=tmp_path,
                         random_weights="tiny", world_process=True)
@@ -865,11 +835,8 @@ def test_the_first_split_view_says_the_other_world_is_opening():
     assert game.message[0] == "split view: reference | generated"
 
 
-def test_opening_the_split_views_other_world_is_not_dropped_frames(tmp_path, monkeypatch, xvfb):
+def test_opening_the_split_views_other_world_is_not_dropped_frames(tmp_path, window):
     # Its seconds counted as frames dropped by play: about 64 in the HUD and the session's numbers for one Tab.
-    if xvfb:
-        monkeypatch.setenv("DISPLAY", xvfb)
-        monkeypatch.setenv("SDL_VIDEODRIVER", "x11")
 
     def open_world(kind, size):
         if kind == "generated":
@@ -922,11 +889,8 @@ def test_switch_world_on_a_level_without_a_scene_says_so_and_stays(tmp_path):
     assert "reference world needs a [scene]" in game.message[0]
 
 
-def test_two_f12_presses_in_one_frame_make_two_files(tmp_path, monkeypatch, xvfb):
+def test_two_f12_presses_in_one_frame_make_two_files(tmp_path, window):
     # The request was a yes/no flag: two presses handled in the same loop pass made one file.
-    if xvfb:
-        monkeypatch.setenv("DISPLAY", xvfb)
-        monkeypatch.setenv("SDL_VIDEODRIVER", "x11")
     config = GameConfig(load_level("meadow"), "reference", SIZE, window=WINDOW, seconds=1.5, sessions_dir=tmp_path)
     game = Game(config, lambda kind, size: ReferenceWorld(size), ScriptedInput([], {8: [pygame.K_F12, pygame.K_F12]}))
     assert game.run() == 0
@@ -934,11 +898,8 @@ def test_two_f12_presses_in_one_frame_make_two_files(tmp_path, monkeypatch, xvfb
     assert game.screenshots[1].name == game.screenshots[0].stem + "-2.png"
 
 
-def test_a_screenshot_that_cannot_be_saved_is_said_on_screen_and_play_goes_on(tmp_path, monkeypatch, xvfb, capfd):
+def test_a_screenshot_that_cannot_be_saved_is_said_on_screen_and_play_goes_on(tmp_path, monkeypatch, window, capfd):
     # The saver thread printed a traceback, and the screen said the file had been saved.
-    if xvfb:
-        monkeypatch.setenv("DISPLAY", xvfb)
-        monkeypatch.setenv("SDL_VIDEODRIVER", "x11")
 
     def full_disk(surface, path):
         raise pygame.error(f"Couldn't open {path}")
@@ -951,12 +912,9 @@ def test_a_screenshot_that_cannot_be_saved_is_said_on_screen_and_play_goes_on(tm
     assert "Traceback" not in capfd.readouterr().err
 
 
-def test_the_first_picture_says_how_to_walk(tmp_path, monkeypatch, xvfb):
+def test_the_first_picture_says_how_to_walk(tmp_path, window):
     # The HUD lists F1, F12, R, Tab and Esc; nothing on screen said that WASD and the mouse move the camera.
     from explorer.game import CONTROLS_HINT
-    if xvfb:
-        monkeypatch.setenv("DISPLAY", xvfb)
-        monkeypatch.setenv("SDL_VIDEODRIVER", "x11")
     config = GameConfig(load_level("meadow"), "reference", SIZE, window=WINDOW, seconds=1.0, sessions_dir=tmp_path)
     game = Game(config, lambda kind, size: ReferenceWorld(size), ScriptedInput([]))
     assert game.run() == 0
