@@ -48,6 +48,22 @@ def escape_controls(text: str) -> str:
     return CONTROL_CHARACTERS.sub(lambda m: repr(m.group())[1:-1], text)
 
 
+def shell_word(text: str) -> str:
+    """`text` quoted for a shell, on one line: a name with a control character in it (a newline) is written in the
+    $'...' form of bash, zsh and POSIX 2024 with the character escaped, where shlex.quote keeps it raw and breaks
+    the line a hint is printed on."""
+    import shlex
+    if not CONTROL_CHARACTERS.search(text):
+        return shlex.quote(text)
+    def escaped(c: str) -> str:
+        if c in "\\'":
+            return "\\" + c
+        if CONTROL_CHARACTERS.fullmatch(c):
+            return f"\\x{ord(c):02x}" if ord(c) < 0x80 else f"\\u{ord(c):04x}"
+        return c
+    return "$'" + "".join(map(escaped, text)) + "'"
+
+
 class InputError(ValueError):
     """Bad input from a user-supplied file or argument; the message names the file and the field."""
 

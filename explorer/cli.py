@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from camera.controls import ControlSettings
-from camera.errors import InputError, check_writable, escape_controls, refuse_overwriting
+from camera.errors import InputError, check_writable, escape_controls, refuse_overwriting, shell_word
 from model.training.options import STAGES
 from world.base import MAX_SEED
 from world.dataset import HELD_OUT_SEEDS
@@ -208,8 +208,6 @@ def cmd_replay(args) -> int:
 
 
 def cmd_path_from_session(args) -> int:
-    import shlex
-
     from camera.errors import check_output_path
     from camera.paths import check_path, path_from_poses, save_path
     from explorer.replay import session_checkpoint
@@ -242,7 +240,7 @@ def cmd_path_from_session(args) -> int:
     # A rewind took the world back where the path goes on: a generated world, whose frames depend on its past,
     # shows other frames from there (`replay --out` films exactly what was played).
     caveat = (f" (the generated world's frames differ from the session's after its first rewind, at frame "
-              f"{session.rewinds[0].frame}; `explorer replay {shlex.quote(str(args.session))} --out walk.mp4` films "
+              f"{session.rewinds[0].frame}; `explorer replay {shell_word(str(args.session))} --out walk.mp4` films "
               f"exactly what was played)" if session.rewinds and session.header["world"] == "generated" else "")
     try:  # the model where it is now (the recorded file, or the shipped one if the same)
         model = session_checkpoint(session)
@@ -275,7 +273,6 @@ def cmd_path_from_session(args) -> int:
 def render_options(header: dict, path, model: str | None) -> list[str]:
     """`explorer render`'s options for the world a session was played in (its level, world, seed, and `model`:
     its checkpoint where the file is now): a path alone would be rendered with seed 0 and the shipped model."""
-    import shlex
     from model.checkpoint import default_checkpoint_path
     level = header["level"]["path"] if Path(header["level"]["path"]).is_file() else header["level"]["name"]
     options = ["--level", level, "--path", str(path), "--out", "walk.mp4", "--world", header["world"]]
@@ -288,7 +285,7 @@ def render_options(header: dict, path, model: str | None) -> list[str]:
             options += ["--seed", str(header["seed"])]
     else:  # at the size it was played at, not render's default
         options += ["--size", "x".join(map(str, header["size"]))]
-    return [shlex.quote(option) for option in options]
+    return [shell_word(option) for option in options]
 
 
 def cmd_data(args) -> int:

@@ -342,3 +342,28 @@ def test_path_from_session_hints_only_what_render_takes(tmp_path, capsys):
         "--random-weights with one of tiny, mini" in remarks, remarks
     options, remarks = hint(world="generated", random_config="tiny")
     assert options[options.index("--random-weights") + 1] == "tiny" and not remarks
+
+
+def test_path_from_session_hint_quotes_a_name_with_a_newline_on_one_line(tmp_path, capsys):
+    # shlex.quote kept a newline raw: the hint's render command broke over two lines, the second a bare word.
+    import subprocess
+    from explorer.cli import main
+    writer, _ = write_session(tmp_path / "s")
+    writer.close()
+    out = tmp_path / "my\nwalk's.toml"
+    assert main(["path", "from-session", str(writer.path), "--out", str(out)]) == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    command = line.removeprefix("to film the same camera path: explorer render ").partition(" (")[0]
+    assert command != line and "\n" not in command
+    words = subprocess.run(["bash", "-c", f"printf '%s\\0' {command}"], capture_output=True, check=True).stdout
+    assert words.split(b"\0")[3] == str(out).encode(), words  # --level L --path P
+
+
+def test_shell_word_reads_back_as_the_text_it_quotes():
+    import subprocess
+    from camera.errors import shell_word
+    for text in ("plain", "a b", "it's", "x\ny", "tab\there", "\x01\x7f", "nl\u2028sep", "\x85é", "a\\'b\n"):
+        quoted = shell_word(text)
+        assert "\n" not in quoted
+        shown = subprocess.run(["bash", "-c", f"printf '%s' {quoted}"], capture_output=True, check=True).stdout
+        assert shown.decode() == text, (text, quoted)
