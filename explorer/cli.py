@@ -408,8 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="show the world's frames as they are: by default the picture turns with the mouse at once "
                    "(the frame on screen re-projected), before the world's frames for the turn come")
     p.add_argument("--seconds", type=positive_float, default=None,
-                   help="quit by itself this many seconds after the first frame, time in the menu included "
-                   "(demos, tests)")
+                   help="quit by itself this many seconds after the first frame, time in the menu and the "
+                   "sessions after Restart or Switch world included (demos, tests)")
     p.add_argument("--sessions-dir", type=folder, default="sessions",
                    help="where session logs go, one folder per session (default: ./sessions)")
     p.set_defaults(run=cmd_play)

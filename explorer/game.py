@@ -84,7 +84,7 @@ class GameConfig:
     seed: int = 0
     window: tuple[int, int] = (1280, 720)
     fullscreen: bool = False
-    seconds: float | None = None               # quit by itself after this long (from the first frame; wall clock)
+    seconds: float | None = None               # quit by itself after this long (from the game's first frame; wall clock)
     sessions_dir: Path = Path("sessions")
     random_weights: str | None = None          # the generated world is an untrained model of this config: warn
     world_process: bool = False                # run the worlds in a child process (open_world must be picklable)
@@ -343,6 +343,7 @@ class Game:
         # time in the menu is off the play clock, from when the frames asked for before it are shown (`_settle`)
         self.paused, self.paused_seconds, self.paused_since = False, 0.0, None
         self.worker: Worker | None = None
+        self.first_shown: float | None = None  # the game's first frame on the wall clock: --seconds counts from it
 
     # --- the loop ---
     def run(self) -> int:
@@ -374,7 +375,7 @@ class Game:
                 self._step(inp)                   # step
                 self._draw(advance=not self.paused or bool(self.buffer))  # draw (under the menu: what is in flight)
                 self._settle()
-                if self.config.seconds is not None and self.t0 is not None \
+                if self.config.seconds is not None and self.first_shown is not None \
                         and time.perf_counter() - self.first_shown >= self.config.seconds:
                     self.done = True
                 missed = ticker.wait()
@@ -431,7 +432,6 @@ class Game:
         self.played = -1                      # frames of motion on the screen's timeline after frame 0 (Snapshot)
         self.generation, self.next_step, self.restore = 0, 1, None
         self.t0: float | None = None          # when frame 0 was shown, on the play clock (the menu's time left out)
-        self.first_shown = 0.0                # and on the wall clock: --seconds counts the menu's time too
         self.logged_pose: Pose | None = None  # the camera of the last frame logged (after a rewind: its target's)
         self.screen_pose = None               # the pose of the frame on screen (this world's): see _view_pose
         self.at_boundary = False              # the last frame shown was the last of its step
@@ -720,7 +720,9 @@ class Game:
 
     def _log(self, shown: Shown, now: float) -> None:
         if self.t0 is None:
-            self.t0, self.first_shown = now, time.perf_counter()
+            self.t0 = now
+            if self.first_shown is None:  # not again after Restart or Switch world: --seconds is the game's, menu too
+                self.first_shown = time.perf_counter()
             if len(self.sessions) == 1 and self.message is None:  # the game's first picture: how to play it
                 self._say(CONTROLS_HINT, seconds=HINT_SECONDS)
         latency_ms = (now - shown.tick.sampled) * 1000

@@ -473,6 +473,9 @@ def test_restart_from_the_menu_closes_it_before_the_new_world_opens(tmp_path, wi
     game = Watched(config, lambda kind, size: ReferenceWorld(size), ScriptedInput([InputState()] * 200, keys))
     assert game.run() == 0
     assert len(game.sessions) == 2 and not game.paused
+    # --seconds counts from the game's first frame, not again from the new world's (it ran 1 s + 3 s)
+    frames = [len(read_session(path).frames) for path in game.sessions]
+    assert frames[1] > 0 and sum(frames) <= 3.0 * 24 + 12, frames
     # at the start; at the restart, before the old world closes (saying what comes) and after; at the end
     assert game.menu_while_opening == [False, False, (False, "opening the reference world..."), False,
                                        (False, None)], game.menu_while_opening
