@@ -124,6 +124,7 @@ class Menu:
         """Each time the menu opens: Resume selected, and where the pointer is not yet known."""
         self.selected = 0
         self._pointed: str | None = "unknown"  # the item under the pointer at its last move
+        self._aimed: str | None = None  # the item the player moved the pointer onto (not where it was released)
 
     def lines(self) -> list[str]:
         return ["Paused"] + [("> " if i == self.selected else "   ") + item for i, item in enumerate(MENU_ITEMS)]
@@ -142,15 +143,16 @@ class Menu:
 
     def click(self, pos: tuple[int, int], rect: tuple[int, int, int, int], button: int) -> str | None:
         """The chosen item's name for a mouse button pressed at window pixel `pos`, or None. The left button chooses
-        the marked item when the pointer is on it, and otherwise marks the item under the pointer: the released
-        pointer sits over the middle of the menu, and a click there to get back into the game used to restart it.
-        The wheel moves the marker; the other buttons do nothing."""
+        the item under the pointer when it is marked or the player moved the pointer onto it (the wheel or the
+        arrows may have moved the marker since), and otherwise marks it: the released pointer sits over the middle
+        of the menu, and a click there to get back into the game used to restart it. The wheel moves the marker;
+        the other buttons do nothing."""
         if button in (MOUSE_WHEEL_UP, MOUSE_WHEEL_DOWN):
             return self.key(pygame.K_UP if button == MOUSE_WHEEL_UP else pygame.K_DOWN)
         item = self.item_at(pos, rect)
         if button != MOUSE_LEFT or item is None:
             return None
-        if MENU_ITEMS.index(item) == self.selected:
+        if MENU_ITEMS.index(item) == self.selected or item == self._aimed:
             return item
         self.selected = MENU_ITEMS.index(item)
         return None
@@ -171,6 +173,8 @@ class Menu:
         after opening only notes where the pointer is: releasing the mouse puts it over the middle of the menu, and
         that must not move the selection away from Resume."""
         item = self.item_at(pos, rect)
-        if item is not None and self._pointed != "unknown" and item != self._pointed:
-            self.selected = MENU_ITEMS.index(item)
+        if self._pointed != "unknown" and item != self._pointed:
+            if item is not None:
+                self.selected = MENU_ITEMS.index(item)
+            self._aimed = item
         self._pointed = item

@@ -272,6 +272,19 @@ def test_a_click_chooses_only_the_marked_item_and_the_wheel_only_moves_the_marke
     assert menu.click(middle, rect, 5) is None and menu.selected == 1  # the wheel down moves the marker a row
     assert menu.click(middle, rect, 4) is None and menu.click(middle, rect, 4) is None and menu.selected == 0
     assert menu.click((rect[0] - 5, rect[1]), rect, 1) is None and menu.selected == 0  # off the menu: nothing
+    # The pointer moved onto Resume, the wheel moved the marker to Restart: a click on Resume chose nothing and
+    # only marked it again (a second click was needed). The item the player pointed at is chosen.
+    menu.open()
+    menu.hover(middle, rect)  # where the released pointer is
+    menu.hover(on("Resume"), rect)  # moved onto Resume: marked
+    assert menu.click(on("Resume"), rect, 5) is None and menu.selected == 1
+    assert menu.click(on("Resume"), rect, 1) == "Resume"
+    menu.open()
+    menu.hover(middle, rect)
+    menu.hover(on("Resume"), rect)
+    menu.hover((rect[0] - 5, rect[1]), rect)  # and off the menu again
+    menu.key(pygame.K_DOWN)
+    assert menu.click(middle, rect, 1) is None  # never pointed at since: only marked
 
 
 @pytest.mark.parametrize("yaw, pitch", [(6.0, 0.0), (-6.0, 0.0), (0.0, 4.0), (3.0, -3.0)])
