@@ -36,7 +36,7 @@ from scipy.interpolate import CubicHermiteSpline
 from scipy.spatial.transform import Rotation, RotationSpline, Slerp
 
 from camera.errors import InputError, is_number, read_toml, write_replacing
-from camera.pose import PITCH_LIMIT, Pose, check_pose_limits
+from camera.pose import PITCH_LIMIT, REST_DEGREES, REST_METRES, Pose, at_rest, check_pose_limits
 
 INTERPOLATIONS = ("catmull-rom", "linear")
 DEFAULT_FOV = 60.0
@@ -190,6 +190,11 @@ def path_from_poses(poses: Sequence[Pose], fps: float = 24.0, tolerance_m: float
     tolerance, add the worst frame of every offending segment (Douglas-Peucker on time, but checked
     against the real spline, whose tangents reach across neighbouring keys).
 
+    Where the camera stands still (frames within half the rest bounds of the one the standstill starts
+    at, `at_rest`), the path follows it within a quarter of them, not the tolerance, and so stays at rest
+    there: a camera at rest does not run the generated world, and a path that crept a centimetre over a
+    standstill had the world make new frames where play had held its picture.
+
     interpolation None tries both and keeps the one with fewer keys (Catmull-Rom on a tie): played
     sessions turn with the mouse, whose kinks linear paths follow with one key each while Catmull-Rom
     overshoots them; smooth motion is the other way round."""
@@ -203,14 +208,22 @@ def path_from_poses(poses: Sequence[Pose], fps: float = 24.0, tolerance_m: float
     true_pos = np.array([p.position for p in poses])
     true_rot = Rotation.concatenate([p.rotation() for p in poses])
     true_fov = np.array([p.fov for p in poses])
+    still, start = np.zeros(len(poses), bool), 0
+    for i in range(1, len(poses)):
+        if at_rest(poses[start], [poses[i]], within=0.5):
+            still[start] = still[i] = True
+        else:
+            start = i
+    metres = np.where(still, REST_METRES / 4, tolerance_m)
+    degrees = np.where(still, REST_DEGREES / 4, tolerance_deg)
     chosen = [0, len(poses) - 1]
     while True:
         path = CameraPath(fps, interpolation, False, [every[i] for i in chosen])
         pos, rot, fov, _ = _interpolate(path, times)
         error = np.maximum.reduce([
-            np.linalg.norm(pos - true_pos, axis=1) / tolerance_m,
-            np.degrees((rot.inv() * true_rot).magnitude()) / tolerance_deg,
-            np.abs(fov - true_fov) / tolerance_deg])  # (n,) in units of the tolerance
+            np.linalg.norm(pos - true_pos, axis=1) / metres,
+            np.degrees((rot.inv() * true_rot).magnitude()) / degrees,
+            np.abs(fov - true_fov) / degrees])  # (n,) in units of the tolerance
         worst = [a + int(np.argmax(error[a:b + 1])) for a, b in zip(chosen[:-1], chosen[1:])]
         worst = [i for i in worst if error[i] > 1.0]
         if not worst:

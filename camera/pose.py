@@ -49,14 +49,15 @@ def heading(angle: float) -> float:
 REST_METRES, REST_DEGREES = 1e-3, 0.02  # a camera that stays this close to a pose is at rest there
 
 
-def at_rest(there: Pose, poses) -> bool:
+def at_rest(there: Pose, poses, within: float = 1.0) -> bool:
     """Whether every pose in `poses` is where `there` is, within REST_METRES and REST_DEGREES (position, yaw, pitch,
-    roll, fov): the worlds are static, so a camera at rest sees the same picture."""
+    roll, fov), or that fraction `within` of them: the worlds are static, so a camera at rest sees the same picture."""
     def angle(a: float, b: float) -> float:
         return abs((a - b + 180.0) % 360.0 - 180.0)
-    return all(np.abs(np.subtract(p.position, there.position)).max() < REST_METRES
+    metres, degrees = REST_METRES * within, REST_DEGREES * within
+    return all(np.abs(np.subtract(p.position, there.position)).max() < metres
                and max(angle(p.yaw, there.yaw), angle(p.pitch, there.pitch), angle(p.roll, there.roll),
-                       abs(p.fov - there.fov)) < REST_DEGREES for p in poses)
+                       abs(p.fov - there.fov)) < degrees for p in poses)
 
 
 @dataclass(frozen=True)

@@ -237,11 +237,16 @@ def cmd_path_from_session(args) -> int:
     save_path(path, args.out)
     print(f"wrote {escape_controls(str(args.out))}: {len(path.keys)} {path.interpolation} keys for {len(poses)} "
           f"frames, within {args.tolerance_m:g} m and {args.tolerance_deg:g} degrees of every recorded pose")
-    # A rewind took the world back where the path goes on: a generated world, whose frames depend on its past,
-    # shows other frames from there (`replay --out` films exactly what was played).
-    caveat = (f" (the generated world's frames differ from the session's after its first rewind, at frame "
-              f"{session.rewinds[0].frame}; `explorer replay {shell_word(str(args.session))} --out walk.mp4` films "
-              f"exactly what was played)" if session.rewinds and session.header["world"] == "generated" else "")
+    # A generated world's frames depend on its past: a rewind took it back where the path goes on, and so it shows
+    # other frames from there; and the path's poses are within the tolerance of the played ones, not the same, so
+    # its frames can drift a little from the session's (`replay --out` films exactly what was played).
+    caveat = ""
+    if session.header["world"] == "generated":
+        differ = (f"differ from the session's after its first rewind, at frame {session.rewinds[0].frame}"
+                  if session.rewinds else "follow the path's poses, not the played ones, and can differ a little "
+                  "from the session's")
+        caveat = (f" (the generated world's frames {differ}; `explorer replay {shell_word(str(args.session))} --out "
+                  f"walk.mp4` films exactly what was played)")
     try:  # the model where it is now (the recorded file, or the shipped one if the same)
         model = session_checkpoint(session)
     except InputError:

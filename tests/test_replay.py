@@ -167,6 +167,8 @@ def test_path_from_session_is_within_the_stated_tolerance(tmp_path, history_worl
     hint = message.splitlines()[-1]
     assert hint.startswith("to film the same camera path: explorer render --level ") and f"--path {out}" in hint
     assert "--world generated" in hint and "--seed 3" in hint and "rewind" not in hint, hint
+    # its poses are the path's, within the tolerance of the played ones: the frames can differ, and that is said
+    assert "can differ a little from the session's" in hint and f"explorer replay {session} --out" in hint, hint
     # after a rewind the generated world's frames depend on a past the path does not have: said, with what films it
     rewound = play_session(tmp_path / "rewound", history_world, "generated", steps=12, rewind_after=2)
     assert main(["path", "from-session", str(rewound), "--out", str(tmp_path / "r.toml")]) == 0
