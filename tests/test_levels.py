@@ -131,19 +131,25 @@ def test_start_images_are_checked_when_the_level_loads(tmp_path):
     import zlib
     import matplotlib.pyplot as plt
 
-    def png_header(w, h):  # a PNG that claims w x h pixels (a decompression bomb, to Pillow)
-        def chunk(kind, data=b""):
-            return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) + chunk(b"IDAT")
+    def chunk(kind, data=b""):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    def png_header(w, h, pixels=b""):  # a PNG that claims w x h pixels (a decompression bomb, to Pillow)
+        return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) + chunk(b"IDAT", pixels)
 
     plt.imsave(tmp_path / "good.png", np.zeros((9, 16, 3)))
     (tmp_path / "cut.png").write_bytes((tmp_path / "good.png").read_bytes()[:60])
     (tmp_path / "text.png").write_text("not a picture")
     (tmp_path / "bomb.png").write_bytes(png_header(100000, 100000))
     (tmp_path / "big.png").write_bytes(png_header(10000, 100))
+    # Whole chunks (their CRCs right) whose pixels do not decode: passed verify(), then failed as a world opened
+    (tmp_path / "noise.png").write_bytes(png_header(64, 36, np.random.default_rng(0).bytes(300)) + chunk(b"IEND"))
+    (tmp_path / "loop1.png").symlink_to("loop2.png")  # a link that leads round to itself: a traceback
+    (tmp_path / "loop2.png").symlink_to("loop1.png")
     level = GOOD.split("[scene]")[0] + "[start]\nposition = [0.0, 1.7, 0.0]\n"
     for name, words in (("cut.png", "cannot read"), ("text.png", "cannot read"), ("bomb.png", "pixels"),
-                        ("big.png", "10000x100 pixels")):
+                        ("big.png", "10000x100 pixels"), ("noise.png", "cannot read"),
+                        ("loop1.png", "cannot be followed")):
         message = error_of(write(tmp_path, level.replace('title = "A test level"', f'title = "x"\nimage = "{name}"')))
         assert ": level.image: " in message and name in message and words in message, message
         assert "\n" not in message

@@ -84,7 +84,10 @@ def level_from_dict(d: dict, source: Path) -> Level:
     scene = SceneParams.from_dict(d["scene"], source) if "scene" in d else None
     image = None
     if header.image is not None:
-        image = (source.parent / header.image).resolve()
+        try:
+            image = (source.parent / header.image).resolve()
+        except (OSError, RuntimeError) as error:  # a link that leads round to itself (RuntimeError before 3.13)
+            raise InputError(source, "level.image", f"cannot be followed to a file: {error}") from None
         if image.is_dir():
             raise InputError(source, "level.image", f"{image} is a folder, not a picture")
         if not image.exists():
@@ -111,8 +114,9 @@ MAX_IMAGE_SIDE = 8192  # pixels; a start image is resized to the model's frames 
 
 
 def _check_image(image: Path, source: Path) -> None:
-    """Read the start image's header and check the whole file now, not when a world first needs it (after a
-    window or a video is open): a picture of at most MAX_IMAGE_SIDE pixels a side, in a format Pillow reads."""
+    """Read the start image and check the whole file now, not when a world first needs it (after a window or a
+    video is open): a picture of at most MAX_IMAGE_SIDE pixels a side, in a format Pillow reads, whose pixels
+    decode."""
     from PIL import Image
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked below, in one line
@@ -123,6 +127,8 @@ def _check_image(image: Path, source: Path) -> None:
                     raise InputError(source, "level.image", f"{image} is {w}x{h} pixels; at most "
                                      f"{MAX_IMAGE_SIDE} a side")
                 picture.verify()  # a cut or damaged file fails here
+            with Image.open(image) as picture:
+                picture.load()  # and one whose chunks are whole but whose pixels cannot be decoded, here
         except InputError:
             raise
         except Exception as error:  # noqa: BLE001 - Pillow raises many types for files it cannot read
