@@ -10,6 +10,7 @@ import json
 import math
 import os
 import re
+import secrets
 import stat
 import sys
 import tempfile
@@ -140,20 +141,33 @@ def read_toml(file, missing: str = "no such file") -> dict:
         raise InputError(file, None, f"not valid TOML for us: {TOO_DEEP}") from None
 
 
+def partial_file(path: Path) -> Path:
+    """A new, empty hidden file beside `path` to write it into before renaming it into place. Its name is its own (a
+    user's file named as ours once were, .NAME.partial.EXT, was replaced and then removed) and short enough for the
+    file system whatever the length of `path`'s."""
+    while True:
+        partial = path.with_name(f".{path.stem[:64]}.{secrets.token_hex(4)}.partial{path.suffix}")
+        try:  # O_EXCL: made here or not at all; 0o666 less the umask, as the file it becomes would have been
+            os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return partial
+        except FileExistsError:
+            continue
+
+
 def write_replacing(path, write, field: str = "--out") -> None:
     """Write a file through `write(temporary path)` into a hidden file beside `path`, then rename it into place: a
     full disk, an error or Ctrl-C part-way leaves the file that was there before as it was. A write that fails
     for the disk's sake is an InputError naming `path` and `field`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+    path, tmp = Path(path), None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = partial_file(path)
         write(tmp)
         os.replace(tmp, path)
     except OSError as e:
         raise InputError(path, field, f"cannot write it: {e.strerror or e}") from None
     finally:
-        if tmp.exists():
+        if tmp is not None and tmp.exists():
             tmp.unlink()
 
 

@@ -163,7 +163,8 @@ def run_replay(path, check: bool, out, device: str, checkpoint=None) -> int:
         level = session.header["level"]
         changed = level.get("sha256") is not None and level_sha256(level["path"]) != level["sha256"]
         why = f"; its level file {level['path']} has changed since" if changed else ""
-        written = f"; wrote {out} up to it" if out is not None else ""  # the file there before is replaced
+        written = "" if out is None else f"; wrote {out} up to it" if result.frames else \
+            f"; no frame came before it, so {out} was not written"  # a file there before is replaced, or kept
         print(f"explorer: replay: {Path(path) / 'trajectory.jsonl'}:{record.line}: frame {result.mismatch} differs "
               f"from the recording (recorded on {session.header['device']}{why}){written}", file=sys.stderr)
         return 1

@@ -1,6 +1,7 @@
 """H.264 video files through imageio-ffmpeg (the ffmpeg binary ships in the wheel)."""
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -12,7 +13,7 @@ from pathlib import Path
 import imageio_ffmpeg
 import numpy as np
 
-from camera.errors import InputError, check_output_path
+from camera.errors import InputError, check_output_path, partial_file
 from explorer.interrupts import HeldInterrupts
 
 
@@ -35,7 +36,7 @@ class VideoWriter:
         if self.size[0] % 2 or self.size[1] % 2:
             raise InputError(self.path, "size", f"H.264 needs even width and height, got {self.size[0]}x{self.size[1]}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
+        self._tmp = partial_file(self.path)
         self._held = HeldInterrupts()
         on_main_thread = threading.current_thread() is threading.main_thread()  # where signal handlers run
         self._previous_sigint = signal.signal(signal.SIGINT, self._held) if on_main_thread else None
@@ -61,7 +62,7 @@ class VideoWriter:
                     os.environ["FFREPORT"] = before
         except BaseException:
             self._restore_sigint()
-            self._log.unlink(missing_ok=True)
+            self._remove_partial()
             if self.interrupts:  # a terminal's Ctrl-C reached the ffmpeg being started too ("no ffmpeg found")
                 raise KeyboardInterrupt from None
             raise
@@ -94,6 +95,9 @@ class VideoWriter:
         if self.interrupts:  # after the last frame: the video is whole, but it was not wanted any more
             self.abort()
             raise KeyboardInterrupt
+        if self.frames == 0:  # no video (ffmpeg's file would hold no stream): the file there before stays as it was
+            self.abort()
+            return
         try:
             self._gen.close()  # Ctrl-C is still held here
             status = getattr(self._ffmpeg, "returncode", 0)
@@ -110,9 +114,12 @@ class VideoWriter:
 
     def abort(self) -> None:
         self._restore_sigint()
+        quiet = logging.getLogger("imageio_ffmpeg")  # which warns of a video closed before its first frame
+        level, quiet.level = quiet.level, logging.ERROR
         try:
             self._gen.close()
         finally:
+            quiet.setLevel(level)
             self._remove_partial()
 
     @property

@@ -183,7 +183,7 @@ def test_render_does_not_replace_a_good_video_on_error(tmp_path):
     assert out.read_bytes() == b"precious"
 
 
-def test_a_failing_ffmpeg_leaves_the_older_video_and_says_so(tmp_path, capfd):
+def test_a_failing_ffmpeg_leaves_the_older_video_and_says_so(tmp_path, capfd, monkeypatch):
     """In one line of ours that quotes ffmpeg (it printed several lines of its own, and ours blamed a full disk
     wherever the folder's file system had no free space to report, as /proc)."""
     import glob
@@ -194,6 +194,7 @@ def test_a_failing_ffmpeg_leaves_the_older_video_and_says_so(tmp_path, capfd):
     out = tmp_path / "keep.mp4"
     out.write_bytes(b"precious")
     (tmp_path / ".keep.partial.mp4").mkdir()  # where ffmpeg writes first: it cannot open it and quits
+    monkeypatch.setattr("explorer.video.partial_file", lambda path: tmp_path / ".keep.partial.mp4")
     with pytest.raises(InputError) as failed:
         with VideoWriter(out, (32, 16)) as writer:
             writer.write(np.zeros((4, 16, 32, 3), np.uint8))
@@ -250,6 +251,19 @@ def test_a_stop_while_ffmpeg_finishes_leaves_the_older_file_and_no_partial(tmp_p
     assert out.read_bytes() == b"precious" and list(tmp_path.iterdir()) == [out]
     assert signal.getsignal(signal.SIGINT) is before
 
+
+
+def test_a_video_is_written_through_a_partial_file_of_its_own(tmp_path):
+    # Its partial file had a fixed name, .NAME.partial.mp4: a user's file of that name was replaced, then removed;
+    # and for a name of 250 letters it was longer than the file system takes ("File name too long").
+    from explorer.video import VideoWriter
+    users = tmp_path / ".keep.partial.mp4"
+    users.write_bytes(b"mine")
+    for out in (tmp_path / "keep.mp4", tmp_path / ("x" * 250 + ".mp4")):
+        with VideoWriter(out, (32, 16)) as writer:
+            writer.write(np.zeros((2, 16, 32, 3), np.uint8))
+        assert out.stat().st_size > 1000
+    assert users.read_bytes() == b"mine" and len(list(tmp_path.iterdir())) == 3
 
 def test_a_video_into_a_folder_that_cannot_be_written_is_refused_before_any_work(tmp_path, monkeypatch):
     # ffmpeg found out after the world had opened, printed its own lines and ours said "Broken pipe".

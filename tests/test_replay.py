@@ -123,6 +123,22 @@ def test_a_frame_that_differs_after_its_level_file_changed_says_so(tmp_path, his
     assert capsys.readouterr().err.strip().endswith(f"; wrote {video} up to it") and video.is_file()
 
 
+
+def test_a_check_that_fails_at_frame_0_keeps_the_video_there(tmp_path, capsys):
+    # With no frame to write, the video there before was replaced by a file of no stream, and imageio said so.
+    session = play_reference_session(tmp_path / "s", steps=2)
+    path = session / "trajectory.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    records[0]["frame_sha1"] = "0" * 40
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    video = tmp_path / "keep.mp4"
+    video.write_bytes(b"precious")
+    assert main(["replay", str(session), "--check", "--out", str(video)]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.strip().endswith(
+        f"; no frame came before it, so {video} was not written"), err
+    assert video.read_bytes() == b"precious" and sorted(tmp_path.iterdir()) == [video, tmp_path / "s"]
+
 def test_a_replay_that_ignored_the_rewind_would_differ(tmp_path, history_world, monkeypatch):
     session = play_session(tmp_path, history_world, "generated", steps=8, rewind_after=5)
     monkeypatch.setattr(HistoryWorld, "restore", lambda self, state: None)
