@@ -164,6 +164,8 @@ def cmd_play(args) -> int:
               "one frame in 20 s); the window upscales smaller ones", file=sys.stderr)
     check_model_options(args)
     if args.checkpoint:  # fail before the window opens, not on the world's thread after
+        from model.checkpoint import check_checkpoint_file
+        check_checkpoint_file(args.checkpoint)  # a pipe: opening it waited for ever
         try:
             open(args.checkpoint, "rb").close()
         except OSError as e:

@@ -17,6 +17,11 @@ except ImportError:  # not installed, or no CUDA build: sdpa serves every case
 BACKENDS = ("auto", "flash", "sdpa")
 
 
+def flash_available(device) -> bool:
+    """Whether flash attention can run on `device` at all (installed, and a CUDA device)."""
+    return flash_attn_func is not None and torch.device(device).type == "cuda"
+
+
 def flash_usable(q: torch.Tensor, mask: torch.Tensor | None) -> bool:
     return (flash_attn_func is not None and mask is None and q.is_cuda
             and q.dtype in (torch.float16, torch.bfloat16))

@@ -23,7 +23,7 @@ import shutil
 import struct
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -33,6 +33,7 @@ from safetensors.torch import save_file
 
 from camera.errors import InputError, file_sha256, parse_json
 from explorer.interrupts import held_interrupts
+from model.attention import flash_available
 from model.config import ModelConfig, get_config
 from model.generator import Generator
 from model.vae import VAE
@@ -139,13 +140,19 @@ def replace_all(renames: list[tuple[Path, Path]]) -> None:
             os.replace(tmp, path)
 
 
-def read_safetensors(path, device="cpu") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """All tensors and the metadata of a safetensors file; InputError if it is missing, truncated or not one."""
+def check_checkpoint_file(path) -> Path:
+    """`path`, if it is a regular file; else an InputError (reading a pipe waits for a writer for ever)."""
     path = Path(path)
     if not path.is_file():
         what = "no such checkpoint file" if not path.exists() else \
             "is a folder, not a checkpoint file" if path.is_dir() else "is not a regular file"
         raise InputError(path, None, what)
+    return path
+
+
+def read_safetensors(path, device="cpu") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """All tensors and the metadata of a safetensors file; InputError if it is missing, truncated or not one."""
+    path = check_checkpoint_file(path)
     try:
         with safe_open(path, framework="pt", device=str(device)) as f:
             metadata = f.metadata() or {}
@@ -228,6 +235,10 @@ def load_checkpoint(path, expect_config: str | ModelConfig | None = None, device
     config = ModelConfig.from_json(metadata["config"], source=str(path))
     if LINKED in metadata:
         tensors.update(_read_linked(path, metadata[LINKED], tensors, device))
+    if config.generator.attention_backend == "flash" and not flash_available(device):
+        # How attention is computed is the machine's business, not the model's: a checkpoint trained with flash_attn
+        # on a GPU runs here on sdpa, the same sums ("flash" names a strict choice, which raised at the first step)
+        config = replace(config, generator=replace(config.generator, attention_backend="auto"))
     new_tensors: tuple[str, ...] = ()
     if expect_config is not None:
         expected = get_config(expect_config) if isinstance(expect_config, str) else copy.deepcopy(expect_config)
@@ -290,7 +301,8 @@ def _check_expected(path: Path, found: ModelConfig, expected: ModelConfig) -> li
     if found.name != expected.name:
         raise InputError(path, "config.name", f"expected the {expected.name!r} config, found {found.name!r}")
     a, b = _flatten(expected.to_dict()), _flatten(found.to_dict())
-    differ = [k for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
+    differ = [k for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)
+              and not k.endswith("attention_backend")]  # how attention is computed, not what: the machine's choice
     grown = [k for k in differ if k in GROWABLE and GROWABLE[k][:2] == (b.get(k), a.get(k))]
     differ = [k for k in differ if k not in grown]
     if not differ:

@@ -555,3 +555,20 @@ def test_the_shipped_model_is_a_trained_mini_in_bf16_under_30_mib():
     head = [t for name, t in loaded.generator.state_dict().items() if name.startswith("head.linear")]
     assert head and any(t.abs().sum() > 0 for t in head)  # the zero-initialised output layer has been trained
     assert all(torch.isfinite(t).all() for t in loaded.generator.state_dict().values())
+
+
+def test_a_checkpoint_saved_for_flash_attention_runs_where_there_is_none(saved, tmp_path):
+    # Its config's attention_backend "flash" loaded, then raised at the first step on a machine without flash_attn.
+    path, config, _, generator = saved
+
+    def flash(metadata):
+        stored = json.loads(metadata["config"])
+        stored["generator"]["attention_backend"] = "flash"
+        metadata["config"] = json.dumps(stored)
+    edited = rewrite(path, tmp_path / "flash.safetensors", edit_metadata=flash)
+    for expect in (None, "tiny"):
+        loaded = load_checkpoint(edited, expect_config=expect)
+        assert loaded.config.generator.attention_backend == "auto"
+        backends = {m.backend for m in loaded.generator.modules() if hasattr(m, "backend")}
+        assert backends == {"auto"}, backends
+        torch.testing.assert_close(loaded.generator.state_dict(), generator.state_dict())

@@ -665,8 +665,9 @@ def test_play_without_a_display_says_so_in_one_line(tmp_path):
 
 @pytest.mark.parametrize("args, words", [
     (["--level", "no-such-level"], ["no-such-level"]),
-    (["--world", "generated", "--checkpoint", "missing.safetensors"], ["missing.safetensors", "cannot read"]),
-    (["--world", "generated", "--checkpoint", "."], ["cannot read"]),
+    (["--world", "generated", "--checkpoint", "missing.safetensors"], ["missing.safetensors", "no such checkpoint"]),
+    (["--world", "generated", "--checkpoint", "."], ["is a folder"]),
+    (["--world", "generated", "--checkpoint", "{fifo}"], ["is not a regular file"]),  # opening it waited for ever
     (["--seconds", "-1"], ["--seconds"]),
     (["--random-weights", "mini", "--checkpoint", "c.safetensors"], ["--random-weights"]),
     (["--world", "generated", "--size", "128x72"], ["--size"]),
@@ -674,6 +675,8 @@ def test_play_without_a_display_says_so_in_one_line(tmp_path):
     (["--mouse-sensitivity", "fast"], ["--mouse-sensitivity"]),
 ])
 def test_play_bad_input_is_one_line_and_exit_2(tmp_path, xvfb, args, words):
+    os.mkfifo(tmp_path / "pipe.safetensors")
+    args = [arg.replace("{fifo}", str(tmp_path / "pipe.safetensors")) for arg in args]
     code, out, err = run_cli("play", "--sessions-dir", str(tmp_path / "s"), *args, env=display_env(xvfb))
     assert code == 2, err
     assert len(err.strip().splitlines()) == 1, err
