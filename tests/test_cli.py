@@ -378,8 +378,13 @@ def test_data_writes_resumable_shards(tmp_path):
     assert code == 0 and "shard_00000/frames.npy: damaged; rendering shard_00000 again" in err, err
     _, shards = open_dataset(out)
     assert np.array_equal(np.concatenate([s["frames"] for s in shards]), first)
+    shard = json.loads((out / "manifest.json").read_text())["shards"][0]
+    first_clips = [json.dumps(manifest | {"shards": [{k: v for k, v in shard.items() if k != "first_clip"}]}),
+                   json.dumps(manifest | {"shards": [shard | {"first_clip": "0"}]}),  # a traceback each, on resume
+                   json.dumps(manifest | {"shards": [shard | {"first_clip": -100}]})]   # taken as it was
     for bad, field in (("[]", "must be a JSON object"), ('{"format": "explorer-dataset/1", "spec": []}', "spec"),
-                       ('{"format": "explorer-dataset/1", "spec": {}, "shards": {}}', "shards")):
+                       ('{"format": "explorer-dataset/1", "spec": {}, "shards": {}}', "shards"),
+                       *((text, "shards") for text in first_clips)):
         (out / "manifest.json").write_text(bad.replace("explorer-dataset/1", manifest["format"]))
         with pytest.raises(InputError, match=f"manifest.json: {field}"):
             open_dataset(out)

@@ -127,13 +127,13 @@ def _read_manifest(path: Path) -> dict:
     shards = manifest.get("shards")
     if not (isinstance(shards, list) and all(isinstance(s, dict) and isinstance(s.get("name"), str)
                                              and re.fullmatch(r"shard_\d{5}", s["name"]) and _is_count(s.get("clips"))
-                                             for s in shards)):
-        raise InputError(path, "shards", 'must be a list of {"name": "shard_NNNNN", "clips": N, ...}')
+                                             and _is_count(s.get("first_clip"), 0) for s in shards)):
+        raise InputError(path, "shards", 'must be a list of {"name": "shard_NNNNN", "clips": N, "first_clip": N}')
     return manifest
 
 
-def _is_count(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+def _is_count(v, least: int = 1) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= least
 
 
 def _open_manifest(out: Path, spec: DataSpec) -> dict:
