@@ -36,7 +36,8 @@ from scipy.interpolate import CubicHermiteSpline
 from scipy.spatial.transform import Rotation, RotationSpline, Slerp
 
 from camera.errors import InputError, is_number, read_toml, write_replacing
-from camera.pose import PITCH_LIMIT, REST_DEGREES, REST_METRES, Pose, at_rest, check_pose_limits
+from camera.pose import (FOV_RANGE, PITCH_LIMIT, POSITION_LIMIT, REST_DEGREES, REST_METRES, Pose, at_rest,
+                         check_pose_limits)
 
 INTERPOLATIONS = ("catmull-rom", "linear")
 DEFAULT_FOV = 60.0
@@ -284,12 +285,37 @@ def check_path(path: CameraPath, source, keys_field: str = "path.key", fps_field
                          f"{path.fps:g} fps; at most {MAX_FRAMES} are allowed")
     for i, k in enumerate(path.keys):
         check_pose_limits(source, key_field(i), k.position, k.yaw, k.roll, k.fov)
+    _check_overshoot(path, source, keys_field, key_field)
     turn = sum(abs(b.yaw - a.yaw) + abs(b.pitch - a.pitch) + abs(b.roll - a.roll)
                for a, b in zip(path.keys[:-1], path.keys[1:]))
     if turn / MAX_SEGMENT_TURN > MAX_FRAMES:
         raise InputError(source, keys_field, f"the keys turn {turn:.3g} degrees in all; at most "
                          f"{MAX_FRAMES * MAX_SEGMENT_TURN:g} are allowed")
     return path
+
+
+def _check_overshoot(path: CameraPath, source, keys_field: str, key_field) -> None:
+    """A Catmull-Rom curve overshoots keys that are close in time and far apart in value: between keys within the
+    limits, its frames could look through a fov of -33 or 213 degrees, or go past POSITION_LIMIT. Every frame a
+    path samples (as `poses` samples them) must keep the limits its keys do."""
+    if path.interpolation == "linear":  # between two keys, never past either
+        return
+    times = np.array([k.t for k in path.keys])
+    # (a key without a fov has the start's, or DEFAULT_FOV: unknown here for a relative path, so taken as the default)
+    values = np.array([[*k.position, DEFAULT_FOV if k.fov is None else k.fov] for k in path.keys])  # (n, 4)
+    ts = np.clip(np.arange(round(path.duration * path.fps) + 1) / path.fps, times[0], times[-1])
+    sampled = _curve(times, values, path.interpolation)(ts)  # (m, 4)
+    far = np.abs(sampled[:, :3]).max(axis=1) > POSITION_LIMIT
+    fov = (sampled[:, 3] < FOV_RANGE[0]) | (sampled[:, 3] > FOV_RANGE[1])
+    if not (far.any() or fov.any()):
+        return
+    frame = int(np.argmax(far | fov))
+    i = int(np.clip(np.searchsorted(times, ts[frame]), 1, len(times) - 1))  # the frame lies between keys i-1 and i
+    what = (f"position {[round(float(v), 1) for v in sampled[frame, :3]]}, past {POSITION_LIMIT:g} m" if far[frame] else
+            f"fov {sampled[frame, 3]:.1f} degrees, outside {FOV_RANGE[0]:g} to {FOV_RANGE[1]:g}")
+    raise InputError(source, keys_field, f"between {key_field(i - 1)} and {key_field(i)} the {path.interpolation} "
+                     f"curve overshoots its keys to {what} at t = {ts[frame]:.3f} s; put those keys further apart "
+                     f"in time, add keys between them, or use interpolation = \"linear\"")
 
 
 def _parse_key(k, prev: Keyframe | None, source, field: str, relative: bool) -> Keyframe:

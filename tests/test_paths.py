@@ -162,6 +162,12 @@ def key(t, extra=""):
                  "of over 4300 digits", id="t-of-5001-digits"),
     # Keys a hair apart make the spline's slopes overflow (a scipy traceback before).
     (HEADER + key(0.0) + key(1e-310), "walk.toml: path.key[1].t: keys must be at least 1 ms apart"),
+    # Keys within the limits whose curve is not: rendered at a fov from -33 to 213 degrees, or 119 km away
+    (HEADER + key(0.0, "fov = 1") + key(1.0, "fov = 1") + key(1.01, "fov = 179") + key(2.0, "fov = 179"),
+     "walk.toml: path.key: between path.key[0] and path.key[1] the catmull-rom curve overshoots its keys to fov -"),
+    (HEADER + key(0.0) + key(1.0) + key(1.01).replace("0.0, 1.7, 0.0", "0.0, 1.7, -99999.0") + key(2.0).replace(
+        "0.0, 1.7, 0.0", "0.0, 1.7, -99999.0"), "walk.toml: path.key: between path.key[2] and path.key[3] the "
+     "catmull-rom curve overshoots its keys to position [0.0, 1.7, -1"),
 ])
 def test_validation_messages(tmp_path, monkeypatch, text, message):
     monkeypatch.chdir(tmp_path)
