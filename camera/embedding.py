@@ -33,6 +33,9 @@ FRAMES_PER_STEP = 4  # equals world.base.FRAMES_PER_STEP; camera/ does not impor
 CHANNELS = 6 * FRAMES_PER_STEP
 
 
+SCALING_RANGE = (1e-6, 1e3)  # a std per frame beyond these makes the features overflow float32 or vanish
+
+
 @dataclass
 class CameraScaling:
     """Stds of the two groups, measured on training trajectories (measure_scaling) and stored in the
@@ -48,9 +51,11 @@ class CameraScaling:
     def from_dict(d, source="checkpoint", field: str = "camera_scaling") -> "CameraScaling":
         if not isinstance(d, dict) or set(d) != {"origin_std", "direction_std"}:
             raise InputError(source, field, f"must have exactly origin_std and direction_std, got {d!r}")
+        lo, hi = SCALING_RANGE
         for name, v in d.items():
-            if not is_number(v) or v <= 0:
-                raise InputError(source, f"{field}.{name}", f"must be a positive number, got {v!r}")
+            if not is_number(v) or not lo <= v <= hi:
+                raise InputError(source, f"{field}.{name}", f"must be a number from {lo:g} to {hi:g} (a std per "
+                                 f"frame, as measured on training data: about 0.04 and 0.024), got {v!r}")
         return CameraScaling(float(d["origin_std"]), float(d["direction_std"]))
 
 

@@ -95,7 +95,11 @@ def test_scaling_serialises_and_validates():
     assert CameraScaling.from_dict(json.loads(json.dumps(s.to_dict()))) == s
     with pytest.raises(InputError) as e:
         CameraScaling.from_dict({"origin_std": -1.0, "direction_std": 0.02}, source="mini.safetensors")
-    assert str(e.value).startswith("mini.safetensors: camera_scaling.origin_std: must be a positive number")
+    assert str(e.value).startswith("mini.safetensors: camera_scaling.origin_std: must be a number from 1e-06 to 1000")
+    # 1e308 passed: the features overflowed float32 to inf (numpy's warning on stderr) and the frames were made of them
+    for name, value in (("direction_std", 1e308), ("origin_std", 1e-308)):
+        with pytest.raises(InputError, match=f"camera_scaling.{name}: must be a number from"):
+            CameraScaling.from_dict({"origin_std": 0.04, "direction_std": 0.024} | {name: value})
     with pytest.raises(InputError, match="camera_scaling: must have exactly"):
         CameraScaling.from_dict({"origin_std": 1.0})
 
