@@ -126,10 +126,16 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, args, words):
     (["data", "--out", "afile/sub/d", "--clips", "1"], ["--out", "afile is a file"]),
     (["render", "--level", "meadow", "--path", WALK, "--out", "x.mp4", "--seed", "x"], ["--seed", "whole number"]),
     (["path", "from-session", "s", "--out", "p.toml", "--tolerance-deg", "1e-300"], ["--tolerance-deg"]),
+    # a link to nothing or round to itself: "File exists", when the folder was made
+    (["data", "--out", "loop", "--clips", "1"], ["--out", "loop is a link that leads to no folder"]),
+    (["train", "vae", "--data", "d", "--run", "dangling/r"], ["--run", "dangling is a link that leads to no folder"]),
+    (["play", "--sessions-dir", "dangling"], ["--sessions-dir", "dangling is a link that leads to no folder"]),
 ])
 def test_bad_arguments_are_refused_by_the_parser(tmp_path, monkeypatch, capsys, args, words):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "afile").write_text("keep")
+    (tmp_path / "loop").symlink_to("loop")
+    (tmp_path / "dangling").symlink_to("nowhere")
     with pytest.raises(SystemExit) as exit:
         main(args)
     err = capsys.readouterr().err
