@@ -633,8 +633,8 @@ def main(argv=None) -> int:
         # which is all a user can act on.
         if os.environ.get("EXPLORER_DEBUG") or error.filename is None:
             raise
-        print(f"explorer: error: {escape_controls(str(error.filename))}: {error.strerror or error}", file=sys.stderr)
-        return 2
+        print(f"explorer: error: {InputError(error.filename, None, error.strerror or str(error))}", file=sys.stderr)
+        return 2  # (written as our own errors are: a 5000-letter name, "File name too long", is cut to one line)
     except KeyboardInterrupt:
         print("explorer: interrupted", file=sys.stderr)
         return 130

@@ -299,6 +299,19 @@ def test_ctrl_c_that_a_library_turns_into_another_error_is_still_an_interrupt(mo
     assert capsys.readouterr().err.strip() == "explorer: interrupted"
 
 
+def test_a_file_system_error_on_a_long_name_is_one_short_line(monkeypatch, capsys):
+    # "File name too long" for a 5000-letter name printed all 5000 letters (a session.json's level.path, say).
+    import errno
+    import os
+    import explorer.cli as cli
+
+    def too_long(args):
+        raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), "x" * 5000 + "\n.toml")
+    monkeypatch.setattr(cli, "cmd_levels", too_long)
+    assert cli.main(["levels"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and len(err) < 700 and err.strip().endswith(": File name too long"), err
+
 def test_a_terminated_render_leaves_no_partial_file(tmp_path):
     import signal
     import time
