@@ -417,7 +417,9 @@ class Game:
         self.session = SessionWriter(c.sessions_dir, c.level, kind, c.seed, FPS, self.worker.size, self.worker.device,
                                      self.worker.checkpoint, self.worker.checkpoint_sha256,
                                      random_config=c.random_weights if kind == "generated" else None,
-                                     threads=self.worker.threads, controls=c.controls)
+                                     threads=self.worker.threads, controls=c.controls,
+                                     display={"reproject": c.reproject, "window": list(c.window),
+                                              "fullscreen": c.fullscreen})
         self.sessions.append(self.session.path)
         self.hud = Hud(kind, self.worker.device, FPS)
         level = c.level if start is None else replace(c.level, start=start)

@@ -3,7 +3,7 @@
     sessions/20250101-120000-meadow/
         session.json       {"format": "explorer-session/1", "level": {"name", "path", "sha256"}, "world", "checkpoint",
                             "checkpoint_sha256", "random_config", "seed", "fps", "size": [w, h], "device",
-                            "threads", "controls", "hold_at_rest", "started", "ended"}
+                            "threads", "controls", "display", "hold_at_rest", "started", "ended"}
         trajectory.jsonl   one line per presented video frame:
                            {"frame", "t", "step", "pose", "input", "step_ms", "latency_ms", "frame_sha1"}
                            and a line per rewind: {"event": "rewind", "frame", "to_frame", "to_step"}
@@ -14,7 +14,9 @@ a CPU's matmuls sum in an order that depends on it, so a replay computes with as
 `checkpoint` and its SHA-256 are null for the reference world; `random_config` names the config of a generated
 world with random weights (`explorer play --random-weights`), null otherwise. `controls` holds the settings that
 turned the logged input into the logged poses (`camera.controls.ControlSettings`: mouse sensitivity, invert-y, ...;
-absent in older sessions, which used the defaults). The level's `sha256` is its file's when played (absent in older
+absent in older sessions, which used the defaults). `display` says how the game showed it: {"reproject", "window",
+"fullscreen"} (`explorer play`'s --no-reproject, --window, --fullscreen as started; absent in older sessions and in
+sessions not played in a window); it changes nothing that is logged or replayed. The level's `sha256` is its file's when played (absent in older
 sessions): a replay whose frames differ says when the file has changed since. `hold_at_rest` is true where the
 generated world kept its last frame while the camera was at rest (`camera.pose.at_rest`); older sessions,
 without it, are replayed with the model run at rest too, as they were played.
@@ -84,7 +86,8 @@ def level_sha256(path) -> str | None:
 class SessionWriter:
     def __init__(self, root, level, world: str, seed: int, fps: float, size: tuple[int, int], device: str,
                  checkpoint=None, checkpoint_sha256: str | None = None, random_config: str | None = None,
-                 threads: int | None = None, controls: ControlSettings = ControlSettings()):
+                 threads: int | None = None, controls: ControlSettings = ControlSettings(),
+                 display: dict | None = None):
         """Create a new session folder under `root` and write its session.json (without `ended`)."""
         root = Path(root)
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -105,6 +108,8 @@ class SessionWriter:
             "fps": float(fps), "size": [int(size[0]), int(size[1])], "device": device, "threads": threads,
             "controls": controls.to_dict(), "hold_at_rest": world == "generated" or None, "started": now_iso(),
         }
+        if display is not None:
+            self.header["display"] = display
         try:
             _write_json(self.path / HEADER, self.header)
             self._file = open(self.path / TRAJECTORY, "w", buffering=1, encoding="utf-8")  # line-buffered: per line
@@ -268,6 +273,8 @@ def _read_header(source: Path) -> dict:
     if not (header.get("threads") is None or (_is_int(header["threads"]) and 1 <= header["threads"] <= 1024)):
         raise InputError(source, "threads", f"must be a whole number from 1 to 1024 or null, got {header['threads']!r}")
     ControlSettings.from_dict(header.get("controls", {}), source)
+    if not isinstance(header.get("display", {}), dict):
+        raise InputError(source, "display", "must be an object")
     return header
 
 

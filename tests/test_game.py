@@ -366,12 +366,15 @@ def test_switch_world_keeps_the_place_and_restart_goes_back_to_the_start(tmp_pat
 def test_mouse_sensitivity_and_invert_y_steer_the_camera_and_are_logged(tmp_path, window):
     controls = ControlSettings(mouse_sensitivity=0.3, invert_y=True)
     level = load_level("meadow")
-    config = GameConfig(level, "reference", SIZE, window=WINDOW, seconds=1.5, sessions_dir=tmp_path, controls=controls)
+    config = GameConfig(level, "reference", SIZE, window=WINDOW, seconds=1.5, sessions_dir=tmp_path, controls=controls,
+                        reproject=False)
     inputs = [InputState({"forward"}, mouse=(4.0, 2.0))] * 200
     game = Game(config, lambda kind, size: ReferenceWorld(size), ScriptedInput(inputs))
     assert game.run() == 0
     session = read_session(game.sessions[0])
     assert session.controls == controls
+    # and how it was shown (--no-reproject was not logged)
+    assert session.header["display"] == {"reproject": False, "window": list(WINDOW), "fullscreen": False}
     last = session.frames[-1]
     assert last.pose.yaw == pytest.approx(level.start.yaw - 0.3 * 4.0 * last.frame)
     assert last.pose.pitch > level.start.pitch + 5  # the mouse went down: inverted, the camera looks up
