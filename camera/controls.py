@@ -173,6 +173,16 @@ def mouse_look(yaw: float, pitch: float, mouse: tuple[float, float],
     return yaw - mouse[0] * settings.mouse_sensitivity, pitch - y_sign * mouse[1] * settings.mouse_sensitivity
 
 
+# An easing this close to rest has come to rest (m/s, degrees/s, degrees): it decayed for ever, and a released key
+# left the camera creeping by micrometres and a roll of 1e-194 degrees in the logs, never quite still.
+SETTLED = 1e-4
+
+
+def _settled(velocity: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """`velocity` with each component easing to a target of 0 that is within SETTLED of it set to 0."""
+    return np.where((target == 0) & (np.abs(velocity) < SETTLED), 0.0, velocity)
+
+
 def step(state: MotionState, inp: InputState, settings: ControlSettings = ControlSettings(),
          dt: float = 1.0 / 24.0, ground: Ground | None = None) -> tuple[MotionState, Pose]:
     """Advance one video frame. With `ground`, y = ground(x, z) + altitude and up/down change the
@@ -186,7 +196,7 @@ def step(state: MotionState, inp: InputState, settings: ControlSettings = Contro
     stick = _dead_zone(rx, ry, s.dead_zone)
     look_target = -stick * s.gamepad_look_speed * np.array([1.0, y_sign])  # right = yaw down, down = pitch down
     a = math.exp(-dt / s.ease_time)
-    look_vel = _ease(np.array(state.look_velocity), look_target, a)
+    look_vel = _settled(_ease(np.array(state.look_velocity), look_target, a), look_target)
     yaw, pitch = mouse_look(pose.yaw, pose.pitch, inp.mouse, s)
     yaw, pitch = yaw + look_vel[0] * dt, pitch + look_vel[1] * dt
     if abs(yaw) > WIND_LIMIT:  # wound this far round, it is taken back by whole turns: the same view
@@ -197,6 +207,7 @@ def step(state: MotionState, inp: InputState, settings: ControlSettings = Contro
         roll = float(np.clip(pose.roll + roll_input * s.roll_speed * dt, -s.max_roll, s.max_roll))
     else:
         roll = pose.roll * math.exp(-dt / s.roll_return_time)
+        roll = 0.0 if abs(roll) < SETTLED else roll
 
     # Move: target velocity in the yaw plane of the new heading, eased, integrated exactly.
     move = np.array([held("right") - held("left"), held("forward") - held("back")], dtype=float)
@@ -208,7 +219,7 @@ def step(state: MotionState, inp: InputState, settings: ControlSettings = Contro
     target = speed * (s.walk_speed * (move[0] * right + move[1] * forward)
                       + s.vertical_speed * (held("up") - held("down")) * np.array([0.0, 1.0, 0.0]))
     v0 = np.array(state.velocity)
-    velocity = _ease(v0, target, a)
+    velocity = _settled(_ease(v0, target, a), target)
     # Displacement = integral of the eased velocity over dt (exact, so frame rate does not change paths).
     delta = target * dt + (v0 - target) * s.ease_time * (1.0 - a)
 

@@ -119,6 +119,14 @@ def test_roll_springs_back():
     assert abs(poses[-1].roll) < 0.1 * poses[11].roll
 
 
+def test_the_easings_come_to_rest():
+    # They decayed for ever: a roll of 1e-194 degrees in a session's log, a camera never quite still after a walk.
+    poses = replay(START, hold({"forward", "roll_left"}, n=24) + hold(n=120)
+                   + [InputState(gamepad=(0.0, 0.0, 1.0, 0.0))] * 12 + hold(n=120))
+    assert poses[143].roll == 0.0 and poses[143] == poses[142]  # 5 s after the release: exactly still
+    assert poses[-1] == poses[-2] and poses[-1].yaw != poses[143].yaw  # and after a turn of the right stick
+
+
 def test_up_and_down_without_ground():
     poses = replay(START, hold({"up"}, n=24))
     assert poses[-1].position[1] > START.position[1] + 0.5
