@@ -273,6 +273,8 @@ def _read_header(source: Path) -> dict:
     if not (header.get("threads") is None or (_is_int(header["threads"]) and 1 <= header["threads"] <= 1024)):
         raise InputError(source, "threads", f"must be a whole number from 1 to 1024 or null, got {header['threads']!r}")
     ControlSettings.from_dict(header.get("controls", {}), source)
+    if not isinstance(header.get("ended", ""), str):  # when it ended; absent if the process died
+        raise InputError(source, "ended", "must be a string (absent if the session was cut off)")
     if not isinstance(header.get("display", {}), dict):
         raise InputError(source, "display", "must be an object")
     return header

@@ -155,7 +155,8 @@ def test_a_pose_that_is_not_finite_is_said_to_be(tmp_path):
                                           ("controls", {"mouse_sensitivity": -1.0}),
                                           ("controls", {"invert_y": "yes"}), ("controls", {"ease_time": 0}),
                                           ("controls", {"turbo": 2.0}), ("fps", 10**400),
-                                          ("controls", {"walk_speed": -10**400})])
+                                          ("controls", {"walk_speed": -10**400}), ("ended", 12),
+                                          ("display", [1280, 720])])
 def test_corrupt_headers_are_named(tmp_path, field, value):
     writer, _ = write_session(tmp_path)
     writer.close()
