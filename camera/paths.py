@@ -27,6 +27,7 @@ and yaw/pitch/roll are added to the start's, so one path works on every level.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
@@ -38,6 +39,7 @@ from scipy.spatial.transform import Rotation, RotationSpline, Slerp
 from camera.errors import InputError, is_number, read_toml, write_replacing
 from camera.pose import (FOV_RANGE, PITCH_LIMIT, POSITION_LIMIT, REST_DEGREES, REST_METRES, Pose, at_rest,
                          check_pose_limits)
+from levels import PATHS_DIR
 
 INTERPOLATIONS = ("catmull-rom", "linear")
 DEFAULT_FOV = 60.0
@@ -235,8 +237,16 @@ def path_from_poses(poses: Sequence[Pose], fps: float = 24.0, tolerance_m: float
 # --- files -------------------------------------------------------------------------------------
 
 def load_path(file) -> CameraPath:
-    """A camera path from a TOML file, or from a RealEstate10K camera file (.txt)."""
-    file = Path(file)
+    """A camera path from a TOML file, or from a RealEstate10K camera file (.txt); a shipped path also goes by its
+    name (`walk`: levels/paths/walk.toml), from any folder, as a shipped level does."""
+    text = str(file)
+    file = Path(text)
+    if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", text):  # a bare name, not a file: no suffix, no folder
+        shipped = sorted(p.stem for p in PATHS_DIR.glob("*.toml"))
+        if text not in shipped:
+            raise InputError(text, None, f"no such camera path (shipped paths: {', '.join(shipped)}; or give a "
+                             ".toml or RealEstate10K .txt file)")
+        file = PATHS_DIR / f"{text}.toml"
     if file.suffix.lower() == ".txt":
         from camera.realestate import load_realestate  # realestate builds on this module
         return load_realestate(file)

@@ -187,6 +187,16 @@ def test_a_key_without_a_position_stays_where_the_last_one_was(tmp_path):
     assert [k.yaw for k in keys] == [0.0, 90.0, 90.0, 90.0]
 
 
+def test_a_shipped_path_goes_by_its_name_from_any_folder(tmp_path, monkeypatch):
+    # README's `--path levels/paths/walk.toml` worked only from the repository's folder.
+    monkeypatch.chdir(tmp_path)
+    assert load_path("walk") == load_path(PATHS_DIR / "walk.toml")
+    assert load_path("panorama") == load_path(PATHS_DIR / "panorama.toml")
+    with pytest.raises(InputError, match="^nope: no such camera path \\(shipped paths: panorama, walk; or give"):
+        load_path("nope")
+    with pytest.raises(InputError, match="unknown camera path type"):
+        load_path("x" * 65)  # no name a shipped path has: a file without a known suffix, as before
+
 def test_missing_and_unknown_files(tmp_path):
     with pytest.raises(InputError, match="no such file"):
         load_path(tmp_path / "nope.toml")
