@@ -56,6 +56,7 @@ def shell_word(text: str) -> str:
     import shlex
     if not CONTROL_CHARACTERS.search(text):
         return shlex.quote(text)
+
     def escaped(c: str) -> str:
         if c in "\\'":
             return "\\" + c
