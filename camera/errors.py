@@ -172,6 +172,17 @@ def write_replacing(path, write, field: str = "--out") -> None:
             tmp.unlink()
 
 
+def unusable_name(path: Path) -> str | None:
+    """Why nothing can be written at `path` or under it, as its name alone shows, or None: a link in it (itself or a
+    folder above it) that leads to nothing or round to itself (making the folder there said "File exists"; resolving
+    it, a traceback), or a name the file system refuses in any form ("File name too long")."""
+    try:
+        broken = next((p for p in (path, *path.parents) if p.is_symlink() and not p.exists()), None)
+    except OSError as e:
+        return e.strerror or str(e)
+    return None if broken is None else f"{broken} is a link that leads nowhere (to nothing, or round to itself)"
+
+
 def check_output_path(path, suffixes: tuple[str, ...], field: str = "--out") -> Path:
     """A file the command will write, refused before any work is done if it could not be: it must
     end in one of `suffixes` (the formats written), must not be a folder and must not lie under a file
@@ -179,6 +190,9 @@ def check_output_path(path, suffixes: tuple[str, ...], field: str = "--out") -> 
     path = Path(path)
     if path.suffix.lower() not in suffixes:
         raise InputError(path, field, f"must be a file name ending in {' or '.join(suffixes)}")
+    unusable = unusable_name(path)
+    if unusable is not None:
+        raise InputError(path, field, unusable)
     if path.is_dir():
         raise InputError(path, field, "is a folder; give a file name")
     parent = next((p for p in path.parents if p.exists()), Path("."))

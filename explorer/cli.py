@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 from camera.controls import ControlSettings
-from camera.errors import InputError, check_writable, escape_controls, refuse_overwriting, shell_word
+from camera.errors import (InputError, check_writable, escape_controls, refuse_overwriting, shell_word,
+                           unusable_name)
 from model.training.options import STAGES
 from world.base import MAX_SEED
 from world.dataset import HELD_OUT_SEEDS
@@ -91,10 +92,9 @@ def folder(text: str) -> str:
     """A folder the command writes into: it may be missing (it is made), but neither it nor the nearest folder
     above it that exists may be a file, and that one must take new files (not /proc, not read-only)."""
     path = Path(text)
-    broken = next((p for p in (path, *path.parents) if p.is_symlink() and not p.exists()), None)
-    if broken is not None:  # making the folder there failed with "File exists"
-        raise argparse.ArgumentTypeError(f"{broken} is a link that leads to no folder (to nothing, or round to "
-                                         "itself)")
+    unusable = unusable_name(path)
+    if unusable is not None:
+        raise argparse.ArgumentTypeError(InputError(path, None, unusable).problem)  # (cut to one short line)
     existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
     if not existing.is_dir():
         raise argparse.ArgumentTypeError(f"{existing} is a file, not a folder")

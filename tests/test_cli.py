@@ -92,12 +92,19 @@ def test_render_compare_puts_the_generated_world_beside_the_reference(tmp_path):
      ["argument --out: cannot write into /proc (it takes no new files)"]),
     (["train", "pretrain", "--data", "d", "--run", "/proc/r"], ["argument --run: cannot write into /proc"]),
     (["render", "--level", "meadow", "--path", ".", "--out", "x.mp4"], ["unknown camera path type"]),
+    # under a link to nothing or round to itself: "File exists", or a traceback resolving it
+    (["render", "--level", "meadow", "--path", WALK, "--out", "dangling/x.mp4"],
+     ["dangling/x.mp4: --out: dangling is a link that leads nowhere"]),
+    (["eval", "--plot", "loop/p.png"], ["loop/p.png: --plot: loop is a link that leads nowhere"]),
+    (["path", "from-session", "s", "--out", "loop/p.toml"], ["--out: loop is a link that leads nowhere"]),
     (["render", "--level", "meadow", "--path", "folder.toml", "--out", "x.mp4"], ["folder.toml: is a folder"]),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, args, words):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "walk.toml").write_text("")
     (tmp_path / "folder.toml").mkdir()
+    (tmp_path / "loop").symlink_to("loop")
+    (tmp_path / "dangling").symlink_to("nowhere")
     code, out, err = run_cli(*args)
     assert code == 2, err
     assert len(err.strip().splitlines()) == 1, err
@@ -127,9 +134,10 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, args, words):
     (["render", "--level", "meadow", "--path", WALK, "--out", "x.mp4", "--seed", "x"], ["--seed", "whole number"]),
     (["path", "from-session", "s", "--out", "p.toml", "--tolerance-deg", "1e-300"], ["--tolerance-deg"]),
     # a link to nothing or round to itself: "File exists", when the folder was made
-    (["data", "--out", "loop", "--clips", "1"], ["--out", "loop is a link that leads to no folder"]),
-    (["train", "vae", "--data", "d", "--run", "dangling/r"], ["--run", "dangling is a link that leads to no folder"]),
-    (["play", "--sessions-dir", "dangling"], ["--sessions-dir", "dangling is a link that leads to no folder"]),
+    (["data", "--out", "loop", "--clips", "1"], ["--out", "loop is a link that leads nowhere"]),
+    (["train", "vae", "--data", "d", "--run", "dangling/r"], ["--run", "dangling is a link that leads nowhere"]),
+    (["play", "--sessions-dir", "dangling"], ["--sessions-dir", "dangling is a link that leads nowhere"]),
+    (["play", "--sessions-dir", "z" * 300], ["--sessions-dir: File name too long"]),  # a traceback
 ])
 def test_bad_arguments_are_refused_by_the_parser(tmp_path, monkeypatch, capsys, args, words):
     monkeypatch.chdir(tmp_path)
