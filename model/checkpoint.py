@@ -281,7 +281,9 @@ def _read_linked(path: Path, text: str, own: dict[str, torch.Tensor], device) ->
             raise InputError(path, field, "expected {\"file\": a file name beside the checkpoint, \"sha256\": hex}")
         file = path.parent / entry["file"]
         if not file.is_file():
-            raise InputError(path, f"{field}.file", f"the linked file {file} does not exist")
+            what = "does not exist" if not file.exists() else "is a folder" if file.is_dir() else \
+                "is not a regular file"
+            raise InputError(path, f"{field}.file", f"the linked file {file} {what}")
         digest = checkpoint_sha256(file)
         if digest != entry["sha256"]:
             raise InputError(path, f"{field}.sha256", f"{file} has sha256 {digest}, expected {entry['sha256']} "

@@ -2,6 +2,7 @@
 import dataclasses
 import hashlib
 import json
+import os
 
 import pytest
 import torch
@@ -415,7 +416,10 @@ def test_a_linked_vae_file_loads_as_one_checkpoint_and_is_checked(saved, tmp_pat
     vae_file.write_bytes((other / "m-vae.safetensors").read_bytes())
     assert "linked.vae.sha256" in refused(main_file)
     vae_file.unlink()
-    assert "linked.vae.file" in refused(main_file)
+    assert "linked.vae.file: the linked file" in refused(main_file) and "does not exist" in refused(main_file)
+    os.mkfifo(vae_file)  # it said "does not exist" of a pipe
+    assert refused(main_file).endswith(f"the linked file {vae_file} is not a regular file")
+    vae_file.unlink()
     bad = rewrite(other / "m.safetensors", tmp_path / "bad.safetensors",
                   edit_metadata=lambda m: m.update(linked="{not json"))
     assert "linked" in refused(bad)
