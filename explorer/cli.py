@@ -176,6 +176,7 @@ def cmd_play(args) -> int:
             raise InputError(args.checkpoint, None, f"cannot read the checkpoint: {e.strerror}") from None
 
     sessions_dir = Path(args.sessions_dir)
+    made = next((p for p in reversed([sessions_dir, *sessions_dir.parents]) if not p.exists()), None)
     try:  # fail before the window opens and the model loads, not after
         sessions_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -189,7 +190,11 @@ def cmd_play(args) -> int:
                         controls=ControlSettings(mouse_sensitivity=args.mouse_sensitivity, invert_y=args.invert_y),
                         reproject=args.reproject)
     game = Game(config, open_world)
-    code = game.run()
+    try:
+        code = game.run()
+    finally:  # a world that could not open (a damaged model file) kept no session: the folders made for it go too
+        if made is not None and not game.sessions:
+            remove_empty_folders(sessions_dir, made)
     for path in game.sessions:  # the session's numbers (python -m explorer.session's), for whoever played unseen
         numbers = {k: "n/a" if v is None else v for k, v in summary(read_session(path)).items()}  # one frame: no rates
         print(f"{escape_controls(str(path))}: {numbers['frames']} frames in {numbers['seconds']} s "
@@ -203,6 +208,17 @@ def cmd_play(args) -> int:
         sys.stderr.flush()
         os._exit(code)
     return code
+
+
+def remove_empty_folders(folder: Path, top: Path) -> None:
+    """Remove `folder` and the folders above it up to `top`, each only while it is empty."""
+    for p in (folder, *folder.parents):
+        try:
+            p.rmdir()
+        except OSError:
+            return
+        if p == top:
+            return
 
 
 def cmd_replay(args) -> int:

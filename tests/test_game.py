@@ -671,6 +671,8 @@ def test_play_without_a_display_says_so_in_one_line(tmp_path):
     (["--world", "generated", "--checkpoint", "missing.safetensors"], ["missing.safetensors", "no such checkpoint"]),
     (["--world", "generated", "--checkpoint", "."], ["is a folder"]),
     (["--world", "generated", "--checkpoint", "{fifo}"], ["is not a regular file"]),  # opening it waited for ever
+    # a model file that fails as its world opens: no session kept, and no empty sessions folder left either
+    (["--world", "generated", "--checkpoint", "{garbage}"], ["not a readable safetensors file"]),
     (["--seconds", "-1"], ["--seconds"]),
     (["--random-weights", "mini", "--checkpoint", "c.safetensors"], ["--random-weights"]),
     (["--world", "generated", "--size", "128x72"], ["--size"]),
@@ -679,7 +681,9 @@ def test_play_without_a_display_says_so_in_one_line(tmp_path):
 ])
 def test_play_bad_input_is_one_line_and_exit_2(tmp_path, xvfb, args, words):
     os.mkfifo(tmp_path / "pipe.safetensors")
-    args = [arg.replace("{fifo}", str(tmp_path / "pipe.safetensors")) for arg in args]
+    (tmp_path / "garbage.safetensors").write_bytes(b"\x00" * 100)
+    args = [arg.replace("{fifo}", str(tmp_path / "pipe.safetensors"))
+            .replace("{garbage}", str(tmp_path / "garbage.safetensors")) for arg in args]
     code, out, err = run_cli("play", "--sessions-dir", str(tmp_path / "s"), *args, env=display_env(xvfb))
     assert code == 2, err
     assert len(err.strip().splitlines()) == 1, err
