@@ -134,6 +134,10 @@ def cmd_render(args) -> int:
     from explorer.video import check_video_path
     check_video_path(args.out)
     check_model_options(args)
+    if args.world is None:  # as play chooses: what the level and the options can mean
+        from world.level import load_level
+        names_a_model = args.checkpoint or args.random_weights or args.seed is not None
+        args.world = "generated" if names_a_model or load_level(args.level).scene is None else "reference"
     if args.world == "reference" and (args.checkpoint or args.random_weights or args.seed is not None):
         option = "--checkpoint" if args.checkpoint else "--random-weights" if args.random_weights else "--seed"
         raise InputError("command line", option, "the reference world has no model; add --world generated or "
@@ -474,9 +478,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--level", required=True, help="a shipped level's name or a path to a level .toml")
     p.add_argument("--path", required=True, help="a camera path (.toml keyframes or a RealEstate10K .txt)")
     p.add_argument("--out", required=True, help="the video to write (.mp4, H.264)")
-    p.add_argument("--world", choices=["reference", "generated", "compare"], default="reference",
+    p.add_argument("--world", choices=["reference", "generated", "compare"], default=None,
                    help="the procedural reference scene, the neural generator, or compare: the generator (left) "
-                   "next to the reference (right) on the same poses (default: reference)")
+                   "next to the reference (right) on the same poses (default: reference; generated for a level "
+                   "with only a start image, or when --checkpoint, --random-weights or --seed names a model)")
     p.add_argument("--size", type=parse_frame_size, default=None,
                    help="output WIDTHxHEIGHT, even numbers, per panel with compare (default: 640x360 for reference, "
                    "the model's native size for generated and compare; larger sizes are upscaled)")

@@ -61,21 +61,38 @@ def test_render_compare_puts_the_generated_world_beside_the_reference(tmp_path):
     assert np.abs(both[:, :, :64].astype(int) - reference.astype(int)).mean() > 10  # untrained: not the scene
 
 
+def test_render_chooses_the_generated_world_as_play_does(tmp_path):
+    # A level with only a start image, or a model named on the command line, was refused without --world generated
+    # (the reference world has no model and needs a [scene]), where play chooses the generated world for them.
+    import matplotlib.pyplot as plt
+    plt.imsave(tmp_path / "start.png", np.random.default_rng(0).uniform(size=(32, 64, 3)))
+    (tmp_path / "image.toml").write_text('[level]\nname = "image"\nimage = "start.png"\n\n[start]\n'
+                                         'position = [0.0, 1.7, 0.0]\n')
+    (tmp_path / "short.toml").write_text("[path]\nrelative = true\n[[path.key]]\nt = 0.0\n[[path.key]]\nt = 0.5\n"
+                                         "position = [0.0, 0.0, -1.0]\n")
+    for level, options, size in (("meadow", ["--random-weights", "tiny"], (32, 64)),
+                                 ("meadow", ["--random-weights", "tiny", "--seed", "3"], (32, 64)),
+                                 (str(tmp_path / "image.toml"), [], (72, 128))):  # the shipped model's frames
+        out = tmp_path / "g.mp4"
+        assert main(["render", "--level", level, "--path", str(tmp_path / "short.toml"), "--out", str(out),
+                     *options]) == 0
+        assert read_video(out).shape[1:] == (*size, 3), (level, options)  # not the reference's 640x360
+
 @pytest.mark.parametrize("args, words", [
     (["render", "--level", "no-such-level", "--path", WALK, "--out", "x.mp4"], ["no-such-level"]),
     (["render", "--level", "meadow", "--path", "missing.toml", "--out", "x.mp4"], ["missing.toml"]),
     (["render", "--level", "meadow", "--path", WALK, "--out", "x.mp4", "--size", "big"], ["--size"]),
     (["render", "--level", "meadow", "--path", WALK, "--out", "x.mp4", "--size", "17x18"], ["--size", "even"]),
     (["play", "--size", "64x37"], ["--size", "even"]),  # its session could not be filmed with replay --out
-    (["render", "--level", "meadow", "--path", WALK, "--out", "x.mp4", "--random-weights", "tiny"],
-     ["--random-weights", "reference world has no model"]),  # it was ignored: the video showed the reference
+    (["render", "--level", "meadow", "--path", WALK, "--out", "x.mp4", "--world", "reference", "--random-weights",
+      "tiny"], ["--random-weights", "reference world has no model"]),  # it was ignored: the video showed the reference
     (["render", "--level", "meadow", "--path", WALK, "--out", "x.mp4", "--world", "generated",
       "--random-weights", "foo"], ["--random-weights", "unknown config 'foo'"]),
     (["play", "--random-weights", "foo"], ["--random-weights", "unknown config 'foo'"]),
     (["bench", "--config", "foo"], ["error: command line: --config: unknown config 'foo'"]),
     (["train", "pretrain", "--data", ".", "--run", "r", "--config", "foo"],
      ["error: command line: --config: unknown config 'foo'"]),
-    (["render", "--level", "meadow", "--path", WALK, "--out", "x.mp4", "--seed", "7"],
+    (["render", "--level", "meadow", "--path", WALK, "--out", "x.mp4", "--world", "reference", "--seed", "7"],
      ["--seed", "reference world has no model"]),
     (["data", "--out", "d", "--clips", "2", "--frames", "10"], ["--frames"]),
     # Output files that could not be written are refused before any work
