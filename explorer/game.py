@@ -67,7 +67,7 @@ PLAY_SIZE = (256, 144)  # the reference world's frames: twice mini's 128x72, the
 REWIND_SECONDS = 2.0
 MESSAGE_SECONDS = 3.0
 # Said under the first picture: the HUD lists the client's keys, and a new player needs the walking ones first
-CONTROLS_HINT = "WASD or arrows move   mouse looks   Space / C up, down   Shift faster   Esc menu"
+CONTROLS_HINT = "WASD or arrows move   mouse looks   Space / C up, down   Shift faster   Q / E roll   Esc menu"
 HINT_SECONDS = 8.0
 NO_SCENE = "this level has only a start image: the reference world needs a [scene] to draw"
 STALL_SECONDS = 1.0  # a job out this long (a model loading, the split view's other world opening) is said on screen
