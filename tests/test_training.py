@@ -318,6 +318,29 @@ def test_resume_restores_identical_state(data, tmp_path, init):
         (tmp_path / "resumed/run.json").read_text())["camera_scaling"])
 
 
+def test_resume_keeps_the_vae_it_trained_with(data, tmp_path, init):
+    # The latents were encoded again on resume with the source's VAE as it was then (a VAE stage resumed since, or
+    # the --init file replaced): the generator went on training on other latents than the state's VAE makes.
+    import shutil
+    source = tmp_path / "source.safetensors"
+    shutil.copy(init, source)
+
+    def run(name, steps, resume=False):
+        opts = options("diffusion", data, tmp_path / name, source, steps=steps, resume=resume, save_every=1,
+                       sample_steps=1)
+        train(opts, explicit={"steps", "resume"} if resume else set())
+
+    run("straight", 2)
+    run("resumed", 1)
+    config = get_config("tiny")
+    torch.manual_seed(1)
+    save_checkpoint(source, config, VAE(config.vae), Generator(config.generator), CameraScaling().to_dict(), "test")
+    run("resumed", 2, resume=True)
+    a, _ = read_safetensors(tmp_path / "straight/diffusion/state.safetensors")
+    b, _ = read_safetensors(tmp_path / "resumed/diffusion/state.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:3]
+    assert len(list((tmp_path / "resumed/latents").iterdir())) == 1  # no second cache, of the other VAE
+
 def test_stage_refuses_to_restart_or_change_on_resume(data, tmp_path, init):
     opts = options("diffusion", data, tmp_path / "run", init, steps=1, sample_steps=1)
     train(opts)

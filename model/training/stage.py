@@ -27,6 +27,7 @@ from model.training.distributed import Dist
 from model.training.losses import default_shift, psnr
 from model.training.options import SOURCE, TrainOptions
 from model.training.run import RunFolder, learning_rate
+from model.training.state import module_tensors, read_state
 from model.vae import VAE, from_uint8, to_uint8
 
 VAL_BATCH = 8  # held-out clips in validation (the first of them is the sample video)
@@ -155,6 +156,12 @@ class GeneratorStage(Stage):
         super().__init__(*args)
         source = self.source_checkpoint()
         loaded = load_checkpoint(source, expect_config=self.config)
+        if self.opts.resume:
+            # The VAE the stage has trained with, from its state, not the source's as it is now: a VAE stage resumed
+            # since (or an --init file replaced) re-encoded the latents, and the generator went on with other ones
+            own = module_tensors(read_state(self.run.state_path(self.opts.stage))[0], "vae")
+            if own:
+                loaded.vae.load_state_dict(own)
         self.vae = loaded.vae.to(self.device).requires_grad_(False)
         self.generator = loaded.generator.to(self.device).train()
         self.shift = self.opts.shift or default_shift(self.config.latent_size())
