@@ -350,6 +350,14 @@ def test_stage_refuses_to_restart_or_change_on_resume(data, tmp_path, init):
     with pytest.raises(InputError, match="options.lr"):
         resolve(resumed, {"steps", "resume", "lr"}, RunFolder(opts.run))
     assert resolve(resumed, {"steps", "resume"}, RunFolder(opts.run)).lr == LR
+    # another stage's state copied into a stage's folder: it ran that other stage and wrote into its folder
+    import shutil
+    (tmp_path / "run" / "pretrain").mkdir()
+    shutil.copy(tmp_path / "run/diffusion/state.safetensors", tmp_path / "run/pretrain/state.safetensors")
+    copied = options("pretrain", data, tmp_path / "run", init, steps=3, resume=True)
+    with pytest.raises(InputError, match="pretrain/state.safetensors: stage: this is the diffusion stage's state, "
+                       "not the pretrain stage's"):
+        resolve(copied, {"steps", "resume"}, RunFolder(opts.run))
     with pytest.raises(InputError, match="spec.size"):
         make_stage("diffusion", data, tmp_path / "other", init, config="mini")
     # a batch of more clips than the data have to train on (4 here): refused before the run folder is made

@@ -36,7 +36,11 @@ def resolve(opts: TrainOptions, explicit: set[str], run: RunFolder) -> TrainOpti
     if opts.resume:
         if not state.exists():
             raise InputError(state, None, f"nothing to resume: the {opts.stage} stage of this run has not saved yet")
-        stored = TrainOptions.from_json(read_state(state)[1]["options"])
+        metadata = read_state(state)[1]
+        if metadata["stage"] != opts.stage:  # another stage's file, copied here: it ran that stage, in its folder
+            raise InputError(state, "stage", f"this is the {metadata['stage']} stage's state, not the {opts.stage} "
+                             "stage's")
+        stored = TrainOptions.from_json(metadata["options"])
         return merge_resumed(stored, opts, explicit, str(state))
     if state.exists():
         raise InputError(state, None, f"the {opts.stage} stage of this run has already started: pass --resume to "
