@@ -352,7 +352,8 @@ def cmd_ship(args) -> int:
     from camera.embedding import CameraScaling
     from camera.errors import check_output_path
     from model.checkpoint import (LINKED, RESERVED, checkpoint_sha256, default_checkpoint_path, is_part,
-                                  load_checkpoint, save_checkpoint, warn_if_untrained)
+                                  load_checkpoint, save_checkpoint, stored_format, warn_if_untrained)
+    from model.training.state import FORMAT as STATE_FORMAT
     out = check_output_path(args.out if args.out else default_checkpoint_path(), (".safetensors",))
     linked = None if args.single_file else {"vae": out.with_name(f"{out.stem}-vae.safetensors")}
     writes = [out] + list((linked or {}).values())
@@ -375,6 +376,12 @@ def cmd_ship(args) -> int:
         refuse_overwriting(path, [("the checkpoint being shipped", source)]
                            + [("a file it links to", source.parent / entry["file"]) for entry in links.values()],
                            "--out", "choose another --out")
+    if is_part(out):  # another ship's VAE part: the checkpoint linking it would no longer load
+        raise InputError(out, "--out", "is the VAE part another checkpoint links to (it would no longer load); "
+                         "choose another --out")
+    if stored_format(out) == STATE_FORMAT:
+        raise InputError(out, "--out", "is a training stage's state (its run could no longer be resumed); choose "
+                         "another --out")
     for path in writes[1:]:  # OUT-vae.safetensors: an earlier ship's VAE part may go, anything else stays
         if path.exists() and not is_part(path):
             raise InputError(out, "--out", f"would overwrite {path}, which is not the VAE part of an earlier ship "

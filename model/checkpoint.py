@@ -74,13 +74,18 @@ def warn_if_untrained(path, stage: str) -> None:
               "a later stage)", file=sys.stderr)
 
 
-def is_part(path) -> bool:
-    """Whether `path` is a readable safetensors file holding a linked part of a checkpoint (its header alone is read)."""
+def stored_format(path) -> str | None:
+    """The `format` in the metadata of a readable safetensors file at `path` (its header alone is read), else None."""
     try:
         with safe_open(path, framework="pt") as f:
-            return (f.metadata() or {}).get("format") == PART_FORMAT
+            return (f.metadata() or {}).get("format")
     except (SafetensorError, OSError):
-        return False
+        return None
+
+
+def is_part(path) -> bool:
+    """Whether `path` is a readable safetensors file holding a linked part of a checkpoint."""
+    return stored_format(path) == PART_FORMAT
 
 
 # ---------------------------------------------------------------------------------------------------------------

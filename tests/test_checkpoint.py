@@ -520,6 +520,19 @@ def test_ship_does_not_write_its_vae_part_over_a_checkpoint_of_its_own(tmp_path,
     for _ in range(2):  # shipped twice to the same place: its own part is replaced
         assert main(["ship", str(source), "--out", str(tmp_path / "a.safetensors")]) == 0
     load_checkpoint(tmp_path / "a.safetensors")
+    # --out itself onto that VAE part (a.safetensors no longer loaded), or onto a training state (no resume)
+    from model.training.state import FORMAT as STATE_FORMAT
+    from model.checkpoint import write_safetensors
+    state = tmp_path / "state.safetensors"
+    write_safetensors(state, {"module.vae.x": torch.zeros(1)}, {"format": STATE_FORMAT})
+    capsys.readouterr()
+    for out, words in ((own, "is the VAE part another checkpoint links to"), (state, "is a training stage's state")):
+        before = checkpoint_sha256(out)
+        assert main(["ship", str(source), "--out", str(out), "--single-file"]) == 2
+        err = capsys.readouterr().err
+        assert f"{out}: --out: {words}" in err and err.count("\n") == 1, err
+        assert checkpoint_sha256(out) == before
+    load_checkpoint(tmp_path / "a.safetensors")
 
 
 def test_held_interrupts_act_after_the_block():
