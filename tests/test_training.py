@@ -419,3 +419,18 @@ def test_an_option_for_its_own_stages_is_taken():
     for stage, option, value in (("long", "segments", 5), ("consistency", "diffusion", "d.safetensors"),
                                  ("decoder", "adv_weight", 1.0), ("gate", "warp_gate", True)):
         TrainOptions(stage, "d", "r", **{option: value}).check_scope({option})
+
+
+def test_a_damaged_metrics_log_is_read_past(tmp_path):
+    # An edited or damaged line of metrics.jsonl stopped a resumed run with a traceback (KeyError, TypeError,
+    # AttributeError, UnicodeDecodeError), in truncate or, after the state was saved, in plot.
+    from model.training.run import Metrics
+    metrics = Metrics(tmp_path)
+    good = [{"step": 1, "loss": 0.5}, {"step": 2, "loss": 0.4, "val_psnr": 20.0}, {"step": 3, "loss": 0.3}]
+    lines = [json.dumps(good[0]), '{"foo": 1}', "[1, 2]", '{"step": "x", "loss": 1}', json.dumps(good[1]),
+             json.dumps(good[2]), '{"step": 4, "lo']
+    metrics.path.write_bytes("\n".join(lines).encode() + b"\n\xff\xfe\n")
+    metrics.plot()
+    assert metrics.plot_path.stat().st_size > 0
+    metrics.truncate(2)
+    assert [json.loads(line) for line in metrics.path.read_text().splitlines()] == good[:2]

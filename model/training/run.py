@@ -93,19 +93,25 @@ class Metrics:
         self.path = folder / "metrics.jsonl"
         self.plot_path = folder / "loss.png"
 
-    def truncate(self, step: int) -> None:
-        """Drops lines past `step` (logged after the state being resumed was saved) and a torn last line."""
+    def records(self) -> list[dict]:
+        """The log's records: JSON objects with a whole `step`. A torn last line, or any line that is not one of
+        ours (edited, damaged), is left out rather than stopping a run over its log."""
         if not self.path.exists():
-            return
-        keep = []
-        for line in self.path.read_text().splitlines():
+            return []
+        records = []
+        for line in self.path.read_text(errors="replace").splitlines():
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 continue
-            if record.get("step", 0) <= step:
-                keep.append(line)
-        self.path.write_text("".join(line + "\n" for line in keep))
+            if isinstance(record, dict) and isinstance(record.get("step"), int):
+                records.append(record)
+        return records
+
+    def truncate(self, step: int) -> None:
+        """Drops lines past `step` (logged after the state being resumed was saved) and those `records` leaves out."""
+        if self.path.exists():
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records() if r["step"] <= step))
 
     def write(self, record: dict) -> None:
         with open(self.path, "a") as f:
@@ -117,8 +123,7 @@ class Metrics:
         import matplotlib.pyplot as plt
 
         series = defaultdict(list)
-        for line in self.path.read_text().splitlines():
-            record = json.loads(line)
+        for record in self.records():
             for key, value in record.items():
                 if key not in ("step", "time") and isinstance(value, (int, float)) and math.isfinite(value):
                     series[key].append((record["step"], value))
