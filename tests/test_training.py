@@ -350,6 +350,9 @@ def test_stage_refuses_to_restart_or_change_on_resume(data, tmp_path, init):
     with pytest.raises(InputError, match="options.lr"):
         resolve(resumed, {"steps", "resume", "lr"}, RunFolder(opts.run))
     assert resolve(resumed, {"steps", "resume"}, RunFolder(opts.run)).lr == LR
+    with pytest.raises(InputError, match="--steps: the diffusion stage is at step 1 already, and --steps is 1"):
+        resolve(options("diffusion", data, tmp_path / "run", init, steps=1, resume=True), {"steps", "resume"},
+                RunFolder(opts.run))  # it ran nothing and said nothing
     # another stage's state copied into a stage's folder: it ran that other stage and wrote into its folder
     import shutil
     (tmp_path / "run" / "pretrain").mkdir()

@@ -40,8 +40,11 @@ def resolve(opts: TrainOptions, explicit: set[str], run: RunFolder) -> TrainOpti
         if metadata["stage"] != opts.stage:  # another stage's file, copied here: it ran that stage, in its folder
             raise InputError(state, "stage", f"this is the {metadata['stage']} stage's state, not the {opts.stage} "
                              "stage's")
-        stored = TrainOptions.from_json(metadata["options"])
-        return merge_resumed(stored, opts, explicit, str(state))
+        merged = merge_resumed(TrainOptions.from_json(metadata["options"]), opts, explicit, str(state))
+        if merged.steps <= int(metadata["step"]):  # it ran nothing and said nothing
+            raise InputError("command line", "--steps", f"the {opts.stage} stage is at step {metadata['step']} "
+                             f"already, and --steps is {merged.steps}: give more steps to train on")
+        return merged
     if state.exists():
         raise InputError(state, None, f"the {opts.stage} stage of this run has already started: pass --resume to "
                          f"continue it, or use another --run")
