@@ -437,3 +437,13 @@ def test_a_damaged_metrics_log_is_read_past(tmp_path):
     assert metrics.plot_path.stat().st_size > 0
     metrics.truncate(2)
     assert [json.loads(line) for line in metrics.path.read_text().splitlines()] == good[:2]
+
+
+def test_a_bad_diffusion_model_is_refused_before_the_latents_are_encoded(data, tmp_path, init):
+    # It was refused only once every clip was encoded (12 to 55 minutes for mini), the latents left in the new run.
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\0" * 64)
+    for stage in ("consistency", "adversarial"):
+        with pytest.raises(InputError, match="bad.safetensors: not a readable safetensors file"):
+            make_stage(stage, data, tmp_path / "new", init, diffusion=str(bad))
+        assert not (tmp_path / "new").exists()

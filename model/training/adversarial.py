@@ -32,6 +32,8 @@ Window = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # generated frames, th
 
 
 class AdversarialStage(GeneratorStage):
+    uses_diffusion = True
+
     def __init__(self, *args):
         super().__init__(*args)
         k = self.clips.latent_steps

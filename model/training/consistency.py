@@ -19,6 +19,8 @@ from model.training.stage import GeneratorBatch, LossStage
 
 
 class ConsistencyStage(LossStage):
+    uses_diffusion = True
+
     def __init__(self, *args):
         super().__init__(*args)
         teacher = load_checkpoint(self.diffusion_checkpoint(), expect_config=self.config).generator
