@@ -447,3 +447,25 @@ def test_a_bad_diffusion_model_is_refused_before_the_latents_are_encoded(data, t
         with pytest.raises(InputError, match="bad.safetensors: not a readable safetensors file"):
             make_stage(stage, data, tmp_path / "new", init, diffusion=str(bad))
         assert not (tmp_path / "new").exists()
+
+
+def test_a_sigterm_stops_training_after_the_step_saved_and_exits_143(data, tmp_path):
+    # It exited 130, as for Ctrl-C, where play and render exit 143 for a SIGTERM.
+    import signal
+    import subprocess
+    import sys
+    import time
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "explorer.cli", "train", "vae", "--data", str(data), "--run",
+                             str(run), "--config", "tiny", "--steps", "100000", "--batch", "2", "--val-clips", "2",
+                             "--save-every", "100000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    metrics = run / "vae" / "metrics.jsonl"
+    while not (metrics.exists() and metrics.stat().st_size) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)  # until it trains
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "saved (continue with --resume)" in out + err
+    step = int(read_safetensors(run / "vae" / "state.safetensors")[1]["step"])
+    assert step >= 1

@@ -162,14 +162,14 @@ class StopRequest:
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __enter__(self):
-        self.requested = False
+        self.requested, self.signum = False, None
         self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
     def _handle(self, signum, frame):
         if self.requested:
             raise KeyboardInterrupt
-        self.requested = True
+        self.requested, self.signum = True, signum
 
     def __exit__(self, *exc):
         for s, handler in self.previous.items():
@@ -221,4 +221,6 @@ def fit(stage, run: RunFolder, d: Dist) -> None:
                 clock = time.perf_counter()  # the next it/s measures training alone
             if stopping:
                 bar.write(f"stopped at step {done}, saved (continue with --resume)")
+                if stop.signum == signal.SIGTERM:  # the shell reports 143 for it (130 is Ctrl-C's), as play exits
+                    raise SystemExit(128 + signal.SIGTERM)
                 raise KeyboardInterrupt
