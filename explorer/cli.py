@@ -677,5 +677,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":  # torchrun runs the command line this way (`-m explorer.cli`)
-    from explorer.launch import end_process
-    sys.exit(end_process(main()))
+    from explorer.launch import end_process, exit_code
+    sys.exit(end_process(exit_code(main)))

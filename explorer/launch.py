@@ -14,7 +14,16 @@ def main() -> int:
             raise
         print("explorer: interrupted", file=sys.stderr)
         return 130
-    return end_process(run())
+    return end_process(exit_code(run))
+
+
+def exit_code(run) -> int:
+    """run()'s code, or the code of the SystemExit it raised (a SIGTERM's 143, argparse's 2): so that it, too, goes
+    through end_process."""
+    try:
+        return run()
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else 0 if stop.code is None else 1
 
 
 def end_process(code: int) -> int:

@@ -78,3 +78,16 @@ def test_a_torchrun_worker_ends_past_the_interpreters_shutdown(world, code, prin
     result = subprocess.run([sys.executable, "-c", script, str(code)], capture_output=True, text=True, env=env,
                             timeout=60)
     assert (result.returncode, result.stdout) == (code, printed), result.stderr
+
+
+def test_a_command_that_raises_systemexit_still_ends_through_end_process():
+    # A SIGTERM's SystemExit(143) (a training stopped by it, or any command) went past end_process: a torchrun
+    # worker then shut down the interpreter with gloo's threads alive, as before the fix above.
+    from explorer.launch import exit_code
+
+    def raises(code):
+        def run():
+            raise SystemExit(code)
+        return run
+    assert [exit_code(raises(c)) for c in (143, 2, None, "a message")] == [143, 2, 0, 1]
+    assert exit_code(lambda: 7) == 7
