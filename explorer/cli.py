@@ -377,8 +377,8 @@ def cmd_ship(args) -> int:
                            + [("a file it links to", source.parent / entry["file"]) for entry in links.values()],
                            "--out", "choose another --out")
     if is_part(out):  # another ship's VAE part: the checkpoint linking it would no longer load
-        raise InputError(out, "--out", "is the VAE part another checkpoint links to (it would no longer load); "
-                         "choose another --out")
+        raise InputError(out, "--out", "is the linked VAE part of a checkpoint (one that links to it would no "
+                         "longer load); choose another --out")
     if stored_format(out) == STATE_FORMAT:
         raise InputError(out, "--out", "is a training stage's state (its run could no longer be resumed); choose "
                          "another --out")

@@ -526,7 +526,7 @@ def test_ship_does_not_write_its_vae_part_over_a_checkpoint_of_its_own(tmp_path,
     state = tmp_path / "state.safetensors"
     write_safetensors(state, {"module.vae.x": torch.zeros(1)}, {"format": STATE_FORMAT})
     capsys.readouterr()
-    for out, words in ((own, "is the VAE part another checkpoint links to"), (state, "is a training stage's state")):
+    for out, words in ((own, "is the linked VAE part of a checkpoint"), (state, "is a training stage's state")):
         before = checkpoint_sha256(out)
         assert main(["ship", str(source), "--out", str(out), "--single-file"]) == 2
         err = capsys.readouterr().err

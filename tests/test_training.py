@@ -350,7 +350,8 @@ def test_stage_refuses_to_restart_or_change_on_resume(data, tmp_path, init):
     with pytest.raises(InputError, match="options.lr"):
         resolve(resumed, {"steps", "resume", "lr"}, RunFolder(opts.run))
     assert resolve(resumed, {"steps", "resume"}, RunFolder(opts.run)).lr == LR
-    with pytest.raises(InputError, match="--steps: the diffusion stage is at step 1 already, and --steps is 1"):
+    with pytest.raises(InputError, match="--steps: the diffusion stage is at step 1 already of its 1: give --steps "
+                       "above 1 to train on"):
         resolve(options("diffusion", data, tmp_path / "run", init, steps=1, resume=True), {"steps", "resume"},
                 RunFolder(opts.run))  # it ran nothing and said nothing
     # another stage's state copied into a stage's folder: it ran that other stage and wrote into its folder
@@ -447,6 +448,10 @@ def test_a_bad_diffusion_model_is_refused_before_the_latents_are_encoded(data, t
         with pytest.raises(InputError, match="bad.safetensors: not a readable safetensors file"):
             make_stage(stage, data, tmp_path / "new", init, diffusion=str(bad))
         assert not (tmp_path / "new").exists()
+    # the run's own diffusion model, when --diffusion is not given: missing here
+    with pytest.raises(InputError, match="diffusion/model.safetensors: the diffusion model is missing"):
+        make_stage("consistency", data, tmp_path / "new", init, diffusion=None)
+    assert not (tmp_path / "new").exists()
 
 
 def test_a_sigterm_stops_training_after_the_step_saved_and_exits_143(data, tmp_path):

@@ -51,13 +51,19 @@ class AdversarialStage(GeneratorStage):
         self.optimizers = {"generator": (self.generator, self.rmsprop(self.generator)),
                            "discriminator": (self.discriminator, self.rmsprop(self.discriminator))}
 
+    def continues_adversarial(self) -> bool:
+        """long whose source is the adversarial stage: its discriminator goes on from that stage's."""
+        return self.opts.stage == "long" and not self.opts.init and self.run.state_path("adversarial").exists()
+
+    def needs_diffusion(self) -> bool:
+        return not self.continues_adversarial()
+
     def initial_discriminator(self) -> Discriminator:
         """long: the adversarial stage's discriminator, if that stage is the source; else from the diffusion model
         (the paper: generator and discriminator both start from the diffusion weights)."""
-        previous = self.run.state_path("adversarial")
-        if self.opts.stage == "long" and not self.opts.init and previous.exists():
+        if self.continues_adversarial():
             disc = Discriminator(self.config.generator)
-            disc.load_state_dict(module_tensors(read_state(previous)[0], "discriminator"))
+            disc.load_state_dict(module_tensors(read_state(self.run.state_path("adversarial"))[0], "discriminator"))
             return disc
         return Discriminator.from_generator(
             load_checkpoint(self.diffusion_checkpoint(), expect_config=self.config).generator)

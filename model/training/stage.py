@@ -153,11 +153,15 @@ class GeneratorStage(Stage):
     """The VAE (frozen) and the generator from the source checkpoint, the latent cache, batches."""
     uses_diffusion = False  # the stage loads the diffusion model too (a teacher, a discriminator's start)
 
+    def needs_diffusion(self) -> bool:
+        """Whether this stage will load the diffusion model."""
+        return self.uses_diffusion
+
     def __init__(self, *args):
         super().__init__(*args)
         source = self.source_checkpoint()
         loaded = load_checkpoint(source, expect_config=self.config)
-        if self.uses_diffusion and self.opts.diffusion:  # checked before the latents' minutes, not after them
+        if self.needs_diffusion():  # checked before the latents' minutes, not after them
             load_checkpoint(self.diffusion_checkpoint(), expect_config=self.config)
         if self.opts.resume:
             # The VAE the stage has trained with, from its state, not the source's as it is now: a VAE stage resumed

@@ -43,7 +43,7 @@ def resolve(opts: TrainOptions, explicit: set[str], run: RunFolder) -> TrainOpti
         merged = merge_resumed(TrainOptions.from_json(metadata["options"]), opts, explicit, str(state))
         if merged.steps <= int(metadata["step"]):  # it ran nothing and said nothing
             raise InputError("command line", "--steps", f"the {opts.stage} stage is at step {metadata['step']} "
-                             f"already, and --steps is {merged.steps}: give more steps to train on")
+                             f"already of its {merged.steps}: give --steps above {metadata['step']} to train on")
         return merged
     if state.exists():
         raise InputError(state, None, f"the {opts.stage} stage of this run has already started: pass --resume to "
