@@ -11,6 +11,7 @@ import math
 import os
 import re
 import secrets
+import shlex
 import stat
 import sys
 import tempfile
@@ -53,7 +54,6 @@ def shell_word(text: str) -> str:
     """`text` quoted for a shell, on one line: a name with a control character in it (a newline) is written in the
     $'...' form of bash, zsh and POSIX 2024 with the character escaped, where shlex.quote keeps it raw and breaks
     the line a hint is printed on."""
-    import shlex
     if not CONTROL_CHARACTERS.search(text):
         return shlex.quote(text)
 
@@ -181,6 +181,23 @@ def unusable_name(path: Path) -> str | None:
     except OSError as e:
         return e.strerror or str(e)
     return None if broken is None else f"{broken} is a link that leads nowhere (to nothing, or round to itself)"
+
+
+def first_missing(path: Path) -> Path | None:
+    """The topmost folder of `path` that does not exist yet (what making `path` makes), or None if it exists."""
+    return next((p for p in reversed([path, *path.parents]) if not p.exists()), None)
+
+
+def remove_empty_folders(folder: Path, top: Path) -> None:
+    """Remove `folder` and the folders above it up to `top` (`first_missing` before they were made), each only
+    while it is empty: what a command made and then did not use."""
+    for p in (folder, *folder.parents):
+        try:
+            p.rmdir()
+        except OSError:
+            return
+        if p == top:
+            return
 
 
 def check_output_path(path, suffixes: tuple[str, ...], field: str = "--out") -> Path:

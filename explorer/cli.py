@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from camera.controls import ControlSettings
-from camera.errors import (InputError, check_writable, escape_controls, refuse_overwriting, shell_word,
-                           unusable_name)
+from camera.errors import (InputError, check_writable, escape_controls, first_missing, refuse_overwriting,
+                           remove_empty_folders, shell_word, unusable_name)
 from model.training.options import STAGES
 from world.base import MAX_SEED
 from world.dataset import HELD_OUT_SEEDS
@@ -180,7 +180,7 @@ def cmd_play(args) -> int:
             raise InputError(args.checkpoint, None, f"cannot read the checkpoint: {e.strerror}") from None
 
     sessions_dir = Path(args.sessions_dir)
-    made = next((p for p in reversed([sessions_dir, *sessions_dir.parents]) if not p.exists()), None)
+    made = first_missing(sessions_dir)
     try:  # fail before the window opens and the model loads, not after
         sessions_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -212,17 +212,6 @@ def cmd_play(args) -> int:
         sys.stderr.flush()
         os._exit(code)
     return code
-
-
-def remove_empty_folders(folder: Path, top: Path) -> None:
-    """Remove `folder` and the folders above it up to `top`, each only while it is empty."""
-    for p in (folder, *folder.parents):
-        try:
-            p.rmdir()
-        except OSError:
-            return
-        if p == top:
-            return
 
 
 def cmd_replay(args) -> int:

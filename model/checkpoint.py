@@ -155,13 +155,15 @@ def check_checkpoint_file(path) -> Path:
     return path
 
 
-def read_safetensors(path, device="cpu") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """All tensors and the metadata of a safetensors file; InputError if it is missing, truncated or not one."""
+def read_safetensors(path, device="cpu", prefix: str | None = "") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors whose names start with `prefix` (all by default; None: none) and the metadata of a safetensors
+    file; the others are not read. InputError if it is missing, truncated or not one."""
     path = check_checkpoint_file(path)
     try:
         with safe_open(path, framework="pt", device=str(device)) as f:
             metadata = f.metadata() or {}
-            tensors = {name: f.get_tensor(name) for name in f.keys()}
+            tensors = {name: f.get_tensor(name) for name in f.keys()
+                       if prefix is not None and name.startswith(prefix)}
     except (SafetensorError, OSError) as e:
         raise InputError(path, None, f"not a readable safetensors file (truncated or corrupt?): {e}") from None
     return tensors, metadata

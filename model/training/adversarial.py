@@ -26,7 +26,7 @@ from model.training.gate import train_gate_alone
 from model.training.losses import generator_loss, noised, penalised_discriminator_loss
 from model.training.sampling import rollout
 from model.training.stage import GeneratorBatch, GeneratorStage
-from model.training.state import module_tensors, read_state
+from model.training.state import read_module
 
 Window = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # generated frames, their recycled inputs, camera
 
@@ -63,7 +63,7 @@ class AdversarialStage(GeneratorStage):
         (the paper: generator and discriminator both start from the diffusion weights)."""
         if self.continues_adversarial():
             disc = Discriminator(self.config.generator)
-            disc.load_state_dict(module_tensors(read_state(self.run.state_path("adversarial"))[0], "discriminator"))
+            disc.load_state_dict(read_module(self.run.state_path("adversarial"), "discriminator"))
             return disc
         return Discriminator.from_generator(
             load_checkpoint(self.diffusion_checkpoint(), expect_config=self.config).generator)

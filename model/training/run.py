@@ -28,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from camera.embedding import CameraScaling
-from camera.errors import InputError, parse_json, read_text, write_replacing
+from camera.errors import InputError, parse_json, read_text, remove_empty_folders, write_replacing
 from model.config import ModelConfig
 from model.training.data import Clips, measure_camera_scaling
 from model.training.distributed import Dist
@@ -58,12 +58,8 @@ class RunFolder:
         for folder, _, _ in sorted(os.walk(self.root), key=lambda entry: -len(entry[0])):  # deepest first
             if not os.listdir(folder):
                 os.rmdir(folder)
-        if made is not None and self.root != made and made in self.root.parents:
-            for folder in self.root.parents:  # the parents the run's path made, while empty
-                if folder.exists() and not os.listdir(folder):
-                    folder.rmdir()
-                if folder == made:
-                    break
+        if made is not None and made in self.root.parents:  # the parents the run's path made, while empty
+            remove_empty_folders(self.root.parent, made)
 
     def open(self, config: ModelConfig, clips: Clips, d: Dist) -> CameraScaling:
         """Creates run.json on first use (measuring the camera scaling on the data) and checks it later; returns the

@@ -27,7 +27,7 @@ from model.training.distributed import Dist
 from model.training.losses import default_shift, psnr
 from model.training.options import SOURCE, TrainOptions
 from model.training.run import RunFolder, learning_rate
-from model.training.state import module_tensors, read_state
+from model.training.state import read_module
 from model.vae import VAE, from_uint8, to_uint8
 
 VAL_BATCH = 8  # held-out clips in validation (the first of them is the sample video)
@@ -166,7 +166,7 @@ class GeneratorStage(Stage):
         if self.opts.resume:
             # The VAE the stage has trained with, from its state, not the source's as it is now: a VAE stage resumed
             # since (or an --init file replaced) re-encoded the latents, and the generator went on with other ones
-            own = module_tensors(read_state(self.run.state_path(self.opts.stage))[0], "vae")
+            own = read_module(self.run.state_path(self.opts.stage), "vae")
             if own:
                 loaded.vae.load_state_dict(own)
         self.vae = loaded.vae.to(self.device).requires_grad_(False)

@@ -42,8 +42,9 @@ def save_state(path: Path, d: Dist, step: int, stage: str, options_json: str, mo
     d.barrier()
 
 
-def read_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    tensors, metadata = read_safetensors(path)
+def read_state(path: Path, prefix: str | None = "") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The state's tensors whose names start with `prefix` (all by default; None: none) and its metadata, checked."""
+    tensors, metadata = read_safetensors(path, prefix=prefix)
     if metadata.get("format") != FORMAT:
         raise InputError(path, "format", f"expected {FORMAT!r}, found {metadata.get('format')!r}")
     for key in ("stage", "step", "options"):
@@ -55,6 +56,11 @@ def read_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 def module_tensors(tensors: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
     prefix = f"module.{name}."
     return {k[len(prefix):]: t for k, t in tensors.items() if k.startswith(prefix)}
+
+
+def read_module(path: Path, name: str) -> dict[str, torch.Tensor]:
+    """One module's tensors from a state file, the rest of it left unread."""
+    return module_tensors(read_state(path, prefix=f"module.{name}.")[0], name)
 
 
 def load_state(path: Path, modules: dict[str, nn.Module],

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from camera.errors import InputError
+from camera.errors import InputError, first_missing
 from model.config import ModelConfig, get_config
 from model.training import distributed
 from model.training.adversarial import AdversarialStage
@@ -36,7 +36,7 @@ def resolve(opts: TrainOptions, explicit: set[str], run: RunFolder) -> TrainOpti
     if opts.resume:
         if not state.exists():
             raise InputError(state, None, f"nothing to resume: the {opts.stage} stage of this run has not saved yet")
-        metadata = read_state(state)[1]
+        metadata = read_state(state, prefix=None)[1]  # its tensors are read once, by load_state
         if metadata["stage"] != opts.stage:  # another stage's file, copied here: it ran that stage, in its folder
             raise InputError(state, "stage", f"this is the {metadata['stage']} stage's state, not the {opts.stage} "
                              "stage's")
@@ -70,7 +70,7 @@ def build_stage(opts: TrainOptions, run: RunFolder, d: Dist) -> Stage:
         raise InputError("command line", "--batch", f"{opts.batch} clips per step, but the data have "
                          f"{len(clips.train)} to train on: use a smaller --batch or make more clips")
     fresh = not (run.root / "run.json").exists()
-    made = next((p for p in reversed([run.root, *run.root.parents]) if not p.exists()), None)  # the first folder made
+    made = first_missing(run.root)
     scaling = run.open(config, clips, d)
     try:
         return STAGE_CLASSES[opts.stage](opts, d, run, config, clips, scaling)
