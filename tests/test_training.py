@@ -396,7 +396,9 @@ def test_clips_too_short_to_train_on_are_refused_by_the_data_and_write_no_run(tm
     every later command, good data included."""
     from world.dataset import DataSpec, write_dataset
     short = tmp_path / "short"
-    write_dataset(short, DataSpec(clips=4, size=(64, 32), frames=1, clips_per_scene=1, clips_per_shard=4))
+    spec = DataSpec(clips=4, size=(64, 32), frames=5, clips_per_scene=1, clips_per_shard=4)
+    object.__setattr__(spec, "frames", 1)  # `explorer data` refuses 1-frame clips now; older versions wrote them
+    write_dataset(short, spec)
     for stage in ("vae", "diffusion"):
         with pytest.raises(InputError, match="manifest.json: spec.frames: clips of 1 frame; training needs at least 5"):
             make_stage(stage, short, tmp_path / "run", init, val_clips=1)

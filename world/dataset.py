@@ -49,9 +49,9 @@ class DataSpec:
     fov: float = 60.0
 
     def __post_init__(self):
-        if (self.frames - 1) % 4:
-            raise InputError("command line", "--frames", f"must be 1 + 4k (the first frame and whole latent steps), "
-                             f"got {self.frames}")
+        if (self.frames - 1) % 4 or self.frames < 5:  # a lone first frame has no step to learn from
+            raise InputError("command line", "--frames", f"must be 1 + 4k with k at least 1 (the first frame and "
+                             f"whole latent steps: 5, 9, 13, ...), got {self.frames}")
         if self.split not in ("train", "heldout"):
             raise InputError("command line", "--split", f"must be train or heldout, got {self.split!r}")
         if self.shard_bytes > MAX_SHARD_BYTES:  # a shard's frames are held in memory before it is written
