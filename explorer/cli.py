@@ -500,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how many clips in total (on a folder that holds some: more adds to them; fewer is refused)")
     p.add_argument("--size", type=parse_size, default=(128, 72), help="WIDTHxHEIGHT (default 128x72, mini's native size)")
     p.add_argument("--frames", type=positive_int, default=33,
-                   help="frames per clip, 1 + 4k (default 33: the first frame and 8 latent steps)")
+                   help="frames per clip, 1 + 4k: 5, 9, 13, ... (default 33: the first frame and 8 latent steps)")
     p.add_argument("--seed", type=seed_int, default=0, help="the dataset's seed (default 0)")
     p.add_argument("--split", choices=["train", "heldout"], default="train",
                    help="train scenes, or the held-out scene seeds kept for evaluation (default train)")
