@@ -131,6 +131,31 @@ def test_start_image_is_cropped_to_the_aspect(tmp_path):
         load_start_image(tmp_path / "bad.png", (64, 32))
 
 
+def test_start_image_of_16_bit_grey_keeps_its_tones_and_a_phone_photo_stands_upright(tmp_path):
+    """Pillow's convert("RGB") clipped 16-bit grey at 255 (any such picture came out white), and the EXIF
+    orientation of a portrait photo was ignored (the picture lay on its side)."""
+    from PIL import Image
+    grey = np.full((36, 64), 40000, np.uint16)  # 61% grey
+    grey[:, 32:] = 10000                         # 15% grey
+    Image.fromarray(grey).save(tmp_path / "grey16.png")
+    frame = load_start_image(tmp_path / "grey16.png", (64, 36))
+    assert abs(int(frame[18, 8, 0]) - 156) <= 2 and abs(int(frame[18, 56, 0]) - 39) <= 2, frame[18, ::8, 0]
+    with open(tmp_path / "grey16.pgm", "wb") as f:  # a 16-bit PGM opens in Pillow's mode I, not I;16
+        f.write(b"P5\n4 2\n65535\n" + np.full((2, 4), 40000, ">u2").tobytes())
+    assert abs(int(load_start_image(tmp_path / "grey16.pgm", (8, 4))[0, 0, 0]) - 156) <= 2
+
+    sideways = np.zeros((36, 64, 3), np.uint8)
+    sideways[:, :32] = (255, 0, 0)  # stored: red left, blue right; tagged "rotate 90 clockwise to view"
+    sideways[:, 32:] = (0, 0, 255)
+    image = Image.fromarray(sideways)
+    exif = image.getexif()
+    exif[0x0112] = 6
+    image.save(tmp_path / "portrait.jpg", exif=exif)
+    upright = load_start_image(tmp_path / "portrait.jpg", (36, 64))  # as shown: red on top, blue below
+    assert upright[4, 18, 0] > 200 and upright[4, 18, 2] < 60, upright[4, 18]
+    assert upright[-4, 18, 2] > 200 and upright[-4, 18, 0] < 60, upright[-4, 18]
+
+
 def test_missing_checkpoint_is_refused_by_name(tmp_path):
     with pytest.raises(InputError, match="nope.safetensors"):
         GeneratedWorld.open(checkpoint=tmp_path / "nope.safetensors", device="cpu")

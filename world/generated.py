@@ -98,10 +98,12 @@ def step_noise(seed: int, step: int, shape, device, dtype) -> torch.Tensor:
 
 
 def load_start_image(path, size: tuple[int, int]) -> np.ndarray:
-    """Any picture a user supplies -> (H, W, 3) uint8 at `size`: centre-cropped to the aspect, Lanczos-resized."""
-    from PIL import Image
+    """Any picture a user supplies -> (H, W, 3) uint8 at `size`: turned upright as its EXIF orientation says (a
+    phone's portrait photo), centre-cropped to the aspect, Lanczos-resized."""
+    from PIL import Image, ImageOps
     try:
-        image = Image.open(path).convert("RGB")
+        with Image.open(path) as opened:
+            image = _as_rgb(ImageOps.exif_transpose(opened))
     except Exception as error:  # noqa: BLE001 - Pillow raises many types (OSError, DecompressionBombError, ...)
         raise InputError(path, None, f"cannot read the start image ({error})") from None
     w, h = image.size
@@ -113,6 +115,19 @@ def load_start_image(path, size: tuple[int, int]) -> np.ndarray:
         crop = round(w / target)
         image = image.crop((0, (h - crop) // 2, w, (h - crop) // 2 + crop))
     return np.array(image.resize(size, Image.Resampling.LANCZOS), dtype=np.uint8)  # a writable copy
+
+
+def _as_rgb(image):
+    """A picture in 8-bit RGB. Pillow's own conversion clips 16-bit grey (a 16-bit PNG or PGM: modes I;16 and I)
+    at 255, which made any such picture white; those are scaled to 8 bits instead, and a float picture whose
+    values lie in 0..1 is taken as such."""
+    from PIL import Image
+    if image.mode.startswith("I") or image.mode == "F":
+        grey = np.asarray(image, dtype=np.float64)
+        top = float(grey.max(initial=0.0))
+        scale = 255 / 65535 if top > 255 else 255.0 if image.mode == "F" and top <= 1 else 1.0
+        image = Image.fromarray(np.clip(np.rint(grey * scale), 0, 255).astype(np.uint8), "L")
+    return image.convert("RGB")
 
 
 @dataclass
