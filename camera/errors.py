@@ -89,8 +89,10 @@ def parse_json(text: str, source, field: str | None):
     """json.loads, where text that is not JSON is an InputError naming the source and the field."""
     try:
         return json.loads(text)
-    except ValueError as e:  # JSONDecodeError, or an integer of more digits than Python converts (4300)
+    except json.JSONDecodeError as e:
         raise InputError(source, field, f"not valid JSON ({e})") from None
+    except ValueError:  # an integer of more digits than Python converts (4300): its advice is for programmers
+        raise InputError(source, field, "not valid JSON for us: it holds an integer of over 4300 digits") from None
     except RecursionError:  # "[[[[..." a thousand deep: the parser recurses once a level
         raise InputError(source, field, f"not valid JSON for us: {TOO_DEEP}") from None
 

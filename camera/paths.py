@@ -291,8 +291,8 @@ def check_path(path: CameraPath, source, keys_field: str = "path.key", fps_field
         raise InputError(source, fps_field, f"must be between {lo:g} and {hi:g} frames per second, got {path.fps:g}")
     frames = path.duration * path.fps
     if frames > MAX_FRAMES:
-        raise InputError(source, keys_field, f"the path lasts {path.duration:g} s, {frames:.3g} frames at "
-                         f"{path.fps:g} fps; at most {MAX_FRAMES} are allowed")
+        raise InputError(source, keys_field, f"the path lasts {path.duration:g} s, {frames:,.0f} frames at "
+                         f"{path.fps:g} fps; at most {MAX_FRAMES:,} are allowed")
     for i, k in enumerate(path.keys):
         check_pose_limits(source, key_field(i), k.position, k.yaw, k.roll, k.fov)
     _check_overshoot(path, source, keys_field, key_field)

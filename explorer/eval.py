@@ -205,7 +205,11 @@ def level_streams(levels: Sequence[Level], paths: Sequence[str], frames: int) ->
         raise InputError("command line", "--paths", "needs --levels: a path is walked from each level's start")
     camera_paths = [(p, load_path(p)) for p in paths]
     for source, path in camera_paths:  # a shorter path scores fewer seconds: its stream leaves the later marks
-        if round(path.duration * FPS) + 1 < frames:  # as many poses as path.poses gives
+        if round(path.duration * FPS) + 1 < 1 + FRAMES_PER_STEP:  # as many poses as path.poses gives
+            field = "timestamps" if Path(source).suffix.lower() == ".txt" else "path.key"  # a RealEstate10K file
+            raise InputError(source, field, f"the path lasts {path.duration:.2f} s, shorter than one step "
+                             f"({FRAMES_PER_STEP} frames after the first at {FPS} fps)")
+        if round(path.duration * FPS) + 1 < frames:
             print(f"explorer eval: note: {source} lasts {path.duration:.1f} s, less than --seconds "
                   f"({(frames - 1) / FPS:g} s); its streams end there", file=sys.stderr)
     streams = []
@@ -215,9 +219,6 @@ def level_streams(levels: Sequence[Level], paths: Sequence[str], frames: int) ->
                              "this level has only a start image")
         for source, path in camera_paths:
             poses = path.poses(fps=FPS, start=level.start)[:frames]
-            if len(poses) < 1 + FRAMES_PER_STEP:
-                raise InputError(source, "path.key", f"the path is shorter than one step ({FRAMES_PER_STEP} frames "
-                                 f"after the first at {FPS} fps)")
             streams.append(Stream(f"{level.name} along {Path(source).name}", level.scene, poses))
         if not camera_paths:
             rng = np.random.default_rng([*level.name.encode(), 3])  # the same walk for the same level, every run

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from camera.embedding import CameraScaling
+from camera.errors import InputError
 from camera.trajectories import forward_trajectory, random_trajectory, yaw_trajectory
 from explorer.cli import main
 from explorer.eval import (CHECKS, YAW_DEG_PER_S, Autoencoder, MultiStepWorld, _relative_error, drive, held_out_start,
@@ -211,6 +212,20 @@ def test_a_path_shorter_than_seconds_is_said(capsys):
     assert f"{walk} lasts 8.0 s, less than --seconds (10 s); its streams end there" in capsys.readouterr().err
     level_streams([load_level("meadow")], [walk], frames=5 * FPS + 1)
     assert "lasts" not in capsys.readouterr().err
+
+
+def test_a_path_shorter_than_one_step_is_refused_by_its_own_field_and_alone(tmp_path, capsys):
+    """A RealEstate10K file was refused by a field it does not have (path.key), after a note on its length."""
+    from explorer.eval import FPS, level_streams
+    from world.level import load_level
+    cameras = "".join(f"{i * 1_000_000 // 30} 0.5 0.89 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 {-0.1 * i}\n"
+                      for i in range(4))  # 0.1 s of cameras: less than one step
+    (tmp_path / "short.txt").write_text("https://example.com/video\n" + cameras)
+    (tmp_path / "short.toml").write_text("[path]\nrelative = true\n[[path.key]]\nt = 0.0\n[[path.key]]\nt = 0.1\n")
+    for name, field in (("short.txt", "timestamps"), ("short.toml", "path.key")):
+        with pytest.raises(InputError, match=f"{name}: {field}: the path lasts 0.10 s, shorter than one step"):
+            level_streams([load_level("meadow")], [str(tmp_path / name)], frames=10 * FPS + 1)
+        assert capsys.readouterr().err == ""
 
 
 def test_the_plot_is_not_written_over_a_file_the_evaluation_reads(tmp_path, capsys):

@@ -286,6 +286,10 @@ def test_deeply_nested_json_is_one_line_not_a_recursion_error(tmp_path):
     with pytest.raises(InputError) as e:
         read_session(writer.path)
     assert str(e.value) == f"{writer.path / 'session.json'}: not valid JSON for us: {TOO_DEEP}"
+    (writer.path / "session.json").write_text('{"seed": ' + "7" * 5000 + "}")  # Python's advice was to programmers
+    with pytest.raises(InputError) as e:
+        read_session(writer.path)
+    assert str(e.value) == f"{writer.path / 'session.json'}: not valid JSON for us: it holds an integer of over 4300 digits"
 
 
 def test_path_from_session_does_not_write_over_the_sessions_own_files(tmp_path, capsys):
