@@ -107,6 +107,25 @@ class CameraPath:
         return _to_poses(positions, fov, euler)[0]
 
 
+def placed_poses(path: CameraPath, start: Pose, source, fps: float | None = None) -> list[Pose]:
+    """path.poses(fps, start), refused (naming the path file) where a relative path placed at `start` takes the
+    camera past POSITION_LIMIT: its keys are checked from the start, so one within the limit of it could land
+    twice as far from the origin, where the picture breaks up in float precision."""
+    poses = path.poses(fps=fps, start=start)
+    far = next((i for i, pose in enumerate(poses) if np.abs(pose.position).max() > POSITION_LIMIT), None)
+    if far is not None:
+        where = [[round(float(v), 1) for v in pose.position] for pose in (start, poses[far])]
+        raise InputError(source, keys_field(source), f"placed at the level's start {where[0]}, the camera goes to "
+                         f"{where[1]} at {far / (fps or path.fps):.2f} s, past {POSITION_LIMIT:g} m from the origin")
+    return poses
+
+
+def keys_field(source) -> str | None:
+    """How messages name a path file's keys: path.key in TOML; a RealEstate10K file has no such field (its
+    cameras are lines, their times its timestamps)."""
+    return "timestamps" if Path(str(source)).suffix.lower() == ".txt" else "path.key"
+
+
 # --- interpolation -----------------------------------------------------------------------------
 
 def _catmull_rom_tangents(t: np.ndarray, y: np.ndarray) -> np.ndarray:

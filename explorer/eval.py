@@ -47,7 +47,7 @@ from tqdm import tqdm
 
 from camera.embedding import camera_embedding
 from camera.errors import InputError, check_output_path, refuse_overwriting, write_replacing
-from camera.paths import load_path
+from camera.paths import keys_field, load_path, placed_poses
 from camera.pose import Pose
 from camera.trajectories import forward_trajectory, random_trajectory, yaw_trajectory
 from explorer import metrics
@@ -206,8 +206,7 @@ def level_streams(levels: Sequence[Level], paths: Sequence[str], frames: int) ->
     camera_paths = [(p, load_path(p)) for p in paths]
     for source, path in camera_paths:  # a shorter path scores fewer seconds: its stream leaves the later marks
         if round(path.duration * FPS) + 1 < 1 + FRAMES_PER_STEP:  # as many poses as path.poses gives
-            field = "timestamps" if Path(source).suffix.lower() == ".txt" else "path.key"  # a RealEstate10K file
-            raise InputError(source, field, f"the path lasts {path.duration:.2f} s, shorter than one step "
+            raise InputError(source, keys_field(source), f"the path lasts {path.duration:.2f} s, shorter than one step "
                              f"({FRAMES_PER_STEP} frames after the first at {FPS} fps)")
         if round(path.duration * FPS) + 1 < frames:
             print(f"explorer eval: note: {source} lasts {path.duration:.1f} s, less than --seconds "
@@ -218,7 +217,7 @@ def level_streams(levels: Sequence[Level], paths: Sequence[str], frames: int) ->
             raise InputError(level.source, "scene", "eval renders the reference world from the level's [scene]; "
                              "this level has only a start image")
         for source, path in camera_paths:
-            poses = path.poses(fps=FPS, start=level.start)[:frames]
+            poses = placed_poses(path, level.start, source, fps=FPS)[:frames]
             streams.append(Stream(f"{level.name} along {Path(source).name}", level.scene, poses))
         if not camera_paths:
             rng = np.random.default_rng([*level.name.encode(), 3])  # the same walk for the same level, every run

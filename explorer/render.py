@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from camera.paths import load_path
+from camera.paths import load_path, placed_poses
 from explorer.video import VideoWriter
 from world.base import stream_poses
 from world.level import load_level
@@ -50,7 +50,7 @@ def render_path(level, path, out, world_kind: str = "reference", size=None, chec
     left and the reference world on the right, from the same start along the same poses, each at `size`."""
     level = load_level(level)
     camera_path = load_path(path)
-    poses = camera_path.poses(start=level.start)
+    poses = placed_poses(camera_path, level.start, path)
     warn_below_ground(level, poses, path, camera_path.fps)
     opener = WorldOpener(checkpoint, device, level, random_config)
     worlds = []

@@ -205,6 +205,24 @@ def test_render_warns_where_a_path_goes_below_the_ground(tmp_path):
     assert code == 0 and "below the ground" not in err
 
 
+def test_a_relative_path_placed_past_the_position_limit_is_refused(tmp_path):
+    """Keys within 100 km of the start, from a start 99 km out: the camera went 199 km from the origin, unsaid."""
+    from levels import LEVELS_DIR
+    level = tmp_path / "far.toml"
+    level.write_text((LEVELS_DIR / "meadow.toml").read_text().replace("position = [0.0, 1.7, 0.0]",
+                                                                      "position = [0.0, 1.7, -99000.0]"))
+    path = tmp_path / "away.toml"
+    path.write_text('[path]\nrelative = true\n[[path.key]]\nt = 0.0\n'
+                    '[[path.key]]\nt = 1.0\nposition = [0.0, 0.0, -2000.0]\n')
+    out = tmp_path / "far.mp4"
+    code, _, err = run_cli("render", "--level", str(level), "--path", str(path), "--out", str(out), "--size", "64x36")
+    assert code == 2 and f"{path}: path.key: placed at the level's start [0.0, 1.7, -99000.0], the camera goes to " \
+        "[0.0, 1.7, -100083.3] at 0.54 s, past 100000 m from the origin" in err, err
+    assert not out.exists()
+    code, _, err = run_cli("eval", "--levels", str(level), "--paths", str(path), "--seconds", "1", "--scenes", "1")
+    assert code == 2 and f"{path}: path.key: placed at the level's start" in err, err
+
+
 def test_render_does_not_replace_a_good_video_on_error(tmp_path):
     out = tmp_path / "keep.mp4"
     out.write_bytes(b"precious")
