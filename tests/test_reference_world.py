@@ -113,6 +113,21 @@ def test_yaw_90_looks_along_minus_x(world):
     assert px < W / 2 - 20  # yaw 60: the sun (at 90) is further left
 
 
+def test_objects_below_a_high_camera_are_drawn(world):
+    """Objects were culled by a plane FADE[1] (80 m) ahead of the camera, while the shader fades them by their
+    distance across the ground: looking down from 100 m, the houses right below were gone."""
+    houses = SceneParams(seed=5, terrain=Terrain("flat"), objects=Objects(density=0.5, kinds={"house": 1.0}),
+                         fog=Fog(0.0))
+    bare = SceneParams(seed=5, terrain=Terrain("flat"), objects=Objects(density=0.0), fog=Fog(0.0))
+    for height in (50.0, 100.0, 150.0):
+        pose = Pose((0.0, height, 0.0), 0.0, -89.0)
+        world.set_scene(houses)
+        with_houses = world.render([pose])[0].astype(int)
+        world.set_scene(bare)
+        changed = np.abs(with_houses - world.render([pose])[0].astype(int)).max(axis=2) > 20
+        assert changed.mean() > 0.01, height
+
+
 def test_objects_stand_where_the_camera_looks(world):
     houses = SceneParams(seed=4, terrain=Terrain("flat"), objects=Objects(density=0.5, kinds={"house": 1.0}),
                          fog=Fog(0.0))

@@ -326,6 +326,7 @@ class Bounds:
 
 LAMP_HEAD = 0.78  # lamp light sits this fraction of the lamp's nominal height up (the middle of its head)
 INSTANCE_FLOATS = 18  # per part: model matrix rows (3 x vec4), colour, anchor (the object's base)
+ANCHOR = 15           # where the anchor starts in a part's floats
 
 
 @dataclass
@@ -891,9 +892,8 @@ class SceneRenderer:
         res.noise.use(0)
         # nearest first, so the depth test spares the shading of what they hide; the sky last
         back = view[2, :3]
-        fade = np.concatenate([back, [FADE[1] - back @ cam]])  # nothing beyond FADE[1] ahead
         depth = np.concatenate([-back, [back @ cam]])          # how far ahead
-        self._draw_objects(parts, np.concatenate([planes[:4], fade[None]]), depth, LOD_DEPTH * size[1] / 72)
+        self._draw_objects(parts, planes[:4], cam, depth, LOD_DEPTH * size[1] / 72)
         self._draw_terrain(cam, planes)
         ctx.depth_func = "<="  # the sky lies exactly on the far plane
         res.sky_vao.render(moderngl.TRIANGLES, vertices=3)
@@ -901,13 +901,18 @@ class SceneRenderer:
         if self.lit and len(parts.lamps):
             self._draw_halos(parts, cell)
 
-    def _draw_objects(self, parts: PartSet, planes: np.ndarray, depth: np.ndarray, lod_depth: float) -> None:
+    def _draw_objects(self, parts: PartSet, planes: np.ndarray, cam: np.ndarray, depth: np.ndarray,
+                      lod_depth: float) -> None:
         """The visible parts, compacted into the instance buffer; per pattern one call with a command per
         primitive. Parts with a level of detail come in two versions: the near one is drawn if the part's
-        centre lies less than lod_depth ahead (depth: a plane measuring that), the far one otherwise."""
+        centre lies less than lod_depth ahead (depth: a plane measuring that), the far one otherwise. Parts whose
+        object stands FADE[1] or more away across the ground are shrunk to nothing by the shader, so not drawn
+        (measured as the shader does: a plane FADE[1] ahead also took the objects right below a high camera)."""
         res = self.res
         near = depth.astype("f4") @ parts.bounds.centre < lod_depth
-        vis = parts.bounds.visible(planes) & ((parts.lod == 0) | ((parts.lod == 1) == near))
+        across = parts.data[:, ANCHOR:ANCHOR + 3:2] - cam[[0, 2]].astype("f4")  # (P, 2) anchor - camera in x, z
+        vis = (parts.bounds.visible(planes) & ((parts.lod == 0) | ((parts.lod == 1) == near))
+               & (np.einsum("pi,pi->p", across, across) < FADE[1] ** 2))
         counts = np.bincount(parts.key[vis], minlength=N_PATTERNS * len(PRIMITIVES))
         if not counts.any():
             return
