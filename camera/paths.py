@@ -14,8 +14,9 @@
     fov = 60.0                    # position)
 
 Interpolation: positions and fov by a Catmull-Rom spline in time (tangents from the real key times,
-natural ends) or linearly; orientations by scipy's RotationSpline (catmull-rom, smooth) or Slerp
-(linear). Both take the shortest way between neighbouring rotations, so the rotation keys are the
+natural ends, and zero at both keys of a hold: two keys alike) or linearly; orientations by scipy's
+RotationSpline (catmull-rom, smooth) or Slerp (linear), one spline for each run of turning segments
+between holds. Both take the shortest way between neighbouring rotations, so the rotation keys are the
 keys plus sub-keys (every MAX_SEGMENT_TURN degrees) from the same spline run over the Euler angles:
 keys yaw = 0, 90, ..., 360 pan all the way round, keys 0 -> 270 turn 270 degrees left rather than 90
 right, and a pan that also pitches gains no visible roll. Sampled yaw and roll keep counting past
@@ -141,13 +142,57 @@ def _catmull_rom_tangents(t: np.ndarray, y: np.ndarray) -> np.ndarray:
     return m
 
 
+GROUPS = (slice(0, 3), slice(3, 4), slice(4, 7))  # of a key's values: position, fov, angles (yaw, pitch, roll)
+
+
+def _held(values: np.ndarray, group: slice) -> np.ndarray:
+    """(n-1,) bool: the segments between keys whose values in `group` are the same (a hold)."""
+    return np.all(values[1:, group] == values[:-1, group], axis=1)
+
+
 def _curve(times: np.ndarray, values: np.ndarray, interpolation: str):
-    """values (n, d) at key times (n,) -> a function of times (m,) -> (m, d)."""
+    """values (n, d) at key times (n,) -> a function of times (m,) -> (m, d). Catmull-Rom holds still between two
+    keys of the same position (or fov, or angles): their tangents are zero there, so the camera eases into the
+    hold and out of it instead of swinging back past the first key and on past the second."""
     if interpolation == "linear":
         return lambda ts: np.stack([np.interp(ts, times, values[:, c]) for c in range(values.shape[1])], axis=1)
     if interpolation == "catmull-rom":
-        return CubicHermiteSpline(times, values, _catmull_rom_tangents(times, values), axis=0)
+        tangents = _catmull_rom_tangents(times, values)
+        for group in GROUPS:
+            held = np.flatnonzero(_held(values, group))
+            tangents[held, group] = tangents[held + 1, group] = 0.0
+        return CubicHermiteSpline(times, values, tangents, axis=0)
     raise ValueError(f"unknown interpolation {interpolation!r}; expected one of {INTERPOLATIONS}")
+
+
+def _rotations(path: CameraPath, times: np.ndarray, values: np.ndarray, curve, ts: np.ndarray) -> Rotation:
+    """The camera's rotation at times ts (m,): constant over segments whose keys have the same angles, and over
+    each run of turning segments a rotation spline of its own (one spline through a hold turned on in it). The
+    rotation keys of a run are its keys plus sub-keys (every MAX_SEGMENT_TURN degrees) taken from the curve
+    over the Euler angles, so that neighbouring rotations are close: the shortest way between them (all Slerp
+    and RotationSpline know) is then the intended one, and the rotation adds no visible roll to a pan that
+    also pitches."""
+    held = _held(values, GROUPS[2])
+    segment = np.clip(np.searchsorted(times, ts, side="right") - 1, 0, len(times) - 2)  # (m,)
+    quats = np.empty((len(ts), 4))
+    first = 0
+    while first < len(held):
+        last = first
+        while last + 1 < len(held) and held[last + 1] == held[first]:
+            last += 1
+        here = (segment >= first) & (segment <= last)  # a run of segments first .. last, all held or all turning
+        if held[first]:
+            quats[here] = Rotation.from_euler("YXZ", values[first, 4:], degrees=True).as_quat()
+        elif here.any():
+            turns = np.abs(np.diff(values[first:last + 2, 4:], axis=0)).sum(axis=1)  # degrees per segment
+            rot_times = np.concatenate([[times[first]]] + [
+                np.linspace(a, b, max(1, math.ceil(turn / MAX_SEGMENT_TURN)) + 1)[1:]
+                for a, b, turn in zip(times[first:last + 1], times[first + 1:last + 2], turns)])
+            rotations = Rotation.from_euler("YXZ", curve(rot_times)[:, 4:], degrees=True)
+            spline = Slerp if path.interpolation == "linear" else RotationSpline
+            quats[here] = spline(rot_times, rotations)(ts[here]).as_quat()
+        first = last + 1
+    return Rotation.from_quat(quats)
 
 
 def _interpolate(path: CameraPath, ts: np.ndarray):
@@ -158,18 +203,7 @@ def _interpolate(path: CameraPath, ts: np.ndarray):
     times = np.array([k.t for k in keys])
     values = np.array([[*k.position, k.fov, k.yaw, k.pitch, k.roll] for k in keys], dtype=float)  # (n, 7)
     curve = _curve(times, values, path.interpolation)
-    # Rotation keys: every key, plus sub-keys taken from the same curve over the Euler angles wherever
-    # a segment turns more than MAX_SEGMENT_TURN, so that neighbouring rotations are close: the
-    # shortest way between them (all Slerp and RotationSpline know) is then the intended one, and
-    # the rotation curve adds no visible roll to a pan that also pitches.
-    turns = np.abs(np.diff(values[:, 4:], axis=0)).sum(axis=1)  # (n-1,) degrees
-    rot_times = np.concatenate([[times[0]]] + [
-        np.linspace(a, b, max(1, math.ceil(turn / MAX_SEGMENT_TURN)) + 1)[1:]
-        for a, b, turn in zip(times[:-1], times[1:], turns)])
-    angles = curve(rot_times)[:, 4:]  # (r, 3)
-    rotations = Rotation.from_euler("YXZ", angles, degrees=True)
-    spline = Slerp if path.interpolation == "linear" else RotationSpline
-    rot = spline(rot_times, rotations)(ts)
+    rot = _rotations(path, times, values, curve, ts)
     sampled = curve(ts)  # (m, 7)
     euler = rot.as_euler("YXZ", degrees=True)  # yaw, roll in (-180, 180]
     for c in (0, 2):  # bring yaw and roll to the winding of the Euler curve

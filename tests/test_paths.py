@@ -165,10 +165,11 @@ def key(t, extra=""):
     # Keys a hair apart make the spline's slopes overflow (a scipy traceback before).
     (HEADER + key(0.0) + key(1e-310), "walk.toml: path.key[1].t: keys must be at least 1 ms apart"),
     # Keys within the limits whose curve is not: rendered at a fov from -33 to 213 degrees, or 119 km away
-    (HEADER + key(0.0, "fov = 1") + key(1.0, "fov = 1") + key(1.01, "fov = 179") + key(2.0, "fov = 179"),
+    (HEADER + key(0.0, "fov = 1") + key(1.0, "fov = 2") + key(1.01, "fov = 179") + key(2.0, "fov = 178"),
      "walk.toml: path.key: between path.key[0] and path.key[1] the catmull-rom curve overshoots its keys to fov -"),
-    (HEADER + key(0.0) + key(1.0) + key(1.01).replace("0.0, 1.7, 0.0", "0.0, 1.7, -99999.0") + key(2.0).replace(
-        "0.0, 1.7, 0.0", "0.0, 1.7, -99999.0"), "walk.toml: path.key: between path.key[2] and path.key[3] the "
+    (HEADER + key(0.0) + key(1.0).replace("0.0, 1.7, 0.0", "0.0, 1.7, -1.0") + key(1.01).replace(
+        "0.0, 1.7, 0.0", "0.0, 1.7, -99999.0") + key(2.0).replace("0.0, 1.7, 0.0", "0.0, 1.7, -99998.0"),
+     "walk.toml: path.key: between path.key[2] and path.key[3] the "
      "catmull-rom curve overshoots its keys to position [0.0, 1.7, -1"),
 ])
 def test_validation_messages(tmp_path, monkeypatch, text, message):
@@ -178,6 +179,23 @@ def test_validation_messages(tmp_path, monkeypatch, text, message):
         load_path("walk.toml")
     assert str(e.value).startswith(message)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("interpolation", ["catmull-rom", "linear"])
+def test_two_keys_alike_hold_the_camera_still_between_them(tmp_path, interpolation):
+    """Catmull-Rom swung the camera 1.3 m back and 16 degrees round between two keys at the same place and
+    heading, and on past the last key of a hold at the end."""
+    (tmp_path / "hold.toml").write_text(
+        f'[path]\nfps = 8\nrelative = true\ninterpolation = "{interpolation}"\n'
+        "[[path.key]]\nt = 0\n[[path.key]]\nt = 2\n"                          # still for 2 s
+        "[[path.key]]\nt = 3\nposition = [0, 0, -10]\nyaw = 90\n[[path.key]]\nt = 5\n"  # walk and turn, still
+        "[[path.key]]\nt = 6\nposition = [0, 0, -14]\n[[path.key]]\nt = 7\nposition = [0, 0, -20]\n")  # no turn
+    poses = load_path(tmp_path / "hold.toml").poses(start=Pose((0.0, 1.7, 0.0)))
+    a = np.array([p.to_array() for p in poses])  # (57, 7): x, y, z, yaw, pitch, roll, fov at 8 fps
+    assert np.abs(a[:17] - a[0]).max() < 1e-9                              # 0 .. 2 s
+    assert np.abs(a[24:41] - a[24]).max() < 1e-9 and a[24, 2] == -10.0 and abs(a[24, 3] - 90) < 1e-9  # 3 .. 5 s
+    assert np.abs(a[40:, 3:] - a[40, 3:]).max() < 1e-9                      # 5 .. 7 s: walks on, turns no more
+    assert np.all(np.diff(a[16:25, 2]) <= 0) and np.all(np.diff(a[16:25, 3]) >= 0)  # 2 .. 3 s: on, never back
 
 
 def test_a_key_without_a_position_stays_where_the_last_one_was(tmp_path):
