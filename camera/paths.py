@@ -342,7 +342,7 @@ def check_path(path: CameraPath, source, keys_field: str = "path.key", fps_field
     lo, hi = FPS_RANGE
     if not lo <= path.fps <= hi:
         raise InputError(source, fps_field, f"must be between {lo:g} and {hi:g} frames per second, got {path.fps:g}")
-    frames = path.duration * path.fps
+    frames = round(path.duration * path.fps) + 1  # as many as poses() samples: both ends
     if frames > MAX_FRAMES:
         raise InputError(source, keys_field, f"the path lasts {path.duration:g} s, {frames:,.0f} frames at "
                          f"{path.fps:g} fps; at most {MAX_FRAMES:,} are allowed")

@@ -145,8 +145,9 @@ def key(t, extra=""):
     ("[path]\nfps = 1e9\n" + key(0.0) + key(1.0), "walk.toml: path.fps: must be between 1 and 240"),
     # Limits that keep sampling finite: each of these once took minutes or hundreds of GiB.
     (HEADER + key(0.0) + key(1e9), "walk.toml: path.key: the path lasts 1e+09 s"),
-    (HEADER + key(0.0) + key(41667.0), "walk.toml: path.key: the path lasts 41667 s, 1,000,008 frames at 24 fps; at "
+    (HEADER + key(0.0) + key(41667.0), "walk.toml: path.key: the path lasts 41667 s, 1,000,009 frames at 24 fps; at "
      "most 1,000,000 are allowed"),  # was "1e+06 frames ...; at most 1000000", which reads as no excess
+    ("[path]\nfps = 100\n" + key(0.0) + key(10000.0), "walk.toml: path.key: the path lasts 10000 s, 1,000,001 frames"),
     (HEADER + key(0.0) + key(1.0, "yaw = 1e12\n"), "walk.toml: path.key[1].yaw: must be within 1e+06 degrees"),
     (HEADER + key(0.0) + key(1.0, "fov = 1e-10\n"), "walk.toml: path.key[1].fov: must be between 1 and 179"),
     (HEADER + key(0.0) + "\n[[path.key]]\nt = 1.0\nposition = [1e300, 0, 0]\n",
