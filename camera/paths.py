@@ -121,7 +121,7 @@ def placed_poses(path: CameraPath, start: Pose, source, fps: float | None = None
     return poses
 
 
-def keys_field(source) -> str | None:
+def keys_field(source) -> str:
     """How messages name a path file's keys: path.key in TOML; a RealEstate10K file has no such field (its
     cameras are lines, their times its timestamps)."""
     return "timestamps" if Path(str(source)).suffix.lower() == ".txt" else "path.key"
@@ -167,7 +167,7 @@ def _curve(times: np.ndarray, values: np.ndarray, interpolation: str):
 
 def _rotations(path: CameraPath, times: np.ndarray, values: np.ndarray, curve, ts: np.ndarray) -> Rotation:
     """The camera's rotation at times ts (m,): constant over segments whose keys have the same angles, and over
-    each run of turning segments a rotation spline of its own (one spline through a hold turned on in it). The
+    each run of turning segments a rotation spline of its own (a spline through a hold kept turning in it). The
     rotation keys of a run are its keys plus sub-keys (every MAX_SEGMENT_TURN degrees) taken from the curve
     over the Euler angles, so that neighbouring rotations are close: the shortest way between them (all Slerp
     and RotationSpline know) is then the intended one, and the rotation adds no visible roll to a pan that
