@@ -268,7 +268,12 @@ def cmd_path_from_session(args) -> int:
         model, caveat = session.header["checkpoint"], caveat + (f" (its checkpoint {session.header['checkpoint']} "
                                                                 "is gone: give the model it was played with)")
     # The hint offers only what render takes, checked as render checks it: a hand-edited session.json may hold an
-    # odd size (H.264 halves frames) or a config no model has.
+    # odd size (H.264 halves frames) or a config no model has; and the level file may be gone, where no shipped
+    # level has its name.
+    from levels import LEVELS_DIR
+    level = header["level"]
+    if not Path(level["path"]).is_file() and not (LEVELS_DIR / f"{level['name']}.toml").is_file():
+        caveat += f" (its level file {level['path']} is gone: give the level it was played in)"
     if header["world"] != "generated":
         try:
             parse_frame_size("x".join(map(str, header["size"])))

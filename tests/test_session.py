@@ -347,6 +347,9 @@ def test_path_from_session_hints_only_what_render_takes(tmp_path, capsys):
         "--random-weights with one of tiny, mini" in remarks, remarks
     options, remarks = hint(world="generated", random_config="tiny")
     assert options[options.index("--random-weights") + 1] == "tiny" and "random_config" not in remarks
+    gone = str(tmp_path / "gone.toml")  # a level file since removed, whose name no shipped level has
+    options, remarks = hint(level={"name": "gone", "path": gone})
+    assert f"its level file {gone} is gone: give the level it was played in" in remarks, remarks
 
 
 def test_path_from_session_hint_quotes_a_name_with_a_newline_on_one_line(tmp_path, capsys):
