@@ -530,7 +530,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=number_in(1, 4 * (os.cpu_count() or 1), int), default=None,
                    help="torch intra-op threads on the CPU, at most 4 per core (default: one per core)")
     p.add_argument("--window", type=number_in(1, 1024, int), default=None,
-                   help="override the generator's window, for timing with random weights (e.g. 30 for mini)")
+                   help="override the generator's window, for timing with random weights (e.g. 30 for mini); "
+                        "the window is filled before --seconds are timed, so a long one adds its steps to the run")
     p.add_argument("--baseline-steps", type=positive_int, default=24,
                    help="timed steps of each baseline (default 24; fewer for a large model on a short lease)")
     p.set_defaults(run=cmd_bench)
