@@ -202,10 +202,25 @@ def _interpolate(path: CameraPath, ts: np.ndarray):
     ts = np.clip(ts, keys[0].t, keys[-1].t)
     times = np.array([k.t for k in keys])
     values = np.array([[*k.position, k.fov, k.yaw, k.pitch, k.roll] for k in keys], dtype=float)  # (n, 7)
-    curve = _curve(times, values, path.interpolation)
+    spline = _curve(times, values, path.interpolation)
+
+    def curve(at: np.ndarray) -> np.ndarray:  # (a Catmull-Rom pitch overshoots keys at 89 degrees past the vertical)
+        sampled = spline(at)
+        sampled[:, 5] = np.clip(sampled[:, 5], -PITCH_LIMIT, PITCH_LIMIT)
+        return sampled
+
     rot = _rotations(path, times, values, curve, ts)
     sampled = curve(ts)  # (m, 7)
     euler = rot.as_euler("YXZ", degrees=True)  # yaw, roll in (-180, 180]
+    # Near straight up or down, the rotation spline can still swing a little past the vertical: the camera turned
+    # over, which reads as yaw and roll half a turn from the curve's. Such a frame is held at the pitch limit.
+    over = np.abs((euler[:, 2] - sampled[:, 6] + 180.0) % 360.0 - 180.0) > 90.0
+    if over.any():
+        euler[over] = np.stack([euler[over, 0] + 180.0, np.sign(euler[over, 1]) * PITCH_LIMIT,
+                                euler[over, 2] + 180.0], axis=1)
+        quats = rot.as_quat()
+        quats[over] = Rotation.from_euler("YXZ", euler[over], degrees=True).as_quat()
+        rot = Rotation.from_quat(quats)
     for c in (0, 2):  # bring yaw and roll to the winding of the Euler curve
         reference = sampled[:, 4 + c]
         euler[:, c] += 360.0 * np.round((reference - euler[:, c]) / 360.0)

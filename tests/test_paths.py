@@ -199,6 +199,19 @@ def test_two_keys_alike_hold_the_camera_still_between_them(tmp_path, interpolati
     assert np.all(np.diff(a[16:25, 2]) <= 0) and np.all(np.diff(a[16:25, 3]) >= 0)  # 2 .. 3 s: on, never back
 
 
+@pytest.mark.parametrize("interpolation", ["catmull-rom", "linear"])
+def test_a_path_between_keys_at_the_pitch_limit_never_turns_the_camera_over(interpolation):
+    """Keys looking straight up, turning, then straight down: the Catmull-Rom pitch overshot 89 degrees, past the
+    vertical, and the camera turned over (up vector pointing down, the picture upside down)."""
+    keys = [Keyframe(0.0, (0.0, 1.7, 0.0), 0.0, 89.0, 0.0, None), Keyframe(1.0, (0.0, 1.7, 0.0), 90.0, 89.0, 0.0, None),
+            Keyframe(2.0, (0.0, 1.7, 0.0), 180.0, -89.0, 0.0, None)]
+    poses = CameraPath(24, interpolation, False, keys).poses()
+    rotations = Rotation.concatenate([p.rotation() for p in poses])
+    assert rotations.apply([0.0, 1.0, 0.0])[:, 1].min() >= 0.0  # the camera's up never points down
+    assert max(abs(p.pitch) for p in poses) <= 89.0 + 1e-9
+    assert np.degrees((rotations[:-1].inv() * rotations[1:]).magnitude()).max() < 15.0  # no snap in between
+
+
 def test_a_key_without_a_position_stays_where_the_last_one_was(tmp_path):
     (tmp_path / "pan.toml").write_text('[path]\nrelative = true\n\n[[path.key]]\nt = 0.0\n\n[[path.key]]\nt = 1.0\n'
                                        'yaw = 90.0\n\n[[path.key]]\nt = 2.0\nposition = [1.0, 0.0, -2.0]\n'
