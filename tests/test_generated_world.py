@@ -143,6 +143,8 @@ def test_start_image_of_16_bit_grey_keeps_its_tones_and_a_phone_photo_stands_upr
     with open(tmp_path / "grey16.pgm", "wb") as f:  # a 16-bit PGM opens in Pillow's mode I, not I;16
         f.write(b"P5\n4 2\n65535\n" + np.full((2, 4), 40000, ">u2").tobytes())
     assert abs(int(load_start_image(tmp_path / "grey16.pgm", (8, 4))[0, 0, 0]) - 156) <= 2
+    Image.fromarray(np.full((4, 8), 2_000_000_000, np.int32)).save(tmp_path / "grey32.tif")  # 47% of 32 bits
+    assert abs(int(load_start_image(tmp_path / "grey32.tif", (8, 4))[0, 0, 0]) - 119) <= 2
 
     sideways = np.zeros((36, 64, 3), np.uint8)
     sideways[:, :32] = (255, 0, 0)  # stored: red left, blue right; tagged "rotate 90 clockwise to view"

@@ -118,15 +118,21 @@ def load_start_image(path, size: tuple[int, int]) -> np.ndarray:
 
 
 def _as_rgb(image):
-    """A picture in 8-bit RGB. Pillow's own conversion clips 16-bit grey (a 16-bit PNG or PGM: modes I;16 and I)
-    at 255, which made any such picture white; those are scaled to 8 bits instead, and a float picture whose
-    values lie in 0..1 is taken as such."""
+    """A picture in 8-bit RGB. Pillow's own conversion clips grey of more than 8 bits at 255, which made any such
+    picture white; it is scaled to 8 bits instead, from the range of its format: 16 bits for Pillow's I;16 modes
+    (a 16-bit PNG); for mode I (a 16-bit PGM, a 32-bit TIFF: the file does not say) the smallest of 8, 16 and 32
+    bits that holds its values; a float picture whose values lie in 0..1 is taken as such."""
     from PIL import Image
     if image.mode.startswith("I") or image.mode == "F":
         grey = np.asarray(image, dtype=np.float64)
         top = float(grey.max(initial=0.0))
-        scale = 255 / 65535 if top > 255 else 255.0 if image.mode == "F" and top <= 1 else 1.0
-        image = Image.fromarray(np.clip(np.rint(grey * scale), 0, 255).astype(np.uint8), "L")
+        if image.mode.startswith("I;16"):
+            full = 65535.0
+        elif image.mode == "I":
+            full = next(v for v in (255.0, 65535.0, 2.0**32 - 1) if top <= v or v == 2.0**32 - 1)
+        else:  # F
+            full = 1.0 if top <= 1.0 else 255.0
+        image = Image.fromarray(np.clip(np.rint(grey * (255.0 / full)), 0, 255).astype(np.uint8), "L")
     return image.convert("RGB")
 
 
