@@ -204,10 +204,11 @@ def level_streams(levels: Sequence[Level], paths: Sequence[str], frames: int) ->
     if paths and not levels:
         raise InputError("command line", "--paths", "needs --levels: a path is walked from each level's start")
     camera_paths = [(p, load_path(p)) for p in paths]
-    for source, path in camera_paths:  # a shorter path scores fewer seconds: its stream leaves the later marks
+    for source, path in camera_paths:
         if round(path.duration * FPS) + 1 < 1 + FRAMES_PER_STEP:  # as many poses as path.poses gives
             raise InputError(source, keys_field(source), f"the path lasts {path.duration:.2f} s, shorter than one step "
                              f"({FRAMES_PER_STEP} frames after the first at {FPS} fps)")
+    for source, path in camera_paths:  # a shorter path scores fewer seconds: its stream leaves the later marks
         if round(path.duration * FPS) + 1 < frames:
             print(f"explorer eval: note: {source} lasts {path.duration:.1f} s, less than --seconds "
                   f"({(frames - 1) / FPS:g} s); its streams end there", file=sys.stderr)

@@ -226,6 +226,10 @@ def test_a_path_shorter_than_one_step_is_refused_by_its_own_field_and_alone(tmp_
         with pytest.raises(InputError, match=f"{name}: {field}: the path lasts 0.10 s, shorter than one step"):
             level_streams([load_level("meadow")], [str(tmp_path / name)], frames=10 * FPS + 1)
         assert capsys.readouterr().err == ""
+    with pytest.raises(InputError, match="short.txt: timestamps"):  # nor a note on another path before it
+        level_streams([load_level("meadow")], [str(PATHS_DIR / "walk.toml"), str(tmp_path / "short.txt")],
+                      frames=10 * FPS + 1)
+    assert capsys.readouterr().err == ""
 
 
 def test_the_plot_is_not_written_over_a_file_the_evaluation_reads(tmp_path, capsys):
