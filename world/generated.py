@@ -129,7 +129,7 @@ def _as_rgb(image):
         if image.mode.startswith("I;16"):
             full = 65535.0
         elif image.mode == "I":
-            full = next(v for v in (255.0, 65535.0, 2.0**32 - 1) if top <= v or v == 2.0**32 - 1)
+            full = 255.0 if top <= 255 else 65535.0 if top <= 65535 else 2.0**32 - 1
         else:  # F
             full = 1.0 if top <= 1.0 else 255.0
         image = Image.fromarray(np.clip(np.rint(grey * (255.0 / full)), 0, 255).astype(np.uint8), "L")
