@@ -44,7 +44,7 @@ from levels import PATHS_DIR
 
 INTERPOLATIONS = ("catmull-rom", "linear")
 DEFAULT_FOV = 60.0
-EASE_KEYS = 16          # rotation sub-keys of a turning segment beside a hold (_rotations)
+EASE_KEYS = 16          # rotation sub-keys, at least, of a turning segment beside a hold (_rotations)
 MAX_SEGMENT_TURN = 30.0  # degrees of |d yaw| + |d pitch| + |d roll| between rotation keys (must be < 180)
 FPS_RANGE = (1.0, 240.0)
 MIN_KEY_GAP = 1e-3       # seconds between keys: far below a frame, far above what makes a spline's slopes overflow
@@ -186,9 +186,11 @@ def _rotations(path: CameraPath, times: np.ndarray, values: np.ndarray, curve, t
             quats[here] = Rotation.from_euler("YXZ", values[first, 4:], degrees=True).as_quat()
         elif here.any():
             turns = np.abs(np.diff(values[first:last + 2, 4:], axis=0)).sum(axis=1)  # degrees per segment
-            # beside a hold, sub-keys close enough for the spline to follow the curve's easing into the hold
-            easing = [EASE_KEYS if path.interpolation == "catmull-rom" and (j > 0 and held[j - 1] or
-                                                                              j + 1 < len(held) and held[j + 1]) else 1
+            # beside a hold, a sub-key a frame (at least EASE_KEYS): the spline then follows the curve's easing
+            # into the hold instead of its own free ends, which start and stop at speed
+            easing = [max(EASE_KEYS, math.ceil((times[j + 1] - times[j]) * path.fps))
+                      if path.interpolation == "catmull-rom" and (j > 0 and held[j - 1] or
+                                                                  j + 1 < len(held) and held[j + 1]) else 1
                       for j in range(first, last + 1)]
             rot_times = np.concatenate([[times[first]]] + [
                 np.linspace(a, b, max(ease, math.ceil(turn / MAX_SEGMENT_TURN)) + 1)[1:]
