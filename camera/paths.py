@@ -174,6 +174,12 @@ def _rotations(path: CameraPath, times: np.ndarray, values: np.ndarray, curve, t
     and RotationSpline know) is then the intended one, and the rotation adds no visible roll to a pan that
     also pitches."""
     held = _held(values, GROUPS[2])
+    # Beside a hold, a Catmull-Rom turn takes a sub-key a frame (at least EASE_KEYS): its spline then follows the
+    # curve's easing into the hold instead of its own free ends, which start and stop at speed.
+    beside_hold = np.zeros_like(held)
+    beside_hold[1:] |= held[:-1]
+    beside_hold[:-1] |= held[1:]
+    beside_hold &= path.interpolation == "catmull-rom"
     segment = np.clip(np.searchsorted(times, ts, side="right") - 1, 0, len(times) - 2)  # (m,)
     quats = np.empty((len(ts), 4))
     first = 0
@@ -185,16 +191,14 @@ def _rotations(path: CameraPath, times: np.ndarray, values: np.ndarray, curve, t
         if held[first]:
             quats[here] = Rotation.from_euler("YXZ", values[first, 4:], degrees=True).as_quat()
         elif here.any():
-            turns = np.abs(np.diff(values[first:last + 2, 4:], axis=0)).sum(axis=1)  # degrees per segment
-            # beside a hold, a sub-key a frame (at least EASE_KEYS): the spline then follows the curve's easing
-            # into the hold instead of its own free ends, which start and stop at speed
-            easing = [max(EASE_KEYS, math.ceil((times[j + 1] - times[j]) * path.fps))
-                      if path.interpolation == "catmull-rom" and (j > 0 and held[j - 1] or
-                                                                  j + 1 < len(held) and held[j + 1]) else 1
-                      for j in range(first, last + 1)]
-            rot_times = np.concatenate([[times[first]]] + [
-                np.linspace(a, b, max(ease, math.ceil(turn / MAX_SEGMENT_TURN)) + 1)[1:]
-                for a, b, turn, ease in zip(times[first:last + 1], times[first + 1:last + 2], turns, easing)])
+            rot_times = [times[first:first + 1]]
+            for j in range(first, last + 1):
+                a, b = times[j], times[j + 1]
+                turn = np.abs(values[j + 1, 4:] - values[j, 4:]).sum()  # degrees
+                count = max(math.ceil(turn / MAX_SEGMENT_TURN),
+                            max(EASE_KEYS, math.ceil((b - a) * path.fps)) if beside_hold[j] else 1)
+                rot_times.append(np.linspace(a, b, count + 1)[1:])
+            rot_times = np.concatenate(rot_times)
             rotations = Rotation.from_euler("YXZ", curve(rot_times)[:, 4:], degrees=True)
             spline = Slerp if path.interpolation == "linear" else RotationSpline
             quats[here] = spline(rot_times, rotations)(ts[here]).as_quat()
