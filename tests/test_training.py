@@ -456,6 +456,26 @@ def test_a_bad_diffusion_model_is_refused_before_the_latents_are_encoded(data, t
     assert not (tmp_path / "new").exists()
 
 
+def test_a_diffusion_model_that_cannot_teach_the_stage_is_refused(data, tmp_path, init):
+    """A vae-stage model (an untrained generator), or one on another VAE's latents, was taken as the teacher and
+    the discriminator's start without a word. The same VAE in bf16 (a shipped model) is the same VAE."""
+    config, source = get_config("tiny"), load_checkpoint(init)
+    untrained = tmp_path / "vae-stage.safetensors"
+    save_checkpoint(untrained, config, source.vae, source.generator, CameraScaling().to_dict(), "vae")
+    torch.manual_seed(1)
+    other = tmp_path / "other-vae.safetensors"
+    save_checkpoint(other, config, VAE(config.vae), source.generator, CameraScaling().to_dict(), "diffusion")
+    for path, words in ((untrained, "stage: is from the vae stage"), (other, "vae: its VAE encodes frames other")):
+        for stage in ("consistency", "adversarial"):
+            with pytest.raises(InputError, match=f"{path.name}: {words}"):
+                make_stage(stage, data, tmp_path / "new", init, diffusion=str(path))
+            assert not (tmp_path / "new").exists()
+    shipped = tmp_path / "bf16.safetensors"
+    save_checkpoint(shipped, config, source.vae, source.generator, CameraScaling().to_dict(), "diffusion",
+                    storage_dtype=torch.bfloat16)
+    make_stage("consistency", data, tmp_path / "new", init, diffusion=str(shipped))  # accepted
+
+
 def test_a_sigterm_stops_training_after_the_step_saved_and_exits_143(data, tmp_path):
     # It exited 130, as for Ctrl-C, where play and render exit 143 for a SIGTERM.
     import signal

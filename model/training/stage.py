@@ -161,14 +161,14 @@ class GeneratorStage(Stage):
         super().__init__(*args)
         source = self.source_checkpoint()
         loaded = load_checkpoint(source, expect_config=self.config)
-        if self.needs_diffusion():  # checked before the latents' minutes, not after them
-            load_checkpoint(self.diffusion_checkpoint(), expect_config=self.config)
         if self.opts.resume:
             # The VAE the stage has trained with, from its state, not the source's as it is now: a VAE stage resumed
             # since (or an --init file replaced) re-encoded the latents, and the generator went on with other ones
             own = read_module(self.run.state_path(self.opts.stage), "vae")
             if own:
                 loaded.vae.load_state_dict(own)
+        if self.needs_diffusion():  # checked before the latents' minutes, not after them
+            self.check_diffusion(loaded.vae)
         self.vae = loaded.vae.to(self.device).requires_grad_(False)
         self.generator = loaded.generator.to(self.device).train()
         self.shift = self.opts.shift or default_shift(self.config.latent_size())
@@ -185,6 +185,20 @@ class GeneratorStage(Stage):
             raise InputError(path, None, "the diffusion model is missing: train the diffusion stage first, or pass "
                              "--diffusion CHECKPOINT")
         return path
+
+    def check_diffusion(self, vae: VAE) -> None:
+        """The diffusion model loads, and can teach this stage: a trained generator (not the vae stage's), on
+        latents of this stage's VAE (the same encoder, to bf16's precision: a shipped model is stored in bf16;
+        the decoder stage changes only the decoder)."""
+        path = self.diffusion_checkpoint()
+        diffusion = load_checkpoint(path, expect_config=self.config)
+        if diffusion.stage == "vae":
+            raise InputError(path, "stage", "is from the vae stage, whose generator is untrained; give the diffusion "
+                             "stage's model")
+        ours, theirs = vae.encoder.state_dict(), diffusion.vae.encoder.state_dict()
+        if not all(torch.allclose(ours[k].float(), theirs[k].float(), rtol=1 / 64, atol=1e-4) for k in ours):
+            raise InputError(path, "vae", "its VAE encodes frames other than this stage's does (its generator learnt "
+                             "other latents); give the diffusion model trained on this run's VAE")
 
     def shard_generator(self, generator: Generator, zero2: bool = False) -> Generator:
         return distributed.shard(generator, [m for m in generator.modules() if isinstance(m, Block)], self.dist,
