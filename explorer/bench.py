@@ -67,7 +67,7 @@ def open_world(config: str | None, device: str, checkpoint, window: int | None =
             raise InputError("command line", "--window", f"must be at least 1, got {window}")
         cfg = get_config(config or "mini")
         cfg.generator = replace(cfg.generator, window=window)
-        return GeneratedWorld.random(cfg, pick_device(device)), "random"
+        return GeneratedWorld.random(cfg, pick_device(device), source="command line: --config"), "random"
     path = checkpoint or default_checkpoint_path()
     if checkpoint is not None or os.path.exists(path):
         world = GeneratedWorld.open(checkpoint=path, device=device)
@@ -75,7 +75,8 @@ def open_world(config: str | None, device: str, checkpoint, window: int | None =
             raise InputError(checkpoint, "config", f"is a {world.config.name} model, not --config {config}")
         if world.config.name == (config or "mini") or checkpoint is not None:
             return world, str(path)
-    return GeneratedWorld.open(device=device, random_config=config or "mini"), "random"
+    return GeneratedWorld.open(device=device, random_config=config or "mini", random_source="command line: --config"), \
+        "random"
 
 
 def trajectory(steps: int) -> list[Pose]:

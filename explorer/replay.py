@@ -67,12 +67,14 @@ def open_session_world(session: Session, device: str = "auto", checkpoint=None):
         except InputError:
             raise InputError(session.path / "session.json", "level", f"its level file {level_path} is gone and no "
                              f"shipped level is named {name!r}") from None
+    named = f"{session.path / 'session.json'}: random_config"
     if h["random_config"] is not None:
         from model.config import get_config
-        get_config(h["random_config"], source=f"{session.path / 'session.json'}: random_config")
+        get_config(h["random_config"], source=named)
     checkpoint = session_checkpoint(session, checkpoint)
     world = make_world(h["world"], size=session.size if h["world"] == "reference" else None,
-                       checkpoint=checkpoint, device=device, level=level, random_config=h.get("random_config"))
+                       checkpoint=checkpoint, device=device, level=level, random_config=h.get("random_config"),
+                       random_source=named)
     if hasattr(world, "hold_at_rest"):  # as it was played: sessions from before the hold ran the model at rest
         world.hold_at_rest = bool(h.get("hold_at_rest"))
     digest = getattr(world, "checkpoint_sha256", None)

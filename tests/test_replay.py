@@ -242,6 +242,24 @@ def test_an_unknown_random_config_names_session_json(tmp_path, history_world, ca
     assert len(err.splitlines()) == 1 and "session.json: random_config: unknown config 'huge'" in err, err
 
 
+def test_random_weights_too_large_for_memory_name_where_the_config_was_given(tmp_path, history_world, capsys,
+                                                                             monkeypatch):
+    """The message named only "model config 'tiny'": not the session.json field or the option that asked for it."""
+    from world import generated
+    session = play_session(tmp_path, history_world, "generated", steps=2)
+    header = json.loads((session / "session.json").read_text())
+    header["random_config"] = "tiny"
+    (session / "session.json").write_text(json.dumps(header))
+    from world.make import make_world
+    monkeypatch.setattr(explorer.replay, "make_world", make_world)  # the real world, past the recorded one
+    monkeypatch.setattr(generated, "memory_free", lambda device: 1024)  # a kilobyte free
+    assert main(["replay", str(session), "--check"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{session / 'session.json'}: random_config: model config 'tiny' needs about" in err, err
+    assert main(["bench", "--config", "tiny", "--window", "4", "--seconds", "1"]) == 2
+    assert "error: command line: --config: model config 'tiny' needs about" in capsys.readouterr().err
+
+
 def test_path_from_session_refuses_a_path_that_render_would_refuse(tmp_path, history_world, capsys):
     """Yaw that swings a million degrees each frame unwraps past a path file's limit: no file, one line, exit 2."""
     session = play_session(tmp_path, history_world, "generated", steps=2)

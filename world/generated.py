@@ -66,12 +66,13 @@ def memory_free(device: torch.device) -> int | None:
 
 
 def check_memory(config: ModelConfig, device: torch.device, dtype: torch.dtype, checkpoint=None,
-                 caches: int = 1) -> None:
+                 caches: int = 1, source: str | None = None) -> None:
     """InputError, before anything is allocated, when a stream of `config` cannot fit in `device`'s free memory:
     a one-line answer instead of the kernel's OOM killer (a silent `Killed`) or a CUDA out-of-memory traceback.
     With a `checkpoint`, its weights are loaded already, and what is left to fit is the KV cache (its window is
     the one size in a config that no tensor in the file bounds). `caches`: the KV caches held at once (play keeps
-    a copy with each state it can rewind to)."""
+    a copy with each state it can rewind to). `source`: where random weights' config was named ("command line:
+    --random-weights"), for the message."""
     free = memory_free(device)
     if free is None:
         return
@@ -85,8 +86,8 @@ def check_memory(config: ModelConfig, device: torch.device, dtype: torch.dtype, 
         return
     weights = memory_needed(config, dtype)[0]
     if weights + cache > free:
-        raise InputError(f"model config {config.name!r}", None,
-                         f"needs about {(weights + cache) / GiB:.1f} GiB on {device.type} (weights "
+        raise InputError(source or f"model config {config.name!r}", None,
+                         f"{f'model config {config.name!r} ' if source else ''}needs about {(weights + cache) / GiB:.1f} GiB on {device.type} (weights "
                          f"{weights / GiB:.1f} GiB, KV cache {cache / GiB:.1f} GiB) and {free / GiB:.1f} GiB is "
                          f"free{'; the paper-size configs are for a large GPU' if device.type == 'cpu' else ''}")
 
@@ -171,12 +172,13 @@ class GeneratedWorld:
 
     @classmethod
     def open(cls, checkpoint=None, device: str = "auto", random_config: str | None = None,
-             caches: int = 1) -> "GeneratedWorld":
+             caches: int = 1, random_source: str | None = None) -> "GeneratedWorld":
         """The model in `checkpoint` (default: the shipped one), or random weights of a named config. `caches`: the
         KV caches its user will hold at once (for the memory check)."""
         device = pick_device(device)
         if random_config is not None:
-            return cls.random(get_config(random_config), device, caches)
+            return cls.random(get_config(random_config, source=random_source or "model config"), device, caches,
+                              random_source)
         path = Path(checkpoint) if checkpoint is not None else default_checkpoint_path()
         if not path.exists():
             what = "the shipped checkpoint is missing" if checkpoint is None else "no such checkpoint"
@@ -189,12 +191,13 @@ class GeneratedWorld:
         return cls(loaded.config, loaded.vae, loaded.generator, scaling, device, path, loaded.stage)
 
     @classmethod
-    def random(cls, config: ModelConfig, device: torch.device, caches: int = 1) -> "GeneratedWorld":
+    def random(cls, config: ModelConfig, device: torch.device, caches: int = 1,
+               source: str | None = None) -> "GeneratedWorld":
         """Random weights (seed 0) of `config`: for tests and benchmarks, e.g. a config with another window."""
         torch.manual_seed(0)
         # Built straight on the device in the inference dtype: an 8B model never exists in fp32 on the host.
         dtype, default = (config.torch_dtype() if device.type == "cpu" else torch.bfloat16), torch.get_default_dtype()
-        check_memory(config, device, dtype, caches=caches)
+        check_memory(config, device, dtype, caches=caches, source=source)
         torch.set_default_dtype(dtype)
         try:
             with device:
