@@ -9,7 +9,6 @@ poses that were never recorded.
 """
 from __future__ import annotations
 
-import dataclasses
 import sys
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -117,7 +116,7 @@ def replay_frames(session: Session, world, level):
     targets = {r.to_step for r in session.rewinds}
     snapshots = {}
     first = frames[0]
-    yield first, world.reset(dataclasses.replace(level, start=first.pose), session.header["seed"])
+    yield first, world.reset(level.at(first.pose), session.header["seed"])
     if 0 in targets:
         snapshots[0] = world.state()
     i = 1

@@ -15,7 +15,6 @@ the game every step. A result carries a token for the state after it; a job name
 """
 from __future__ import annotations
 
-import dataclasses
 import multiprocessing
 import os
 import pickle
@@ -226,7 +225,7 @@ class WorldHost:
         poses = [t.motion.pose for t in job.ticks]
         if job.reset is not None:
             self.level = job.reset
-            frames = self.world.reset(dataclasses.replace(job.reset, start=poses[0]), self._seed)[None]
+            frames = self.world.reset(job.reset.at(poses[0]), self._seed)[None]
             self.other_synced = False
         else:
             if job.restore is not None:
@@ -253,9 +252,9 @@ class WorldHost:
         if self.other is None:
             return None
         if job.reset is not None:
-            return self.other.reset(dataclasses.replace(self.level, start=poses[0]), self._seed)[None]
+            return self.other.reset(self.level.at(poses[0]), self._seed)[None]
         if not self.other_synced:
-            self.other.reset(dataclasses.replace(self.level, start=job.start), self._seed)
+            self.other.reset(self.level.at(job.start), self._seed)
         return self.other.step(poses)
 
     def close(self) -> None:

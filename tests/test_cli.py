@@ -245,6 +245,8 @@ def test_a_failing_ffmpeg_leaves_the_older_video_and_says_so(tmp_path, capfd, mo
     out.write_bytes(b"precious")
     (tmp_path / ".keep.partial.mp4").mkdir()  # where ffmpeg writes first: it cannot open it and quits
     monkeypatch.setattr("explorer.video.partial_file", lambda path: tmp_path / ".keep.partial.mp4")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "temp"))  # its own, not other processes' logs
+    (tmp_path / "temp").mkdir()
     with pytest.raises(InputError) as failed:
         with VideoWriter(out, (32, 16)) as writer:
             writer.write(np.zeros((4, 16, 32, 3), np.uint8))
@@ -252,7 +254,7 @@ def test_a_failing_ffmpeg_leaves_the_older_video_and_says_so(tmp_path, capfd, mo
     message = str(failed.value)
     assert message.startswith(f"{out}: ffmpeg ") and "Is a directory" in message and "partial" not in message, message
     assert capfd.readouterr().err == ""  # nothing from ffmpeg itself
-    assert not glob.glob(f"{tempfile.gettempdir()}/explorer-ffmpeg-*.log")  # its log went with it
+    assert tempfile.gettempdir() == str(tmp_path / "temp") and not glob.glob(f"{tmp_path}/temp/explorer-ffmpeg-*.log")
 
 
 def test_ctrl_c_while_a_video_is_open_is_held_to_the_next_frame_and_keeps_the_older_file(tmp_path):

@@ -158,6 +158,31 @@ def test_start_image_of_16_bit_grey_keeps_its_tones_and_a_phone_photo_stands_upr
     assert upright[-4, 18, 2] > 200 and upright[-4, 18, 0] < 60, upright[-4, 18]
 
 
+def test_a_level_s_start_picture_is_its_first_frame_only_at_its_start(tmp_path):
+    """A level with a scene and a start picture: Switch world (or split view) where the player stood started the
+    generated world from the start picture, far from where it was taken, instead of the scene's view there."""
+    from PIL import Image
+    from levels import LEVELS_DIR
+    from world.level import load_level
+    from world.reference import ReferenceWorld
+    Image.fromarray(np.full((72, 128, 3), (200, 30, 30), np.uint8)).save(tmp_path / "red.png")
+    text = (LEVELS_DIR / "meadow.toml").read_text().replace('title = "Meadow at noon"',
+                                                             'title = "Meadow at noon"\nimage = "red.png"')
+    (tmp_path / "both.toml").write_text(text)
+    (tmp_path / "photo.toml").write_text('[level]\nname = "photo"\nimage = "red.png"\n\n[start]\n'
+                                         'position = [0.0, 1.7, 0.0]\n')
+    both, photo = load_level(tmp_path / "both.toml"), load_level(tmp_path / "photo.toml")
+    away = both.start.moved(position=(3.0, both.start.position[1], -2.0), yaw=40.0)
+    world = open_tiny()
+    assert (world.reset(both.at(both.start), 0) == load_start_image(tmp_path / "red.png", world.size)).all()
+    reference = ReferenceWorld(world.size)
+    try:
+        assert (world.reset(both.at(away), 0) == reference.reset(both.at(away), 0)).all()  # the view there
+    finally:
+        reference.close()
+    assert (world.reset(photo.at(away), 0) == load_start_image(tmp_path / "red.png", world.size)).all()  # all it has
+
+
 def test_missing_checkpoint_is_refused_by_name(tmp_path):
     with pytest.raises(InputError, match="nope.safetensors"):
         GeneratedWorld.open(checkpoint=tmp_path / "nope.safetensors", device="cpu")

@@ -35,13 +35,10 @@ class World(Protocol):
 def stream_poses(world: World, level, seed: int, poses: Sequence[Pose]):
     """Drive a world along a pose list: yields the first frame (1, H, W, 3), then one (<=4, H, W, 3) chunk per step.
 
-    The world starts at poses[0] (the level's start is replaced by it), every later pose gets exactly one frame, and a
-    last step with fewer than four poses is padded by repeating its last pose, the padding frames dropped.
+    The world starts at poses[0] (`Level.at`: the level's start is replaced by it), every later pose gets exactly one
+    frame, and a last step with fewer than four poses is padded by repeating its last pose, the padding frames dropped.
     """
-    import dataclasses
-
-    level = dataclasses.replace(level, start=poses[0])
-    yield world.reset(level, seed)[None]
+    yield world.reset(level.at(poses[0]), seed)[None]
     rest = list(poses[1:])
     for i in range(0, len(rest), FRAMES_PER_STEP):
         chunk = rest[i:i + FRAMES_PER_STEP]

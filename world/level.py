@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from camera.errors import CONTROL_CHARACTERS, InputError, read_toml
-from camera.pose import PITCH_LIMIT, POSITION_LIMIT, Pose
+from camera.pose import PITCH_LIMIT, POSITION_LIMIT, Pose, at_rest
 from levels import LEVELS_DIR
 from world.scene import SceneParams, height_at, parse_table, spec
 
@@ -59,6 +59,12 @@ class Level:
     start: Pose
     image: Path | None
     source: Path
+
+    def at(self, pose: Pose) -> "Level":
+        """The level started at `pose` (a restart, a switch of worlds where the player stands): its start picture
+        only where the pose is its own start, or where it has no scene to draw the view from elsewhere."""
+        keep = self.scene is None or at_rest(self.start, [pose])
+        return replace(self, start=pose, image=self.image if keep else None)
 
 
 def level_from_dict(d: dict, source: Path) -> Level:
