@@ -162,8 +162,9 @@ def run_replay(path, check: bool, out, device: str, checkpoint=None) -> int:
     if result.mismatch is not None:
         record = session.frames[result.mismatch]
         level = session.header["level"]
-        changed = level.get("sha256") is not None and level_sha256(level["path"]) != level["sha256"]
-        why = f"; its level file {level['path']} has changed since" if changed else ""
+        why = "".join(f"; its {what} {level[path]} has changed since"
+                      for what, path, digest in (("level file", "path", "sha256"), ("start image", "image", "image_sha256"))
+                      if level.get(digest) is not None and level.get(path) and level_sha256(level[path]) != level[digest])
         written = "" if out is None else f"; wrote {out} up to it" if result.frames else \
             f"; no frame came before it, so {out} was not written"  # a file there before is replaced, or kept
         print(f"explorer: replay: {Path(path) / 'trajectory.jsonl'}:{record.line}: frame {result.mismatch} differs "

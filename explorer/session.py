@@ -1,7 +1,8 @@
 """Session logs (DESIGN section 5): what a person played, enough to replay it frame for frame.
 
     sessions/20250101-120000-meadow/
-        session.json       {"format": "explorer-session/1", "level": {"name", "path", "sha256"}, "world", "checkpoint",
+        session.json       {"format": "explorer-session/1", "level": {"name", "path", "sha256", "image",
+                            "image_sha256"}, "world", "checkpoint",
                             "checkpoint_sha256", "random_config", "seed", "fps", "size": [w, h], "device",
                             "threads", "controls", "display", "hold_at_rest", "started", "ended"}
         trajectory.jsonl   one line per presented video frame:
@@ -17,7 +18,8 @@ turned the logged input into the logged poses (`camera.controls.ControlSettings`
 absent in older sessions, which used the defaults). `display` says how the game showed it: {"reproject", "window",
 "fullscreen"} (`explorer play`'s --no-reproject, --window, --fullscreen as started; absent in older sessions and in
 sessions not played in a window); it changes nothing that is logged or replayed. The level's `sha256` is its file's when played (absent in older
-sessions): a replay whose frames differ says when the file has changed since. `hold_at_rest` is true where the
+sessions): a replay whose frames differ says when the file has changed since; so for its start picture, `image` and
+`image_sha256` (null for a level without one; absent in older sessions). `hold_at_rest` is true where the
 generated world kept its last frame while the camera was at rest (`camera.pose.at_rest`); older sessions,
 without it, are replayed with the model run at rest too, as they were played.
 
@@ -102,7 +104,9 @@ class SessionWriter:
             raise InputError(root, None, "cannot find a free session folder name")
         self.header = {
             "format": FORMAT, "level": {"name": level.name, "path": str(Path(level.source).resolve()),
-                                        "sha256": level_sha256(level.source)},
+                                        "sha256": level_sha256(level.source),
+                                        "image": None if level.image is None else str(Path(level.image).resolve()),
+                                        "image_sha256": None if level.image is None else level_sha256(level.image)},
             "world": world, "checkpoint": None if checkpoint is None else str(Path(checkpoint).resolve()),
             "checkpoint_sha256": checkpoint_sha256, "random_config": random_config, "seed": int(seed),
             "fps": float(fps), "size": [int(size[0]), int(size[1])], "device": device, "threads": threads,
@@ -252,8 +256,9 @@ def _read_header(source: Path) -> dict:
     level = header.get("level")
     if not (isinstance(level, dict) and isinstance(level.get("name"), str) and isinstance(level.get("path"), str)):
         raise InputError(source, "level", "must be {\"name\": ..., \"path\": ...}")
-    if not (level.get("sha256") is None or isinstance(level["sha256"], str)):  # older sessions have none
-        raise InputError(source, "level.sha256", "must be a string or null")
+    for key in ("sha256", "image", "image_sha256"):  # older sessions have none
+        if not (level.get(key) is None or isinstance(level[key], str)):
+            raise InputError(source, f"level.{key}", "must be a string or null")
     if header.get("world") not in WORLDS:
         raise InputError(source, "world", f"must be one of {', '.join(WORLDS)}, got {header.get('world')!r}")
     size = header.get("size")

@@ -118,6 +118,15 @@ def test_a_frame_that_differs_after_its_level_file_changed_says_so(tmp_path, his
     assert main(["replay", str(session), "--check"]) == 1
     err = capsys.readouterr().err
     assert f"(recorded on test; its level file {level_file} has changed since)" in err, err
+    from PIL import Image  # and its start picture: the frames differed with no reason given
+    Image.fromarray(np.full((72, 128, 3), 90, np.uint8)).save(tmp_path / "start.png")
+    level_file.write_text(level_file.read_text().replace('name = "mine"', 'name = "mine"\nimage = "start.png"'))
+    pictured = play_session(tmp_path / "p", history_world, "generated", steps=2, level=str(level_file))
+    edit_yaw(pictured, 5, 0.5)
+    Image.fromarray(np.full((72, 128, 3), 91, np.uint8)).save(tmp_path / "start.png")
+    assert main(["replay", str(pictured), "--check"]) == 1
+    err = capsys.readouterr().err
+    assert f"(recorded on test; its start image {tmp_path / 'start.png'} has changed since)" in err, err
     video = tmp_path / "r.mp4"  # the video written up to the difference replaced the one there, unsaid
     assert main(["replay", str(session), "--check", "--out", str(video)]) == 1
     assert capsys.readouterr().err.strip().endswith(f"; wrote {video} up to it") and video.is_file()
