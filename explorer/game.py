@@ -61,6 +61,7 @@ from explorer.presenter import Presenter, overlap, overlay_rect, split_stacked  
 from explorer.session import SessionWriter  # noqa: E402
 from explorer.world_host import OTHER_WORLD, Job, Result, Tick, Worker, WorldFactory  # noqa: E402
 from world.base import FPS, FRAMES_PER_STEP  # noqa: E402
+from world.level import check_image  # noqa: E402
 from world.scene import height_at  # noqa: E402
 
 PLAY_SIZE = (256, 144)  # the reference world's frames: twice mini's 128x72, the largest native size a config may have
@@ -553,6 +554,14 @@ class Game:
     def _restart(self, kind: str, here: bool = False) -> None:
         """A new session, in a world of `kind`, at the level's start or (`here`) where the camera is on screen; if
         that world cannot be opened, say so and stay."""
+        start = self.motion.pose if here else self.config.level.start
+        picture = self.config.level.at(start).image if kind == "generated" else None
+        if picture is not None:  # its start picture, read again: one deleted since play began ended the game
+            try:
+                check_image(picture, self.config.level.source)
+            except InputError as e:
+                self._say(f"cannot open the {kind} world: {e.problem}")
+                return
         self._pause(False, resume=False)  # the menu goes at once, not after the seconds the new world takes to open
         if self.menu_panel.render([]):
             self.presenter.set_overlay("menu", None)
@@ -563,9 +572,8 @@ class Game:
         self._show_now(opening)
         self._end()
         self.message = None  # from here the screen says it until the new world's first frame, and no longer
-        # where the camera is, not the frame on screen: a choice made as the menu opened came before the last turn's
-        # frames did, and the new world opened without that turn
-        start = self.motion.pose if here else self.config.level.start
+        # (`start`: where the camera is, not the frame on screen: a choice made as the menu opened came before the
+        # last turn's frames did, and the new world opened without that turn)
         self._show_now(opening)  # the loop stops for the seconds a world takes to open
         try:
             self._begin(kind, start)

@@ -902,6 +902,22 @@ def test_switch_world_on_a_level_without_a_scene_says_so_and_stays(tmp_path):
     assert "reference world needs a [scene]" in game.message[0]
 
 
+def test_restart_after_the_start_picture_was_deleted_says_so_and_stays(tmp_path):
+    # The new world's first frame failed in the worker, and the game ended with the error (exit 2).
+    import matplotlib.pyplot as plt
+    plt.imsave(tmp_path / "start.png", np.full((72, 128, 3), 0.5))
+    level = tmp_path / "photo.toml"
+    level.write_text('[level]\nname = "photo"\nimage = "start.png"\n\n[start]\nposition = [0.0, 1.7, 0.0]\n')
+    game = Game(GameConfig(load_level(str(level))), lambda kind, size: None, ScriptedInput([]))
+    game.kind, game.message = "generated", None
+    game.motion = MotionState.at(game.config.level.start, None)
+    game._end = lambda: pytest.fail("the world was ended")
+    (tmp_path / "start.png").unlink()
+    game._restart("generated")
+    assert game.message[0].startswith("cannot open the generated world: ") and "start.png" in game.message[0], \
+        game.message
+
+
 def test_two_f12_presses_in_one_frame_make_two_files(tmp_path, window):
     # The request was a yes/no flag: two presses handled in the same loop pass made one file.
     config = GameConfig(load_level("meadow"), "reference", SIZE, window=WINDOW, seconds=1.5, sessions_dir=tmp_path)

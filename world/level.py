@@ -100,7 +100,7 @@ def level_from_dict(d: dict, source: Path) -> Level:
             raise InputError(source, "level.image", f"no such file: {image}")
         if not image.is_file():  # a device or a pipe, which reading could hang on
             raise InputError(source, "level.image", f"{image} is not a regular file")
-        _check_image(image, source)
+        check_image(image, source)
     if scene is None and image is None:
         raise InputError(source, "scene", "a level needs a [scene] table or a [level] image")
     if scene is not None:
@@ -119,7 +119,7 @@ def level_from_dict(d: dict, source: Path) -> Level:
 MAX_IMAGE_SIDE = 8192  # pixels; a start image is resized to the model's frames (128x72 for mini)
 
 
-def _check_image(image: Path, source: Path) -> None:
+def check_image(image: Path, source: Path) -> None:
     """Read the start image and check the whole file now, not when a world first needs it (after a window or a
     video is open): a picture of at most MAX_IMAGE_SIDE pixels a side, in a format Pillow reads, whose pixels
     decode."""
