@@ -136,8 +136,12 @@ def cmd_render(args) -> int:
     check_model_options(args)
     if args.world is None:  # as play chooses: what the level and the options can mean
         from world.level import load_level
+        level = load_level(args.level)
         names_a_model = args.checkpoint or args.random_weights or args.seed is not None
-        args.world = "generated" if names_a_model or load_level(args.level).scene is None else "reference"
+        args.world = "generated" if names_a_model or level.scene is None else "reference"
+        if args.world == "reference" and level.image is not None:  # a picture the user added, unused: said
+            print(f"explorer: note: {escape_controls(str(level.source))}: rendering the level's scene; its start "
+                  "image is the generated world's first frame (--world generated or compare)", file=sys.stderr)
     if args.world == "reference" and (args.checkpoint or args.random_weights or args.seed is not None):
         option = "--checkpoint" if args.checkpoint else "--random-weights" if args.random_weights else "--seed"
         raise InputError("command line", option, "the reference world has no model; add --world generated or "

@@ -9,7 +9,7 @@ import pytest
 
 from explorer.cli import main
 from explorer.video import read_video
-from levels import PATHS_DIR
+from levels import LEVELS_DIR, PATHS_DIR
 from world.dataset import open_dataset
 from world.level import list_levels
 
@@ -77,6 +77,15 @@ def test_render_chooses_the_generated_world_as_play_does(tmp_path):
         assert main(["render", "--level", level, "--path", str(tmp_path / "short.toml"), "--out", str(out),
                      *options]) == 0
         assert read_video(out).shape[1:] == (*size, 3), (level, options)  # not the reference's 640x360
+    # a level with a scene and a start image renders the scene, and says where its picture goes
+    (tmp_path / "both.toml").write_text((LEVELS_DIR / "meadow.toml").read_text().replace(
+        'title = "Meadow at noon"', 'title = "x"\nimage = "start.png"'))
+    code, _, err = run_cli("render", "--level", str(tmp_path / "both.toml"), "--path", str(tmp_path / "short.toml"),
+                           "--out", str(tmp_path / "b.mp4"), "--size", "64x36")
+    assert code == 0 and "both.toml: rendering the level's scene; its start image is the generated world's" in err, err
+    code, _, err = run_cli("render", "--level", "meadow", "--path", str(tmp_path / "short.toml"),
+                           "--out", str(tmp_path / "m.mp4"), "--size", "64x36")
+    assert code == 0 and "note" not in err, err
 
 @pytest.mark.parametrize("args, words", [
     (["render", "--level", "no-such-level", "--path", WALK, "--out", "x.mp4"], ["no-such-level"]),
@@ -207,7 +216,6 @@ def test_render_warns_where_a_path_goes_below_the_ground(tmp_path):
 
 def test_a_relative_path_placed_past_the_position_limit_is_refused(tmp_path):
     """Keys within 100 km of the start, from a start 99 km out: the camera went 199 km from the origin, unsaid."""
-    from levels import LEVELS_DIR
     level = tmp_path / "far.toml"
     level.write_text((LEVELS_DIR / "meadow.toml").read_text().replace("position = [0.0, 1.7, 0.0]",
                                                                       "position = [0.0, 1.7, -99000.0]"))
