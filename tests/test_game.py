@@ -888,15 +888,21 @@ def test_the_split_label_is_not_said_once_split_view_is_off_again():
     assert game.side_seen and [s.refill for s in game.buffer] == [False]
 
 
-def test_switch_world_on_a_level_without_a_scene_says_so_and_stays(tmp_path):
-    # It closed the session and began a new one, then said the reference world could not open, with a
-    # command-line hint (--world generated) to a player already in the generated world.
+def photo_level_game(folder) -> Game:
+    """A game on a level made of a start picture alone (folder/start.png), in the generated world, not started."""
     import matplotlib.pyplot as plt
-    plt.imsave(tmp_path / "start.png", np.full((72, 128, 3), 0.5))
-    level = tmp_path / "photo.toml"
+    plt.imsave(folder / "start.png", np.full((72, 128, 3), 0.5))
+    level = folder / "photo.toml"
     level.write_text('[level]\nname = "photo"\nimage = "start.png"\n\n[start]\nposition = [0.0, 1.7, 0.0]\n')
     game = Game(GameConfig(load_level(str(level))), lambda kind, size: None, ScriptedInput([]))
     game.kind, game.message = "generated", None
+    return game
+
+
+def test_switch_world_on_a_level_without_a_scene_says_so_and_stays(tmp_path):
+    # It closed the session and began a new one, then said the reference world could not open, with a
+    # command-line hint (--world generated) to a player already in the generated world.
+    game = photo_level_game(tmp_path)
     game._restart = lambda *a, **k: pytest.fail("restarted")
     game._choose("Switch world")
     assert "reference world needs a [scene]" in game.message[0]
@@ -904,12 +910,7 @@ def test_switch_world_on_a_level_without_a_scene_says_so_and_stays(tmp_path):
 
 def test_restart_after_the_start_picture_was_deleted_says_so_and_stays(tmp_path):
     # The new world's first frame failed in the worker, and the game ended with the error (exit 2).
-    import matplotlib.pyplot as plt
-    plt.imsave(tmp_path / "start.png", np.full((72, 128, 3), 0.5))
-    level = tmp_path / "photo.toml"
-    level.write_text('[level]\nname = "photo"\nimage = "start.png"\n\n[start]\nposition = [0.0, 1.7, 0.0]\n')
-    game = Game(GameConfig(load_level(str(level))), lambda kind, size: None, ScriptedInput([]))
-    game.kind, game.message = "generated", None
+    game = photo_level_game(tmp_path)
     game.motion = MotionState.at(game.config.level.start, None)
     game._end = lambda: pytest.fail("the world was ended")
     (tmp_path / "start.png").unlink()
