@@ -361,10 +361,11 @@ def parse_path(data: dict, source) -> CameraPath:
 
 
 def check_path(path: CameraPath, source, keys_field: str = "path.key", fps_field: str = "path.fps",
-               key_field=lambda i: f"path.key[{i}]") -> CameraPath:
+               key_field=lambda i: f"path.key[{i}]", member: str = "{}.{}") -> CameraPath:
     """The limits on every kind of path file: fps, fov, and those that keep sampling a path finite in
     time and memory: the number of frames, positions, and how far yaw and roll wind (each
-    MAX_SEGMENT_TURN degrees of turn is a rotation key). key_field(i) names key i in messages."""
+    MAX_SEGMENT_TURN degrees of turn is a rotation key). key_field(i) names key i in messages, `member` a value
+    of it (check_pose_limits)."""
     lo, hi = FPS_RANGE
     if not lo <= path.fps <= hi:
         raise InputError(source, fps_field, f"must be between {lo:g} and {hi:g} frames per second, got {path.fps:g}")
@@ -373,7 +374,7 @@ def check_path(path: CameraPath, source, keys_field: str = "path.key", fps_field
         raise InputError(source, keys_field, f"the path lasts {path.duration:g} s, {frames:,.0f} frames at "
                          f"{path.fps:g} fps; at most {MAX_FRAMES:,} are allowed")
     for i, k in enumerate(path.keys):
-        check_pose_limits(source, key_field(i), k.position, k.yaw, k.roll, k.fov)
+        check_pose_limits(source, key_field(i), k.position, k.yaw, k.roll, k.fov, member)
     _check_overshoot(path, source, keys_field, key_field)
     turn = sum(abs(b.yaw - a.yaw) + abs(b.pitch - a.pitch) + abs(b.roll - a.roll)
                for a, b in zip(path.keys[:-1], path.keys[1:]))

@@ -20,18 +20,21 @@ ANGLE_LIMIT = 1e6     # degrees of yaw or roll, which wind past +-180
 FOV_RANGE = (1.0, 179.0)  # degrees of vertical field of view
 
 
-def check_pose_limits(source, field: str, position, yaw: float, roll: float, fov: float | None) -> None:
+def check_pose_limits(source, field: str, position, yaw: float, roll: float, fov: float | None,
+                      member: str = "{}.{}") -> None:
     """The bounds above, for a pose in a path key or a session line (numbers already): an InputError naming
-    `field`.position / .yaw / .roll / .fov otherwise. (Pitch has its own clamp, checked where it is read.)"""
+    `field`.position / .yaw / .roll / .fov otherwise (`member` joins the two: "{} ({})" gives "line 3 (fov)").
+    (Pitch has its own clamp, checked where it is read.)"""
     from camera.errors import InputError
     if max(abs(v) for v in position) > POSITION_LIMIT:
-        raise InputError(source, f"{field}.position", f"must be within {POSITION_LIMIT:g} m of the origin, "
-                         f"got {list(position)}")
+        raise InputError(source, member.format(field, "position"), f"must be within {POSITION_LIMIT:g} m of the "
+                         f"origin, got {list(position)}")
     for name, value in (("yaw", yaw), ("roll", roll)):
         if abs(value) > ANGLE_LIMIT:
-            raise InputError(source, f"{field}.{name}", f"must be within {ANGLE_LIMIT:g} degrees, got {value:g}")
+            raise InputError(source, member.format(field, name), f"must be within {ANGLE_LIMIT:g} degrees, got "
+                             f"{value:g}")
     if fov is not None and not FOV_RANGE[0] <= fov <= FOV_RANGE[1]:
-        raise InputError(source, f"{field}.fov", f"must be between {FOV_RANGE[0]:g} and {FOV_RANGE[1]:g} degrees, "
+        raise InputError(source, member.format(field, "fov"), f"must be between {FOV_RANGE[0]:g} and {FOV_RANGE[1]:g} degrees, "
                          f"got {fov:g}")
 
 

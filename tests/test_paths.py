@@ -394,7 +394,7 @@ def test_a_damaged_first_camera_line_is_said_not_taken_for_the_url(tmp_path):
     ("5 0.5 0 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 0", "cams.txt: line 3: focal lengths must be positive"),
     ("5 0.5 0.9 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 inf", "cams.txt: line 3 (t2): must be a finite number"),
     ("5 0.5 0.9 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 0", "cams.txt: timestamps: must be between 1 and 240"),
-    ("41708 1e300 1e300 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 0", "cams.txt: line 3.fov: must be between 1 and 179"),
+    ("41708 1e300 1e300 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 0", "cams.txt: line 3 (fov): must be between 1 and 179"),
     ("9999999999999 0.5 0.9 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 0", "cams.txt: timestamps: must be between 1 and 240"),
 ])
 def test_realestate_validation(tmp_path, monkeypatch, line, message):
