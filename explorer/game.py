@@ -423,8 +423,7 @@ class Game:
                                               "fullscreen": c.fullscreen})
         self.sessions.append(self.session.path)
         self.hud = Hud(kind, self.worker.device, FPS)
-        level = c.level if start is None else replace(c.level, start=start)
-        start = level.start
+        start = c.level.start if start is None else start
         altitude = None if self.ground is None else start.position[1] - self.ground(start.position[0],
                                                                                      start.position[2])
         self.motion = MotionState.at(start, altitude)
@@ -442,7 +441,7 @@ class Game:
         self.pacer = Pacer()
         self.rewind_requested = False
         self.worker.submit(Job([Tick(self._clock(), InputState(), self.motion)], 0, 0, start,
-                               reset=level, split=self.split))
+                               reset=c.level, split=self.split))  # the level as it is: Level.at places it
         self.pacer.submitted(self.tick)
 
     def _end(self) -> None:

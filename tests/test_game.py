@@ -919,6 +919,34 @@ def test_restart_after_the_start_picture_was_deleted_says_so_and_stays(tmp_path)
         game.message
 
 
+def test_a_world_begun_away_from_the_start_does_not_start_from_the_start_picture(tmp_path):
+    """Switch world where the player stood, on a level with a scene and a start picture: the generated world
+    started from the picture (the game moved the level's start to the player, so the picture looked in place)."""
+    import time
+    from PIL import Image
+    from levels import LEVELS_DIR
+    from world.generated import GeneratedWorld
+    Image.fromarray(np.full((72, 128, 3), (200, 30, 30), np.uint8)).save(tmp_path / "red.png")
+    (tmp_path / "both.toml").write_text((LEVELS_DIR / "meadow.toml").read_text().replace(
+        'title = "Meadow at noon"', 'title = "x"\nimage = "red.png"'))
+    level = load_level(tmp_path / "both.toml")
+    game = Game(GameConfig(level, "generated", sessions_dir=tmp_path / "s"),
+                lambda kind, size: GeneratedWorld.open(device="cpu", random_config="tiny"), ScriptedInput([]))
+    game.split, game.tick = False, 0  # what run() sets before the first world
+    try:
+        for start, picture in ((level.start.moved(position=(3.0, level.start.position[1], -2.0), yaw=40.0), False),
+                               (None, True)):  # where the player stands; the level's start (Restart)
+            game._begin("generated", start)
+            while (result := game.worker.poll()) is None:
+                time.sleep(0.01)
+            red = (result.frames[0].reshape(-1, 3).mean(0) - (200, 30, 30)).__abs__().max() < 5
+            assert red == picture, result.frames[0].reshape(-1, 3).mean(0)
+            game.worker.close()
+            game.session.close()
+    finally:
+        game.worker.close()
+
+
 def test_two_f12_presses_in_one_frame_make_two_files(tmp_path, window):
     # The request was a yes/no flag: two presses handled in the same loop pass made one file.
     config = GameConfig(load_level("meadow"), "reference", SIZE, window=WINDOW, seconds=1.5, sessions_dir=tmp_path)
