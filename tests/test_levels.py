@@ -124,6 +124,8 @@ def test_structure_errors(tmp_path):
         error_of(write(tmp_path, folder_image))
     device_image = no_scene.replace('title = "A test level"', 'title = "x"\nimage = "/dev/zero"')
     assert "level.image: /dev/zero is not a regular file" in error_of(write(tmp_path, device_image))
+    empty_image = no_scene.replace('title = "A test level"', 'title = "x"\nimage = ""')  # was "… is a folder"
+    assert "level.image: is empty: name a picture file" in error_of(write(tmp_path, empty_image))
 
 
 def test_start_images_are_checked_when_the_level_loads(tmp_path):

@@ -90,6 +90,9 @@ def level_from_dict(d: dict, source: Path) -> Level:
     scene = SceneParams.from_dict(d["scene"], source) if "scene" in d else None
     image = None
     if header.image is not None:
+        if not header.image.strip():  # "" is the level's own folder: "is a folder, not a picture" puzzled
+            raise InputError(source, "level.image", "is empty: name a picture file, relative to the level file, or "
+                             "leave image out")
         try:
             image = (source.parent / header.image).resolve()
         except (OSError, RuntimeError) as error:  # a link that leads round to itself (RuntimeError before 3.13)
