@@ -17,7 +17,6 @@ from __future__ import annotations
 import torch
 
 from camera.errors import InputError
-from model.checkpoint import load_checkpoint
 from model.discriminator import Discriminator
 from model.generator import Block
 from model.training import distributed
@@ -65,8 +64,8 @@ class AdversarialStage(GeneratorStage):
             disc = Discriminator(self.config.generator)
             disc.load_state_dict(read_module(self.run.state_path("adversarial"), "discriminator"))
             return disc
-        return Discriminator.from_generator(
-            load_checkpoint(self.diffusion_checkpoint(), expect_config=self.config).generator)
+        disc, self.diffusion_generator = Discriminator.from_generator(self.diffusion_generator), None
+        return disc
 
     # --- data ----------------------------------------------------------------------------------------------------
     def camera(self, batch: GeneratorBatch, rng: SampleRNG) -> torch.Tensor:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from model.checkpoint import load_checkpoint
 from model.training.data import SampleRNG
 from model.training.diffusion import recycled
 from model.training.losses import consistency_target, consistency_times, noised, x0_from_v
@@ -23,7 +22,7 @@ class ConsistencyStage(LossStage):
 
     def __init__(self, *args):
         super().__init__(*args)
-        teacher = load_checkpoint(self.diffusion_checkpoint(), expect_config=self.config).generator
+        teacher, self.diffusion_generator = self.diffusion_generator, None
         self.teacher = self.shard_generator(teacher.to(self.device).eval().requires_grad_(False))
         self.generator = self.shard_generator(self.generator)
         self.times = consistency_times(self.opts.cd_steps, self.shift).to(self.device)

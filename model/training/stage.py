@@ -167,8 +167,8 @@ class GeneratorStage(Stage):
             own = read_module(self.run.state_path(self.opts.stage), "vae")
             if own:
                 loaded.vae.load_state_dict(own)
-        if self.needs_diffusion():  # checked before the latents' minutes, not after them
-            self.check_diffusion(loaded.vae)
+        # the diffusion model (a teacher, a discriminator's start), loaded and checked before the latents' minutes
+        self.diffusion_generator = self.diffusion_model(loaded.vae) if self.needs_diffusion() else None
         self.vae = loaded.vae.to(self.device).requires_grad_(False)
         self.generator = loaded.generator.to(self.device).train()
         self.shift = self.opts.shift or default_shift(self.config.latent_size())
@@ -186,10 +186,10 @@ class GeneratorStage(Stage):
                              "--diffusion CHECKPOINT")
         return path
 
-    def check_diffusion(self, vae: VAE) -> None:
-        """The diffusion model loads, and can teach this stage: a trained generator (not the vae stage's), on
-        latents of this stage's VAE (the same encoder, to bf16's precision: a shipped model is stored in bf16;
-        the decoder stage changes only the decoder)."""
+    def diffusion_model(self, vae: VAE) -> Generator:
+        """The diffusion model's generator, checked that it can teach this stage: a trained generator (not the vae
+        stage's), on latents of this stage's VAE (the same encoder, to bf16's precision: a shipped model is stored
+        in bf16; the decoder stage changes only the decoder)."""
         path = self.diffusion_checkpoint()
         diffusion = load_checkpoint(path, expect_config=self.config)
         if diffusion.stage == "vae":
@@ -199,6 +199,7 @@ class GeneratorStage(Stage):
         if not all(torch.allclose(ours[k].float(), theirs[k].float(), rtol=1 / 64, atol=1e-4) for k in ours):
             raise InputError(path, "vae", "its VAE encodes frames other than this stage's does (its generator learnt "
                              "other latents); give the diffusion model trained on this run's VAE")
+        return diffusion.generator
 
     def shard_generator(self, generator: Generator, zero2: bool = False) -> Generator:
         return distributed.shard(generator, [m for m in generator.modules() if isinstance(m, Block)], self.dist,
