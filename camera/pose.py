@@ -34,8 +34,8 @@ def check_pose_limits(source, field: str, position, yaw: float, roll: float, fov
             raise InputError(source, member.format(field, name), f"must be within {ANGLE_LIMIT:g} degrees, got "
                              f"{value:g}")
     if fov is not None and not FOV_RANGE[0] <= fov <= FOV_RANGE[1]:
-        raise InputError(source, member.format(field, "fov"), f"must be between {FOV_RANGE[0]:g} and {FOV_RANGE[1]:g} degrees, "
-                         f"got {fov:g}")
+        raise InputError(source, member.format(field, "fov"), f"must be between {FOV_RANGE[0]:g} and "
+                         f"{FOV_RANGE[1]:g} degrees, got {fov:g}")
 
 
 def heading(angle: float) -> float:

@@ -58,7 +58,7 @@ def load_realestate(file, aspect: float = 16 / 9) -> CameraPath:
     fps = 1e6 / float(np.median(np.diff(timestamps)))
     keys = relative_to_first(keys_from_poses((timestamps - timestamps[0]) / 1e6, poses))
     return check_path(CameraPath(fps, "linear", True, keys), file, keys_field="timestamps", fps_field="timestamps",
-                      key_field=lambda i: f"line {rows[i][0]}", member="{} ({})")  # "line 3 (fov)", as a column is named
+                      key_field=lambda i: f"line {rows[i][0]}", member="{} ({})")  # "line 3 (fov)", as columns are
 
 
 COLUMNS = ("timestamp", "fx", "fy", "cx", "cy", "column 6", "column 7",

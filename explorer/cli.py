@@ -230,7 +230,7 @@ def cmd_path_from_session(args) -> int:
     from camera.errors import check_output_path
     from camera.paths import check_path, path_from_poses, save_path
     from explorer.replay import session_checkpoint
-    from explorer.session import read_session
+    from explorer.session import read_session, session_level
 
     out = check_output_path(args.out, (".toml",))
     session = read_session(args.session)
@@ -274,10 +274,8 @@ def cmd_path_from_session(args) -> int:
     # The hint offers only what render takes, checked as render checks it: a hand-edited session.json may hold an
     # odd size (H.264 halves frames) or a config no model has; and the level file may be gone, where no shipped
     # level has its name.
-    from levels import LEVELS_DIR
-    level = header["level"]
-    if not Path(level["path"]).is_file() and not (LEVELS_DIR / f"{level['name']}.toml").is_file():
-        caveat += f" (its level file {level['path']} is gone: give the level it was played in)"
+    if session_level(header["level"]) is None:
+        caveat += f" (its level file {header['level']['path']} is gone: give the level it was played in)"
     if header["world"] != "generated":
         try:
             parse_frame_size("x".join(map(str, header["size"])))
@@ -303,7 +301,8 @@ def render_options(header: dict, path, model: str | None) -> list[str]:
     """`explorer render`'s options for the world a session was played in (its level, world, seed, and `model`:
     its checkpoint where the file is now): a path alone would be rendered with seed 0 and the shipped model."""
     from model.checkpoint import default_checkpoint_path
-    level = header["level"]["path"] if Path(header["level"]["path"]).is_file() else header["level"]["name"]
+    from explorer.session import session_level
+    level = session_level(header["level"]) or header["level"]["name"]
     options = ["--level", level, "--path", str(path), "--out", "walk.mp4", "--world", header["world"]]
     if header["world"] == "generated":
         if header.get("random_config"):

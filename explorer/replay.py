@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from camera.errors import InputError
-from explorer.session import Session, frame_sha1, level_sha256, read_session
+from explorer.session import Session, frame_sha1, level_sha256, read_session, session_level
 from explorer.video import VideoWriter
 from world.base import FRAMES_PER_STEP
 from world.level import load_level
@@ -57,15 +57,11 @@ def session_checkpoint(session: Session, given=None) -> str | None:
 def open_session_world(session: Session, device: str = "auto", checkpoint=None):
     """The world a session was played in (same kind, size, checkpoint: `session_checkpoint`), and its level."""
     h = session.header
-    level_path, name = Path(h["level"]["path"]), h["level"]["name"]
-    if level_path.is_file():
-        level = load_level(level_path)  # a file that is there but bad names itself
-    else:  # moved or deleted: a shipped level of the same name will do
-        try:
-            level = load_level(name)
-        except InputError:
-            raise InputError(session.path / "session.json", "level", f"its level file {level_path} is gone and no "
-                             f"shipped level is named {name!r}") from None
+    found = session_level(h["level"])  # a file that is there but bad names itself when loaded
+    if found is None:
+        raise InputError(session.path / "session.json", "level", f"its level file {h['level']['path']} is gone and "
+                         f"no shipped level is named {h['level']['name']!r}")
+    level = load_level(found)
     named = f"{session.path / 'session.json'}: random_config"
     if h["random_config"] is not None:
         from model.config import get_config
@@ -162,9 +158,10 @@ def run_replay(path, check: bool, out, device: str, checkpoint=None) -> int:
     if result.mismatch is not None:
         record = session.frames[result.mismatch]
         level = session.header["level"]
-        why = "".join(f"; its {what} {level[path]} has changed since"
-                      for what, path, digest in (("level file", "path", "sha256"), ("start image", "image", "image_sha256"))
-                      if level.get(digest) is not None and level.get(path) and level_sha256(level[path]) != level[digest])
+        why = ""
+        for what, path, digest in (("level file", "path", "sha256"), ("start image", "image", "image_sha256")):
+            if level.get(digest) is not None and level.get(path) and level_sha256(level[path]) != level[digest]:
+                why += f"; its {what} {level[path]} has changed since"
         written = "" if out is None else f"; wrote {out} up to it" if result.frames else \
             f"; no frame came before it, so {out} was not written"  # a file there before is replaced, or kept
         print(f"explorer: replay: {Path(path) / 'trajectory.jsonl'}:{record.line}: frame {result.mismatch} differs "

@@ -54,6 +54,7 @@ from camera.controls import ControlSettings, InputState
 from camera.errors import InputError, escape_controls, file_sha256, is_number, parse_json, read_text, write_replacing
 from camera.paths import FPS_RANGE
 from camera.pose import PITCH_LIMIT, Pose, check_pose_limits
+from levels import LEVELS_DIR
 from world.base import FRAMES_PER_STEP, MAX_SEED
 from world.make import WORLDS
 
@@ -76,6 +77,14 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 # --- writing -------------------------------------------------------------------------------------
+
+def session_level(level: dict) -> str | None:
+    """Where the level a session was played in (session.json's `level`) is now, as load_level takes it: its file,
+    or, moved or deleted, a shipped level of its name; None where there is neither."""
+    if Path(level["path"]).is_file():
+        return level["path"]
+    return level["name"] if (LEVELS_DIR / f"{level['name']}.toml").is_file() else None
+
 
 def level_sha256(path) -> str | None:
     """The level file's SHA-256 (a replay that differs can say the file changed since), or None if unreadable."""
