@@ -36,6 +36,7 @@ from explorer.interrupts import held_interrupts
 from model.attention import flash_available
 from model.config import ModelConfig, get_config
 from model.generator import Generator
+from model.training.options import STAGES
 from model.vae import VAE
 
 FORMAT = "explorer-checkpoint/1"
@@ -74,13 +75,18 @@ def warn_if_untrained(path, stage: str) -> None:
               "a later stage)", file=sys.stderr)
 
 
-def stored_format(path) -> str | None:
-    """The `format` in the metadata of a readable safetensors file at `path` (its header alone is read), else None."""
+def stored_metadata(path) -> dict[str, str]:
+    """The metadata of a readable safetensors file at `path` (its header alone is read), else {}."""
     try:
         with safe_open(path, framework="pt") as f:
-            return (f.metadata() or {}).get("format")
+            return f.metadata() or {}
     except (SafetensorError, OSError):
-        return None
+        return {}
+
+
+def stored_format(path) -> str | None:
+    """The `format` in the metadata of a readable safetensors file at `path`, else None."""
+    return stored_metadata(path).get("format")
 
 
 def is_part(path) -> bool:
@@ -239,6 +245,8 @@ def load_checkpoint(path, expect_config: str | ModelConfig | None = None, device
     for key in RESERVED:
         if key not in metadata:
             raise InputError(path, key, "missing from the metadata")
+    if metadata["stage"] not in STAGES:  # ship, play's warning and training's checks go by it
+        raise InputError(path, "stage", f"must be one of {', '.join(STAGES)}, got {metadata['stage']!r}")
     config = ModelConfig.from_json(metadata["config"], source=str(path))
     if LINKED in metadata:
         tensors.update(_read_linked(path, metadata[LINKED], tensors, device))

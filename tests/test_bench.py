@@ -86,7 +86,7 @@ def test_a_checkpoint_of_another_config_than_named_is_refused(tmp_path):
     from model.checkpoint import save_checkpoint
     world = GeneratedWorld.open(device="cpu", random_config="tiny")
     path = tmp_path / "tiny.safetensors"
-    save_checkpoint(path, world.config, world.vae, world.generator, CameraScaling().to_dict(), "random")
+    save_checkpoint(path, world.config, world.vae, world.generator, CameraScaling().to_dict(), "diffusion")
     with pytest.raises(InputError, match=r"tiny\.safetensors: config: is a tiny model, not --config mini"):
         run_bench("mini", "cpu", seconds=0.5, checkpoint=str(path))
 

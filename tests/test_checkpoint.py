@@ -120,6 +120,13 @@ def test_missing_format(saved, tmp_path):
     assert "not an explorer checkpoint" in refused(path)
 
 
+def test_an_unknown_stage_is_refused(saved, tmp_path):
+    # ship copied an edited stage ("advrsarial") into the shipped model, and the vae-stage checks went by it
+    path = rewrite(saved[0], tmp_path / "s.safetensors", edit_metadata=lambda m: m.update(stage="advrsarial"))
+    message = refused(path)
+    assert "stage: must be one of vae, decoder" in message and "'advrsarial'" in message
+
+
 def test_missing_and_unparsable_config(saved, tmp_path):
     path = rewrite(saved[0], tmp_path / "a.safetensors", edit_metadata=lambda m: m.pop("config"))
     assert "config: missing" in refused(path)
@@ -332,8 +339,8 @@ def test_bf16_storage_halves_the_file_and_loads_into_float32(tmp_path):
     config = get_config("tiny")
     torch.manual_seed(0)
     vae, gen = VAE(config.vae), Generator(config.generator)
-    save_checkpoint(tmp_path / "f32.safetensors", config, vae, gen, {"origin_std": 1.0, "direction_std": 1.0}, "t")
-    save_checkpoint(tmp_path / "bf16.safetensors", config, vae, gen, {"origin_std": 1.0, "direction_std": 1.0}, "t",
+    save_checkpoint(tmp_path / "f32.safetensors", config, vae, gen, {"origin_std": 1.0, "direction_std": 1.0}, "diffusion")
+    save_checkpoint(tmp_path / "bf16.safetensors", config, vae, gen, {"origin_std": 1.0, "direction_std": 1.0}, "diffusion",
                     storage_dtype=torch.bfloat16)
     small, big = (tmp_path / "bf16.safetensors").stat().st_size, (tmp_path / "f32.safetensors").stat().st_size
     assert small < 0.6 * big
@@ -411,7 +418,7 @@ def test_a_linked_vae_file_loads_as_one_checkpoint_and_is_checked(saved, tmp_pat
 
     other = tmp_path / "other"  # the linked file replaced by another VAE: its sha256 no longer matches
     other.mkdir()
-    save_checkpoint(other / "m.safetensors", config, build(config, seed=1)[0], generator, SCALING, "x",
+    save_checkpoint(other / "m.safetensors", config, build(config, seed=1)[0], generator, SCALING, "diffusion",
                     linked={"vae": other / "m-vae.safetensors"})
     vae_file.write_bytes((other / "m-vae.safetensors").read_bytes())
     assert "linked.vae.sha256" in refused(main_file)

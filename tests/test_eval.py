@@ -41,7 +41,7 @@ def tiny_world() -> GeneratedWorld:
 def tiny_checkpoint(tmp_path_factory):
     world = tiny_world()
     path = tmp_path_factory.mktemp("eval") / "tiny.safetensors"
-    save_checkpoint(path, world.config, world.vae, world.generator, CameraScaling().to_dict(), "random")
+    save_checkpoint(path, world.config, world.vae, world.generator, CameraScaling().to_dict(), "diffusion")
     return path
 
 

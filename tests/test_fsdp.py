@@ -25,7 +25,7 @@ def setup(tmp_path_factory):
     torch.manual_seed(0)
     vae, generator = VAE(config.vae), Generator(config.generator)
     torch.nn.init.normal_(generator.head.linear.weight, std=0.02)  # so every weight gets a gradient in step one
-    save_checkpoint(root / "init.safetensors", config, vae, generator, CameraScaling().to_dict(), "test")
+    save_checkpoint(root / "init.safetensors", config, vae, generator, CameraScaling().to_dict(), "diffusion")
     return root
 
 

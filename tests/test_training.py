@@ -42,7 +42,7 @@ def init(tmp_path_factory):
     vae, generator = VAE(config.vae), Generator(config.generator)
     torch.nn.init.normal_(generator.head.linear.weight, std=0.02)
     path = tmp_path_factory.mktemp("init") / "init.safetensors"
-    save_checkpoint(path, config, vae, generator, CameraScaling().to_dict(), "test")
+    save_checkpoint(path, config, vae, generator, CameraScaling().to_dict(), "diffusion")
     return path
 
 
@@ -334,7 +334,7 @@ def test_resume_keeps_the_vae_it_trained_with(data, tmp_path, init):
     run("resumed", 1)
     config = get_config("tiny")
     torch.manual_seed(1)
-    save_checkpoint(source, config, VAE(config.vae), Generator(config.generator), CameraScaling().to_dict(), "test")
+    save_checkpoint(source, config, VAE(config.vae), Generator(config.generator), CameraScaling().to_dict(), "diffusion")
     run("resumed", 2, resume=True)
     a, _ = read_safetensors(tmp_path / "straight/diffusion/state.safetensors")
     b, _ = read_safetensors(tmp_path / "resumed/diffusion/state.safetensors")
