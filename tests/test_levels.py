@@ -157,13 +157,19 @@ def test_start_images_are_checked_when_the_level_loads(tmp_path):
         assert "\n" not in message
 
 
-def test_an_image_level_loads_but_the_reference_world_refuses_it(tmp_path):
+def test_an_image_level_loads_but_the_reference_world_refuses_it(tmp_path, monkeypatch):
     import matplotlib.pyplot as plt
 
     plt.imsave(tmp_path / "start.png", np.zeros((9, 16, 3)))
     text = GOOD.split("[scene]")[0].replace('title = "A test level"', 'title = "x"\nimage = "start.png"')
     level = load_level(write(tmp_path, text + "[start]\nposition = [0.0, 1.7, 0.0]\n"))
     assert level.scene is None and level.image == (tmp_path / "start.png").resolve()
+    home = tmp_path / "home"  # "~/…" is the home folder, as in a shell (it was a folder named "~" beside the level)
+    home.mkdir()
+    (tmp_path / "start.png").rename(home / "start.png")
+    monkeypatch.setenv("HOME", str(home))
+    level = load_level(write(tmp_path, text.replace('"start.png"', '"~/start.png"') + "[start]\nposition = [0.0, 1.7, 0.0]\n"))
+    assert level.image == (home / "start.png").resolve()
     world = ReferenceWorld((16, 9))
     try:
         with pytest.raises(InputError, match=r"test\.toml: scene: "):

@@ -94,7 +94,7 @@ def level_from_dict(d: dict, source: Path) -> Level:
             raise InputError(source, "level.image", "is empty: name a picture file, relative to the level file, or "
                              "leave image out")
         try:
-            image = (source.parent / header.image).resolve()
+            image = (source.parent / Path(header.image).expanduser()).resolve()  # ~: the home folder
         except (OSError, RuntimeError) as error:  # a link that leads round to itself (RuntimeError before 3.13)
             raise InputError(source, "level.image", f"cannot be followed to a file: {error}") from None
         if image.is_dir():
