@@ -91,6 +91,19 @@ def test_a_checkpoint_of_another_config_than_named_is_refused(tmp_path):
         run_bench("mini", "cpu", seconds=0.5, checkpoint=str(path))
 
 
+def test_a_config_other_than_the_shipped_models_does_not_load_it(monkeypatch):
+    # bench --config tiny read the whole shipped mini (27 MiB, and its warnings) only to put it aside
+    from explorer.bench import open_world, shipped_config_name
+    from model.checkpoint import default_checkpoint_path
+    assert shipped_config_name(default_checkpoint_path()) == "mini"
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the shipped model was opened")
+    monkeypatch.setattr(GeneratedWorld, "open", refuse)
+    world, weights = open_world("tiny", "cpu", None)
+    assert weights == "random" and world.config.name == "tiny"
+
+
 def test_matmul_peak_is_positive_on_the_cpu():
     assert matmul_peak_gflops(torch.device("cpu"), torch.float32, repeats=1) > 0
 
