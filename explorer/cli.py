@@ -674,6 +674,6 @@ def main(argv=None) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
-if __name__ == "__main__":  # torchrun runs the command line this way (`-m explorer.cli`)
+if __name__ == "__main__":  # `python -m explorer.cli`, as before `python -m explorer` (explorer/__main__.py)
     from explorer.launch import end_process, exit_code
     sys.exit(end_process(exit_code(main)))

@@ -16,7 +16,7 @@ from world.level import list_levels
 
 def run_cli(*args):
     """The real console entry point in a subprocess: exit code and stderr, as a user sees them."""
-    proc = subprocess.run([sys.executable, "-m", "explorer.cli", *args], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "explorer", *args], capture_output=True, text=True, timeout=300)
     return proc.returncode, proc.stdout, proc.stderr
 
 

@@ -42,7 +42,7 @@ def test_two_gloo_processes_take_the_single_process_step(setup):
     assert main(args + ["--run", str(setup / "one")]) == 0
     # torchrun's own options would swallow --run (a prefix of its --run-path): `--` ends them
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
-              "explorer.cli", "--", *args, "--run", str(setup / "two")]
+              "explorer", "--", *args, "--run", str(setup / "two")]
     result = subprocess.run(launch, capture_output=True, text=True, timeout=300,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
