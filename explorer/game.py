@@ -71,6 +71,7 @@ MESSAGE_SECONDS = 3.0
 CONTROLS_HINT = "WASD or arrows move   mouse looks   Space / C up, down   Shift faster   Q / E roll   Esc menu"
 HINT_SECONDS = 8.0
 NO_SCENE = "this level has only a start image: the reference world needs a [scene] to draw"
+SCREENSHOT_SAID = "screenshot: "  # the message that names a screenshot's file
 STALL_SECONDS = 1.0  # a job out this long (a model loading, the split view's other world opening) is said on screen
 TURNAROUNDS = 24  # the world's answer time is the slowest of this many recent steps (4 s): a slow step now and
                  # then makes the pipeline carry one tick more for a while, not show frames twice every time
@@ -168,8 +169,9 @@ def fit_on_screen(size: tuple[int, int], screen: tuple[int, int]) -> tuple[int, 
     return fitted
 
 
-def open_window(size: tuple[int, int], fullscreen: bool, title: str) -> moderngl.Context:
-    """A resizable OpenGL 3.3 window and a ModernGL context on it. No display: InputError (one line, exit 2)."""
+def open_window(size: tuple[int, int], fullscreen: bool, title: str) -> tuple[moderngl.Context, tuple[int, int]]:
+    """A resizable OpenGL 3.3 window and a ModernGL context on it, and the window's size (`size`, or smaller to fit
+    on the screen; F11 comes back to it). No display: InputError (one line, exit 2)."""
     requested = os.environ.get("SDL_VIDEODRIVER", "")
     if sys.platform.startswith("linux") and not requested and not (os.environ.get("DISPLAY")
                                                                     or os.environ.get("WAYLAND_DISPLAY")):
@@ -198,7 +200,7 @@ def open_window(size: tuple[int, int], fullscreen: bool, title: str) -> moderngl
     pygame.display.set_caption(title)
     if pygame.display.get_driver() == "x11":
         XErrors.install()
-    return moderngl.create_context(require=330)
+    return moderngl.create_context(require=330), size
 
 
 class XErrors:
@@ -348,8 +350,8 @@ class Game:
 
     # --- the loop ---
     def run(self) -> int:
-        self.ctx = open_window(self.config.window, self.config.fullscreen,
-                               f"explorer - {self.config.level.title}")
+        self.ctx, self.window = open_window(self.config.window, self.config.fullscreen,
+                                            f"explorer - {self.config.level.title}")
         self.presenter = Presenter(self.ctx)
         self.hud_panel, self.menu_panel, self.message_panel = TextPanel(), TextPanel(size=28), TextPanel()
         self.warning_panel = TextPanel(size=24, color=(255, 110, 90))
@@ -419,7 +421,7 @@ class Game:
                                      self.worker.checkpoint, self.worker.checkpoint_sha256,
                                      random_config=c.random_weights if kind == "generated" else None,
                                      threads=self.worker.threads, controls=c.controls,
-                                     display={"reproject": c.reproject, "window": list(c.window),
+                                     display={"reproject": c.reproject, "window": list(self.window),
                                               "fullscreen": c.fullscreen})
         self.sessions.append(self.session.path)
         self.hud = Hud(kind, self.worker.device, FPS)
@@ -701,6 +703,8 @@ class Game:
         elif advance and not self.filling:
             self.hud.dropped += 1
         view = self._view_pose()
+        if self.screenshots_requested and self.message and self.message[0].startswith(SCREENSHOT_SAID):
+            self.message = None  # an earlier screenshot's file name is no part of this one (it named the other file)
         self._overlays(view or self.motion.pose)
         size = pygame.display.get_window_size()
         if view is not self.screen_pose:  # re-projecting: a ray of the camera now, in the camera of the frame on screen
@@ -807,7 +811,7 @@ class Game:
             except (pygame.error, OSError) as e:
                 self._say(f"screenshot not saved: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
         saver = threading.Thread(target=save, name="screenshot")
-        self._say(f"screenshot: {path}")
+        self._say(f"{SCREENSHOT_SAID}{path}")
         saver.start()  # PNG compression takes ~0.1 s: longer than a frame
         self.savers.append(saver)
         self.screenshots.append(path)

@@ -956,6 +956,21 @@ def test_two_f12_presses_in_one_frame_make_two_files(tmp_path, window):
     assert game.screenshots[1].name == game.screenshots[0].stem + "-2.png"
 
 
+def test_a_screenshot_does_not_show_the_message_naming_the_one_before(tmp_path, window):
+    # F12 a second after F12: the second picture carried "screenshot: …/screenshot-00566.png", the other file
+    config = GameConfig(load_level("meadow"), "reference", SIZE, window=WINDOW, seconds=2.0, sessions_dir=tmp_path)
+    messages = []
+
+    class Recording(Game):
+        def _screenshot(self, size, frame):
+            messages.append(self.message_panel._lines)  # what the picture about to be read shows at the bottom
+            super()._screenshot(size, frame)
+    game = Recording(config, lambda kind, size: ReferenceWorld(size),
+                     ScriptedInput([], {8: [pygame.K_F12], 20: [pygame.K_F12]}))
+    assert game.run() == 0
+    assert len(game.screenshots) == 2 and not any("screenshot" in " ".join(lines) for lines in messages), messages
+
+
 def test_a_screenshot_that_cannot_be_saved_is_said_on_screen_and_play_goes_on(tmp_path, monkeypatch, window, capfd):
     # The saver thread printed a traceback, and the screen said the file had been saved.
 
@@ -1003,11 +1018,12 @@ def test_a_window_larger_than_the_screen_fits_and_fullscreen_comes_back_to_the_w
     monkeypatch.setenv("DISPLAY", xvfb)
     monkeypatch.setenv("SDL_VIDEODRIVER", "x11")
     for size, fullscreen, opened in (((3000, 2000), False, (1128, 752)), ((400, 300), True, (1280, 800))):
-        ctx = open_window(size, fullscreen, "test")
+        ctx, window = open_window(size, fullscreen, "test")
         try:
             for _ in range(3):
                 pygame.event.pump()
             assert pygame.display.get_window_size() == opened
+            assert window == (opened if not fullscreen else size)  # what the session logs: the window it opened
             if fullscreen:
                 pygame.display.toggle_fullscreen()  # F11
                 for _ in range(3):
