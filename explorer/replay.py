@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from camera.errors import InputError
+from levels import LEVELS_DIR
 from explorer.session import Session, frame_sha1, level_sha256, read_session, session_level
 from explorer.video import VideoWriter
 from world.base import FRAMES_PER_STEP
@@ -27,6 +28,7 @@ class ReplayResult:
     frames: int                    # frames replayed (and checked, with check=True)
     total: int                     # frames in the session
     mismatch: int | None = None    # the first frame whose hash differs (check=True), or None
+    kept: bool = False             # the video there before was kept: the replay, cut short, did not replace it
 
 
 def session_checkpoint(session: Session, given=None) -> str | None:
@@ -59,8 +61,10 @@ def open_session_world(session: Session, device: str = "auto", checkpoint=None):
     h = session.header
     found = session_level(h["level"])  # a file that is there but bad names itself when loaded
     if found is None:
+        shipped = "the shipped level of its name is another file" if (LEVELS_DIR / f"{h['level']['name']}.toml") \
+            .is_file() else f"no shipped level is named {h['level']['name']!r}"
         raise InputError(session.path / "session.json", "level", f"its level file {h['level']['path']} is gone and "
-                         f"no shipped level is named {h['level']['name']!r}")
+                         f"{shipped}; put the file back to replay the session")
     level = load_level(found)
     named = f"{session.path / 'session.json'}: random_config"
     if h["random_config"] is not None:
@@ -135,12 +139,16 @@ def replay(session: Session, check: bool = False, out=None, device: str = "auto"
                          "be an H.264 video, which needs even sizes (replay --check needs no video)")
     world, level = open_session_world(session, device, checkpoint)
     result = ReplayResult(frames=0, total=len(session.frames))
+    existed = out is not None and Path(out).exists()
     try:
         with VideoWriter(out, session.size, fps=session.header["fps"]) if out is not None else nullcontext() \
                 as writer, session_threads(session, world):
             for record, image in replay_frames(session, world, level):
                 if check and frame_sha1(image) != record.frame_sha1:
                     result.mismatch = record.frame
+                    if writer is not None and existed:  # a video cut short at the difference does not replace it
+                        writer.abort()
+                        result.kept = True
                     break
                 if writer is not None:
                     writer.write(image)
@@ -159,11 +167,13 @@ def run_replay(path, check: bool, out, device: str, checkpoint=None) -> int:
         record = session.frames[result.mismatch]
         level = session.header["level"]
         why = ""
-        for what, path, digest in (("level file", "path", "sha256"), ("start image", "image", "image_sha256")):
-            if level.get(digest) is not None and level.get(path) and level_sha256(level[path]) != level[digest]:
-                why += f"; its {what} {level[path]} has changed since"
-        written = "" if out is None else f"; wrote {out} up to it" if result.frames else \
-            f"; no frame came before it, so {out} was not written"  # a file there before is replaced, or kept
+        for what, field, digest in (("level file", "path", "sha256"), ("start image", "image", "image_sha256")):
+            recorded, now = level.get(field), level.get(field) and level_sha256(level[field])
+            if level.get(digest) is not None and now and now != level[digest]:  # (a file gone was not replayed)
+                why += f"; its {what} {recorded} has changed since"
+        written = "" if out is None else f"; no frame came before it, so {out} was not written" \
+            if not result.frames else f"; kept the {out} there before (not replaced by a video cut short)" \
+            if result.kept else f"; wrote {out} up to it"
         print(f"explorer: replay: {Path(path) / 'trajectory.jsonl'}:{record.line}: frame {result.mismatch} differs "
               f"from the recording (recorded on {session.header['device']}{why}){written}", file=sys.stderr)
         return 1

@@ -80,10 +80,15 @@ def _write_json(path: Path, data: dict) -> None:
 
 def session_level(level: dict) -> str | None:
     """Where the level a session was played in (session.json's `level`) is now, as load_level takes it: its file,
-    or, moved or deleted, a shipped level of its name; None where there is neither."""
+    or, moved or deleted, the shipped level of its name where that is the same file (its SHA-256 the recorded one;
+    older sessions have none); None where there is neither (a level of one's own named after a shipped one was
+    replayed in the shipped one, unsaid)."""
     if Path(level["path"]).is_file():
         return level["path"]
-    return level["name"] if (LEVELS_DIR / f"{level['name']}.toml").is_file() else None
+    shipped = LEVELS_DIR / f"{level['name']}.toml"
+    if shipped.is_file() and level.get("sha256") in (None, level_sha256(shipped)):
+        return level["name"]
+    return None
 
 
 def level_sha256(path) -> str | None:

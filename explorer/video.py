@@ -81,7 +81,7 @@ class VideoWriter:
         # imageio-ffmpeg keeps ffmpeg's process to itself; its exit status is the only sign that a
         # file it wrote is whole (an unwritable or full disk otherwise passes silently).
         self._ffmpeg = self._gen.gi_frame.f_locals.get("p")
-        self.frames = 0
+        self.frames, self.aborted = 0, False
 
     def write(self, frames: np.ndarray) -> None:
         """frames: (H, W, 3) or (N, H, W, 3) uint8."""
@@ -104,6 +104,8 @@ class VideoWriter:
         """Finish the file and put it in place; if ffmpeg failed, or a Ctrl-C or SIGTERM came before the file was
         in place (while ffmpeg finishes, the last fraction of a second), raise and leave an older file as it was
         and no partial one."""
+        if self.aborted:  # given up already (abort): nothing to put in place
+            return
         if self.interrupts:  # after the last frame: the video is whole, but it was not wanted any more
             self.abort()
             raise KeyboardInterrupt
@@ -125,6 +127,8 @@ class VideoWriter:
             self._remove_partial()
 
     def abort(self) -> None:
+        """Give the video up: the file there before (if any) stays as it was, and no partial one is left."""
+        self.aborted = True
         self._restore_sigint()
         quiet = logging.getLogger("imageio_ffmpeg")  # which warns of a video closed before its first frame
         level, quiet.level = quiet.level, logging.ERROR

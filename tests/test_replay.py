@@ -102,7 +102,8 @@ def test_check_passes_through_rewinds_and_names_the_first_changed_frame(tmp_path
     assert replay(read_session(session), check=True).mismatch == 25
     assert main(["replay", str(session), "--check"]) == 1
     err = capsys.readouterr().err
-    assert "frame 25 " in err and "trajectory.jsonl:27" in err and len(err.strip().splitlines()) == 1
+    assert "frame 25 " in err and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"explorer: replay: {session / 'trajectory.jsonl'}:27: "), err  # was "image/trajectory…"
 
 
 def test_a_frame_that_differs_after_its_level_file_changed_says_so(tmp_path, history_world, capsys):
@@ -130,6 +131,12 @@ def test_a_frame_that_differs_after_its_level_file_changed_says_so(tmp_path, his
     video = tmp_path / "r.mp4"  # the video written up to the difference replaced the one there, unsaid
     assert main(["replay", str(session), "--check", "--out", str(video)]) == 1
     assert capsys.readouterr().err.strip().endswith(f"; wrote {video} up to it") and video.is_file()
+    whole = tmp_path / "whole.mp4"  # a video there before stays: it was replaced by one cut short at the difference
+    whole.write_bytes(b"an earlier, whole video")
+    assert main(["replay", str(session), "--check", "--out", str(whole)]) == 1
+    assert capsys.readouterr().err.strip().endswith(f"; kept the {whole} there before (not replaced by a video cut "
+                                                    "short)")
+    assert whole.read_bytes() == b"an earlier, whole video" and not list(tmp_path.glob("*partial*"))
 
 
 
@@ -239,6 +246,28 @@ def test_a_session_whose_level_is_gone_names_session_json(tmp_path, history_worl
     assert main(["replay", str(session), "--check"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "session.json: level: its level file" in err and "'moved'" in err, err
+
+
+def test_a_gone_level_of_ones_own_is_not_replaced_by_the_shipped_one_of_its_name(tmp_path, history_world, capsys):
+    # mine.toml named "meadow", deleted: replay --out filmed the shipped meadow and exited 0; a shipped level moved
+    # away (the same file) still replays
+    from world.level import LEVELS_DIR
+    mine = tmp_path / "mine.toml"
+    mine.write_text((LEVELS_DIR / "meadow.toml").read_text().replace("seed = 7", "seed = 99"))
+    assert "seed = 99" in mine.read_text()
+    session = play_session(tmp_path / "s", history_world, "generated", steps=2, level=str(mine))
+    mine.unlink()
+    assert main(["replay", str(session), "--check"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"session.json: level: its level file {mine} is gone and the shipped level of its name is another " \
+        "file; put the file back" in err, err
+    assert main(["path", "from-session", str(session), "--out", str(tmp_path / "p.toml")]) == 0
+    assert f"(its level file {mine} is gone: give the level it was played in)" in capsys.readouterr().out
+    same = tmp_path / "meadow.toml"
+    same.write_text((LEVELS_DIR / "meadow.toml").read_text())
+    session = play_session(tmp_path / "t", history_world, "generated", steps=2, level=str(same))
+    same.unlink()
+    assert main(["replay", str(session), "--check"]) == 0
 
 
 def test_an_unknown_random_config_names_session_json(tmp_path, history_world, capsys):
