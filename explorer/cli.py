@@ -454,7 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("session", help="a session folder (sessions/TIME-LEVEL)")
     p.add_argument("--check", action="store_true",
                    help="compare every frame's hash with the recording; exit 1 at the first difference, naming it")
-    p.add_argument("--out", default=None, help="write the replayed frames to this video (.mp4, native size; with --check, up to a frame that differs, where it replaces no video there before)")
+    p.add_argument("--out", default=None, help="write the replayed frames to this video (.mp4, native size; with "
+                   "--check, up to a frame that differs, where it replaces no video there before)")
     p.add_argument("--checkpoint", default=None,
                    help="the model the session was played with, where the file it recorded is gone (default: that "
                    "file, else the shipped model if it is the same one)")
