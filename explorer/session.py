@@ -333,7 +333,7 @@ def _parse_frame(r: dict, where: str, number: int, frames: list[FrameRecord], re
     if frames and r["t"] < frames[-1].t:
         raise InputError(where, "t", f"must not go back in time ({r['t']} after {frames[-1].t})")
     if not (_is_int(r["step"]) and r["step"] >= 0):
-        raise InputError(where, "step", f"must be a whole number, got {r['step']!r}")
+        raise InputError(where, "step", f"must be a whole number 0 or more, got {r['step']!r}")
     if not (isinstance(r["frame_sha1"], str) and re.fullmatch(r"[0-9a-f]{40}", r["frame_sha1"])):
         raise InputError(where, "frame_sha1", "must be 40 hex digits")
     latency = r.get("latency_ms")

@@ -137,6 +137,14 @@ def test_corrupt_lines_are_named(tmp_path, number, change, where, field):
     assert "\n" not in str(e.value)
 
 
+def test_a_negative_step_is_said_to_be_below_0(tmp_path):
+    writer, _ = write_session(tmp_path, steps=2)
+    writer.close()
+    edit_line(writer.path, 3, set_field("step", -1))  # "must be a whole number, got -1": which it is
+    with pytest.raises(InputError, match=r"step: must be a whole number 0 or more, got -1"):
+        read_session(writer.path)
+
+
 def test_a_pose_that_is_not_finite_is_said_to_be(tmp_path):
     writer, _ = write_session(tmp_path, steps=2)
     writer.close()
