@@ -94,13 +94,14 @@ class Hud:
             return self._text
         self._refreshed = now
         f = list(self.frames)
-        fps = (len(f) - 1) / (f[-1].t - f[0].t) if len(f) > 1 and f[-1].t > f[0].t else 0.0
-        step = np.mean([s.step_ms for s in f]) if f else 0.0
-        latency = np.mean([s.latency_ms for s in f]) if f else 0.0
+        # No frame of this world yet (it is opening): dashes, not 0.0 fps and 0 ms, which read as measured
+        fps = f"{(len(f) - 1) / (f[-1].t - f[0].t):4.1f}" if len(f) > 1 and f[-1].t > f[0].t else "  --"
+        step = f"{np.mean([s.step_ms for s in f]):5.1f}" if f else "   --"
+        latency = f"{np.mean([s.latency_ms for s in f]):5.0f}" if f else "   --"
         x, y, z = (reading(v, 2) for v in pose.position)
         yaw, pitch, roll = reading(heading(pose.yaw)), reading(pose.pitch), reading(pose.roll)
         self._text = [
-            f"{fps:4.1f} fps   step {step:5.1f} ms   latency {latency:5.0f} ms   dropped {self.dropped}",
+            f"{fps} fps   step {step} ms   latency {latency} ms   dropped {self.dropped}",
             f"pos {x:7.2f} {y:6.2f} {z:7.2f}   yaw {yaw:6.1f}   pitch {pitch:5.1f}   roll {roll:5.1f}",
             f"world {self.world} on {self.device}" + (f"   split: {split}" if split else ""),
             "F1 hud  F11 fullscreen  F12 screenshot  R rewind  Tab split  Esc menu",

@@ -186,6 +186,8 @@ def test_text_panel_renders_only_when_the_text_changes():
 
 def test_hud_numbers_are_averages_refreshed_a_few_times_a_second():
     hud = Hud("reference", "llvmpipe", 24)
+    # a world opening (Switch world with split view: seconds) has no numbers yet: it read "0.0 fps  step 0.0 ms"
+    assert hud.lines(now=0.0, pose=Pose())[0] == "  -- fps   step    -- ms   latency    -- ms   dropped 0"
     for i in range(24):
         hud.presented(FrameStats(t=i / 24, step_ms=10.0 + i % 2, latency_ms=150.0))
     hud.dropped = 3
