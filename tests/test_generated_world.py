@@ -158,6 +158,22 @@ def test_start_image_of_16_bit_grey_keeps_its_tones_and_a_phone_photo_stands_upr
     assert upright[-4, 18, 2] > 200 and upright[-4, 18, 0] < 60, upright[-4, 18]
 
 
+def test_a_start_image_s_transparent_parts_are_black(tmp_path):
+    # the alpha was dropped: a picture with red kept under its transparent half showed it red
+    from PIL import Image
+    rgba = np.zeros((36, 64, 4), np.uint8)
+    rgba[..., 0] = 255                          # red everywhere under the alpha
+    rgba[:, :32, 3] = 255                       # left opaque, right transparent
+    rgba[:, 32:, 3] = 0
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "half.png")
+    frame = load_start_image(tmp_path / "half.png", (64, 36))
+    assert frame[18, 8, 0] > 240 and frame[18, 56].max() < 10, (frame[18, 8], frame[18, 56])
+    palette = Image.fromarray(rgba[..., :3]).convert("P")  # a palette picture with a transparent colour
+    palette.info["transparency"] = palette.getpixel((0, 0))
+    palette.save(tmp_path / "palette.png", transparency=palette.getpixel((0, 0)))
+    assert load_start_image(tmp_path / "palette.png", (64, 36))[18, 8].max() < 10
+
+
 def test_a_level_s_start_picture_is_its_first_frame_only_at_its_start(tmp_path):
     """A level with a scene and a start picture: Switch world (or split view) where the player stood started the
     generated world from the start picture, far from where it was taken, instead of the scene's view there."""

@@ -122,7 +122,8 @@ def _as_rgb(image):
     """A picture in 8-bit RGB. Pillow's own conversion clips grey of more than 8 bits at 255, which made any such
     picture white; it is scaled to 8 bits instead, from the range of its format: 16 bits for Pillow's I;16 modes
     (a 16-bit PNG); for mode I (a 16-bit PGM, a 32-bit TIFF: the file does not say) the smallest of 8, 16 and 32
-    bits that holds its values; a float picture whose values lie in 0..1 is taken as such."""
+    bits that holds its values; a float picture whose values lie in 0..1 is taken as such. Transparent parts are
+    black."""
     from PIL import Image
     if image.mode.startswith("I") or image.mode == "F":
         grey = np.asarray(image, dtype=np.float64)
@@ -134,6 +135,10 @@ def _as_rgb(image):
         else:  # F
             full = 1.0 if top <= 1.0 else 255.0
         image = Image.fromarray(np.clip(np.rint(grey * (255.0 / full)), 0, 255).astype(np.uint8), "L")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+        # over black: dropping the alpha showed whatever colour the file keeps under its transparent pixels
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
     return image.convert("RGB")
 
 
