@@ -347,6 +347,7 @@ class Game:
         self.paused, self.paused_seconds, self.paused_since = False, 0.0, None
         self.worker: Worker | None = None
         self.first_shown: float | None = None  # the game's first frame on the wall clock: --seconds counts from it
+        self.window = config.window  # the window's size as opened (run: smaller where it did not fit on the screen)
 
     # --- the loop ---
     def run(self) -> int:
