@@ -552,7 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="a dataset folder made by `explorer data` at the config's size")
     p.add_argument("--run", type=folder, required=True, dest="run_dir", metavar="RUN",
                    help="the run folder (e.g. runs/mini)")
-    p.add_argument("--config", help="model config: tiny, mini, apt2-8b (default mini)")
+    p.add_argument("--config", help="model config: tiny, mini, apt2-8b (default: the one the run trains, else mini)")
     p.add_argument("--steps", type=positive_int, help="the stage's total optimiser steps (default per stage)")
     p.add_argument("--batch", type=positive_int, help="clips per step over all processes (default per stage)")
     p.add_argument("--lr", type=positive_float, help="learning rate (default per stage)")

@@ -421,6 +421,47 @@ def test_an_option_for_other_stages_is_refused_by_name(tmp_path, stage, option, 
     assert not (tmp_path / "run").exists()
 
 
+def test_long_rollouts_and_overlaps_the_clips_cannot_take_are_refused_and_write_no_run(data, tmp_path, init):
+    # --segments 100000 sat in its first step for minutes, deaf to SIGTERM; the default --overlap 2 on 2-step clips
+    # was blamed on the command line's --overlap, which was not given
+    with pytest.raises(InputError, match=r"--segments: 100000 windows roll out 100001 latent steps; at most 360 "
+                                         r"\(60 s at 24 fps.*at most 359 windows here"):
+        make_stage("long", data, tmp_path / "a", init, segments=100000, overlap=1)
+    with pytest.raises(InputError, match=r"--overlap: 2 \(the default\) must be 0 .. 1: the clips have 2 latent "
+                                         r"steps \(9 frames\)"):
+        make_stage("long", data, tmp_path / "b", init)
+    assert not (tmp_path / "a" / "run.json").exists() and not (tmp_path / "b" / "run.json").exists()
+
+
+@pytest.mark.parametrize("option, value", [("lr", 1e300), ("disc_lr_scale", 1e300)])
+def test_learning_rates_past_any_use_are_refused(tmp_path, option, value):
+    # --lr 1e300 overflowed in the optimiser: a traceback, and a half-made run
+    opts = TrainOptions("adversarial", str(tmp_path / "data"), str(tmp_path / "run"), **{option: value})
+    with pytest.raises(InputError, match=f"--{option.replace('_', '-')}: must be at most"):
+        opts.check()
+
+
+def test_cuda_without_a_gpu_is_an_input_error(monkeypatch):
+    from model.training import distributed
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(InputError, match="--device: cuda was asked for but no CUDA GPU is available"):
+        distributed.setup("cuda")
+
+
+def test_a_later_stage_trains_the_config_its_run_trains(data, tmp_path, init, monkeypatch):
+    # without --config, a tiny run's next stage took mini and blamed the data ("the 'mini' config needs 128x72")
+    import model.training.train as training
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "run.json").write_text(json.dumps({"config": "tiny"}))
+    taken = []
+    monkeypatch.setattr(training, "resolve", lambda opts, explicit, run: taken.append(opts.config) or
+                        (_ for _ in ()).throw(InputError("x", None, "stop")))
+    for explicit, expected in ((set(), "tiny"), ({"config"}, "mini")):
+        with pytest.raises(InputError, match="stop"):
+            train(TrainOptions("pretrain", str(data), str(tmp_path / "run")), explicit)
+        assert taken.pop() == expected
+
+
 def test_an_option_for_its_own_stages_is_taken():
     for stage, option, value in (("long", "segments", 5), ("consistency", "diffusion", "d.safetensors"),
                                  ("decoder", "adv_weight", 1.0), ("gate", "warp_gate", True)):

@@ -265,8 +265,9 @@ def _load_array(path: Path, mmap: bool) -> np.ndarray:
     try:
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except FileNotFoundError:
-        raise InputError(path, None, "missing (delete its shard folder and run `explorer data` again)") from None
+        raise InputError(path, None, "missing (run the same `explorer data` again: it renders damaged shards "
+                         "again)") from None
     except (OSError, ValueError, EOFError) as e:
         why = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise InputError(path, None, f"not a readable array ({why}); delete its shard folder and run `explorer data` "
-                         "again") from None
+        raise InputError(path, None, f"not a readable array ({why}); run the same `explorer data` again: it renders "
+                         "damaged shards again") from None

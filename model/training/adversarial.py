@@ -23,10 +23,13 @@ from model.training import distributed
 from model.training.data import SampleRNG, batch_camera
 from model.training.gate import train_gate_alone
 from model.training.losses import generator_loss, noised, penalised_discriminator_loss
+from model.training.options import TrainOptions
 from model.training.sampling import rollout
 from model.training.stage import GeneratorBatch, GeneratorStage
 from model.training.state import read_module
 
+MAX_ROLLOUT = 360  # latent steps of one long rollout: 1440 frames, 60 s at 24 fps
+DEFAULT_OVERLAP = TrainOptions.overlap
 Window = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # generated frames, their recycled inputs, camera
 
 
@@ -39,8 +42,15 @@ class AdversarialStage(GeneratorStage):
         self.segments = self.opts.segments if self.opts.stage == "long" else 1
         self.overlap = self.opts.overlap if self.opts.stage == "long" else 0
         if not 0 <= self.overlap < k:
-            raise InputError("command line", "--overlap", f"must be 0 .. {k - 1} (the clips have {k} latent steps)")
+            default = " (the default)" if self.overlap == DEFAULT_OVERLAP else ""
+            raise InputError("command line", "--overlap", f"{self.overlap}{default} must be 0 .. {k - 1}: the clips "
+                             f"have {k} latent steps ({1 + 4 * k} frames); give a smaller --overlap or make clips with "
+                             f"more --frames")
         self.steps = k + (self.segments - 1) * (k - self.overlap)  # latent steps of one rollout
+        if self.steps > MAX_ROLLOUT:  # held in memory whole; 100000 windows ran for minutes, deaf to SIGTERM
+            raise InputError("command line", "--segments", f"{self.segments} windows roll out {self.steps} latent "
+                             f"steps; at most {MAX_ROLLOUT} ({MAX_ROLLOUT * 4 / 24:g} s at 24 fps, the paper's longest "
+                             f"training videos): at most {1 + (MAX_ROLLOUT - k) // (k - self.overlap)} windows here")
         if self.opts.gate_only:  # the blocks stay as they are; the gate learns what the discriminator takes as real
             train_gate_alone(self.generator)
         disc = self.initial_discriminator().to(self.device).train()

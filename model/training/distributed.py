@@ -21,6 +21,8 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
                                                      set_optimizer_state_dict)
 from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
+from camera.errors import InputError
+
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
@@ -58,6 +60,8 @@ def setup(device: str = "auto") -> Dist:
     """One process, or this process of a torchrun launch (RANK, WORLD_SIZE, LOCAL_RANK in the environment): nccl
     between GPUs, gloo between CPU processes."""
     cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    if cuda and not torch.cuda.is_available():  # torch's own assertion was a traceback, after run.json was written
+        raise InputError("command line", "--device", "cuda was asked for but no CUDA GPU is available")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return Dist(device=torch.device("cuda" if cuda else "cpu"))

@@ -80,6 +80,10 @@ class TrainOptions:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise InputError(where, f"--{name.replace('_', '-')}", f"must be positive, got {value}")
+        for name, top in (("lr", 1.0), ("disc_lr_scale", 1000.0)):  # (1e300 overflowed the optimiser: a traceback)
+            value = getattr(self, name)
+            if value is not None and value > top:
+                raise InputError(where, f"--{name.replace('_', '-')}", f"must be at most {top:g}, got {value}")
         if self.gate_only and self.stage not in ADVERSARIAL:
             raise InputError(where, "--gate-only", f"is for the {' and '.join(ADVERSARIAL)} stages (the gate stage "
                              f"trains the gate alone already), not {self.stage}")

@@ -61,6 +61,14 @@ class RunFolder:
         if made is not None and made in self.root.parents:  # the parents the run's path made, while empty
             remove_empty_folders(self.root.parent, made)
 
+    def recorded_config(self) -> str | None:
+        """The config name run.json records, or None (no run yet; a damaged run.json is named by `open`)."""
+        try:
+            info = json.loads((self.root / "run.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return info.get("config") if isinstance(info, dict) and isinstance(info.get("config"), str) else None
+
     def open(self, config: ModelConfig, clips: Clips, d: Dist) -> CameraScaling:
         """Creates run.json on first use (measuring the camera scaling on the data) and checks it later; returns the
         run's camera scaling, which every checkpoint of the run carries."""

@@ -83,6 +83,8 @@ def build_stage(opts: TrainOptions, run: RunFolder, d: Dist) -> Stage:
 def train(opts: TrainOptions, explicit: set[str] = frozenset()) -> None:
     """explicit: the option names given on the command line (a resumed stage checks them against its stored ones)."""
     run = RunFolder(opts.run)
+    if "config" not in explicit and run.recorded_config():  # a run trains one config: its next stage, too
+        opts = replace(opts, config=run.recorded_config())
     opts = resolve(opts, set(explicit), run)
     d = distributed.setup(opts.device)
     try:
