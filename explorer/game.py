@@ -71,6 +71,8 @@ MESSAGE_SECONDS = 3.0
 CONTROLS_HINT = "WASD or arrows move   mouse looks   Space / C up, down   Shift faster   Q / E roll   Esc menu"
 HINT_SECONDS = 8.0
 NO_SCENE = "this level has only a start image: the reference world needs a [scene] to draw"
+DROPPED_WHILE_OPENING = [pygame.KEYDOWN, pygame.MOUSEBUTTONDOWN, pygame.MOUSEWHEEL, pygame.MOUSEMOTION,
+                         pygame.CONTROLLERBUTTONDOWN]  # what a Restart or Switch world drops that came during it
 SCREENSHOT_SAID = "screenshot: "  # the message that names a screenshot's file
 STALL_SECONDS = 1.0  # a job out this long (a model loading, the split view's other world opening) is said on screen
 TURNAROUNDS = 24  # the world's answer time is the slowest of this many recent steps (4 s): a slow step now and
@@ -582,6 +584,11 @@ class Game:
         except Exception as e:  # noqa: BLE001 - a world that cannot be opened must not end the game
             self._begin(self.kind, start)
             self._say(f"cannot open the {kind} world: {str(e).splitlines()[0]}")
+        # Presses and pointer moves made while it opened are dropped: each Restart or Switch world chosen in those
+        # seconds opened yet another world once this one had (ten in a row: over a minute without a picture), and
+        # the mouse's moves turned the new camera at once. Held keys still walk (they are read as held), key-ups
+        # and closing the window still count.
+        pygame.event.clear(eventtype=DROPPED_WHILE_OPENING)
 
     def _split_label(self) -> str:
         """The split view's worlds in the order shown: side by side, or one above the other (`panel_rects`)."""

@@ -331,6 +331,32 @@ def test_the_walk_pauses_when_the_window_loses_focus(tmp_path, window):
     assert 24 <= frames < 48, frames  # without the pause: 3.5 s x 24 fps
 
 
+def test_menu_choices_made_while_a_world_opens_are_dropped(tmp_path, window):
+    """Restart chosen three times in the seconds a world opened: each waiting choice opened another world once the
+    one before had (ten in a row: over a minute without a picture)."""
+    def press(*keys):
+        for key in keys:
+            pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=key, mod=0, unicode="", scancode=0))
+    opened = []
+
+    def open_world(kind, size):
+        opened.append(kind)
+        if len(opened) == 2:  # the restart's world, opening: the player chooses Restart again, twice
+            press(pygame.K_ESCAPE, pygame.K_DOWN, pygame.K_RETURN, pygame.K_ESCAPE, pygame.K_DOWN, pygame.K_RETURN)
+        return ReferenceWorld(size)
+
+    class Menu(ScriptedInput):
+        def sample(self):
+            if self.taken == 12:
+                press(pygame.K_ESCAPE, pygame.K_DOWN, pygame.K_RETURN)
+            return super().sample()
+
+    config = GameConfig(load_level("meadow"), "reference", SIZE, window=WINDOW, seconds=2.5, sessions_dir=tmp_path)
+    game = Game(config, open_world, Menu([InputState()] * 200))
+    assert game.run() == 0
+    assert opened == ["reference", "reference"] and len(game.sessions) == 2 and not game.paused, opened
+
+
 def test_switch_world_keeps_the_place_and_restart_goes_back_to_the_start(tmp_path, window):
     """Walk 1 s, then Switch world in the menu: the other world opens where the camera was (it used to open at the
     level's start, unsaid); Restart there goes back to the start."""
