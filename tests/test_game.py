@@ -178,7 +178,10 @@ def test_scripted_play_logs_every_frame_rewinds_splits_and_replays(tmp_path, win
         shown = session.frames[int(game.screenshots[0].stem.split("-")[1])]
         assert first.shape == (WINDOW[1], WINDOW[0], 3) and first.std() > 20
         assert shows(first, world.render([shown.pose])[0]) < 12
-        assert shows(first, world.render([level.start])[0]) > 2 * shows(first, world.render([shown.pose])[0])
+        # and not another pose of the walk: the start or the end of the turn, whichever is farther from it (on a
+        # loaded machine the frame on screen at the F12 can still be near the start, the pipeline behind)
+        others = max(shows(first, world.render([pose])[0]) for pose in (level.start, before[-1].pose))
+        assert others > 2 * shows(first, world.render([shown.pose])[0])
         rows = split[WINDOW[1] // 2 - 20:WINDOW[1] // 2 + 20]
         left, right = rows[:, :WINDOW[0] // 2], rows[:, WINDOW[0] // 2:]
         assert np.abs(left.astype(int) - right.astype(int)).mean() < 4  # the same picture twice
