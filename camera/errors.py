@@ -206,6 +206,8 @@ def check_output_path(path, suffixes: tuple[str, ...], field: str = "--out") -> 
     """A file the command will write, refused before any work is done if it could not be: it must
     end in one of `suffixes` (the formats written), must not be a folder and must not lie under a file
     (missing folders are made when it is written)."""
+    if not str(path).strip():  # Path("") is ".": the message named the current folder
+        raise InputError("command line", field, f"is empty: give a file name ending in {' or '.join(suffixes)}")
     path = Path(path)
     if path.suffix.lower() not in suffixes:
         raise InputError(path, field, f"must be a file name ending in {' or '.join(suffixes)}")

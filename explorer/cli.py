@@ -142,8 +142,10 @@ def cmd_render(args) -> int:
         if args.world == "reference" and level.image is not None:  # a picture the user added, unused: said
             print(f"explorer: note: {escape_controls(str(level.source))}: rendering the level's scene; its start "
                   "image is the generated world's first frame (--world generated or compare)", file=sys.stderr)
-    if args.world == "reference" and (args.checkpoint or args.random_weights or args.seed is not None):
-        option = "--checkpoint" if args.checkpoint else "--random-weights" if args.random_weights else "--seed"
+    if args.world == "reference" and (args.checkpoint or args.random_weights or args.seed is not None
+                                      or args.device != "auto"):  # --device cuda, with no GPU, passed unsaid
+        option = "--checkpoint" if args.checkpoint else "--random-weights" if args.random_weights else "--seed" \
+            if args.seed is not None else "--device"
         raise InputError("command line", option, "the reference world has no model; add --world generated or "
                          "--world compare")
     frames = render_path(level=args.level, path=args.path, out=args.out, world_kind=args.world, size=args.size,
@@ -625,7 +627,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=number_in(0.0, 3600.0), default=60.0,
                    help="seconds of video per stream (default 60; at least one step, 1/6 s, and at most 3600)")
     p.add_argument("--scenes", type=number_in(1, len(HELD_OUT_SEEDS), int), default=4,
-                   help=f"held-out scenes to walk (default 4, at most the {len(HELD_OUT_SEEDS)} held out)")
+                   help=f"held-out scenes to walk (default 4, at most the {len(HELD_OUT_SEEDS)} held out; at least "
+                        "1 with --levels too: the camera checks turn and walk from their starts)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help=DEVICE_HELP)
     # each step keeps a KV cache of its own (about 30 MB for mini): 100000 steps took the machine's memory
     p.add_argument("--baseline-steps", type=number_in(1, 64, int), default=4,

@@ -210,7 +210,7 @@ def level_streams(levels: Sequence[Level], paths: Sequence[str], frames: int) ->
                              f"({FRAMES_PER_STEP} frames after the first at {FPS} fps)")
     for source, path in camera_paths:  # a shorter path scores fewer seconds: its stream leaves the later marks
         if round(path.duration * FPS) + 1 < frames:
-            print(f"explorer eval: note: {source} lasts {path.duration:.1f} s, less than --seconds "
+            print(f"explorer eval: note: {source} lasts {round(path.duration, 3):g} s, less than --seconds "
                   f"({(frames - 1) / FPS:g} s); its streams end there", file=sys.stderr)
     streams = []
     for level in levels:

@@ -103,11 +103,13 @@ def test_render_chooses_the_generated_world_as_play_does(tmp_path):
      ["error: command line: --config: unknown config 'foo'"]),
     (["render", "--level", "meadow", "--path", WALK, "--out", "x.mp4", "--world", "reference", "--seed", "7"],
      ["--seed", "reference world has no model"]),
+    (["render", "--level", "meadow", "--path", WALK, "--out", "x.mp4", "--device", "cuda"],  # no GPU: unsaid
+     ["--device", "reference world has no model"]),
     (["data", "--out", "d", "--clips", "2", "--frames", "10"], ["--frames"]),
     (["data", "--out", "d", "--clips", "2", "--frames", "1"], ["--frames: must be 1 + 4k with k at least 1", "got 1"]),
     # Output files that could not be written are refused before any work
     (["render", "--level", "meadow", "--path", WALK, "--out", "x.gif"], ["x.gif", "--out", ".mp4"]),
-    (["render", "--level", "meadow", "--path", WALK, "--out", ""], ["--out", ".mp4"]),
+    (["render", "--level", "meadow", "--path", WALK, "--out", ""], ["command line: --out: is empty", ".mp4"]),
     (["render", "--level", "meadow", "--path", WALK, "--out", "walk.toml/x.mp4"], ["walk.toml is a file"]),
     (["replay", "nowhere", "--out", "x.txt"], ["x.txt", "--out", ".mp4"]),
     (["eval", "--plot", "x.txt"], ["x.txt", "--plot", ".png"]),

@@ -202,16 +202,21 @@ def test_bad_input_is_one_line_naming_it_and_exit_2(args, words, capsys):
         assert word in err
 
 
-def test_a_path_shorter_than_seconds_is_said(capsys):
+def test_a_path_shorter_than_seconds_is_said(capsys, tmp_path):
     # A path shorter than --seconds ended its streams early, unsaid: their later marks were left out of the scores.
     from explorer.eval import FPS, level_streams
     from world.level import load_level
     walk = str(PATHS_DIR / "walk.toml")  # 8 s
     streams = level_streams([load_level("meadow")], [walk], frames=10 * FPS + 1)
     assert len(streams[0].poses) == 8 * FPS + 1
-    assert f"{walk} lasts 8.0 s, less than --seconds (10 s); its streams end there" in capsys.readouterr().err
+    assert f"{walk} lasts 8 s, less than --seconds (10 s); its streams end there" in capsys.readouterr().err
     level_streams([load_level("meadow")], [walk], frames=5 * FPS + 1)
     assert "lasts" not in capsys.readouterr().err
+    short = tmp_path / "short.toml"  # 1.967 s (59 frames of a 30 fps camera file) read "lasts 2.0 s, ... (2 s)"
+    short.write_text("[path]\nrelative = true\n[[path.key]]\nt = 0.0\n[[path.key]]\nt = 1.9667\n"
+                     "position = [0.0, 0.0, -1.0]\n")
+    level_streams([load_level("meadow")], [str(short)], frames=2 * FPS + 1)
+    assert "lasts 1.967 s, less than --seconds (2 s)" in capsys.readouterr().err
 
 
 def test_a_path_shorter_than_one_step_is_refused_by_its_own_field_and_alone(tmp_path, capsys):
