@@ -385,14 +385,32 @@ def cmd_ship(args) -> int:
         if path.exists() and not is_part(path):
             raise InputError(out, "--out", f"would overwrite {path}, which is not the VAE part of an earlier ship "
                              "(a checkpoint of its own?); choose another --out or move that file")
+    replaced = shipped_description(out)  # said once the new one is in place: a model of one's own was replaced unsaid
     extra = {k: v for k, v in loaded.metadata.items() if k not in RESERVED + (LINKED,)}
     extra["source_sha256"] = checkpoint_sha256(args.checkpoint)
     save_checkpoint(out, loaded.config, loaded.vae.float(), loaded.generator.float(), loaded.camera_scaling,
                     loaded.stage, extra=extra, storage_dtype=torch.bfloat16, linked=linked)
     for path in [out] + list((linked or {}).values()):
         print(f"{escape_controls(str(path))}: {path.stat().st_size / 2**20:.1f} MiB")
-    print(f"{escape_controls(str(out))}: {loaded.config.name} ({loaded.stage}), sha256 {checkpoint_sha256(out)}")
+    print(f"{escape_controls(str(out))}: {loaded.config.name} ({loaded.stage}), sha256 {checkpoint_sha256(out)}"
+          + (f"; replaced {replaced}" if replaced else ""))
     return 0
+
+
+def shipped_description(path) -> str | None:
+    """'mini (long), sha256 …' of the checkpoint at `path`, from its header; None where there is none."""
+    import json
+
+    from model.checkpoint import FORMAT, checkpoint_sha256, stored_metadata
+    metadata = stored_metadata(path)
+    if metadata.get("format") != FORMAT:
+        return None
+    try:
+        name = json.loads(metadata.get("config", "{}")).get("name", "?")
+    except (ValueError, AttributeError):
+        name = "?"
+    return f"{escape_controls(str(name))} ({escape_controls(metadata.get('stage', '?'))}), sha256 " \
+        f"{checkpoint_sha256(path)}"
 
 
 def cmd_eval(args) -> int:

@@ -375,6 +375,9 @@ def test_ship_writes_bf16_with_the_metadata_and_the_source_digest(tmp_path, caps
     assert out.stat().st_size + vae_file.stat().st_size < 0.6 * source.stat().st_size
     for name, t in vae.state_dict().items():
         assert torch.equal(shipped.vae.state_dict()[name], t.to(torch.bfloat16).float()), name
+    first = checkpoint_sha256(out)  # shipping onto it again says what it replaced (a model of one's own, unsaid)
+    assert main(["ship", str(source), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"; replaced tiny (long), sha256 {first}")
     assert main(["ship", str(tmp_path / "missing.safetensors"), "--out", str(out)]) == 2
     assert "missing.safetensors" in capsys.readouterr().err and checkpoint_sha256(out)  # the earlier file stays
     single = tmp_path / "single.safetensors"
