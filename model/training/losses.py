@@ -32,7 +32,7 @@ def shift_time(t: torch.Tensor, s: float) -> torch.Tensor:
 
 def default_shift(latent_size: tuple[int, int]) -> float:
     """The paper's s = 24 scaled to another latent size by the square root of the pixel count (the resolution rule
-    of SD3: the signal left at a given t grows with the pixels that carry it). 16x9 (mini) -> 4.2, 8x6 -> 2.4."""
+    of SD3: the signal left at a given t grows with the pixels that carry it). 16x9 (mini) -> 4.2, 8x4 (tiny) -> 2.0."""
     w, h = latent_size
     return PAPER_SHIFT * math.sqrt(w * h / PAPER_LATENT_PIXELS)
 
