@@ -172,6 +172,11 @@ def test_a_start_image_s_transparent_parts_are_black(tmp_path):
     palette.info["transparency"] = palette.getpixel((0, 0))
     palette.save(tmp_path / "palette.png", transparency=palette.getpixel((0, 0)))
     assert load_start_image(tmp_path / "palette.png", (64, 36))[18, 8].max() < 10
+    grey = np.full((36, 64), 65535, np.uint16)  # 16-bit grey whose white is transparent: it came out white
+    grey[:, :32] = 20000
+    Image.fromarray(grey).save(tmp_path / "grey16.png", transparency=65535)
+    frame = load_start_image(tmp_path / "grey16.png", (64, 36))
+    assert abs(int(frame[18, 8, 0]) - 78) <= 2 and frame[18, 56].max() < 10, (frame[18, 8], frame[18, 56])
 
 
 def test_a_level_s_start_picture_is_its_first_frame_only_at_its_start(tmp_path):

@@ -427,8 +427,8 @@ def test_long_rollouts_and_overlaps_the_clips_cannot_take_are_refused_and_write_
     with pytest.raises(InputError, match=r"--segments: 100000 windows roll out 100001 latent steps; at most 360 "
                                          r"\(60 s at 24 fps.*at most 359 windows here"):
         make_stage("long", data, tmp_path / "a", init, segments=100000, overlap=1)
-    with pytest.raises(InputError, match=r"--overlap: 2 \(the default\) must be 0 .. 1: the clips have 2 latent "
-                                         r"steps \(9 frames\)"):
+    with pytest.raises(InputError, match=r"--overlap: 2 must be 0 .. 1: the clips have 2 latent steps \(9 frames\); "
+                                         r"give a smaller --overlap \(the default is 2\)"):
         make_stage("long", data, tmp_path / "b", init)
     assert not (tmp_path / "a" / "run.json").exists() and not (tmp_path / "b" / "run.json").exists()
 

@@ -134,7 +134,10 @@ def _as_rgb(image):
             full = 255.0 if top <= 255 else 65535.0 if top <= 65535 else 2.0**32 - 1
         else:  # F
             full = 1.0 if top <= 1.0 else 255.0
-        image = Image.fromarray(np.clip(np.rint(grey * (255.0 / full)), 0, 255).astype(np.uint8), "L")
+        scaled = np.clip(np.rint(grey * (255.0 / full)), 0, 255).astype(np.uint8)
+        clear = image.info.get("transparency")  # a transparent grey value (PNG tRNS), kept as the alpha below
+        image = Image.fromarray(scaled, "L") if not isinstance(clear, (int, float)) else \
+            Image.fromarray(np.stack([scaled, np.where(grey == clear, 0, 255).astype(np.uint8)], axis=-1), "LA")
     if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
         # over black: dropping the alpha showed whatever colour the file keeps under its transparent pixels
         rgba = image.convert("RGBA")

@@ -42,10 +42,9 @@ class AdversarialStage(GeneratorStage):
         self.segments = self.opts.segments if self.opts.stage == "long" else 1
         self.overlap = self.opts.overlap if self.opts.stage == "long" else 0
         if not 0 <= self.overlap < k:
-            default = " (the default)" if self.overlap == DEFAULT_OVERLAP else ""
-            raise InputError("command line", "--overlap", f"{self.overlap}{default} must be 0 .. {k - 1}: the clips "
-                             f"have {k} latent steps ({1 + 4 * k} frames); give a smaller --overlap or make clips with "
-                             f"more --frames")
+            raise InputError("command line", "--overlap", f"{self.overlap} must be 0 .. {k - 1}: the clips have {k} "
+                             f"latent steps ({1 + 4 * k} frames); give a smaller --overlap (the default is "
+                             f"{DEFAULT_OVERLAP}) or make clips with more --frames")
         self.steps = k + (self.segments - 1) * (k - self.overlap)  # latent steps of one rollout
         if self.steps > MAX_ROLLOUT:  # held in memory whole; 100000 windows ran for minutes, deaf to SIGTERM
             raise InputError("command line", "--segments", f"{self.segments} windows roll out {self.steps} latent "
