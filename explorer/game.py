@@ -56,7 +56,7 @@ from camera.errors import InputError  # noqa: E402
 from camera.pose import Pose, at_rest  # noqa: E402
 from explorer.hud import FrameStats, Hud, Menu, TextPanel  # noqa: E402
 from explorer.interrupts import HeldInterrupts  # noqa: E402
-from explorer.keys import InputSource, PygameInput  # noqa: E402
+from explorer.keys import InputSource, PygameInput, controls_hint  # noqa: E402
 from explorer.presenter import Presenter, overlap, overlay_rect, split_stacked  # noqa: E402
 from explorer.session import SessionWriter  # noqa: E402
 from explorer.world_host import OTHER_WORLD, Job, Result, Tick, Worker, WorldFactory  # noqa: E402
@@ -68,7 +68,6 @@ PLAY_SIZE = (256, 144)  # the reference world's frames: twice mini's 128x72, the
 REWIND_SECONDS = 2.0
 MESSAGE_SECONDS = 3.0
 # Said under the first picture: the HUD lists the client's keys, and a new player needs the walking ones first
-CONTROLS_HINT = "WASD or arrows move   mouse looks   Space / C up, down   Shift faster   Q / E roll   Esc menu"
 HINT_SECONDS = 8.0
 NO_SCENE = "this level has only a start image: the reference world needs a [scene] to draw"
 DROPPED_WHILE_OPENING = [pygame.KEYDOWN, pygame.MOUSEBUTTONDOWN, pygame.MOUSEWHEEL, pygame.MOUSEMOTION,
@@ -745,7 +744,7 @@ class Game:
             if self.first_shown is None:  # not again after Restart or Switch world: --seconds is the game's, menu too
                 self.first_shown = time.perf_counter()
             if len(self.sessions) == 1 and self.message is None:  # the game's first picture: how to play it
-                self._say(CONTROLS_HINT, seconds=HINT_SECONDS)
+                self._say(controls_hint(), seconds=HINT_SECONDS)
         latency_ms = (now - shown.tick.sampled) * 1000
         frame = self.session.frames
         if shown.refill:

@@ -11,7 +11,10 @@ Gamepad: left stick moves, right stick looks (SDL's game-controller mapping, so 
 """
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
+import re
 from typing import Iterable, Protocol
 
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
@@ -29,6 +32,39 @@ KEY_ACTIONS = {  # scancode -> action
     pygame.KSCAN_LSHIFT: "fast", pygame.KSCAN_RSHIFT: "fast",
     pygame.KSCAN_Q: "roll_left", pygame.KSCAN_E: "roll_right",
 }
+
+
+def controls_hint() -> str:
+    """The first picture's line on how to walk, naming the camera's keys as the active layout prints them (ZQSD and
+    A / E on AZERTY): a fixed "WASD" sent an AZERTY player's A to roll."""
+    w, a, s, d, c, q, e = (key_label(code, us) for code, us in (
+        (pygame.KSCAN_W, "W"), (pygame.KSCAN_A, "A"), (pygame.KSCAN_S, "S"), (pygame.KSCAN_D, "D"),
+        (pygame.KSCAN_C, "C"), (pygame.KSCAN_Q, "Q"), (pygame.KSCAN_E, "E")))
+    return f"{w}{a}{s}{d} or arrows move   mouse looks   Space / {c} up, down   Shift faster   {q} / {e} roll   Esc menu"
+
+
+def key_label(scancode: int, us: str) -> str:
+    """What the key at `scancode`'s place is on the active layout (SDL's keymap, upper case); `us`, its US name,
+    where SDL cannot be asked."""
+    sdl = _sdl()
+    name = pygame.key.name(sdl.SDL_GetKeyFromScancode(scancode)) if sdl is not None else ""
+    return name.upper() if len(name) == 1 else us  # a letter or sign; else (none, "unknown key") the US one
+
+
+@functools.cache
+def _sdl():
+    """The SDL library pygame runs on (pygame does not offer SDL_GetKeyFromScancode), or None: found among the
+    process's mapped files, which Linux lists."""
+    try:
+        with open("/proc/self/maps") as maps:
+            path = next(line.split()[-1] for line in maps if re.search(r"/libSDL2[-.][^/]*$", line.strip()))
+        sdl = ctypes.CDLL(path)
+        sdl.SDL_GetKeyFromScancode.argtypes, sdl.SDL_GetKeyFromScancode.restype = [ctypes.c_int], ctypes.c_int32
+        return sdl
+    except (OSError, StopIteration, AttributeError):
+        return None
+
+
 STICK_AXES = (pygame.CONTROLLER_AXIS_LEFTX, pygame.CONTROLLER_AXIS_LEFTY,
               pygame.CONTROLLER_AXIS_RIGHTX, pygame.CONTROLLER_AXIS_RIGHTY)
 AXIS_MAX = 32767.0  # SDL game-controller axes are int16

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from collections import deque
 from pathlib import Path
 
@@ -1014,13 +1015,23 @@ def test_a_screenshot_that_cannot_be_saved_is_said_on_screen_and_play_goes_on(tm
     assert "Traceback" not in capfd.readouterr().err
 
 
-def test_the_first_picture_says_how_to_walk(tmp_path, window):
+def test_the_first_picture_says_how_to_walk(tmp_path, window, monkeypatch):
     # The HUD lists F1, F12, R, Tab and Esc; nothing on screen said that WASD and the mouse move the camera.
-    from explorer.game import CONTROLS_HINT
+    from explorer import keys
     config = GameConfig(load_level("meadow"), "reference", SIZE, window=WINDOW, seconds=1.0, sessions_dir=tmp_path)
     game = Game(config, lambda kind, size: ReferenceWorld(size), ScriptedInput([]))
     assert game.run() == 0
-    assert game.message is not None and game.message[0] == CONTROLS_HINT and "WASD" in CONTROLS_HINT
+    assert game.message is not None and game.message[0] == keys.controls_hint()
+    assert game.message[0].startswith("WASD or arrows move") and "Q / E roll" in game.message[0]  # this US layout
+    # named as the layout prints them: on AZERTY "WASD" sent the A to roll (SDL's keymap, as SDL gives it there)
+    azerty = {pygame.KSCAN_W: pygame.K_z, pygame.KSCAN_A: pygame.K_q, pygame.KSCAN_S: pygame.K_s,
+              pygame.KSCAN_D: pygame.K_d, pygame.KSCAN_C: pygame.K_c, pygame.KSCAN_Q: pygame.K_a,
+              pygame.KSCAN_E: pygame.K_e}
+    monkeypatch.setattr(keys, "_sdl", lambda: types.SimpleNamespace(SDL_GetKeyFromScancode=azerty.get))
+    hint = keys.controls_hint()
+    assert hint.startswith("ZQSD or arrows move") and "A / E roll" in hint, hint
+    monkeypatch.setattr(keys, "_sdl", lambda: None)  # where SDL cannot be asked: the US names
+    assert keys.controls_hint().startswith("WASD or arrows move")
 
 
 def test_ticks_the_loop_missed_count_as_dropped():
