@@ -73,6 +73,7 @@ NO_SCENE = "this level has only a start image: the reference world needs a [scen
 DROPPED_WHILE_OPENING = [pygame.KEYDOWN, pygame.MOUSEBUTTONDOWN, pygame.MOUSEWHEEL, pygame.MOUSEMOTION,
                          pygame.CONTROLLERBUTTONDOWN]  # what a Restart or Switch world drops that came during it
 SCREENSHOT_SAID = "screenshot: "  # the message that names a screenshot's file
+SPLIT_SAID = "split view: "  # the message that says the split view's panels
 STALL_SECONDS = 1.0  # a job out this long (a model loading, the split view's other world opening) is said on screen
 TURNAROUNDS = 24  # the world's answer time is the slowest of this many recent steps (4 s): a slow step now and
                  # then makes the pipeline carry one tick more for a while, not show frames twice every time
@@ -497,6 +498,9 @@ class Game:
                     self._say("nothing to rewind to yet")
             elif event.key == pygame.K_TAB:
                 self._toggle_split()
+        elif event.type == pygame.WINDOWSIZECHANGED and self.message and self.message[0].startswith(SPLIT_SAID) \
+                and self.split and self.side_seen:  # the panels may have turned (stacked, side by side): said anew
+            self.message = (f"{SPLIT_SAID}{self._split_label()}", self.message[1])
         elif event.type in (pygame.WINDOWFOCUSLOST, pygame.WINDOWMINIMIZED) and not self.paused:
             self._pause(True)  # the player is elsewhere (alt-tab, another window): the walk waits in the menu
         elif event.type in (pygame.MOUSEBUTTONDOWN, pygame.MOUSEMOTION) and self.paused \
@@ -613,7 +617,7 @@ class Game:
         if self.split and not self.side_seen:  # the worker opens it first: a second or two with the picture still
             self._say(f"split view: opening the {other} world...")
         else:
-            self._say(f"split view: {self._split_label()}" if self.split else "split view off")
+            self._say(f"{SPLIT_SAID}{self._split_label()}" if self.split else "split view off")
 
     # --- action ---
     def _action(self) -> InputState | None:
@@ -668,7 +672,7 @@ class Game:
         if opened:
             self.side_seen = True
             if self.split:  # and not if it was turned off while it opened
-                self._say(f"split view: {self._split_label()}")
+                self._say(f"{SPLIT_SAID}{self._split_label()}")
         n = len(result.frames)
         for i, (tick, frame, sha1) in enumerate(zip(job.ticks, result.frames, result.sha1)):
             side = result.side[i] if result.side is not None else None

@@ -335,6 +335,23 @@ def test_the_walk_pauses_when_the_window_loses_focus(tmp_path, window):
     assert 24 <= frames < 48, frames  # without the pause: 3.5 s x 24 fps
 
 
+def test_the_split_view_message_follows_the_panels_when_the_window_is_resized(tmp_path, monkeypatch):
+    # Tab in a tall window said "reference above | generated below"; widened, the panels stood side by side under it
+    config = GameConfig(load_level("meadow"), "reference", SIZE, sessions_dir=tmp_path)
+    game = Game(config, lambda kind, size: ReferenceWorld(size), ScriptedInput([]))
+    game.kind, game.split, game.side_seen, game.paused = "reference", True, True, False
+    game.worker = types.SimpleNamespace(size=SIZE)
+    window = [(400, 700)]
+    monkeypatch.setattr(pygame.display, "get_surface", lambda: object())
+    monkeypatch.setattr(pygame.display, "get_window_size", lambda: window[0])
+    game._toggle_split()
+    game._toggle_split()  # off and on again: said with the window as it is
+    assert game.message[0] == "split view: reference above | generated below"
+    window[0] = (1400, 300)
+    game._handle(pygame.event.Event(pygame.WINDOWSIZECHANGED, x=1400, y=300))
+    assert game.message[0] == "split view: reference | generated"
+
+
 def test_menu_choices_made_while_a_world_opens_are_dropped(tmp_path, window):
     """Restart chosen three times in the seconds a world opened: each waiting choice opened another world once the
     one before had (ten in a row: over a minute without a picture)."""
