@@ -36,6 +36,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import re
 import signal
 import statistics
 import sys
@@ -57,7 +58,7 @@ from camera.pose import Pose, at_rest  # noqa: E402
 from explorer.hud import FrameStats, Hud, Menu, TextPanel  # noqa: E402
 from explorer.interrupts import HeldInterrupts  # noqa: E402
 from explorer.keys import InputSource, PygameInput, controls_hint  # noqa: E402
-from explorer.presenter import Presenter, overlap, overlay_rect, split_stacked  # noqa: E402
+from explorer.presenter import MARGIN, Presenter, overlap, overlay_rect, split_stacked  # noqa: E402
 from explorer.session import SessionWriter  # noqa: E402
 from explorer.world_host import OTHER_WORLD, Job, Result, Tick, Worker, WorldFactory  # noqa: E402
 from world.base import FPS, FRAMES_PER_STEP  # noqa: E402
@@ -73,6 +74,8 @@ NO_SCENE = "this level has only a start image: the reference world needs a [scen
 DROPPED_WHILE_OPENING = [pygame.KEYDOWN, pygame.MOUSEBUTTONDOWN, pygame.MOUSEWHEEL, pygame.MOUSEMOTION,
                          pygame.CONTROLLERBUTTONDOWN]  # what a Restart or Switch world drops that came during it
 SCREENSHOT_SAID = "screenshot: "  # the message that names a screenshot's file
+COLUMN_GAP = "   "  # between the columns of an overlay's line (the HUD's numbers, the hint's keys): where it wraps,
+COLUMN_GAP_AT = re.compile(r"(?<=\S)   (?=[A-Za-z])")  # before a word (not the padding of a number: "latency   150")
 SPLIT_SAID = "split view: "  # the message that says the split view's panels
 STALL_SECONDS = 1.0  # a job out this long (a model loading, the split view's other world opening) is said on screen
 TURNAROUNDS = 24  # the world's answer time is the slowest of this many recent steps (4 s): a slow step now and
@@ -239,6 +242,24 @@ class XErrors:
         if ctypes.cast(previous, ctypes.c_void_p).value != ours:  # not ourselves, from an earlier window
             cls._previous = previous
         cls.window_gone = False
+
+
+def wrapped(panel, lines: list[str], width: int) -> list[str]:
+    """`lines` broken at their column gaps (three spaces) where one is wider than `width` pixels: scaled down to fit
+    a narrow window instead, the HUD's and the hint's letters were 3 to 5 px tall. A single column still too wide is
+    scaled, as before."""
+    out = []
+    for line in lines:
+        columns = COLUMN_GAP_AT.split(line)
+        current = columns[0]
+        for column in columns[1:]:
+            if panel.size_of([current + COLUMN_GAP + column])[0] <= width:
+                current += COLUMN_GAP + column
+            else:
+                out.append(current)
+                current = column
+        out.append(current)
+    return out
 
 
 def clear_of(panels: list, above: tuple, window: tuple[int, int]) -> list:
@@ -776,13 +797,15 @@ class Game:
         elif self.worker.busy and now - self.worker.submitted > STALL_SECONDS:  # under what was said (F12's file)
             message = message + [f"waiting for the world... {now - self.worker.submitted:.0f} s"]
         split = self._split_label() if self.split and self.side_seen else None
+        window = pygame.display.get_window_size()
+        width = window[0] - 2 * MARGIN
         # refreshed on the wall clock: the play clock stands still under the menu, and the HUD with it showed a pose
         # from before the frames that were in flight
-        hud = ("hud", self.hud_panel, self.hud.lines(time.perf_counter(), pose, split) if self.show_hud else [],
-               "top-left")
-        warning = ("warning", self.warning_panel, self._warning(), "top-right")
+        hud = ("hud", self.hud_panel, wrapped(self.hud_panel, self.hud.lines(time.perf_counter(), pose, split)
+                                              if self.show_hud else [], width), "top-left")
+        warning = ("warning", self.warning_panel, wrapped(self.warning_panel, self._warning(), width), "top-right")
+        message = wrapped(self.message_panel, message, width)
         menu = ("menu", self.menu_panel, self.menu.lines() if self.paused else [], "center")
-        window = pygame.display.get_window_size()
         # In a small window what would lie under the menu waits until it closes (the menu is read), and the HUD
         # under the warning (an untrained model must be said)
         panels = clear_of([*clear_of([hud], warning, window), ("message", self.message_panel, message, "bottom"),

@@ -104,7 +104,7 @@ class Hud:
             f"{fps} fps   step {step} ms   latency {latency} ms   dropped {self.dropped}",
             f"pos {x:7.2f} {y:6.2f} {z:7.2f}   yaw {yaw:6.1f}   pitch {pitch:5.1f}   roll {roll:5.1f}",
             f"world {self.world} on {self.device}" + (f"   split: {split}" if split else ""),
-            "F1 hud  F11 fullscreen  F12 screenshot  R rewind  Tab split  Esc menu",
+            "F1 hud   F11 fullscreen   F12 screenshot   R rewind   Tab split   Esc menu",
         ]
         return self._text
 

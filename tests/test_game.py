@@ -1091,6 +1091,21 @@ def test_a_window_larger_than_the_screen_fits_and_fullscreen_comes_back_to_the_w
             pygame.display.quit()
 
 
+def test_overlay_lines_wrap_at_their_columns_in_a_narrow_window():
+    # scaled down to fit, the HUD's and the hint's letters were 3 to 5 px tall at 200 to 400 px wide
+    from explorer.game import wrapped
+    from explorer.hud import Hud, TextPanel
+    from explorer.keys import controls_hint
+    panel = TextPanel()
+    lines = Hud("reference", "cpu", 24).lines(now=1.0, pose=load_level("meadow").start) + [controls_hint()]
+    assert wrapped(panel, lines, 5000) == lines
+    narrow = wrapped(panel, lines, 240)
+    assert len(narrow) > len(lines) and all(panel.size_of([line])[0] <= 240 for line in narrow), narrow
+    assert "   ".join(narrow).split() == "   ".join(lines).split()  # the same words in the same order
+    assert any(line.startswith("latency") for line in narrow)  # broken before a word, not in a number's padding
+    assert not any(line.strip() in ("latency", "pos") for line in narrow), narrow
+
+
 def test_in_a_small_window_the_menu_is_not_drawn_over():
     # At 320x180 the HUD's text ran under "Paused" and a message sat over Quit.
     from explorer.hud import MENU_ITEMS, Hud, Menu, TextPanel
