@@ -74,6 +74,7 @@ NO_SCENE = "this level has only a start image: the reference world needs a [scen
 DROPPED_WHILE_OPENING = [pygame.KEYDOWN, pygame.MOUSEBUTTONDOWN, pygame.MOUSEWHEEL, pygame.MOUSEMOTION,
                          pygame.CONTROLLERBUTTONDOWN]  # what a Restart or Switch world drops that came during it
 SCREENSHOT_SAID = "screenshot: "  # the message that names a screenshot's file
+SMALLEST_TEXT = 0.75  # an overlay's text is scaled down to fit a window at most this far; its lines wrap beyond
 COLUMN_GAP = "   "  # between the columns of an overlay's line (the HUD's numbers, the hint's keys): where it wraps,
 COLUMN_GAP_AT = re.compile(r"(?<=\S)   (?=[A-Za-z])")  # before a word (not the padding of a number: "latency   150")
 SPLIT_SAID = "split view: "  # the message that says the split view's panels
@@ -798,7 +799,7 @@ class Game:
             message = message + [f"waiting for the world... {now - self.worker.submitted:.0f} s"]
         split = self._split_label() if self.split and self.side_seen else None
         window = pygame.display.get_window_size()
-        width = window[0] - 2 * MARGIN
+        width = int((window[0] - 2 * MARGIN) / SMALLEST_TEXT)  # wrapped to fit at this scale (overlay_rect's)
         # refreshed on the wall clock: the play clock stands still under the menu, and the HUD with it showed a pose
         # from before the frames that were in flight
         hud = ("hud", self.hud_panel, wrapped(self.hud_panel, self.hud.lines(time.perf_counter(), pose, split)

@@ -109,11 +109,11 @@ def run_cli(*args, env=None):
 
 def shows(screenshot: np.ndarray, frame: np.ndarray) -> float:
     """Mean absolute difference between a screenshot scaled down to the frame's size and the frame, over the
-    frame's lower half but its bottom fifth (the HUD covers the top left, a message the bottom)."""
+    frame's lower half but its bottom quarter (the HUD covers the top left, a message of two lines the bottom)."""
     h, w = frame.shape[:2]
     sh, sw = screenshot.shape[:2]
     small = screenshot.reshape(h, sh // h, w, sw // w, 3).mean(axis=(1, 3))
-    rows = slice(h // 2, h - h // 5)
+    rows = slice(h // 2, h - h // 4)
     return float(np.abs(small[rows] - frame[rows].astype(float)).mean())
 
 
