@@ -171,6 +171,9 @@ def run_replay(path, check: bool, out, device: str, checkpoint=None) -> int:
             recorded, now = level.get(field), level.get(field) and level_sha256(level[field])
             if level.get(digest) is not None and now and now != level[digest]:  # (a file gone was not replayed)
                 why += f"; its {what} {recorded} has changed since"
+        if session.header["world"] == "generated" and "controls" not in session.header:  # (added 2026-12-05)
+            why += ("; the session is from an explorer older than 2026-12-05, and one older than 2026-12-04 kept the "
+                    "generated world's KV cache otherwise: its frames differ from where the cache window fills")
         written = "" if out is None else f"; no frame came before it, so {out} was not written" \
             if not result.frames else f"; kept the {out} there before (not replaced by a video cut short)" \
             if result.kept else f"; wrote {out} up to it"

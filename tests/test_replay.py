@@ -248,6 +248,21 @@ def test_a_session_whose_level_is_gone_names_session_json(tmp_path, history_worl
     assert len(err.splitlines()) == 1 and "session.json: level: its level file" in err and "'moved'" in err, err
 
 
+def test_a_difference_in_a_session_from_before_the_kv_cache_change_says_so(tmp_path, history_world, capsys):
+    # a generated session recorded before 2026-12-04 differed at its 70th frame, "recorded on cpu" the only reason
+    session = play_session(tmp_path, history_world, "generated", steps=3)
+    edit_yaw(session, 5, 0.5)
+    assert main(["replay", str(session), "--check"]) == 1
+    assert "older than 2026-12-05" not in capsys.readouterr().err  # a session of today's: no such reason
+    header = json.loads((session / "session.json").read_text())
+    del header["controls"]  # what an explorer older than 2026-12-05 wrote
+    (session / "session.json").write_text(json.dumps(header))
+    assert main(["replay", str(session), "--check"]) == 1
+    err = capsys.readouterr().err
+    assert "; the session is from an explorer older than 2026-12-05, and one older than 2026-12-04 kept the " \
+        "generated world's KV cache otherwise" in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_a_gone_level_of_ones_own_is_not_replaced_by_the_shipped_one_of_its_name(tmp_path, history_world, capsys):
     # mine.toml named "meadow", deleted: replay --out filmed the shipped meadow and exited 0; a shipped level moved
     # away (the same file) still replays
