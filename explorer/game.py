@@ -68,14 +68,15 @@ from world.scene import height_at  # noqa: E402
 PLAY_SIZE = (256, 144)  # the reference world's frames: twice mini's 128x72, the largest native size a config may have
 REWIND_SECONDS = 2.0
 MESSAGE_SECONDS = 3.0
-# Said under the first picture: the HUD lists the client's keys, and a new player needs the walking ones first
+# Said under the first picture (keys.controls_hint): the HUD lists the client's keys, and a new player needs the
+# walking ones first
 HINT_SECONDS = 8.0
 NO_SCENE = "this level has only a start image: the reference world needs a [scene] to draw"
 DROPPED_WHILE_OPENING = [pygame.KEYDOWN, pygame.MOUSEBUTTONDOWN, pygame.MOUSEWHEEL, pygame.MOUSEMOTION,
                          pygame.CONTROLLERBUTTONDOWN]  # what a Restart or Switch world drops that came during it
 SCREENSHOT_SAID = "screenshot: "  # the message that names a screenshot's file
 SMALLEST_TEXT = 0.75  # an overlay's text is scaled down to fit a window at most this far; its lines wrap beyond
-COLUMN_GAP = "   "  # between the columns of an overlay's line (the HUD's numbers, the hint's keys): where it wraps,
+COLUMN_GAP = "   "  # between the columns of an overlay's line (the HUD's numbers, the hint's keys): where it wraps
 COLUMN_GAP_AT = re.compile(r"(?<=\S)   (?=[A-Za-z])")  # before a word (not the padding of a number: "latency   150")
 SPLIT_SAID = "split view: "  # the message that says the split view's panels
 STALL_SECONDS = 1.0  # a job out this long (a model loading, the split view's other world opening) is said on screen
