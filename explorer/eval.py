@@ -633,7 +633,8 @@ def plot(r: dict, path) -> None:
         centres = [(width * i + min(width * (i + 1), r["seconds"])) / 2 for i in range(len(fd))]
         line, colour = styles[name]
         axes[2].plot(centres, [np.nan if v is None else v for v in fd], line, color=colour, marker="o", label=name)
-    axes[2].set(xlabel="time (s)", ylabel="Fréchet distance", title=f"features per {width} s window")
+    title = f"features per {width:g} s window" if r["seconds"] > width else f"features over the {r['seconds']:g} s"
+    axes[2].set(xlabel="time (s)", ylabel="Fréchet distance", title=title)  # (a 1 s run has one window, of 1 s)
     axes[2].legend()
     fig.suptitle(f"{Path(r['checkpoint']).name}: {r['streams']} streams")
     write_replacing(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"), field="--plot")

@@ -237,6 +237,21 @@ def test_a_path_shorter_than_one_step_is_refused_by_its_own_field_and_alone(tmp_
     assert capsys.readouterr().err == ""
 
 
+def test_the_plot_names_the_feature_window_a_short_run_has(tmp_path, monkeypatch):
+    # a 1 s run's one window, of 1 s, was titled "features per 5.0 s window"
+    from matplotlib.figure import Figure
+    from explorer.eval import plot
+    titles = []
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: titles.append(fig.axes[2].get_title()))
+    for seconds, fd, title in ((1.0, [3.0], "features over the 1 s"), (12.0, [3.0, 4.0, 5.0], "features per 5 s window")):
+        curve = {"generated": [1.0], "hold": [1.0], "diffusion": [None]}
+        r = {"curves": {"t": [1.0], "psnr": curve, "ssim": curve}, "fd_window_seconds": 5.0, "fd_windows": fd,
+             "seconds": seconds, "baselines": {"diffusion": {"fd_windows": fd}}, "checkpoint": "m.safetensors",
+             "streams": 1}
+        plot(r, tmp_path / "p.png")
+        assert titles.pop() == title
+
+
 def test_the_plot_is_not_written_over_a_file_the_evaluation_reads(tmp_path, capsys):
     # A level's start image is a .png like the plot: --plot naming it replaced the picture the level starts from.
     import matplotlib.pyplot as plt
