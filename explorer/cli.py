@@ -667,6 +667,9 @@ def _terminated(signum, frame):
 
 
 def main(argv=None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # a name the terminal's encoding lacks is escaped, not a traceback after
+        if hasattr(stream, "reconfigure"):  # the work (PYTHONIOENCODING=ascii, a C locale's pipe)
+            stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
     previous = signal.signal(signal.SIGTERM, _terminated)
     try:

@@ -1,5 +1,6 @@
 """The command line end to end: render, levels, data, and its handling of bad input."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +60,19 @@ def test_render_compare_puts_the_generated_world_beside_the_reference(tmp_path):
     # the right panel is the reference world (rendered at the model's 64x32, like the left); H.264 is lossy
     assert np.abs(both[:, :, 64:].astype(int) - reference.astype(int)).mean() < 3
     assert np.abs(both[:, :, :64].astype(int) - reference.astype(int)).mean() > 10  # untrained: not the scene
+
+
+def test_a_name_the_output_encoding_lacks_is_escaped(tmp_path):
+    # PYTHONIOENCODING=ascii: render wrote the video, then "wrote …" raised UnicodeEncodeError (a traceback, exit 1)
+    path = tmp_path / "short.toml"
+    path.write_text("[path]\nrelative = true\n[[path.key]]\nt = 0.0\n[[path.key]]\nt = 0.2\n"
+                    "position = [0.0, 0.0, -1.0]\n")
+    out = tmp_path / "öut ☃.mp4"
+    proc = subprocess.run([sys.executable, "-m", "explorer", "render", "--level", "meadow", "--path", str(path),
+                           "--out", str(out), "--size", "64x36"], capture_output=True, timeout=300,
+                          env={**os.environ, "PYTHONIOENCODING": "ascii"})
+    assert proc.returncode == 0 and out.is_file(), proc.stderr[-2000:]
+    assert b"wrote " in proc.stdout and b"\\xf6ut \\u2603.mp4" in proc.stdout, proc.stdout
 
 
 def test_render_chooses_the_generated_world_as_play_does(tmp_path):
