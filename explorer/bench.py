@@ -57,7 +57,7 @@ def open_world(config: str | None, device: str, checkpoint, window: int | None =
 
     `window` overrides the generator's window (random weights only): the cost of a longer or shorter history.
     """
-    from model.checkpoint import default_checkpoint_path
+    from model.checkpoint import default_checkpoint_path, stored_config_name
     if config is not None:
         get_config(config, source="command line: --config")  # an unknown name is refused before any work
     if window is not None:
@@ -69,7 +69,7 @@ def open_world(config: str | None, device: str, checkpoint, window: int | None =
         cfg.generator = replace(cfg.generator, window=window)
         return GeneratedWorld.random(cfg, pick_device(device), source="command line: --config"), "random"
     path = checkpoint or default_checkpoint_path()
-    if checkpoint is None and config is not None and shipped_config_name(path) != config:
+    if checkpoint is None and config is not None and stored_config_name(path) != config:
         # the shipped model is of another config: not loaded (and warned about) only to be put aside
         return GeneratedWorld.random(get_config(config), pick_device(device), source="command line: --config"), \
             "random"
@@ -81,15 +81,6 @@ def open_world(config: str | None, device: str, checkpoint, window: int | None =
             return world, str(path)
     return GeneratedWorld.open(device=device, random_config=config or "mini", random_source="command line: --config"), \
         "random"
-
-
-def shipped_config_name(path) -> str | None:
-    """The config name the checkpoint at `path` records (its header alone is read), else None."""
-    from model.checkpoint import stored_metadata
-    try:
-        return json.loads(stored_metadata(path).get("config", "{}")).get("name")
-    except (ValueError, AttributeError):
-        return None
 
 
 def trajectory(steps: int) -> list[Pose]:

@@ -399,18 +399,12 @@ def cmd_ship(args) -> int:
 
 def shipped_description(path) -> str | None:
     """'mini (long), sha256 …' of the checkpoint at `path`, from its header; None where there is none."""
-    import json
-
-    from model.checkpoint import FORMAT, checkpoint_sha256, stored_metadata
+    from model.checkpoint import FORMAT, checkpoint_sha256, stored_config_name, stored_metadata
     metadata = stored_metadata(path)
     if metadata.get("format") != FORMAT:
         return None
-    try:
-        name = json.loads(metadata.get("config", "{}")).get("name", "?")
-    except (ValueError, AttributeError):
-        name = "?"
-    return f"{escape_controls(str(name))} ({escape_controls(metadata.get('stage', '?'))}), sha256 " \
-        f"{checkpoint_sha256(path)}"
+    name = stored_config_name(path) or "?"
+    return f"{escape_controls(name)} ({escape_controls(metadata.get('stage', '?'))}), sha256 {checkpoint_sha256(path)}"
 
 
 def cmd_eval(args) -> int:

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from camera.errors import InputError
-from levels import LEVELS_DIR
-from explorer.session import Session, frame_sha1, level_sha256, read_session, session_level
+from explorer.session import Session, frame_sha1, level_sha256, read_session, session_level, shipped_level_file
 from explorer.video import VideoWriter
 from world.base import FRAMES_PER_STEP
 from world.level import load_level
@@ -61,8 +60,8 @@ def open_session_world(session: Session, device: str = "auto", checkpoint=None):
     h = session.header
     found = session_level(h["level"])  # a file that is there but bad names itself when loaded
     if found is None:
-        shipped = "the shipped level of its name is another file" if (LEVELS_DIR / f"{h['level']['name']}.toml") \
-            .is_file() else f"no shipped level is named {h['level']['name']!r}"
+        shipped = "the shipped level of its name is another file" if shipped_level_file(h["level"]["name"]).is_file() \
+            else f"no shipped level is named {h['level']['name']!r}"
         raise InputError(session.path / "session.json", "level", f"its level file {h['level']['path']} is gone and "
                          f"{shipped}; put the file back to replay the session")
     level = load_level(found)
@@ -168,9 +167,11 @@ def run_replay(path, check: bool, out, device: str, checkpoint=None) -> int:
         level = session.header["level"]
         why = ""
         for what, field, digest in (("level file", "path", "sha256"), ("start image", "image", "image_sha256")):
-            recorded, now = level.get(field), level.get(field) and level_sha256(level[field])
-            if level.get(digest) is not None and now and now != level[digest]:  # (a file gone was not replayed)
-                why += f"; its {what} {recorded} has changed since"
+            if not (level.get(field) and level.get(digest)):  # older sessions, a level without a picture
+                continue
+            now = level_sha256(level[field])  # None: gone, and so not what was replayed
+            if now is not None and now != level[digest]:
+                why += f"; its {what} {level[field]} has changed since"
         if session.header["world"] == "generated" and "controls" not in session.header:  # (added 2026-12-05)
             why += ("; the session is from an explorer older than 2026-12-05, and one older than 2026-12-04 kept the "
                     "generated world's KV cache otherwise: its frames differ from where the cache window fills")

@@ -78,6 +78,11 @@ def _write_json(path: Path, data: dict) -> None:
 
 # --- writing -------------------------------------------------------------------------------------
 
+def shipped_level_file(name: str) -> Path:
+    """Where the shipped level called `name` is (whether or not there is one)."""
+    return LEVELS_DIR / f"{name}.toml"
+
+
 def session_level(level: dict) -> str | None:
     """Where the level a session was played in (session.json's `level`) is now, as load_level takes it: its file,
     or, moved or deleted, the shipped level of its name where that is the same file (its SHA-256 the recorded one;
@@ -85,7 +90,7 @@ def session_level(level: dict) -> str | None:
     replayed in the shipped one, unsaid)."""
     if Path(level["path"]).is_file():
         return level["path"]
-    shipped = LEVELS_DIR / f"{level['name']}.toml"
+    shipped = shipped_level_file(level["name"])
     if shipped.is_file() and level.get("sha256") in (None, level_sha256(shipped)):
         return level["name"]
     return None

@@ -84,6 +84,15 @@ def stored_metadata(path) -> dict[str, str]:
         return {}
 
 
+def stored_config_name(path) -> str | None:
+    """The config name in the metadata of a readable checkpoint at `path` (its header alone is read), else None."""
+    try:
+        config = json.loads(stored_metadata(path).get("config", "{}"))
+    except ValueError:
+        return None
+    return config.get("name") if isinstance(config, dict) and isinstance(config.get("name"), str) else None
+
+
 def stored_format(path) -> str | None:
     """The `format` in the metadata of a readable safetensors file at `path`, else None."""
     return stored_metadata(path).get("format")

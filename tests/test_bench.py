@@ -93,9 +93,9 @@ def test_a_checkpoint_of_another_config_than_named_is_refused(tmp_path):
 
 def test_a_config_other_than_the_shipped_models_does_not_load_it(monkeypatch):
     # bench --config tiny read the whole shipped mini (27 MiB, and its warnings) only to put it aside
-    from explorer.bench import open_world, shipped_config_name
-    from model.checkpoint import default_checkpoint_path
-    assert shipped_config_name(default_checkpoint_path()) == "mini"
+    from explorer.bench import open_world
+    from model.checkpoint import default_checkpoint_path, stored_config_name
+    assert stored_config_name(default_checkpoint_path()) == "mini"
 
     def refuse(*args, **kwargs):
         raise AssertionError("the shipped model was opened")
