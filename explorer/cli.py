@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import select
 import signal
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 from camera.controls import ControlSettings
 from camera.errors import (InputError, check_writable, escape_controls, first_missing, refuse_overwriting,
                            remove_empty_folders, shell_word, unusable_name)
+from explorer.interrupts import STOP_SIGNALS, caused_by_interrupt, handle_stop_signals, restore_handlers
 from model.training.options import STAGES
 from world.base import MAX_SEED
 from world.dataset import HELD_OUT_SEEDS
@@ -655,7 +657,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _terminated(signum, frame):
-    # SIGTERM (kill, a closed terminal's job control, a CI timeout) unwinds like Ctrl-C: a half-written video is
+    # SIGTERM (kill, a CI timeout) or SIGHUP (the terminal closed) unwinds like Ctrl-C: a half-written video is
     # removed, a session is closed, worker processes are stopped. By default Python would just die.
     raise SystemExit(128 + signum)
 
@@ -665,32 +667,65 @@ def main(argv=None) -> int:
         if hasattr(stream, "reconfigure"):  # the work (PYTHONIOENCODING=ascii, a C locale's pipe)
             stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
-    previous = signal.signal(signal.SIGTERM, _terminated)
+    previous = handle_stop_signals(_terminated, [s for s in STOP_SIGNALS if s != signal.SIGINT])
     try:
-        return args.run(args)
+        code = args.run(args)
+        sys.stdout.flush()  # here, where a reader that has gone is told apart (below), not as the interpreter exits
+        return code
     except InputError as error:
         if os.environ.get("EXPLORER_DEBUG"):
             raise
-        print(f"explorer: error: {error}", file=sys.stderr)
+        _tell(f"explorer: error: {error}")
         return 2
     except OSError as error:
+        gone = _output_gone()
+        if gone is not None:
+            return gone
         # The file system refused (a folder that cannot be made or written, a full disk): the file and the reason,
         # which is all a user can act on.
         if os.environ.get("EXPLORER_DEBUG") or error.filename is None:
             raise
-        print(f"explorer: error: {InputError(error.filename, None, error.strerror or str(error))}", file=sys.stderr)
+        _tell(f"explorer: error: {InputError(error.filename, None, error.strerror or str(error))}")
         return 2  # (written as our own errors are: a 5000-letter name, "File name too long", is cut to one line)
     except KeyboardInterrupt:
-        print("explorer: interrupted", file=sys.stderr)
+        _tell("explorer: interrupted")
         return 130
     except Exception as error:
-        from explorer.interrupts import caused_by_interrupt
         if not caused_by_interrupt(error):
             raise
-        print("explorer: interrupted", file=sys.stderr)
+        _tell("explorer: interrupted")
         return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        restore_handlers(previous)
+
+
+def _tell(line: str) -> None:
+    """`line` on standard error, unless it can no longer be written (its terminal was closed)."""
+    try:
+        print(line, file=sys.stderr)
+    except OSError:
+        if _output_gone() is None:
+            raise
+
+
+def _output_gone() -> int | None:
+    """If standard output or error can no longer be written, because the pipe's reader has gone (`explorer levels |
+    head -1`) or the terminal was closed, the exit code a shell reports for a process that the signal for it ended
+    (SIGPIPE's 141, SIGHUP's 129), and that stream now writes to /dev/null, so that the interpreter's own last
+    flush stays quiet too. None while both can be written."""
+    gone = None
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            fd = stream.fileno()
+        except (AttributeError, OSError, ValueError):  # not a file (a test's capture), or closed
+            continue
+        poll = select.poll()
+        poll.register(fd, select.POLLOUT)
+        events = poll.poll(0)[0][1] if fd >= 0 else 0
+        if events & (select.POLLERR | select.POLLHUP):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+            gone = gone or 128 + (signal.SIGHUP if events & select.POLLHUP else signal.SIGPIPE)
+    return gone
 
 
 if __name__ == "__main__":  # `python -m explorer.cli`, as before `python -m explorer` (explorer/__main__.py)

@@ -38,7 +38,6 @@ import itertools
 import math
 import os
 import re
-import signal
 import statistics
 import sys
 import threading
@@ -57,7 +56,7 @@ from camera.controls import ControlSettings, InputState, MotionState, mouse_look
 from camera.errors import InputError  # noqa: E402
 from camera.pose import Pose, at_rest  # noqa: E402
 from explorer.hud import FrameStats, Hud, Menu, TextPanel  # noqa: E402
-from explorer.interrupts import HeldInterrupts  # noqa: E402
+from explorer.interrupts import HeldInterrupts, handle_stop_signals, restore_handlers  # noqa: E402
 from explorer.keys import InputSource, PygameInput, controls_hint  # noqa: E402
 from explorer.presenter import MARGIN, Presenter, overlap, overlay_rect, split_stacked  # noqa: E402
 from explorer.session import SessionWriter  # noqa: E402
@@ -391,10 +390,8 @@ class Game:
         self.show_hud, self.split, self.screenshots_requested = True, False, 0
         self.message: tuple[str, float] | None = None
         self.worker, self.tick = None, 0
-        on_main_thread = threading.current_thread() is threading.main_thread()  # where Python runs signal handlers
-        quits = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; `kill`, `timeout`, a service manager
         self.interrupts, self.stopped_by = HeldInterrupts(), None
-        previous = {s: signal.signal(s, self._interrupted) for s in quits} if on_main_thread else {}
+        previous = handle_stop_signals(self._interrupted)  # Ctrl-C, `kill`, `timeout`, a closed terminal
         try:
             self._show_now(f"opening the {self.config.world} world...")
             self._begin(self.config.world)
@@ -427,12 +424,11 @@ class Game:
             if not XErrors.window_gone:  # SDL would wait for X to tell it about the window it no longer has
                 self.presenter.release()
                 pygame.display.quit()
-            for s, handler in previous.items():
-                signal.signal(s, handler)
+            restore_handlers(previous)
         return 0 if self.stopped_by is None else 128 + self.stopped_by  # as the shell reports a signal's end
 
     def _interrupted(self, signum, frame) -> None:
-        """Ctrl-C in the terminal (or SIGTERM) quits as closing the window does: the step on screen is shown to its
+        """Ctrl-C in the terminal (or SIGTERM, or the terminal closed) quits as closing the window does: the step on screen is shown to its
         end and the session is closed. Another one a second later (the game stuck somewhere) interrupts at once;
         one within the second is the same request sent twice (`timeout` signals the game and its group)."""
         if self.done and not self.interrupts.count:  # quitting already (the window closed) and stuck

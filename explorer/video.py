@@ -14,7 +14,7 @@ import imageio_ffmpeg
 import numpy as np
 
 from camera.errors import InputError, check_output_path, partial_file
-from explorer.interrupts import HeldInterrupts
+from explorer.interrupts import STOP_SIGNALS, HeldInterrupts, handle_stop_signals, restore_handlers
 
 
 def check_video_path(path) -> Path:
@@ -28,8 +28,8 @@ class VideoWriter:
 
     While it is open, Ctrl-C (SIGINT) is held and acted on at the next frame: one that came while ffmpeg was being
     started was lost (the render went on and replaced the older file), and one inside a GL call (a world's shaders
-    compiling) could crash the process. A second Ctrl-C, a second or more later, acts at once. A SIGTERM is held
-    while ffmpeg starts, for the same reason."""
+    compiling) could crash the process. A second Ctrl-C, a second or more later, acts at once. A SIGTERM or SIGHUP
+    is held while ffmpeg starts, for the same reason."""
 
     def __init__(self, path, size: tuple[int, int], fps: float = 24.0, quality: float = 8):
         self.path = check_video_path(path)
@@ -48,10 +48,10 @@ class VideoWriter:
         self._log = Path(log)
         escaped = log.replace("\\", "\\\\").replace(":", "\\:")
         before = os.environ.get("FFREPORT")
-        # A SIGTERM as ffmpeg starts is held too, and acted on once it has: raised in its start, it was lost there
-        # (the render went on and replaced the older file), as a Ctrl-C was
+        # A SIGTERM (or SIGHUP) as ffmpeg starts is held too, and acted on once it has: raised in its start, it was
+        # lost there (the render went on and replaced the older file), as a Ctrl-C was
         stops = HeldInterrupts()
-        previous_sigterm = signal.signal(signal.SIGTERM, stops) if on_main_thread else None
+        previous_stops = handle_stop_signals(stops, [s for s in STOP_SIGNALS if s != signal.SIGINT])
         try:
             # One encoder thread: x264 is deterministic either way, but this keeps a render from starving the game.
             self._gen = imageio_ffmpeg.write_frames(
@@ -72,12 +72,11 @@ class VideoWriter:
                 raise KeyboardInterrupt from None
             raise
         finally:
-            if previous_sigterm is not None:
-                signal.signal(signal.SIGTERM, previous_sigterm)
-        if stops.count and previous_sigterm is not signal.SIG_IGN:
+            restore_handlers(previous_stops)
+        if stops.count:
             self.abort()
-            signal.raise_signal(signal.SIGTERM)  # to the handler before: the command line's exits with 143
-            raise SystemExit(128 + signal.SIGTERM)  # (a handler that returned)
+            signal.raise_signal(stops.signum)  # to the handler before: the command line's exits with 128 + it
+            raise SystemExit(128 + stops.signum)  # (a handler that returned)
         # imageio-ffmpeg keeps ffmpeg's process to itself; its exit status is the only sign that a
         # file it wrote is whole (an unwritable or full disk otherwise passes silently).
         self._ffmpeg = self._gen.gi_frame.f_locals.get("p")

@@ -29,6 +29,7 @@ import numpy as np
 
 from camera.controls import InputState, MotionState
 from camera.pose import Pose
+from explorer.interrupts import STOP_SIGNALS
 from explorer.session import frame_sha1
 from world.base import World
 from world.level import Level
@@ -152,12 +153,11 @@ class Worker:
 
 
 def _start_deaf_to_stop_signals(process) -> None:
-    """Starts the world's process with SIGINT and SIGTERM blocked (a signal mask survives fork and exec). A Ctrl-C
-    in a terminal signals the whole process group, and one during the child's first second (its imports, before
-    `serve` can ignore it) killed it, ending the game with an error. The game decides what a Ctrl-C does; its own
-    signals wait in its other threads or until the mask is restored here, so none is lost."""
-    stops = {signal.SIGINT, signal.SIGTERM}
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+    """Starts the world's process with the stop signals (SIGINT, SIGTERM, SIGHUP) blocked (a signal mask survives
+    fork and exec). A Ctrl-C in a terminal signals the whole process group, and one during the child's first second
+    (its imports, before `serve` can ignore it) killed it, ending the game with an error. The game decides what a
+    Ctrl-C does; its own signals wait in its other threads or until the mask is restored here, so none is lost."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         process.start()
     finally:
@@ -168,10 +168,11 @@ def serve(open_world: WorldFactory, kind: str, size, seed: int, jobs, results) -
     """The worker's body, on its thread or in its process: open the world, then do jobs until a None."""
     if multiprocessing.parent_process() is not None:
         threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
-        # Ctrl-C in a terminal signals the whole process group: the game decides (it finishes the step on screen
-        # and closes this worker); a child that died of it would end the game with an error instead
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # as `timeout` sends it to the whole group
+        # Ctrl-C in a terminal signals the whole process group (as `timeout` and a closed terminal do): the game
+        # decides (it finishes the step on screen and closes this worker); a child that died of it would end the
+        # game with an error instead
+        for stop in STOP_SIGNALS:
+            signal.signal(stop, signal.SIG_IGN)
     try:
         host = WorldHost(open_world, kind, size, seed)
         results.put(host.opened)

@@ -558,6 +558,23 @@ def test_held_interrupts_act_after_the_block():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_an_ignored_stop_signal_stays_ignored():
+    # `nohup explorer train ...` ignores SIGHUP so that the training outlives its terminal: catching it there would
+    # stop the training when the terminal closed.
+    import signal
+
+    from explorer.interrupts import handle_stop_signals, restore_handlers
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        previous = handle_stop_signals(lambda signum, frame: None)
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN and signal.SIGHUP not in previous
+        assert signal.getsignal(signal.SIGTERM) is not previous[signal.SIGTERM]
+        restore_handlers(previous)
+        assert signal.getsignal(signal.SIGTERM) is previous[signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGHUP, before)
+
+
 def test_mini_ships_under_30_mib_in_bf16():
     import torch
     from model.config import get_config

@@ -397,6 +397,34 @@ def test_a_terminated_render_leaves_no_partial_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_render_whose_terminal_is_closed_leaves_no_partial_file(tmp_path):
+    # Closing the terminal sends SIGHUP, which Python leaves to kill the process: .walk.mp4.*.partial.mp4 stayed.
+    import signal
+    import time
+    from conftest import Terminal
+    (tmp_path / "walk.mp4").write_bytes(b"an older render")
+    term = Terminal([sys.executable, "-m", "explorer.cli", "render", "--level", "meadow", "--path", WALK, "--out",
+                     str(tmp_path / "walk.mp4"), "--size", "640x360"])
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".*partial*")) and term.proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # until the video is being written
+    term.hang_up()
+    assert term.proc.wait(timeout=60) == 128 + signal.SIGHUP, term.text
+    assert [f.name for f in tmp_path.iterdir()] == ["walk.mp4"]
+    assert (tmp_path / "walk.mp4").read_bytes() == b"an older render"
+
+
+def test_output_to_a_reader_that_has_gone_ends_quietly(tmp_path):
+    # `explorer levels | head -1`: the pipe's reader gone, the last lines raised BrokenPipeError, a traceback.
+    import signal
+    read, write = os.pipe()
+    os.close(read)
+    proc = subprocess.run([sys.executable, "-m", "explorer.cli", "levels"], stdout=write, stderr=subprocess.PIPE,
+                          text=True, timeout=60)
+    os.close(write)
+    assert proc.returncode == 128 + signal.SIGPIPE and proc.stderr == "", proc.stderr  # as `yes | head` reports
+
+
 def test_data_refuses_what_memory_or_the_disk_cannot_hold(tmp_path):
     # A shard is held in memory before it is written: 1 clip of 100001 frames at 8192x8192 raised MemoryError;
     # 10^9 clips began writing 250 TB.

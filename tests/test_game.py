@@ -686,6 +686,26 @@ def test_ctrl_c_in_the_terminal_quits_like_closing_the_window(tmp_path, xvfb):
     assert code == 0 and f"{n} of {n} frames match" in out, err
 
 
+def test_closing_the_terminal_quits_like_closing_the_window(tmp_path, xvfb):
+    """Closing the terminal that runs the game (SIGHUP, then its writes fail) closes the session with whole steps,
+    as quitting does; SIGHUP used to kill the game mid-step, its session without an end."""
+    from conftest import Terminal
+    sessions = tmp_path / "sessions"
+    term = Terminal([sys.executable, "-m", "explorer.cli", "play", "--world", "reference", "--level", "meadow",
+                     "--size", f"{SIZE[0]}x{SIZE[1]}", "--seconds", "60", "--window", f"{WINDOW[0]}x{WINDOW[1]}",
+                     "--sessions-dir", str(sessions)], env=display_env(xvfb))
+    try:
+        session = wait_for_lines(sessions, 30)
+    finally:
+        term.hang_up()
+    assert term.proc.wait(timeout=30) == 128 + signal.SIGHUP, term.text
+    assert "ended" in json.loads((session / "session.json").read_text())
+    n = len(trajectory(session))
+    assert (n - 1) % FRAMES_PER_STEP == 0
+    code, out, err = run_cli("replay", str(session), "--check")
+    assert code == 0 and f"{n} of {n} frames match" in out, err
+
+
 def test_sigterm_twice_to_the_group_quits_like_closing_the_window(tmp_path, xvfb):
     """As `timeout` ends a run: SIGTERM to the game, then to its whole process group, within a moment. The
     session is closed and the numbers printed (SIGTERM used to kill the game mid-step, printing nothing)."""

@@ -517,6 +517,27 @@ def test_a_diffusion_model_that_cannot_teach_the_stage_is_refused(data, tmp_path
     make_stage("consistency", data, tmp_path / "new", init, diffusion=str(shipped))  # accepted
 
 
+def test_closing_the_terminal_stops_training_after_the_step_saved(data, tmp_path):
+    # SIGHUP (the terminal closed) killed the training where it was, losing every step since the last save.
+    import signal
+    import sys
+    import time
+    from conftest import Terminal
+    run = tmp_path / "run"
+    term = Terminal([sys.executable, "-m", "explorer.cli", "train", "vae", "--data", str(data), "--run", str(run),
+                     "--config", "tiny", "--steps", "100000", "--batch", "2", "--val-clips", "2", "--save-every",
+                     "100000"])
+    deadline = time.monotonic() + 120
+    metrics = run / "vae" / "metrics.jsonl"
+    while not (metrics.exists() and metrics.stat().st_size) and term.proc.poll() is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.1)  # until it trains
+    term.hang_up()
+    assert term.proc.wait(timeout=120) == 128 + signal.SIGHUP, term.text
+    step = int(read_safetensors(run / "vae" / "state.safetensors")[1]["step"])
+    assert step >= 1
+
+
 def test_a_sigterm_stops_training_after_the_step_saved_and_exits_143(data, tmp_path):
     # It exited 130, as for Ctrl-C, where play and render exit 143 for a SIGTERM.
     import signal

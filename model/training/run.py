@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from camera.embedding import CameraScaling
 from camera.errors import InputError, parse_json, read_text, remove_empty_folders, write_replacing
+from explorer.interrupts import handle_stop_signals, restore_handlers
 from model.config import ModelConfig
 from model.training.data import Clips, measure_camera_scaling
 from model.training.distributed import Dist
@@ -160,14 +161,12 @@ def learning_rate(base: float, warmup: int, step: int) -> float:
 
 
 class StopRequest:
-    """Ctrl-C (or a SIGTERM, e.g. from a session that ends) asks the loop to stop after the current step: a step cut
-    in half could leave the weights half updated. A second signal stops at once."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    """Ctrl-C (or a SIGTERM, e.g. from a session that ends, or the terminal closed) asks the loop to stop after the
+    current step: a step cut in half could leave the weights half updated. A second signal stops at once."""
 
     def __enter__(self):
         self.requested, self.signum = False, None
-        self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        self.previous = handle_stop_signals(self._handle)
         return self
 
     def _handle(self, signum, frame):
@@ -176,8 +175,7 @@ class StopRequest:
         self.requested, self.signum = True, signum
 
     def __exit__(self, *exc):
-        for s, handler in self.previous.items():
-            signal.signal(s, handler)
+        restore_handlers(self.previous)
 
 
 def fit(stage, run: RunFolder, d: Dist) -> None:
@@ -225,6 +223,6 @@ def fit(stage, run: RunFolder, d: Dist) -> None:
                 clock = time.perf_counter()  # the next it/s measures training alone
             if stopping:
                 bar.write(f"stopped at step {done}, saved (continue with --resume)")
-                if stop.signum == signal.SIGTERM:  # the shell reports 143 for it (130 is Ctrl-C's), as play exits
-                    raise SystemExit(128 + signal.SIGTERM)
+                if stop.signum != signal.SIGINT:  # the shell reports 143 for a SIGTERM (130 is Ctrl-C's), as play
+                    raise SystemExit(128 + stop.signum)  # exits
                 raise KeyboardInterrupt
