@@ -273,6 +273,24 @@ def test_summary_nets_out_timing_jitter(tmp_path):
     assert summary(read_session(writer.path))["dropped"] == 0
 
 
+def test_summary_leaves_out_the_refill_after_a_resume_but_counts_a_drop_beside_it(tmp_path):
+    # After the menu's Resume the pipeline refills (4 ticks without a new frame here), which counted 3 to 4 dropped
+    # frames; a tick lost within the steps after it still counts.
+    level = load_level("meadow")
+    writer = SessionWriter(tmp_path, level, "reference", 0, 24, (16, 8), "test")
+    ts = [0.0] + [0.2 + i / 24 for i in range(4)]  # frame 0, then a step
+    ts += [ts[-1] + (5 + i) / 24 for i in range(4)]  # resumed: the next step 5 ticks after the last frame
+    ts += [ts[-1] + (2 + i) / 24 for i in range(4)]  # and one more, a tick late (dropped)
+    for i, t in enumerate(ts):
+        if i == 5:
+            writer.resume()
+        writer.frame(t, 0 if i == 0 else (i + 3) // 4, level.start, InputState(), 10.0, 100.0, "0" * 40)
+    writer.close()
+    session = read_session(writer.path)
+    assert session.resumes == [5]
+    assert summary(session)["dropped"] == 1
+
+
 def test_deeply_nested_json_is_one_line_not_a_recursion_error(tmp_path):
     # json.loads recurses once a level: a thousand deep was a RecursionError traceback from replay, path
     # from-session and python -m explorer.session.
