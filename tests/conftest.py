@@ -4,9 +4,20 @@ import os
 os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 
+import signal  # noqa: E402
+
 import torch  # noqa: E402
 
 torch.set_num_threads(2)
+
+# A test run started in the background of a script (`pytest &`) begins with Ctrl-C ignored, as shells start their
+# background jobs, and one under `nohup` with SIGHUP ignored; the commands respect that (an ignored stop signal
+# stays ignored), so the tests of what Ctrl-C or a closed terminal does give them back, to this process and to the
+# commands it starts, as a terminal would.
+for _stop, _default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL),
+                        (signal.SIGHUP, signal.SIG_DFL)):
+    if signal.getsignal(_stop) is signal.SIG_IGN:
+        signal.signal(_stop, _default)
 
 
 class Terminal:

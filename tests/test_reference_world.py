@@ -144,3 +144,35 @@ def test_objects_stand_where_the_camera_looks(world):
     changed = np.abs(with_house - without).max(axis=2) > 20
     assert changed[H // 2 - 1:H // 2 + 1, W // 2 - 1:W // 2 + 1].all()
     assert 0.01 < changed.mean() < 0.9
+
+
+def test_a_stop_signal_while_drawing_acts_once_the_gl_calls_are_done():
+    # render's SIGTERM and SIGHUP raise SystemExit in their handler; raised inside moderngl's building of a program
+    # (it calls back into Python there), the process crashed with SIGSEGV, one closed terminal in four.
+    import os
+    import signal
+
+    world = ReferenceWorld((32, 16))
+    try:
+        level = load_level("meadow")
+        world.reset(level)
+        drawn, draw = [], world._renderer.draw
+
+        def draw_after_a_signal(pose, size):
+            os.kill(os.getpid(), signal.SIGTERM)
+            draw(pose, size)  # GL calls after the signal came
+            drawn.append(pose)
+
+        def stop(signum, frame):
+            raise SystemExit(128 + signum)
+
+        world._renderer.draw = draw_after_a_signal
+        previous = signal.signal(signal.SIGTERM, stop)
+        try:
+            with pytest.raises(SystemExit):
+                world.render([level.start] * 3)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        assert len(drawn) == 3  # the signal waited for the frames, then acted
+    finally:
+        world.close()

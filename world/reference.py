@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
@@ -16,6 +17,7 @@ import numpy as np
 
 from camera.errors import InputError
 from camera.pose import Pose
+from explorer.interrupts import held_interrupts
 from world.base import FRAMES_PER_STEP
 from world.gl_scene import GLResources, SceneRenderer
 from world.level import Level, list_levels, load_level
@@ -30,14 +32,23 @@ class ReferenceWorld:
         the previous context, bound framebuffer and enable flags are restored afterwards."""
         self.size = (int(size[0]), int(size[1]))
         self._own_ctx = ctx is None
-        self.ctx = moderngl.create_standalone_context(backend="egl") if ctx is None else ctx
-        with self.ctx:
+        with held_interrupts():
+            self.ctx = moderngl.create_standalone_context(backend="egl") if ctx is None else ctx
+        with self._drawing():
             self.fbo = self.ctx.framebuffer(color_attachments=[self.ctx.renderbuffer(self.size, components=3)],
                                             depth_attachment=self.ctx.depth_renderbuffer(self.size))
             self._scope = self.ctx.scope(self.fbo, enable_only=moderngl.DEPTH_TEST | moderngl.CULL_FACE)
             self._res = GLResources(self.ctx)
         self._renderer: SceneRenderer | None = None
         self._pose: Pose | None = None
+
+    @contextmanager
+    def _drawing(self):
+        """The context made current, and stop signals (Ctrl-C, SIGTERM, SIGHUP) held until the GL calls are done:
+        moderngl calls back into Python as it builds a program, and a signal handler's exception raised there
+        (render's SIGTERM and SIGHUP raise SystemExit) crashed the process (a NULL it put in a dict, SIGSEGV)."""
+        with held_interrupts(), self.ctx:
+            yield
 
     # --- World protocol ---
     def reset(self, level: Level | str | Path, seed: int = 0) -> np.ndarray:
@@ -69,7 +80,7 @@ class ReferenceWorld:
         keeps what was built for it."""
         if self._renderer is not None and self._renderer.scene == scene:
             return
-        with self.ctx:
+        with self._drawing():
             if self._renderer is not None:
                 self._renderer.release()
             self._renderer = SceneRenderer(self._res, scene)
@@ -80,7 +91,7 @@ class ReferenceWorld:
             raise RuntimeError("no scene: call reset(level) or set_scene(scene) first")
         w, h = self.size
         frames = np.empty((len(poses), h, w, 3), np.uint8)
-        with self.ctx, self._scope:
+        with self._drawing(), self._scope:
             self.ctx.front_face = "ccw"
             for i, pose in enumerate(poses):
                 self.fbo.clear(depth=1.0)
@@ -91,14 +102,15 @@ class ReferenceWorld:
         return np.ascontiguousarray(frames[:, ::-1])  # GL rows run bottom-up
 
     def close(self) -> None:
-        with self.ctx:
+        with self._drawing():
             if self._renderer is not None:
                 self._renderer.release()
                 self._renderer = None
             self._res.release()
             self.fbo.release()
         if self._own_ctx:
-            self.ctx.release()
+            with held_interrupts():
+                self.ctx.release()
 
 
 def save_level_screenshots(out_dir, size: tuple[int, int] = (512, 288)) -> list[Path]:
