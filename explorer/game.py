@@ -442,15 +442,18 @@ class Game:
         """Open a world of `kind` on a new worker, start a session, and ask for the first frame, seen from `start`
         (default: the level's start)."""
         c = self.config
-        self.worker = Worker(self.open_world, kind, c.size if kind == "reference" else None, c.seed,
-                             process=c.world_process)
-        self.kind = kind
-        self.session = SessionWriter(c.sessions_dir, c.level, kind, c.seed, FPS, self.worker.size, self.worker.device,
-                                     self.worker.checkpoint, self.worker.checkpoint_sha256,
-                                     random_config=c.random_weights if kind == "generated" else None,
-                                     threads=self.worker.threads, controls=c.controls,
-                                     display={"reproject": c.reproject, "window": list(self.window),
-                                              "fullscreen": c.fullscreen})
+        worker = Worker(self.open_world, kind, c.size if kind == "reference" else None, c.seed, process=c.world_process)
+        try:
+            session = SessionWriter(c.sessions_dir, c.level, kind, c.seed, FPS, worker.size, worker.device,
+                                    worker.checkpoint, worker.checkpoint_sha256,
+                                    random_config=c.random_weights if kind == "generated" else None,
+                                    threads=worker.threads, controls=c.controls,
+                                    display={"reproject": c.reproject, "window": list(self.window),
+                                             "fullscreen": c.fullscreen})
+        except BaseException:  # no session folder to log into: the world opened for it is closed, and self.kind
+            worker.close()     # still names the world before, which a failed Restart or Switch world opens again
+            raise
+        self.worker, self.kind, self.session = worker, kind, session
         self.sessions.append(self.session.path)
         self.hud = Hud(kind, self.worker.device, FPS)
         start = c.level.start if start is None else start

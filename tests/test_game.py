@@ -987,6 +987,29 @@ def test_restart_after_the_start_picture_was_deleted_says_so_and_stays(tmp_path)
         game.message
 
 
+def test_a_world_whose_session_cannot_be_written_is_closed_and_the_world_before_stays_named(tmp_path):
+    # A session folder that could not be made (its parent turned into a file) left the new world's worker running,
+    # and self.kind named the world that had just failed: Restart's fallback opened that one again.
+    (tmp_path / "file").write_text("not a folder")
+    opened, closed = [], []
+
+    class Counted(ReferenceWorld):
+        def close(self):
+            closed.append(self)
+            super().close()
+
+    def open_world(kind, size):
+        opened.append(Counted(SIZE))
+        return opened[-1]
+
+    game = Game(GameConfig(load_level("meadow"), "reference", SIZE, sessions_dir=tmp_path / "file" / "sessions"),
+                open_world, ScriptedInput([]))
+    game.window, game.kind = WINDOW, "reference"
+    with pytest.raises(OSError):
+        game._begin("generated")
+    assert game.kind == "reference" and len(opened) == 1 and closed == opened
+
+
 def test_a_world_begun_away_from_the_start_does_not_start_from_the_start_picture(tmp_path):
     """Switch world where the player stood, on a level with a scene and a start picture: the generated world
     started from the picture (the game moved the level's start to the player, so the picture looked in place)."""
