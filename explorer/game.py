@@ -73,7 +73,8 @@ MESSAGE_SECONDS = 3.0
 HINT_SECONDS = 8.0
 NO_SCENE = "this level has only a start image: the reference world needs a [scene] to draw"
 DROPPED_WHILE_OPENING = [pygame.KEYDOWN, pygame.MOUSEBUTTONDOWN, pygame.MOUSEWHEEL, pygame.MOUSEMOTION,
-                         pygame.CONTROLLERBUTTONDOWN]  # what a Restart or Switch world drops that came during it
+                         pygame.CONTROLLERBUTTONDOWN]  # what came while a world opened, but for the window's keys:
+KEPT_WHILE_OPENING = (pygame.K_F1, pygame.K_F11, pygame.K_F12)  # HUD, fullscreen, screenshot (of the first frame)
 SCREENSHOT_SAID = "screenshot: "  # the message that names a screenshot's file
 SMALLEST_TEXT = 0.75  # an overlay's text is scaled down to fit a window at most this far; its lines wrap beyond
 COLUMN_GAP = "   "  # between the columns of an overlay's line (the HUD's numbers, the hint's keys): where it wraps
@@ -442,7 +443,9 @@ class Game:
         """Open a world of `kind` on a new worker, start a session, and ask for the first frame, seen from `start`
         (default: the level's start)."""
         c = self.config
-        worker = Worker(self.open_world, kind, c.size if kind == "reference" else None, c.seed, process=c.world_process)
+        worker = Worker(self.open_world, kind, c.size if kind == "reference" else None, c.seed, process=c.world_process,
+                        waiting=self._opening(kind))
+        self._drop_presses_made_while_opening()
         try:
             session = SessionWriter(c.sessions_dir, c.level, kind, c.seed, FPS, worker.size, worker.device,
                                     worker.checkpoint, worker.checkpoint_sha256,
@@ -476,6 +479,34 @@ class Game:
         self.worker.submit(Job([Tick(self._clock(), InputState(), self.motion)], 0, 0, start,
                                reset=c.level, split=self.split))  # the level as it is: Level.at places it
         self.pacer.submitted(self.tick)
+
+    def _opening(self, kind: str):
+        """What the loop does while a world opens (the loop itself waits: seconds, loading a model): the window is
+        kept answering its window manager, and from STALL_SECONDS on the screen counts the seconds."""
+        started, said = time.perf_counter(), [0]
+
+        def waiting() -> None:
+            if not pygame.display.get_init():  # no window (a test of the game's parts)
+                return
+            pygame.event.pump()
+            seconds = int(time.perf_counter() - started)
+            if seconds >= STALL_SECONDS and seconds != said[0]:
+                said[0] = seconds
+                self._show_now(f"opening the {kind} world... {seconds} s")
+        return waiting
+
+    def _drop_presses_made_while_opening(self) -> None:
+        """Presses and pointer moves made while a world opened are dropped, but for the window's keys (F1, F11,
+        F12): with no picture they acted unseen once it had (Esc, Down, Enter: a Quit chosen blind; each Restart or
+        Switch world chosen in those seconds opened yet another world, ten in a row: over a minute without a
+        picture), and the mouse's moves turned the new camera at once. Held keys still walk (they are read as held),
+        key-ups and closing the window still count."""
+        if not pygame.display.get_init():
+            return
+        kept = [e for e in pygame.event.get(eventtype=DROPPED_WHILE_OPENING)
+                if e.type == pygame.KEYDOWN and e.key in KEPT_WHILE_OPENING]
+        for event in kept:
+            pygame.event.post(event)
 
     def _end(self) -> None:
         """Show the rest of the step on screen (so the log holds whole steps), close the session and the world."""
@@ -615,11 +646,6 @@ class Game:
         except Exception as e:  # noqa: BLE001 - a world that cannot be opened must not end the game
             self._begin(self.kind, start)
             self._say(f"cannot open the {kind} world: {str(e).splitlines()[0]}")
-        # Presses and pointer moves made while it opened are dropped: each Restart or Switch world chosen in those
-        # seconds opened yet another world once this one had (ten in a row: over a minute without a picture), and
-        # the mouse's moves turned the new camera at once. Held keys still walk (they are read as held), key-ups
-        # and closing the window still count.
-        pygame.event.clear(eventtype=DROPPED_WHILE_OPENING)
 
     def _split_label(self) -> str:
         """The split view's worlds in the order shown: side by side, or one above the other (`panel_rects`)."""

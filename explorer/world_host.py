@@ -84,7 +84,9 @@ class Opened:
 class Worker:
     """The game's side: `submit` a job when not `busy`, `poll` for its result (never blocks), `close` at the end."""
 
-    def __init__(self, open_world: WorldFactory, kind: str, size, seed: int, process: bool = False):
+    def __init__(self, open_world: WorldFactory, kind: str, size, seed: int, process: bool = False,
+                 waiting: Callable[[], None] | None = None):
+        """Opens the world (`waiting`, if given, is called about every 0.1 s until it has: a window kept alive)."""
         self.busy, self.process = False, process
         if process:  # spawn, not fork: the parent has a GL context and threads that a forked child must not inherit
             mp = multiprocessing.get_context("spawn")
@@ -99,7 +101,7 @@ class Worker:
             _start_deaf_to_stop_signals(self._runner)
         else:
             self._runner.start()
-        opened = self._get(block=True)  # the only wait, at start-up: a world that cannot be opened fails here
+        opened = self._get(block=True, waiting=waiting)  # the only wait: a world that cannot be opened fails here
         if isinstance(opened, BaseException):
             self._runner.join()
             raise opened
@@ -135,13 +137,15 @@ class Worker:
             self._runner.kill()
         self._runner.join()
 
-    def _get(self, block: bool):
+    def _get(self, block: bool, waiting: Callable[[], None] | None = None):
         while True:
             try:
                 return self._results.get(timeout=0.1) if block else self._results.get_nowait()
             except queue.Empty:
                 if self._runner.is_alive():
                     if block:
+                        if waiting is not None:
+                            waiting()
                         continue
                     return None
                 try:  # it may have put its last word just before it ended

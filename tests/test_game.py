@@ -1010,6 +1010,30 @@ def test_a_world_whose_session_cannot_be_written_is_closed_and_the_world_before_
     assert game.kind == "reference" and len(opened) == 1 and closed == opened
 
 
+def test_presses_while_the_first_world_opens_are_dropped_and_the_screen_counts_the_seconds(tmp_path, window):
+    # Esc, Down x3, Enter pressed at the black "opening the generated world..." screen did nothing there, then, once
+    # the world had opened, chose Quit from a menu never seen (exit 0, no session). The screen also said nothing
+    # for the 6-9 s a model takes to load on a busy machine.
+    said = []
+
+    def open_world(kind, size):
+        time.sleep(0.3)
+        for key in (pygame.K_ESCAPE, pygame.K_DOWN, pygame.K_DOWN, pygame.K_DOWN, pygame.K_RETURN, pygame.K_F12):
+            pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=key, mod=0, unicode="", scancode=0))
+            pygame.event.post(pygame.event.Event(pygame.KEYUP, key=key, mod=0, unicode="", scancode=0))
+        time.sleep(2.0)  # a model loading
+        return ReferenceWorld(size)
+
+    config = GameConfig(load_level("meadow"), "reference", SIZE, window=WINDOW, seconds=1.5, sessions_dir=tmp_path)
+    game = Game(config, open_world, ScriptedInput([InputState({"forward"})] * 100))
+    show_now = game._show_now
+    game._show_now = lambda text: (said.append(text), show_now(text))
+    assert game.run() == 0
+    assert not game.paused and len(read_session(game.sessions[0]).frames) > 24  # played on, no menu
+    assert list(game.sessions[0].glob("screenshot-*.png"))  # the window's keys are kept: F12 took the first frame
+    assert "opening the reference world... 1 s" in said and "opening the reference world... 2 s" in said, said
+
+
 def test_a_world_begun_away_from_the_start_does_not_start_from_the_start_picture(tmp_path):
     """Switch world where the player stood, on a level with a scene and a start picture: the generated world
     started from the picture (the game moved the level's start to the player, so the picture looked in place)."""
