@@ -483,6 +483,26 @@ def test_a_damaged_metrics_log_is_read_past(tmp_path):
     assert [json.loads(line) for line in metrics.path.read_text().splitlines()] == good[:2]
 
 
+def test_a_resume_that_cannot_rewrite_the_metrics_log_leaves_it_whole(tmp_path, monkeypatch):
+    # truncate wrote the log in place: a full disk (or a kill) as --resume began left metrics.jsonl empty.
+    import pathlib
+
+    from model.training.run import Metrics
+    metrics = Metrics(tmp_path)
+    before = "".join(json.dumps({"step": s, "loss": 1.0 / s}) + "\n" for s in (1, 2, 3))
+    metrics.path.write_text(before)
+    write_text = pathlib.Path.write_text
+
+    def full_disk(self, text, *args, **kwargs):
+        write_text(self, text[:10], *args, **kwargs)  # what fitted
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(pathlib.Path, "write_text", full_disk)
+    with pytest.raises(InputError, match="No space left on device"):
+        metrics.truncate(2)
+    monkeypatch.undo()
+    assert metrics.path.read_text() == before and [f.name for f in tmp_path.iterdir()] == ["metrics.jsonl"]
+
+
 def test_a_bad_diffusion_model_is_refused_before_the_latents_are_encoded(data, tmp_path, init):
     # It was refused only once every clip was encoded (12 to 55 minutes for mini), the latents left in the new run.
     bad = tmp_path / "bad.safetensors"

@@ -114,9 +114,11 @@ class Metrics:
         return records
 
     def truncate(self, step: int) -> None:
-        """Drops lines past `step` (logged after the state being resumed was saved) and those `records` leaves out."""
+        """Drops lines past `step` (logged after the state being resumed was saved) and those `records` leaves out;
+        written beside it and renamed into place, so a full disk or a kill leaves the log as it was (not empty)."""
         if self.path.exists():
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records() if r["step"] <= step))
+            kept = "".join(json.dumps(r) + "\n" for r in self.records() if r["step"] <= step)
+            write_replacing(self.path, lambda tmp: tmp.write_text(kept), field=None)
 
     def write(self, record: dict) -> None:
         with open(self.path, "a") as f:
