@@ -472,6 +472,7 @@ class Game:
         self.t0: float | None = None          # when frame 0 was shown, on the play clock (the menu's time left out)
         self.logged_pose: Pose | None = None  # the camera of the last frame logged (after a rewind: its target's)
         self.screen_pose = None               # the pose of the frame on screen (this world's): see _view_pose
+        self.screen_frame = 0                 # its number in the session (a screenshot's name)
         self.at_boundary = False              # the last frame shown was the last of its step
         self.filling = True                   # no step back yet since the start or a rewind: not a stall
         self.pacer = Pacer()
@@ -755,6 +756,7 @@ class Game:
         self.logged_pose = target.motion.pose
         self.filling = True
         self._present(target.image, target.side, target.motion.pose)
+        self.screen_frame = target.frame
         back = (now - target.played) / FPS
         self._say(f"rewound {back:.1f} s" + ("" if now - target.played >= self.ring.back else " (as far back as kept)"))
 
@@ -765,6 +767,7 @@ class Game:
         shown = self.buffer.popleft() if self.buffer and advance else None
         if shown is not None:
             self._present(shown.frame, shown.side, shown.tick.motion.pose)
+            self.screen_frame = self.session.frames  # the number _log gives it, below
         elif advance and not self.filling:
             self.hud.dropped += 1
         view = self._view_pose()
@@ -776,7 +779,7 @@ class Game:
             self.presenter.set_view(self.screen_pose.rotation().as_matrix().T @ view.rotation().as_matrix(), view.fov)
         self.presenter.draw(self.ctx.screen, size)
         while self.screenshots_requested and self.screen_pose is not None:
-            self._screenshot(size, self.session.frames - (shown is None))  # the frame on screen, logged or not
+            self._screenshot(size, self.screen_frame)
         pygame.display.flip()
         if shown is not None:
             self._log(shown, self._clock())

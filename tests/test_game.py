@@ -1071,6 +1071,25 @@ def test_two_f12_presses_in_one_frame_make_two_files(tmp_path, window):
     assert game.screenshots[1].name == game.screenshots[0].stem + "-2.png"
 
 
+def test_a_screenshot_right_after_a_rewind_is_named_by_the_frame_it_shows(tmp_path, window):
+    # It was named by the last frame logged before the rewind, not the rewind's target, which is on screen.
+    config = GameConfig(load_level("meadow"), "reference", SIZE, window=WINDOW, seconds=4.0, sessions_dir=tmp_path)
+    game = Game(config, lambda kind, size: ReferenceWorld(size),
+                ScriptedInput([InputState({"forward"})] * 70, {70: [pygame.K_r]}))
+    shots = []
+    rewind = game._rewind
+
+    def rewind_then_screenshot():
+        rewind()
+        game.screenshots_requested += 1  # F12 in the same pass, handled after R
+        shots.append(game.session.frames)
+    game._rewind = rewind_then_screenshot
+    assert game.run() == 0
+    [r] = read_session(game.sessions[0]).rewinds
+    assert shots and r.to_frame < shots[0] - 1
+    assert [p.name for p in game.sessions[0].glob("screenshot-*.png")] == [f"screenshot-{r.to_frame:05d}.png"]
+
+
 def test_a_screenshot_does_not_show_the_message_naming_the_one_before(tmp_path, window):
     # F12 a second after F12: the second picture carried "screenshot: …/screenshot-00566.png", the other file
     config = GameConfig(load_level("meadow"), "reference", SIZE, window=WINDOW, seconds=2.0, sessions_dir=tmp_path)
