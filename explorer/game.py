@@ -53,7 +53,7 @@ import moderngl  # noqa: E402
 import pygame  # noqa: E402
 
 from camera.controls import ControlSettings, InputState, MotionState, mouse_look, step as control_step  # noqa: E402
-from camera.errors import InputError  # noqa: E402
+from camera.errors import InputError, partial_file  # noqa: E402
 from camera.pose import Pose, at_rest  # noqa: E402
 from explorer.hud import FrameStats, Hud, Menu, TextPanel  # noqa: E402
 from explorer.interrupts import HeldInterrupts, handle_stop_signals, restore_handlers  # noqa: E402
@@ -373,6 +373,7 @@ class Game:
         self.sessions: list[Path] = []       # the session folders written, in order
         self.screenshots: list[Path] = []
         self.savers: list[threading.Thread] = []
+        self.savers_said: list[str] = []  # by the screenshot savers' threads, for the loop to put on screen
         self.done = False
         # time in the menu is off the play clock, from when the frames asked for before it are shown (`_settle`)
         self.paused, self.paused_seconds, self.paused_since = False, 0.0, None
@@ -422,6 +423,7 @@ class Game:
                 self._close_session()  # the world failed before its first frame: no empty session folder
             for saver in self.savers:
                 saver.join()
+            self._hear_savers()
             if not XErrors.window_gone:  # SDL would wait for X to tell it about the window it no longer has
                 self.presenter.release()
                 pygame.display.quit()
@@ -824,6 +826,7 @@ class Game:
     def _overlays(self, pose) -> None:
         """The HUD (at `pose`, what the screen shows), the menu, the message and the warning, re-rendered where their
         text changed."""
+        self._hear_savers()
         now = time.perf_counter()
         if self.message is not None and now > self.message[1]:
             self.message = None
@@ -860,6 +863,12 @@ class Game:
     def _say(self, text: str, seconds: float = MESSAGE_SECONDS) -> None:
         self.message = (text, time.perf_counter() + seconds)
 
+    def _hear_savers(self) -> None:
+        """What the screenshot savers said, said here on the loop's thread (a saver's own assignment could come
+        between the loop's test of the message's age and its clearing, and be lost)."""
+        while self.savers_said:
+            self._say(self.savers_said.pop(0))
+
     def _show_now(self, text: str) -> None:
         """Put `text` on screen at once, over the last frame, before something that holds up the loop (the next
         draw takes it away)."""
@@ -876,10 +885,17 @@ class Game:
         surface = pygame.image.frombuffer(image.tobytes(), size, "RGB")
 
         def save() -> None:  # a full disk, or the folder gone: said on screen, as the saving was, and play goes on
-            try:
-                pygame.image.save(surface, str(path))
+            tmp = None
+            try:  # through a file renamed into place: a kill part-way leaves no half a PNG under the name
+                tmp = partial_file(path)
+                pygame.image.save(surface, str(tmp))
+                os.replace(tmp, path)
             except (pygame.error, OSError) as e:
-                self._say(f"screenshot not saved: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+                why = str(e).splitlines()
+                self.savers_said.append(f"screenshot not saved: {why[0] if why else type(e).__name__}")
+            finally:
+                if tmp is not None:
+                    tmp.unlink(missing_ok=True)
         saver = threading.Thread(target=save, name="screenshot")
         self._say(f"{SCREENSHOT_SAID}{path}")
         saver.start()  # PNG compression takes ~0.1 s: longer than a frame

@@ -1119,6 +1119,22 @@ def test_a_screenshot_that_cannot_be_saved_is_said_on_screen_and_play_goes_on(tm
     assert "Traceback" not in capfd.readouterr().err
 
 
+def test_a_screenshot_is_written_beside_its_name_and_renamed_into_place(tmp_path, monkeypatch, window):
+    # It was written under its own name: a kill during the ~0.1 s of PNG compression left half a PNG there.
+    written, save = [], pygame.image.save
+
+    def recorded(surface, path):
+        written.append(Path(path))
+        save(surface, path)
+    monkeypatch.setattr(pygame.image, "save", recorded)
+    config = GameConfig(load_level("meadow"), "reference", SIZE, window=WINDOW, seconds=1.0, sessions_dir=tmp_path)
+    game = Game(config, lambda kind, size: ReferenceWorld(size), ScriptedInput([], {8: [pygame.K_F12]}))
+    assert game.run() == 0
+    [shot] = game.sessions[0].glob("*.png")
+    assert written and written[0].parent == shot.parent and written[0].name != shot.name
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not written[0].exists()
+
+
 def test_the_first_picture_says_how_to_walk(tmp_path, window, monkeypatch):
     # The HUD lists F1, F12, R, Tab and Esc; nothing on screen said that WASD and the mouse move the camera.
     from explorer import keys
