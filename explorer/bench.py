@@ -3,7 +3,9 @@
 DESIGN section 7. The main measurement streams `seconds` of video (6 latent steps per second) through
 GeneratedWorld.step, exactly the client's per-step work: camera embedding, one generator forward with the KV cache,
 one streaming decode. The baselines run the same generator and decoder on the same inputs:
-- no_kv_cache: no cache; every step recomputes the sink and the whole window with the block-causal forward;
+- no_kv_cache: no cache; every step recomputes the sink and the whole window with the block-causal forward (a
+  speed baseline: with more than one block its frames differ slightly from the cached stream's, whose cached keys
+  saw up to depth x window frames back through the earlier frames' hidden states, model/generator.py);
 - ar_diffusion_4step: a 4-step sampler (four denoising passes that read the cache without writing it, then a
   cache-refresh pass on the clean frame), as Self-Forcing and CausVid do.
 - no_cuda_graphs (on a GPU, where the step replays CUDA graphs: world/cuda_graphs.py): the same step run eagerly.

@@ -62,7 +62,7 @@ from explorer.presenter import MARGIN, Presenter, overlap, overlay_rect, split_s
 from explorer.session import SessionWriter  # noqa: E402
 from explorer.world_host import OTHER_WORLD, Job, Result, Tick, Worker, WorldFactory  # noqa: E402
 from world.base import FPS, FRAMES_PER_STEP  # noqa: E402
-from world.level import check_image  # noqa: E402
+from world.level import Level, check_image  # noqa: E402
 from world.scene import height_at  # noqa: E402
 
 PLAY_SIZE = (256, 144)  # the reference world's frames: twice mini's 128x72, the largest native size a config may have
