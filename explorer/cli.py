@@ -136,7 +136,7 @@ def cmd_render(args) -> int:
     from explorer.video import check_video_path
     check_video_path(args.out)
     check_model_options(args)
-    if args.world is None:  # as play chooses: what the level and the options can mean
+    if args.world is None:  # the reference unless a model is named or there is no scene (play opens the shipped model)
         from world.level import load_level
         level = load_level(args.level)
         names_a_model = args.checkpoint or args.random_weights or args.seed is not None
