@@ -96,7 +96,8 @@ void main() {
 
 _REPROJECT = """
 #version 330
-#define REVEALED 0.35     // brightness of what a turn reveals beyond the frame: not drawn yet, and looks it
+#define REVEALED 0.6      // brightness of what a turn reveals beyond the frame: not drawn yet, and looks it
+                          // (at 0.35 a flick flashed a dark slab over up to 40% of the window)
 uniform sampler2D frame;  // upright (row 0 at the bottom), native size
 uniform mat3 turn;        // a ray of the camera now -> the same ray in the camera the frame was made from
 uniform vec2 tan_half;    // tan of half the horizontal and vertical field of view
