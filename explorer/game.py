@@ -844,7 +844,7 @@ class Game:
                                               if self.show_hud else [], width), "top-left")
         warning = ("warning", self.warning_panel, wrapped(self.warning_panel, self._warning(), width), "top-right")
         message = wrapped(self.message_panel, message, width)
-        menu = ("menu", self.menu_panel, self.menu.lines() if self.paused else [], "center")
+        menu = ("menu", self.menu_panel, self.menu.lines(OTHER_WORLD[self.kind]) if self.paused else [], "center")
         # In a small window what would lie under the menu waits until it closes (the menu is read), and the HUD
         # under the warning (an untrained model must be said)
         panels = clear_of([*clear_of([hud], warning, window), ("message", self.message_panel, message, "bottom"),

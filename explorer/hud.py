@@ -127,8 +127,11 @@ class Menu:
         self._pointed: str | None = "unknown"  # the item under the pointer at its last move
         self._aimed: str | None = None  # the item the player moved the pointer onto (not where it was released)
 
-    def lines(self) -> list[str]:
-        return ["Paused"] + [("> " if i == self.selected else "   ") + item for i, item in enumerate(MENU_ITEMS)]
+    def lines(self, other_world: str | None = None) -> list[str]:
+        """The menu as shown; with `other_world`, Switch world names the world it opens."""
+        shown = {"Switch world": f"Switch to the {other_world} world"} if other_world else {}
+        return ["Paused"] + [("> " if i == self.selected else "   ") + shown.get(item, item)
+                             for i, item in enumerate(MENU_ITEMS)]
 
     def key(self, key: int) -> str | None:
         """The chosen item's name for a key press, or None (selection moved, or the key means nothing here)."""

@@ -326,3 +326,12 @@ def test_a_turn_is_reprojected_to_the_picture_the_turned_camera_sees(ctx, yaw, p
     err_as_is = np.abs(as_is - seen_b)[inner].mean()
     assert err_turned < 0.35 * err_as_is, (err_turned, err_as_is)
     assert np.abs(as_is - seen_a).mean() < 1.0  # no turn: the frame as it is
+
+
+def test_the_menu_names_the_world_switch_world_opens():
+    # It read "Switch world": which one, a new player could not tell.
+    menu = Menu(TextPanel(size=28))
+    assert menu.lines("reference")[1 + MENU_ITEMS.index("Switch world")].endswith("Switch to the reference world")
+    menu.key(pygame.K_DOWN)
+    menu.key(pygame.K_DOWN)
+    assert menu.key(pygame.K_RETURN) == "Switch world"  # the item chosen is the same
