@@ -160,7 +160,7 @@ def cmd_render(args) -> int:
 def cmd_play(args) -> int:
     from explorer.game import PLAY_SIZE, STATES_HELD, Game, GameConfig
     from explorer.session import read_session, summary
-    from world.level import load_level
+    from world.level import load_level, require_scene
     from world.make import WorldOpener
 
     level = load_level(args.level)
@@ -168,9 +168,8 @@ def cmd_play(args) -> int:
         from model.checkpoint import default_checkpoint_path
         wants_model = args.checkpoint or args.random_weights or default_checkpoint_path().exists()
         args.world = "generated" if wants_model or level.scene is None else "reference"
-    if args.world == "reference" and level.scene is None:
-        raise InputError(level.source, "scene", "this level has only a start image; the reference world needs a "
-                         "[scene] (use --world generated)")
+    if args.world == "reference":
+        require_scene(level)
     if args.world == "generated" and args.size is not None:
         raise InputError("command line", "--size", "the generated world renders at its checkpoint's size; --size is "
                          "for the reference world")

@@ -62,7 +62,7 @@ from explorer.presenter import MARGIN, Presenter, overlap, overlay_rect, split_s
 from explorer.session import SessionWriter  # noqa: E402
 from explorer.world_host import OTHER_WORLD, Job, Result, Tick, Worker, WorldFactory  # noqa: E402
 from world.base import FPS, FRAMES_PER_STEP  # noqa: E402
-from world.level import Level, check_image  # noqa: E402
+from world.level import NO_SCENE, Level, check_image  # noqa: E402
 from world.scene import height_at  # noqa: E402
 
 PLAY_SIZE = (256, 144)  # the reference world's frames: twice mini's 128x72, the largest native size a config may have
@@ -71,7 +71,6 @@ MESSAGE_SECONDS = 3.0
 # Said under the first picture (keys.controls_hint): the HUD lists the client's keys, and a new player needs the
 # walking ones first
 HINT_SECONDS = 8.0
-NO_SCENE = "this level has only a start image: the reference world needs a [scene] to draw"
 DROPPED_WHILE_OPENING = [pygame.KEYDOWN, pygame.MOUSEBUTTONDOWN, pygame.MOUSEWHEEL, pygame.MOUSEMOTION,
                          pygame.CONTROLLERBUTTONDOWN]  # what came while a world opened, but for the window's keys:
 KEPT_WHILE_OPENING = (pygame.K_F1, pygame.K_F11, pygame.K_F12)  # HUD, fullscreen, screenshot (of the first frame)

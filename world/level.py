@@ -145,6 +145,15 @@ def check_image(image: Path, source: Path) -> None:
                              f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
 
 
+NO_SCENE = "this level has only a start image; the reference world needs a [scene] to draw"
+
+
+def require_scene(level: Level) -> None:
+    """An InputError naming the level's file if the reference world cannot draw it (a start image alone)."""
+    if level.scene is None:
+        raise InputError(level.source, "scene", f"{NO_SCENE} (use --world generated)")
+
+
 def load_level(name_or_path) -> Level:
     """A shipped level by name (LEVELS_DIR/NAME.toml) or any level file by path (one ending in .toml or
     with a folder in it)."""

@@ -17,10 +17,10 @@ def make_world(kind: str, size: tuple[int, int] | None = None, checkpoint=None, 
     state it can rewind to), for the check that they fit in memory. random_source: where random_config was named
     (for messages: "command line: --random-weights")."""
     if kind == "reference":
+        from world.level import require_scene
         from world.reference import ReferenceWorld
-        if level is not None and level.scene is None:
-            raise InputError(level.source, "scene", "this level has only a start image; the reference world needs a "
-                             "[scene] (use --world generated)")
+        if level is not None:
+            require_scene(level)
         return ReferenceWorld(size=size or REFERENCE_SIZE)
     if kind == "generated":
         from world.generated import GeneratedWorld

@@ -15,12 +15,11 @@ from typing import Sequence
 import moderngl
 import numpy as np
 
-from camera.errors import InputError
 from camera.pose import Pose
 from explorer.interrupts import held_interrupts
 from world.base import FRAMES_PER_STEP
 from world.gl_scene import GLResources, SceneRenderer
-from world.level import Level, list_levels, load_level
+from world.level import Level, list_levels, load_level, require_scene
 from world.scene import SceneParams
 
 
@@ -56,8 +55,7 @@ class ReferenceWorld:
         and fully given by the level, so `seed` changes nothing here (it exists for the generated world)."""
         if not isinstance(level, Level):
             level = load_level(level)
-        if level.scene is None:
-            raise InputError(level.source, "scene", "the reference world needs a [scene]; this level has only an image")
+        require_scene(level)
         self.set_scene(level.scene)
         return self.render([level.start])[0]
 
