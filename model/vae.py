@@ -296,9 +296,9 @@ class VAE(nn.Module):
         return frames
 
 
-def sample_latent(mean: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """The reparameterised sample mean + sigma * eps (training): differentiable in mean and logvar."""
-    eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+def sample_latent(mean: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """The reparameterised sample mean + sigma * eps, eps ~ N(0, 1) of mean's shape (the training stages draw it
+    from their per-sample generators): differentiable in mean and logvar."""
     return mean + torch.exp(0.5 * logvar) * eps
 
 

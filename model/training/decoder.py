@@ -30,7 +30,7 @@ from model.training.data import SampleRNG
 from model.training.losses import generator_loss, penalised_discriminator_loss, psnr
 from model.training.stage import Stage
 from model.training.vae import VAEStage, reconstruction_loss
-from model.vae import ResBlock, to_uint8
+from model.vae import ResBlock, sample_latent, to_uint8
 
 def balance(reconstruction: torch.Tensor, adversarial: torch.Tensor, frames: torch.Tensor) -> float:
     """The weight that gives the adversarial term the same pull on the decoded frames as the reconstruction term:
@@ -72,7 +72,7 @@ class DecoderStage(VAEStage):
         """The decoder's loss on a window and the reconstruction it judged, (B, 3, T, H, W)."""
         with torch.no_grad(), self.autocast():
             mean, logvar = self.vae.encode(video)
-        latent = mean.float() + torch.exp(0.5 * logvar.float()) * rng.randn(*mean.shape[1:]).to(self.device)
+        latent = sample_latent(mean.float(), logvar.float(), rng.randn(*mean.shape[1:]).to(self.device))
         with self.autocast():
             recon = self.vae.decode(latent).float()
         real, fake = self.judge([video, recon])

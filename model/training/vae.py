@@ -23,7 +23,7 @@ from model.training import distributed
 from model.training.data import SampleRNG
 from model.training.losses import colour_loss, gradient_loss, kl_loss, psnr
 from model.training.stage import Stage
-from model.vae import VAE, ResBlock, to_uint8
+from model.vae import VAE, ResBlock, sample_latent, to_uint8
 
 
 def fold_latent_scale(state: dict[str, torch.Tensor], channels: int, scale: float) -> dict[str, torch.Tensor]:
@@ -72,7 +72,7 @@ class VAEStage(Stage):
         with self.autocast():
             mean, logvar = self.vae.encode(video)
         mean, logvar = mean.float(), logvar.float()
-        latent = mean + torch.exp(0.5 * logvar) * rng.randn(*mean.shape[1:]).to(self.device)
+        latent = sample_latent(mean, logvar, rng.randn(*mean.shape[1:]).to(self.device))
         with self.autocast():
             recon = self.vae.decode(latent).float()
         reconstruction, parts = reconstruction_loss(recon, video, self.opts)
