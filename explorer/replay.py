@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from camera.errors import InputError
-from explorer.session import Session, frame_sha1, level_sha256, read_session, session_level, shipped_level_file
+from explorer.session import (Session, frame_sha1, level_sha256, program_version, read_session, session_level,
+                              shipped_level_file)
 from explorer.video import VideoWriter
 from world.base import FRAMES_PER_STEP
 from world.level import load_level
@@ -172,6 +173,9 @@ def run_replay(path, check: bool, out, device: str, checkpoint=None) -> int:
             now = level_sha256(level[field])  # None: gone, and so not what was replayed
             if now is not None and now != level[digest]:
                 why += f"; its {what} {level[field]} has changed since"
+        recorded_by = session.header.get("program")
+        if isinstance(recorded_by, str) and recorded_by != program_version():
+            why += f"; it was recorded by explorer {recorded_by}, and this is {program_version()}"
         if session.header["world"] == "generated" and "controls" not in session.header:  # (added 2026-12-05)
             why += ("; the session is from an explorer older than 2026-12-05, and one older than 2026-12-04 kept the "
                     "generated world's KV cache otherwise: its frames differ from where the cache window fills")

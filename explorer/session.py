@@ -4,7 +4,7 @@
         session.json       {"format": "explorer-session/1", "level": {"name", "path", "sha256", "image",
                             "image_sha256"}, "world", "checkpoint",
                             "checkpoint_sha256", "random_config", "seed", "fps", "size": [w, h], "device",
-                            "threads", "controls", "display", "hold_at_rest", "started", "ended"}
+                            "threads", "controls", "display", "hold_at_rest", "program", "started", "ended"}
         trajectory.jsonl   one line per presented video frame:
                            {"frame", "t", "step", "pose", "input", "step_ms", "latency_ms", "frame_sha1"}
                            and a line per rewind: {"event": "rewind", "frame", "to_frame", "to_step"}
@@ -21,7 +21,9 @@ sessions not played in a window); it changes nothing that is logged or replayed.
 sessions): a replay whose frames differ says when the file has changed since; so for its start picture, `image` and
 `image_sha256` (null for a level without one; absent in older sessions). `hold_at_rest` is true where the
 generated world kept its last frame while the camera was at rest (`camera.pose.at_rest`); older sessions,
-without it, are replayed with the model run at rest too, as they were played.
+without it, are replayed with the model run at rest too, as they were played. `program` is the explorer that
+recorded it (`program_version`: "0.1.0", and in a git checkout its commit, "0.1.0 af58109", "+changes" where its
+files differed from it; absent in older sessions): a replay whose frames differ names it beside this one's.
 
 `frame` counts presented frames from 0 (the world's first frame, at the start pose); `t` is when it was presented,
 in seconds of play from frame 0 (time paused in the menu counts neither here nor in `latency_ms`); `step` is the
@@ -39,10 +41,13 @@ of anything else that is wrong.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.metadata
 import json
 import re
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -69,6 +74,30 @@ def frame_sha1(frame: np.ndarray) -> str:
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+@functools.lru_cache(maxsize=1)
+def program_version() -> str:
+    """This explorer's version, and where it runs from a git checkout, its commit ("0.1.0 af58109", with "+changes"
+    if its tracked files differ from that commit): what recorded a session, for a replay whose frames differ."""
+    try:
+        version = importlib.metadata.version("explorer")
+    except importlib.metadata.PackageNotFoundError:  # run from a clone that was not installed
+        version = "unknown"
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return version
+    try:
+        def git(*args):
+            return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=5,
+                                  stdin=subprocess.DEVNULL)
+        commit = git("rev-parse", "--short=7", "HEAD")
+        changed = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):  # no git here
+        return version
+    if commit.returncode != 0:
+        return version
+    return f"{version} {commit.stdout.strip()}" + ("+changes" if changed.stdout.strip() else "")
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -129,7 +158,8 @@ class SessionWriter:
             "world": world, "checkpoint": None if checkpoint is None else str(Path(checkpoint).resolve()),
             "checkpoint_sha256": checkpoint_sha256, "random_config": random_config, "seed": int(seed),
             "fps": float(fps), "size": [int(size[0]), int(size[1])], "device": device, "threads": threads,
-            "controls": controls.to_dict(), "hold_at_rest": world == "generated" or None, "started": now_iso(),
+            "controls": controls.to_dict(), "hold_at_rest": world == "generated" or None,
+            "program": program_version(), "started": now_iso(),
         }
         if display is not None:
             self.header["display"] = display

@@ -263,6 +263,22 @@ def test_a_difference_in_a_session_from_before_the_kv_cache_change_says_so(tmp_p
         "generated world's KV cache otherwise" in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_a_difference_in_a_session_recorded_by_another_explorer_names_both(tmp_path, history_world, capsys):
+    # session.json did not say which explorer recorded it: a difference from a change in the program read as a bug
+    from explorer.session import program_version
+    session = play_session(tmp_path, history_world, "reference", steps=2)
+    header = json.loads((session / "session.json").read_text())
+    assert header["program"] == program_version() and program_version().startswith("0.")
+    edit_yaw(session, 5, 0.5)
+    assert main(["replay", str(session), "--check"]) == 1
+    assert "recorded by explorer" not in capsys.readouterr().err  # the same program: no such reason
+    header["program"] = "0.0.9 1234567"
+    (session / "session.json").write_text(json.dumps(header))
+    assert main(["replay", str(session), "--check"]) == 1
+    err = capsys.readouterr().err
+    assert f"; it was recorded by explorer 0.0.9 1234567, and this is {program_version()}" in err, err
+
+
 def test_a_gone_level_of_ones_own_is_not_replaced_by_the_shipped_one_of_its_name(tmp_path, history_world, capsys):
     # mine.toml named "meadow", deleted: replay --out filmed the shipped meadow and exited 0; a shipped level moved
     # away (the same file) still replays
