@@ -4,6 +4,7 @@ Its message is a single line that names the file and the field, e.g.
     levels/meadow.toml: scene.fog.density: must be between 0 and 1, got 3.0
 The command line prints it as it is and exits with code 2.
 """
+import datetime
 import errno
 import hashlib
 import json
@@ -142,6 +143,19 @@ def read_toml(file, missing: str = "no such file") -> dict:
         raise InputError(file, None, "not valid TOML for us: it holds an integer of over 4300 digits") from None
     except RecursionError:  # "a = [[[[..." a few hundred deep: the parser recurses once a level
         raise InputError(file, None, f"not valid TOML for us: {TOO_DEEP}") from None
+
+
+def describe_value(v) -> str:
+    """A value read from a file as a message names it: 'an array of 3', 'a table', "a string ('x')", 'a date
+    (1979-05-27)' (TOML has dates, which Python's repr named datetime.date(1979, 5, 27))."""
+    if isinstance(v, list):
+        return f"an array of {len(v)}"
+    if isinstance(v, dict):
+        return "a table"
+    if isinstance(v, (datetime.date, datetime.time)):
+        return f"a date or time ({v.isoformat()})"
+    kind = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(type(v), type(v).__name__)
+    return f"{kind} ({v!r})"
 
 
 def partial_file(path: Path) -> Path:

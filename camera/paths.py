@@ -39,7 +39,7 @@ import numpy as np
 from scipy.interpolate import CubicHermiteSpline
 from scipy.spatial.transform import Rotation, Slerp
 
-from camera.errors import InputError, is_number, read_toml, write_replacing
+from camera.errors import InputError, describe_value, is_number, read_toml, write_replacing
 from camera.pose import (FOV_RANGE, PITCH_LIMIT, POSITION_LIMIT, REST_DEGREES, REST_METRES, Pose, at_rest,
                          check_pose_limits)
 from levels import PATHS_DIR
@@ -359,7 +359,9 @@ def parse_path(data: dict, source) -> CameraPath:
     if not isinstance(relative, bool):
         raise InputError(source, "path.relative", f"must be true or false, got {relative!r}")
     raw = p.get("key", [])
-    if not isinstance(raw, list) or len(raw) < 2:
+    if not isinstance(raw, list):
+        raise InputError(source, "path.key", f"must be [[path.key]] tables, got {describe_value(raw)}")
+    if len(raw) < 2:
         raise InputError(source, "path.key", "needs at least two [[path.key]] entries")
     keys: list[Keyframe] = []
     for i, k in enumerate(raw):
@@ -379,6 +381,9 @@ def check_path(path: CameraPath, source, keys_field: str = "path.key", fps_field
     if not lo <= path.fps <= hi:
         raise InputError(source, fps_field, f"must be between {lo:g} and {hi:g} frames per second, got {path.fps:g}")
     frames = round(path.duration * path.fps) + 1  # as many as poses() samples: both ends
+    if frames == 1:  # its last key would never be shown
+        raise InputError(source, keys_field, f"the path lasts {path.duration:g} s, less than half a frame at "
+                         f"{path.fps:g} fps: at least {0.5 / path.fps:g} s are needed to show more than its start")
     if frames > MAX_FRAMES:
         raise InputError(source, keys_field, f"the path lasts {path.duration:g} s, {frames:,.0f} frames at "
                          f"{path.fps:g} fps; at most {MAX_FRAMES:,} are allowed")
@@ -434,7 +439,7 @@ def _known(table: dict, allowed: Sequence[str], source, prefix: str) -> None:
 
 def _number(v, source, field: str) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise InputError(source, field, f"must be a number, got {v!r}")
+        raise InputError(source, field, f"must be a number, got {describe_value(v)}")
     if not is_number(v):
         raise InputError(source, field, f"must be a finite number, got {v!r}")
     return float(v)

@@ -98,7 +98,7 @@ def test_a_good_file_loads(tmp_path):
     (('name = "test"', 'name = "a/b"'), "level.name", "letters, digits"),
     (('name = "test"', 'name = "two\\nlines"'), "level.name", "letters, digits"),
     (('name = "test"', 'name = ""'), "level.name", "letters, digits"),
-    (('name = "test"', 'name = "' + "a" * 65 + '"'), "level.name", "1 to 64 letters"),
+    (('name = "test"', 'name = "' + "a" * 65 + '"'), "level.name", "1 to 64 ASCII letters"),
     (("position = [0.0, 1.7, 0.0]", "position = [0.0, 0.1, 0.0]"), "start.position", "at least 0.2 m above the"),
     (("density = 0.2", "density = 1" + "0" * 400), "scene.fog.density", "must be a finite number"),
 ])

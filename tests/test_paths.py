@@ -472,3 +472,26 @@ def test_save_path_on_a_full_disk_keeps_the_older_file_and_leaves_no_partial(tmp
     assert out.read_text() == "older\n" and list(tmp_path.iterdir()) == [out]
     save_path(path(), out)  # with room, it is replaced
     assert load_path(out) == path() and list(tmp_path.iterdir()) == [out]
+
+
+@pytest.mark.parametrize("text, message", [
+    # one frame: its last key was dropped without a word (0.4 s at 1 fps rendered 1 frame, the start)
+    ("[path]\nfps = 1\nrelative = true\n[[path.key]]\nt = 0\n[[path.key]]\nt = 0.4\nyaw = 30\n",
+     "p.toml: path.key: the path lasts 0.4 s, less than half a frame at 1 fps: at least 0.5 s are needed"),
+    # TOML's dates read datetime.date(1979, 5, 27); a key that is not a table array read "needs at least two"
+    ("[path]\n[[path.key]]\nt = 1979-05-27\n[[path.key]]\nt = 1\n",
+     "p.toml: path.key[0].t: must be a number, got a date or time (1979-05-27)"),
+    ("[path]\nkey = 3\n", "p.toml: path.key: must be [[path.key]] tables, got an integer (3)"),
+])
+def test_what_a_path_file_cannot_be_is_said_plainly(tmp_path, text, message):
+    (tmp_path / "p.toml").write_text(text)
+    with pytest.raises(InputError) as e:
+        load_path(tmp_path / "p.toml")
+    assert str(e.value).endswith(message) or message in str(e.value), str(e.value)
+
+
+def test_a_camera_path_given_as_a_level_is_said_to_be_one():
+    from world.level import load_level
+    with pytest.raises(InputError, match=r"walk.toml: path: unknown table \(allowed: level, scene, start\) \(this is "
+                       r"a camera path: give it as --path\)"):
+        load_level(PATHS_DIR / "walk.toml")

@@ -71,14 +71,15 @@ def level_from_dict(d: dict, source: Path) -> Level:
     """Validate a parsed level file."""
     for key in d:
         if key not in ("level", "scene", "start"):
-            raise InputError(source, key, "unknown table (allowed: level, scene, start)")
+            hint = " (this is a camera path: give it as --path)" if key == "path" and "level" not in d else ""
+            raise InputError(source, key, f"unknown table (allowed: level, scene, start){hint}")
     for key in ("level", "start"):
         if key not in d:
             raise InputError(source, key, "missing table")
     header = parse_table(LevelHeader, d["level"], source, "level")
     if not LEVEL_NAME.fullmatch(header.name):
         # The name becomes part of a session folder's name, so it must not hold "/", ".." or a newline.
-        raise InputError(source, "level.name", f"must be 1 to 64 letters, digits, '-' or '_' (got {header.name!r})")
+        raise InputError(source, "level.name", f"must be 1 to 64 ASCII letters, digits, '-' or '_' (got {header.name!r})")
     for name in ("title", "image"):
         # The title becomes the window's caption and the image a file name: a NUL in either was a traceback
         # (ValueError from pygame's set_caption, or "embedded null byte" from Path.resolve), a newline two lines.

@@ -16,7 +16,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 
 import numpy as np
 
-from camera.errors import InputError, is_number
+from camera.errors import InputError, describe_value, is_number
 
 Color = tuple[float, float, float]  # RGB, each 0..1, display (sRGB-like) values
 
@@ -163,7 +163,7 @@ def _plain(v):
 def parse_table(cls, d, source, path: str):
     """Build dataclass `cls` from a TOML table `d`, checking keys, types and ranges from the field specs."""
     if not isinstance(d, dict):
-        raise InputError(source, path, f"must be a table, got {_describe(d)}")
+        raise InputError(source, path, f"must be a table, got {describe_value(d)}")
     specs = fields(cls)
     names = [f.name for f in specs]
     for key in d:
@@ -180,15 +180,6 @@ def parse_table(cls, d, source, path: str):
     return cls(**kwargs)
 
 
-def _describe(v) -> str:
-    if isinstance(v, list):
-        return f"an array of {len(v)}"
-    if isinstance(v, dict):
-        return "a table"
-    kind = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(type(v), type(v).__name__)
-    return f"{kind} ({v!r})"
-
-
 def _parse_value(tp, meta, v, source, where):
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):  # X | None: TOML has no null, so parse as X
@@ -198,11 +189,11 @@ def _parse_value(tp, meta, v, source, where):
         return parse_table(tp, v, source, where)
     if origin is tuple:
         if not isinstance(v, list) or len(v) != len(args):
-            raise InputError(source, where, f"must be an array of {len(args)} numbers, got {_describe(v)}")
+            raise InputError(source, where, f"must be an array of {len(args)} numbers, got {describe_value(v)}")
         return tuple(_parse_value(a, meta, x, source, f"{where}[{i}]") for i, (a, x) in enumerate(zip(args, v)))
     if origin is dict:
         if not isinstance(v, dict):
-            raise InputError(source, where, f"must be a table, got {_describe(v)}")
+            raise InputError(source, where, f"must be a table, got {describe_value(v)}")
         choices = meta.get("choices")
         for key in v:
             if choices and key not in choices:
@@ -210,17 +201,17 @@ def _parse_value(tp, meta, v, source, where):
         return {k: _parse_value(args[1], meta, x, source, f"{where}.{k}") for k, x in v.items()}
     if tp is str:
         if not isinstance(v, str):
-            raise InputError(source, where, f"must be a string, got {_describe(v)}")
+            raise InputError(source, where, f"must be a string, got {describe_value(v)}")
         choices = meta.get("choices")
         if choices and v not in choices:
             raise InputError(source, where, f"must be one of {', '.join(choices)}, got {v!r}")
         return v
     if tp is int:
         if isinstance(v, bool) or not isinstance(v, int):
-            raise InputError(source, where, f"must be an integer, got {_describe(v)}")
+            raise InputError(source, where, f"must be an integer, got {describe_value(v)}")
     elif tp is float:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise InputError(source, where, f"must be a number, got {_describe(v)}")
+            raise InputError(source, where, f"must be a number, got {describe_value(v)}")
         if not is_number(v):
             raise InputError(source, where, f"must be a finite number, got {v!r}")
         v = float(v)
