@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from explorer.metrics import sharpness
 from model.checkpoint import load_checkpoint
 from model.frame_discriminator import FrameDiscriminator
 from model.training import distributed
 from model.training.data import SampleRNG
-from model.training.losses import generator_loss, penalised_discriminator_loss, psnr
+from model.training.losses import generator_loss, penalised_discriminator_loss
 from model.training.stage import Stage
 from model.training.vae import VAEStage, reconstruction_loss
 from model.vae import ResBlock, sample_latent, to_uint8
@@ -109,8 +108,7 @@ class DecoderStage(VAEStage):
         recon = self.reconstruct(video)[1]
         frames = lambda v: to_uint8(v).reshape(-1, *v.shape[-2:], 3)  # noqa: E731 (B, 3, T, H, W) -> (B T, H, W, 3)
         ratio = float(np.sum(sharpness(frames(recon))) / np.sum(sharpness(frames(video))))
-        return {"val_psnr": float(psnr(recon, video).mean()), "val_l1": float(F.l1_loss(recon, video)),
-                "val_sharpness": ratio}
+        return {**self.scores(video, recon), "val_sharpness": ratio}
 
     def export(self, path, step: int) -> None:
         state = distributed.full_state(self.vae)  # the latent scale is the source model's, folded in already

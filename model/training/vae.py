@@ -95,7 +95,11 @@ class VAEStage(Stage):
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         video = self.real_video(self.val_indices())
-        recon = self.reconstruct(video)[1]
+        return self.scores(video, self.reconstruct(video)[1])
+
+    @staticmethod
+    def scores(video: torch.Tensor, recon: torch.Tensor) -> dict[str, float]:
+        """PSNR and L1 of reconstructions (B, 3, T, H, W) of `video`."""
         return {"val_psnr": float(psnr(recon, video).mean()), "val_l1": float(F.l1_loss(recon, video))}
 
     @torch.no_grad()
