@@ -318,6 +318,25 @@ def test_resume_restores_identical_state(data, tmp_path, init):
         (tmp_path / "resumed/run.json").read_text())["camera_scaling"])
 
 
+def test_grad_checkpointing_trains_the_same_weights_and_may_change_on_resume(data, tmp_path, init):
+    # Backbone.grad_checkpointing was there for large configs, but no option set it: only a test did.
+    def run(name, steps, resume=False, checkpointing=False):
+        opts = options("diffusion", data, tmp_path / name, init, steps=steps, resume=resume, save_every=1,
+                       grad_checkpointing=checkpointing)
+        train(opts, explicit={"steps", "resume", "grad_checkpointing"} if resume else set())
+
+    run("kept", 2)
+    run("recomputed", 1, checkpointing=True)
+    run("recomputed", 2, resume=True)  # and off again on resume: the same math
+    a, _ = read_safetensors(tmp_path / "kept/diffusion/state.safetensors")
+    b, _ = read_safetensors(tmp_path / "recomputed/diffusion/state.safetensors")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert not torch.equal(a["module.generator.head.linear.weight"],
+                           read_safetensors(init)[0]["generator.head.linear.weight"])  # it did train
+    stage = make_stage("diffusion", data, tmp_path / "on", init, grad_checkpointing=True)
+    assert stage.generator.backbone.grad_checkpointing
+
+
 def test_resume_keeps_the_vae_it_trained_with(data, tmp_path, init):
     # The latents were encoded again on resume with the source's VAE as it was then (a VAE stage resumed since, or
     # the --init file replaced): the generator went on training on other latents than the state's VAE makes.

@@ -1,8 +1,8 @@
 """The options of `explorer train STAGE`, with each stage's defaults.
 
 The defaults are for the `mini` config on this 2-core CPU (docs/training.md gives the measured speeds behind them);
-a GPU run raises --batch and --steps. A resumed stage keeps the options it was started with: only --steps, --data
-and --device may change. An option for other stages than the one run is refused (OPTION_STAGES).
+a GPU run raises --batch and --steps. A resumed stage keeps the options it was started with: only --steps, --data,
+--device and --grad-checkpointing may change. An option for other stages than the one run is refused (OPTION_STAGES).
 """
 from __future__ import annotations
 
@@ -62,6 +62,8 @@ class TrainOptions:
                                     # grown at zero from a model without one; the gate stage always has it
     gate_only: bool = False         # adversarial, long: only the warp gate learns (implies warp_gate); the gate
                                     # stage's regression replaced by the discriminator's judgement
+    grad_checkpointing: bool = False  # pretrain, diffusion, consistency: recompute each block in the backward
+                                      # pass (memory, for large configs)
 
     def check(self) -> None:
         where = "command line"
@@ -154,16 +156,21 @@ OPTION_STAGES = {
     "r1_lambda": ("decoder", *ADVERSARIAL), "r1_sigma": ("decoder", *ADVERSARIAL),
     "disc_lr_scale": ("decoder", *ADVERSARIAL), "adv_weight": ("decoder",),
     "segments": ("long",), "overlap": ("long",), "gate_only": ADVERSARIAL,
+    "grad_checkpointing": ("pretrain", "diffusion", "consistency"),  # (the others step with the cache: no forward)
 }
+# What a resumed stage may be given anew: where the data lie, how far to go, and how to compute it (the same math)
+RESUME_MAY_CHANGE = {"steps", "resume", "stage", "run", "data", "device", "grad_checkpointing"}
 
 
 def merge_resumed(stored: "TrainOptions", given: "TrainOptions", explicit: set[str], source: str) -> "TrainOptions":
-    """The options of a resumed stage: the stored ones, with --steps from the command line if given. Any other
-    option given explicitly must agree with the stored one (changing it would break the identical-resume promise)."""
-    for name in sorted(explicit - {"steps", "resume", "stage", "run", "data", "device"}):
+    """The options of a resumed stage: the stored ones, with --steps (and --data, --device, --grad-checkpointing)
+    from the command line if given. Any other option given explicitly must agree with the stored one (changing it
+    would break the identical-resume promise)."""
+    for name in sorted(explicit - RESUME_MAY_CHANGE):
         if getattr(given, name) != getattr(stored, name):
             raise InputError(source, f"options.{name}", f"this stage was started with {getattr(stored, name)!r}; "
                              f"resume with the same value or start another --run")
     steps = given.steps if "steps" in explicit else stored.steps
     # options added since the state was saved take the stage's defaults
-    return replace(stored, steps=steps, resume=True, data=given.data, device=given.device).with_defaults()
+    return replace(stored, steps=steps, resume=True, data=given.data, device=given.device,
+                   grad_checkpointing=given.grad_checkpointing).with_defaults()

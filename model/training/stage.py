@@ -202,6 +202,7 @@ class GeneratorStage(Stage):
         return diffusion.generator
 
     def shard_generator(self, generator: Generator, zero2: bool = False) -> Generator:
+        generator.backbone.grad_checkpointing = self.opts.grad_checkpointing
         return distributed.shard(generator, [m for m in generator.modules() if isinstance(m, Block)], self.dist,
                                  forward_methods=("step",), reshard_after_forward=not zero2)
 
