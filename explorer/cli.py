@@ -609,8 +609,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "learning rate over --lr (default 10; decoder 4; the paper shares one rate)")
     p.add_argument("--warp-gate", action="store_true", help="generator stages: give the generator a warp gate "
                    "(grown at zero from a model without one; docs/design.md); the gate stage always has one")
-    p.add_argument("--grad-checkpointing", action="store_true", help="pretrain, diffusion, consistency: recompute each block's "
-                   "activations in the backward pass instead of keeping them (less memory for large configs, ~1/3 "
+    p.add_argument("--grad-checkpointing", action="store_true", help="pretrain, diffusion, consistency: recompute "
+                   "each block's activations in the backward pass instead of keeping them (less memory for large configs, ~1/3 "
                    "more compute; the same weights; may change on --resume)")
     p.add_argument("--gate-only", action="store_true", help="adversarial, long: train the warp gate alone "
                    "against the discriminator, the rest of the generator frozen (implies --warp-gate)")

@@ -430,9 +430,10 @@ class Game:
         return 0 if self.stopped_by is None else 128 + self.stopped_by  # as the shell reports a signal's end
 
     def _interrupted(self, signum, frame) -> None:
-        """Ctrl-C in the terminal (or SIGTERM, or the terminal closed) quits as closing the window does: the step on screen is shown to its
-        end and the session is closed. Another one a second later (the game stuck somewhere) interrupts at once;
-        one within the second is the same request sent twice (`timeout` signals the game and its group)."""
+        """Ctrl-C in the terminal (or SIGTERM, or the terminal closed) quits as closing the window does: the step on
+        screen is shown to its end and the session is closed. Another one a second later (the game stuck somewhere)
+        interrupts at once; one within the second is the same request sent twice (`timeout` signals the game and its
+        group)."""
         if self.done and not self.interrupts.count:  # quitting already (the window closed) and stuck
             raise KeyboardInterrupt
         self.interrupts(signum, frame)

@@ -154,7 +154,8 @@ def test_sample_latent_is_reparameterised():
     assert abs(z.mean().item() - 2.0) < 0.02 and abs(z.std().item() - 0.5) < 0.02
     z.sum().backward()
     assert mean.grad is not None and logvar.grad is not None
-    assert torch.allclose(mean.grad, torch.ones_like(mean)) and torch.allclose(logvar.grad, 0.5 * (z.detach() - 2.0), atol=1e-5)
+    assert torch.allclose(mean.grad, torch.ones_like(mean))
+    assert torch.allclose(logvar.grad, 0.5 * (z.detach() - 2.0), atol=1e-5)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: streaming decode on GPU not checked")
