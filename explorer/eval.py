@@ -57,7 +57,7 @@ from model.vae import VAE, from_uint8, to_uint8
 from world.base import FPS, FRAMES_PER_STEP
 from world.dataset import EYE_HEIGHT, HELD_OUT_SEEDS
 from world.generated import GeneratedWorld, step_noise
-from world.level import Level, load_level
+from world.level import NO_SCENE, Level, load_level
 from world.scene import SceneParams, height_at, random_scene
 
 MARKS = (1, 5, 10, 60)            # seconds at which fidelity is reported
@@ -215,8 +215,7 @@ def level_streams(levels: Sequence[Level], paths: Sequence[str], frames: int) ->
     streams = []
     for level in levels:
         if level.scene is None:
-            raise InputError(level.source, "scene", "eval renders the reference world from the level's [scene]; "
-                             "this level has only a start image")
+            raise InputError(level.source, "scene", f"{NO_SCENE} (eval compares the generated world with it)")
         for source, path in camera_paths:
             poses = placed_poses(path, level.start, source, fps=FPS)[:frames]
             streams.append(Stream(f"{level.name} along {Path(source).name}", level.scene, poses))
