@@ -16,7 +16,7 @@ from pathlib import Path
 from camera.controls import ControlSettings
 from camera.errors import (InputError, check_writable, escape_controls, first_missing, refuse_overwriting,
                            remove_empty_folders, shell_word, unusable_name)
-from explorer.interrupts import STOP_SIGNALS, caused_by_interrupt, handle_stop_signals, restore_handlers
+from explorer.interrupts import TERMINATING_SIGNALS, caused_by_interrupt, handle_stop_signals, restore_handlers
 from model.training.options import STAGES
 from world.base import MAX_SEED
 from world.dataset import HELD_OUT_SEEDS
@@ -610,8 +610,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warp-gate", action="store_true", help="generator stages: give the generator a warp gate "
                    "(grown at zero from a model without one; docs/design.md); the gate stage always has one")
     p.add_argument("--grad-checkpointing", action="store_true", help="pretrain, diffusion, consistency: recompute "
-                   "each block's activations in the backward pass instead of keeping them (less memory for large configs, ~1/3 "
-                   "more compute; the same weights; may change on --resume)")
+                   "each block's activations in the backward pass instead of keeping them (less memory for large "
+                   "configs, more compute; the same weights; may change on --resume)")
     p.add_argument("--gate-only", action="store_true", help="adversarial, long: train the warp gate alone "
                    "against the discriminator, the rest of the generator frozen (implies --warp-gate)")
     p.add_argument("--segments", type=positive_int, help="long: windows per rollout (default 3)")
@@ -669,7 +669,7 @@ def main(argv=None) -> int:
         if hasattr(stream, "reconfigure"):  # the work (PYTHONIOENCODING=ascii, a C locale's pipe)
             stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
-    previous = handle_stop_signals(_terminated, [s for s in STOP_SIGNALS if s != signal.SIGINT])
+    previous = handle_stop_signals(_terminated, TERMINATING_SIGNALS)
     try:
         code = args.run(args)
         sys.stdout.flush()  # here, where a reader that has gone is told apart (below), not as the interpreter exits

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 REPEAT_SECONDS = 1.0
 # Ctrl-C; `kill`, `timeout`, a service manager; the terminal the program runs in was closed
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+TERMINATING_SIGNALS = tuple(s for s in STOP_SIGNALS if s != signal.SIGINT)  # those Python would just die of
 
 
 def handle_stop_signals(handler, signals=STOP_SIGNALS) -> dict:

@@ -14,7 +14,7 @@ import imageio_ffmpeg
 import numpy as np
 
 from camera.errors import InputError, check_output_path, partial_file
-from explorer.interrupts import STOP_SIGNALS, HeldInterrupts, handle_stop_signals, restore_handlers
+from explorer.interrupts import TERMINATING_SIGNALS, HeldInterrupts, handle_stop_signals, restore_handlers
 
 
 def check_video_path(path) -> Path:
@@ -51,7 +51,7 @@ class VideoWriter:
         # A SIGTERM (or SIGHUP) as ffmpeg starts is held too, and acted on once it has: raised in its start, it was
         # lost there (the render went on and replaced the older file), as a Ctrl-C was
         stops = HeldInterrupts()
-        previous_stops = handle_stop_signals(stops, [s for s in STOP_SIGNALS if s != signal.SIGINT])
+        previous_stops = handle_stop_signals(stops, TERMINATING_SIGNALS)
         try:
             # One encoder thread: x264 is deterministic either way, but this keeps a render from starving the game.
             self._gen = imageio_ffmpeg.write_frames(
